@@ -1,0 +1,32 @@
+"""netspec: declarative PyTorch models.
+
+Pipeline, one module per stage: ``source`` (text -> data with positions) -> ``spec``
+(pydantic structure) -> ``resolve`` (vars, blocks, repeats) -> ``infer`` (shapes on meta
+tensors) -> ``build`` (registered modules) and ``training`` (init, freeze, optimizer,
+scheduler). ``api`` ties them together; ``cli`` is the command line.
+"""
+
+from __future__ import annotations
+
+from .api import Built, build, load
+from .catalog import LAYERS, register
+from .document import Spec, read
+from .errors import CheckpointError, EmitError, NetspecError, Problem, SpecError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LAYERS",
+    "Built",
+    "CheckpointError",
+    "EmitError",
+    "NetspecError",
+    "Problem",
+    "Spec",
+    "SpecError",
+    "__version__",
+    "build",
+    "load",
+    "read",
+    "register",
+]

@@ -1,0 +1,114 @@
+"""The Python API: ``read``, ``build``, ``load`` and the ``Built`` result.
+
+In: a spec (path, dict or ``Spec``), overrides, a device and dtype. Out: ``Built`` — the
+model with every weight allocated on ``device`` (bit-identical for a given ``seed``), its
+training set-up (optimizer, scheduler, gradient clipping) and its loss module. The memory
+a model needs is estimated on meta tensors and checked before anything is allocated.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from .build import build_tree
+from .document import Spec, read
+from .errors import Problem, SpecError
+from .infer import DTYPES, infer
+from .memory import check_fits
+from .training import TrainingSetup, setup_training
+
+
+@dataclass
+class Built:
+    """What a spec builds. Unpacks as ``model, optimizer, scheduler = built``."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer | None
+    scheduler: Any
+    spec: Spec
+    loss: nn.Module | None = None
+    training: TrainingSetup | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.model, self.optimizer, self.scheduler))
+
+    def clip_gradients(self) -> float | None:
+        """Apply the spec's ``clip_grad`` to the model's gradients; a no-op returning None without one."""
+        if self.training is None:
+            return None
+        return self.training.clip_gradients(self.model)
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return self.spec.warnings
+
+
+def _copy_graphs(graphs: Mapping[str, fx.Graph]) -> dict[str, fx.Graph]:
+    """Fresh copies, so the meta model and every real build own their graph."""
+    copies: dict[str, fx.Graph] = {}
+    for name, graph in graphs.items():
+        new = fx.Graph()
+        out = new.graph_copy(graph, {})
+        new.output(out)
+        copies[name] = new
+    return copies
+
+
+def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise SpecError(Problem(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPES)}"))
+    return DTYPES[dtype]
+
+
+def build(
+    spec: Spec | Mapping[str, Any] | str | os.PathLike[str],
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Built:
+    """Build the model, optimizer, scheduler and loss a spec describes. ``device="meta"`` allocates nothing."""
+    spec = read(spec, overrides)
+    device = torch.device(device)
+    torch_dtype = _resolve_dtype(dtype)
+    if device.type != "meta":
+        check_fits(spec.inferred.meta_model, device, torch_dtype, spec.source)
+    seed = spec.document.seed
+    # Seeding must not disturb the caller's global RNG streams: fork them, CPU and the target GPU.
+    gpus = [device.index or 0] if device.type == "cuda" else []
+    rng = torch.random.fork_rng(devices=gpus) if seed is not None else nullcontext()
+    with rng:
+        if seed is not None:
+            torch.manual_seed(seed)
+        model = build_tree(spec.inferred.root, device, torch_dtype, _copy_graphs(spec.inferred.graphs))
+        training = setup_training(
+            model,
+            init=spec.document.init,
+            freeze=spec.document.freeze,
+            optimizer=spec.document.optimizer,
+            scheduler=spec.document.scheduler,
+            source=spec.source,
+            base_dir=spec.base_dir,
+        )
+    loss = None
+    if spec.resolved.loss is not None:
+        loss_inferred = infer(spec.resolved.loss, spec.source, None)
+        loss = build_tree(loss_inferred.root, device, torch_dtype, _copy_graphs(loss_inferred.graphs))
+    return Built(model, training.optimizer, training.scheduler, spec, loss, training, device)
+
+
+def load(path: str | os.PathLike[str] | Mapping[str, Any], overrides: Mapping[str, Any] | None = None, *,
+         device: torch.device | str = "cpu", dtype: torch.dtype | str | None = None) -> Built:  # fmt: skip
+    """Read and build a spec file (or dict) in one call."""
+    return build(path, device=device, dtype=dtype, overrides=overrides)

@@ -1,0 +1,148 @@
+"""``netspec.Spec``: a validated spec, and its text forms.
+
+In: a file path, text or dict (plus ``--set`` overrides). Out: a ``Spec`` that has been
+through every check short of allocating weights — structure (pydantic), resolution (vars,
+blocks, repeats) and inference on meta tensors — and that writes itself back out as
+YAML, JSON or a dict exactly as written (``${...}`` kept, not expanded).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import exprs
+from .errors import ProblemList, SpecError
+from .infer import Inferred, infer
+from .resolve import Resolved, resolve
+from .source import Source, apply_overrides, from_data, load_file, parse_scalar
+from .spec import SpecModel, validate_spec
+
+# Top-level sections whose ${...} references are plain vars; model and blocks are resolved
+# node by node because they also see block parameters and repeat indices.
+_VAR_SECTIONS = ("name", "seed", "input", "init", "freeze", "optimizer", "scheduler")
+
+
+class _Dumper(yaml.SafeDumper):
+    """Quotes every string netspec's YAML 1.2 reader would read as something else (``"1e-3"``)."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    try:
+        plain_is_str = isinstance(parse_scalar(value), str) and value.strip() == value and value != ""
+    except SpecError:
+        plain_is_str = False
+    style = None if plain_is_str else '"'
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
+
+
+def dump_yaml(data: Any) -> str:
+    """Block style at the top, flow style for leaf mappings/lists (``{type: ReLU}``), keys in order."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=None, allow_unicode=True, width=100)
+
+
+class Spec:
+    """A parsed and validated spec (``netspec.read``); ``netspec.build`` turns it into modules."""
+
+    def __init__(self, source: Source, document: SpecModel, resolved: Resolved, inferred: Inferred) -> None:
+        self.source = source
+        self.document = document
+        self.resolved = resolved
+        self.inferred = inferred
+
+    @property
+    def name(self) -> str:
+        if self.document.name:
+            return self.document.name
+        stem = Path(self.source.filename).stem
+        return stem if not stem.startswith("<") else "model"
+
+    @property
+    def warnings(self) -> list[Any]:
+        return [*self.resolved.warnings, *self.inferred.warnings]
+
+    @property
+    def base_dir(self) -> Path:
+        """Relative paths in the spec (``init: from:``) are relative to the spec file's folder."""
+        path = Path(self.source.filename)
+        return path.parent if path.exists() else Path.cwd()
+
+    def to_dict(self) -> dict[str, Any]:
+        return copy.deepcopy(self.source.data)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.source.data, indent=indent, ensure_ascii=False) + "\n"
+
+    def to_yaml(self) -> str:
+        return dump_yaml(self.source.data)
+
+    def __repr__(self) -> str:
+        return f"Spec(name={self.name!r}, file={self.source.filename!r})"
+
+
+def _substitute_sections(data: dict[str, Any], source: Source, problems: ProblemList) -> dict[str, Any]:
+    raw_vars = data.get("vars", {})
+    if not isinstance(raw_vars, Mapping) or not any(exprs.has_refs(data.get(k)) for k in _VAR_SECTIONS):
+        return data
+    try:
+        scope = exprs.resolve_vars(raw_vars)
+    except exprs.ExprError as err:
+        problems.add(source.problem(("vars",), err.message, hint=err.hint))
+        return data
+
+    def report(path: Any, err: exprs.ExprError) -> None:
+        problems.add(source.problem(path, err.message, hint=err.hint))
+
+    out = dict(data)
+    for key in _VAR_SECTIONS:
+        if key in out:
+            out[key] = exprs.substitute_at(out[key], scope, (key,), report)
+    return out
+
+
+def validate_source(source: Source) -> Spec:
+    """Stages 2-4 on an already loaded source; raises ``SpecError`` listing every problem."""
+    problems = ProblemList()
+    data = source.data
+    if isinstance(data, dict):
+        data = _substitute_sections(data, source, problems)
+    substituted = Source(data, source.filename, source.text, source.positions)
+    document, found = validate_spec(substituted)
+    problems.extend(found)
+    problems.raise_if_errors()
+    assert document is not None  # noqa: S101 - validate_spec returns a document whenever it reports nothing
+    resolved = resolve(document, source)
+    shape = None
+    dtype = "float32"
+    if document.input is not None:
+        dims = [d for d in document.input.shape]
+        bad = [d for d in dims if not isinstance(d, int) or isinstance(d, bool) or d <= 0]
+        if bad:
+            raise SpecError(source.problem(("input", "shape"), f"input.shape needs positive integers, got {dims}"))
+        shape, dtype = tuple(dims), document.input.dtype
+    inferred = infer(resolved.root, source, shape, dtype)
+    return Spec(source, document, resolved, inferred)
+
+
+def read(spec: str | os.PathLike[str] | Mapping[str, Any] | Spec, overrides: Mapping[str, Any] | None = None) -> Spec:
+    """Parse and validate a spec file (YAML/JSON), a dict, or re-validate a ``Spec`` with overrides."""
+    if isinstance(spec, Spec):
+        if not overrides:
+            return spec
+        source = from_data(spec.source.data, spec.source.filename)
+    elif isinstance(spec, Mapping):
+        source = from_data(spec)
+    else:
+        source = load_file(spec)
+    if overrides:
+        apply_overrides(source, overrides)
+    return validate_source(source)

@@ -1,0 +1,132 @@
+"""One error hierarchy for netspec.
+
+In: a spec path (tuple of keys and indices), a message, and optionally the source
+location it came from. Out: ``Problem`` records that format as
+``file:line:col: spec.path: message`` followed by the offending source line and a caret,
+and the exceptions that carry them (``SpecError`` for anything wrong with user input).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+SpecPath = tuple[str | int, ...]
+
+
+def format_path(path: Sequence[str | int]) -> str:
+    """``("model", "layers", 0, "kernel_size")`` -> ``model.layers.0.kernel_size``."""
+    return ".".join(str(part) for part in path)
+
+
+def did_you_mean(name: str, candidates: Iterable[str], n: int = 3) -> str:
+    """A ``did you mean 'x'?`` suffix, or an empty string when nothing is close."""
+    pool = list(candidates)
+    close = difflib.get_close_matches(name, pool, n=n, cutoff=0.6)
+    if not close:
+        lowered = {c.lower(): c for c in pool}
+        close = [lowered[m] for m in difflib.get_close_matches(name.lower(), list(lowered), n=n, cutoff=0.6)]
+    if not close:
+        return ""
+    return "did you mean " + " or ".join(repr(c) for c in close) + "?"
+
+
+@dataclass(frozen=True)
+class Location:
+    """A 1-based line and column in a named file."""
+
+    file: str
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong (or suspicious, for warnings) with a spec."""
+
+    message: str
+    path: SpecPath = ()
+    location: Location | None = None
+    source_line: str | None = None
+    hint: str | None = None
+    severity: Literal["error", "warning"] = "error"
+
+    def format(self, *, show_source: bool = True) -> str:
+        where = str(self.location) if self.location else "<spec>"
+        head = f"{where}: {format_path(self.path)}: " if self.path else f"{where}: "
+        kind = "warning: " if self.severity == "warning" else ""
+        lines = [head + kind + self.message]
+        if show_source and self.source_line is not None and self.location is not None:
+            text = self.source_line.rstrip("\n").expandtabs(1)
+            lines.append("    " + text)
+            lines.append("    " + " " * max(self.location.column - 1, 0) + "^")
+        if self.hint:
+            lines.append("    hint: " + self.hint)
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+class NetspecError(Exception):
+    """Base class of every error netspec raises on purpose."""
+
+
+class SpecError(NetspecError, ValueError):
+    """A spec (file, dict, override or emitted model) is invalid.
+
+    ``problems`` holds every problem found, not only the first; ``str(err)`` shows them all.
+    """
+
+    def __init__(self, problems: Problem | Sequence[Problem] | str) -> None:
+        if isinstance(problems, str):
+            problems = [Problem(problems)]
+        elif isinstance(problems, Problem):
+            problems = [problems]
+        self.problems: tuple[Problem, ...] = tuple(problems)
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        errors = [p for p in self.problems if p.severity == "error"]
+        body = "\n".join(p.format() for p in errors or self.problems)
+        if len(errors) > 1:
+            return f"{len(errors)} problems in spec:\n{body}"
+        return body
+
+
+class CheckpointError(NetspecError, ValueError):
+    """A checkpoint file is missing, truncated, tampered with or not a netspec checkpoint."""
+
+
+class EmitError(NetspecError):
+    """An existing ``nn.Module`` cannot be expressed as a spec."""
+
+
+@dataclass
+class ProblemList:
+    """Collects problems so that all of them are reported together."""
+
+    problems: list[Problem] = field(default_factory=list)
+
+    def add(self, problem: Problem) -> None:
+        self.problems.append(problem)
+
+    def extend(self, problems: Iterable[Problem]) -> None:
+        self.problems.extend(problems)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+    def raise_if_errors(self) -> None:
+        if self.errors:
+            raise SpecError(self.errors)

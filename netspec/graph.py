@@ -1,0 +1,335 @@
+"""Graph statements -> a ``torch.fx.Graph`` (the one IR) -> a ``GraphModule`` with generated forward code.
+
+In: a Graph node's ``inputs``, ``forward`` statements (parsed with ``ast``, never ``eval``-ed)
+and ``outputs``, plus what its children are (so ``blocks(h)`` over a ModuleList can be
+unrolled). Out: a ``torch.fx.Graph`` whose nodes carry the statement they came from in
+``node.meta["netspec"]``, and ``make_graph_module`` which turns it plus built children into
+a real module whose ``forward`` is generated Python code, the same code a person writes.
+"""
+
+from __future__ import annotations
+
+import ast
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .errors import Problem, ProblemList, did_you_mean
+from .resolve import RGraph, RNode
+from .source import Source
+
+
+def route(modules: nn.ModuleDict, key: str, *args: Any, **kwargs: Any) -> Any:
+    """``heads[key](h)`` where ``key`` is a forward input: pick the child at run time."""
+    return modules[key](*args, **kwargs)
+
+
+# Functions a statement may call: torch.nn.functional first (activations, pooling, dropout), then torch.
+_F_NAMES = (
+    "relu relu6 gelu silu mish elu selu celu leaky_relu hardswish hardsigmoid hardtanh softplus softsign "
+    "softmax log_softmax softmin glu logsigmoid tanhshrink dropout dropout1d dropout2d dropout3d alpha_dropout "
+    "interpolate pad adaptive_avg_pool1d adaptive_avg_pool2d adaptive_avg_pool3d adaptive_max_pool1d "
+    "adaptive_max_pool2d adaptive_max_pool3d avg_pool1d avg_pool2d avg_pool3d max_pool1d max_pool2d max_pool3d "
+    "layer_norm group_norm normalize linear embedding scaled_dot_product_attention one_hot pixel_shuffle "
+    "pixel_unshuffle unfold fold cosine_similarity"
+).split()
+_TORCH_NAMES = (
+    "cat concat concatenate stack hstack vstack flatten reshape permute transpose chunk split tensor_split unbind "
+    "squeeze unsqueeze mean sum prod amax amin max min argmax argmin std var logsumexp cumsum matmul bmm mm einsum "
+    "sigmoid tanh exp log log1p sqrt rsqrt abs neg clamp clip where roll flip narrow zeros_like ones_like "
+    "full_like rand_like randn_like tril triu masked_fill add sub mul div pow maximum minimum square erf baddbmm "
+    "outer topk sort movedim swapaxes unflatten channel_shuffle gather index_select diag norm sign floor ceil"
+).split()
+DROPOUTS = frozenset({"dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout"})
+FUNCTIONS: dict[str, Callable[..., Any]] = {
+    **{n: getattr(torch, n) for n in _TORCH_NAMES if hasattr(torch, n)},
+    **{n: getattr(F, n) for n in _F_NAMES if hasattr(F, n)},
+}
+TENSOR_METHODS = frozenset(
+    (
+        "view view_as reshape reshape_as permute transpose contiguous unsqueeze squeeze flatten unflatten mean sum "
+        "prod size dim expand expand_as repeat repeat_interleave chunk split unbind softmax log_softmax relu "
+        "sigmoid tanh exp log sqrt rsqrt abs neg float half double bfloat16 long int bool type_as masked_fill "
+        "matmul mul add sub div pow clone detach t max min amax amin argmax argmin norm narrow roll flip clamp "
+        "numel new_zeros new_ones new_full new_empty tril triu std var square movedim swapaxes permute gather "
+        "index_select cumsum mT"
+    ).split()
+)
+TENSOR_ATTRIBUTES = frozenset({"shape", "ndim", "dtype", "device", "T", "mT", "is_cuda"})
+_BINOPS: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+    ast.MatMult: operator.matmul,
+}
+_UNARY: dict[type[ast.unaryop], Callable[[Any], Any]] = {ast.USub: operator.neg, ast.UAdd: operator.pos}
+
+
+class StatementError(Exception):
+    """A statement uses something outside the language; carries the column and a hint."""
+
+    def __init__(self, message: str, col: int = 0, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message, self.col, self.hint = message, col, hint
+
+
+@dataclass
+class Child:
+    """What the statement compiler needs to know about a child: its kind and its own children."""
+
+    kind: str
+    children: Mapping[str, Child]
+
+
+def describe_children(node: RNode) -> dict[str, Child]:
+    return {k: Child(v.kind, describe_children(v)) for k, v in node.children.items()}
+
+
+class _Builder:
+    def __init__(self, graph_def: RGraph, children: Mapping[str, Child], tensors: Sequence[str]) -> None:
+        self.g = fx.Graph()
+        self.children = children
+        self.tensors = set(tensors)
+        self.env: dict[str, Any] = {}
+        self.used: set[str] = set()
+        self.stmt: tuple[Any, str] = ((), "")
+        self._attrs: dict[str, fx.Node] = {}
+        for name in graph_def.inputs:
+            self.env[name] = self.g.placeholder(name)
+
+    def node(self, op: str, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any], name: str | None = None) -> fx.Node:
+        n = self.g.create_node(op, target, args, kwargs, name=name)
+        n.meta["netspec"] = self.stmt
+        return n
+
+    def attr(self, target: str) -> fx.Node:
+        if target not in self._attrs:
+            self._attrs[target] = self.node("get_attr", target, (), {})
+        return self._attrs[target]
+
+    # -- statements ---------------------------------------------------------------------------
+    def statement(self, text: str, path: Any) -> None:
+        self.stmt = (path, text)
+        try:
+            tree = ast.parse(text.strip(), mode="exec")
+        except SyntaxError as err:
+            raise StatementError(f"invalid statement: {err.msg}", (err.offset or 1) - 1) from None
+        if len(tree.body) != 1 or not isinstance(tree.body[0], ast.Assign) or len(tree.body[0].targets) != 1:
+            raise StatementError("a statement must be one assignment 'name = expression'", 0, "e.g. h = relu(conv1(x))")
+        assign = tree.body[0]
+        target = assign.targets[0]
+        value = self.expr(assign.value)
+        if isinstance(target, ast.Name):
+            self.bind(target, value)
+        elif isinstance(target, ast.Tuple) and all(isinstance(t, ast.Name) for t in target.elts):
+            for k, elt in enumerate(target.elts):
+                item = value[k] if isinstance(value, (list, tuple)) else self.node("call_function", operator.getitem, (value, k), {}, name=elt.id)  # type: ignore[attr-defined]
+                self.bind(elt, item)  # type: ignore[arg-type]
+        else:
+            raise StatementError("assign to a name or a tuple of names", target.col_offset)
+
+    def bind(self, target: ast.Name, value: Any) -> None:
+        name = target.id
+        if name.startswith("_"):
+            raise StatementError(f"names starting with '_' are reserved: {name!r}", target.col_offset)
+        if name in self.children or name in self.tensors:
+            raise StatementError(f"{name!r} is a layer or tensor of this Graph; choose another name", target.col_offset)
+        if isinstance(value, fx.Node) and value.op not in ("placeholder", "get_attr") and value.name != name:
+            # Rename so the generated forward reads with the spec's own variable names.
+            value.name = self.g._graph_namespace.create_name(name, value)
+        self.env[name] = value
+
+    # -- expressions --------------------------------------------------------------------------
+    def expr(self, e: ast.expr) -> Any:
+        if isinstance(e, ast.Constant) and isinstance(e.value, (int, float, str, bool, type(None))):
+            return e.value
+        if isinstance(e, ast.Name):
+            return self.name(e)
+        if isinstance(e, (ast.List, ast.Tuple)):
+            items = [self.expr(x) for x in e.elts]
+            return items if isinstance(e, ast.List) else tuple(items)
+        if isinstance(e, ast.BinOp) and type(e.op) in _BINOPS:
+            return self.apply(_BINOPS[type(e.op)], self.expr(e.left), self.expr(e.right))
+        if isinstance(e, ast.UnaryOp) and type(e.op) in _UNARY:
+            return self.apply(_UNARY[type(e.op)], self.expr(e.operand))
+        if isinstance(e, ast.Subscript):
+            return self.apply(operator.getitem, self.expr(e.value), self.index(e.slice))
+        if isinstance(e, ast.Attribute):
+            return self.attribute(e)
+        if isinstance(e, ast.Call):
+            return self.call(e)
+        kind = type(e).__name__
+        raise StatementError(f"{kind} expressions are not allowed in forward statements", e.col_offset)
+
+    def apply(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if not any(isinstance(a, fx.Node) for a in args):
+            return fn(*args)  # constant folding: plain numbers stay numbers
+        return self.node("call_function", fn, args, {})
+
+    def index(self, e: ast.expr) -> Any:
+        if isinstance(e, ast.Slice):
+            parts = [self.expr(p) if p is not None else None for p in (e.lower, e.upper, e.step)]
+            return slice(*parts)
+        if isinstance(e, ast.Tuple):
+            return tuple(self.index(x) for x in e.elts)
+        return self.expr(e)
+
+    def name(self, e: ast.Name) -> Any:
+        n = e.id
+        if n in self.env:
+            return self.env[n]
+        if n in self.tensors:
+            self.used.add(n)
+            return self.attr(n)
+        if n in self.children:
+            raise StatementError(f"layer {n!r} must be called, e.g. {n}(h)", e.col_offset)
+        if n in FUNCTIONS:
+            raise StatementError(f"function {n!r} must be called", e.col_offset)
+        known = [*self.env, *self.tensors, *self.children, *FUNCTIONS]
+        raise StatementError(f"name {n!r} is not defined before this statement", e.col_offset, did_you_mean(n, known) or None)
+
+    def attribute(self, e: ast.Attribute) -> Any:
+        if e.attr.startswith("_"):
+            raise StatementError(f"attribute {e.attr!r} is not allowed", e.col_offset)
+        base = self.expr(e.value)
+        if isinstance(base, fx.Node) and e.attr in TENSOR_ATTRIBUTES:
+            return self.node("call_function", getattr, (base, e.attr), {})
+        raise StatementError(
+            f"attribute {e.attr!r} is not allowed here", e.col_offset, did_you_mean(e.attr, TENSOR_ATTRIBUTES) or None
+        )
+
+    def child_path(self, e: ast.expr) -> tuple[str, Child] | None:
+        """``blocks``, ``heads.cls``, ``blocks[2]``, ``blocks[-1]`` -> ("blocks.2", child) when it names a child."""
+        if isinstance(e, ast.Name) and e.id in self.children and e.id not in self.env:
+            return e.id, self.children[e.id]
+        if isinstance(e, ast.Attribute):
+            parent = self.child_path(e.value)
+            if parent and e.attr in parent[1].children:
+                return f"{parent[0]}.{e.attr}", parent[1].children[e.attr]
+            if parent:
+                raise StatementError(f"{parent[0]} has no child {e.attr!r}", e.col_offset, did_you_mean(e.attr, parent[1].children) or None)
+        if isinstance(e, ast.Subscript):
+            parent = self.child_path(e.value)
+            if parent and isinstance(e.slice, ast.Constant) or (parent and isinstance(e.slice, ast.UnaryOp)):
+                key = self.expr(e.slice)
+                keys = list(parent[1].children)  # type: ignore[index]
+                if isinstance(key, int) and not isinstance(key, bool):
+                    if not -len(keys) <= key < len(keys):
+                        raise StatementError(f"index {key} out of range for {parent[0]} ({len(keys)} children)", e.col_offset)  # type: ignore[index]
+                    key = keys[key]
+                if key not in parent[1].children:  # type: ignore[index]
+                    raise StatementError(f"{parent[0]} has no child {key!r}", e.col_offset, did_you_mean(str(key), keys) or None)  # type: ignore[index]
+                return f"{parent[0]}.{key}", parent[1].children[key]  # type: ignore[index]
+        return None
+
+    def call(self, e: ast.Call) -> Any:
+        if any(isinstance(a, ast.Starred) for a in e.args) or any(k.arg is None for k in e.keywords):
+            raise StatementError("*args and **kwargs are not allowed", e.col_offset)
+        args = tuple(self.expr(a) for a in e.args)
+        kwargs = {k.arg: self.expr(k.value) for k in e.keywords if k.arg}
+        func = e.func
+        # heads[key](h): route through a ModuleDict by a forward input
+        if isinstance(func, ast.Subscript) and not isinstance(func.slice, (ast.Constant, ast.UnaryOp)):
+            parent = self.child_path(func.value)
+            if parent is not None:
+                key = self.expr(func.slice)
+                self.used.add(parent[0].split(".")[0])
+                return self.node("call_function", route, (self.attr(parent[0]), key, *args), kwargs)
+        target = self.child_path(func)
+        if target is not None:
+            path, child = target
+            self.used.add(path.split(".")[0])
+            if child.kind == "ModuleList":
+                if kwargs or len(args) != 1:
+                    raise StatementError(f"{path}(h) applies every element in order and takes one input", e.col_offset)
+                value = args[0]
+                for key in child.children:
+                    value = self.node("call_module", f"{path}.{key}", (value,), {})
+                return value
+            if child.kind in ("ModuleDict", "ParameterList", "ParameterDict"):
+                raise StatementError(f"{path} is a {child.kind} and cannot be called; index it", e.col_offset)
+            return self.node("call_module", path, args, kwargs)
+        if isinstance(func, ast.Name):
+            if func.id in FUNCTIONS:
+                if func.id in DROPOUTS:
+                    kwargs.setdefault("training", self.attr("training"))
+                return self.node("call_function", FUNCTIONS[func.id], args, kwargs)
+            known = [*FUNCTIONS, *self.children]
+            raise StatementError(f"unknown function or layer {func.id!r}", func.col_offset, did_you_mean(func.id, known) or None)
+        if isinstance(func, ast.Attribute):
+            base = self.expr(func.value)
+            if isinstance(base, fx.Node) and func.attr in TENSOR_METHODS:
+                return self.node("call_method", func.attr, (base, *args), kwargs)
+            raise StatementError(f"method {func.attr!r} is not allowed", func.col_offset, did_you_mean(func.attr, TENSOR_METHODS) or None)
+        raise StatementError("only layers, allow-listed functions and tensor methods can be called", e.col_offset)
+
+    def outputs(self, outputs: str | list[str] | dict[str, str]) -> Any:
+        def get(n: str) -> Any:
+            if n not in self.env:
+                raise StatementError(f"output {n!r} is not defined", 0, did_you_mean(n, self.env) or None)
+            return self.env[n]
+
+        if isinstance(outputs, str):
+            return get(outputs)
+        if isinstance(outputs, list):
+            return tuple(get(n) for n in outputs)
+        return {k: get(v) for k, v in outputs.items()}
+
+
+def compile_statements(node: RNode, source: Source, problems: ProblemList) -> fx.Graph | None:
+    """Compile a resolved Graph node's statements; problems are located at their statement."""
+    graph_def = node.graph
+    if graph_def is None:
+        raise ValueError("not a Graph node")
+    builder = _Builder(graph_def, describe_children(node), list(node.tensors))
+    ok = True
+    for stmt in graph_def.statements:
+        try:
+            builder.statement(stmt.text, stmt.path)
+        except StatementError as err:
+            problems.add(_statement_problem(source, stmt.path, stmt.text, err))
+            ok = False
+            break  # later statements would only repeat "not defined" errors
+    if not ok:
+        return None
+    try:
+        builder.g.output(builder.outputs(graph_def.outputs))
+    except StatementError as err:
+        problems.add(source.problem(graph_def.outputs_path, err.message, hint=err.hint))
+        return None
+    for name in node.children:
+        if name not in builder.used:
+            problems.add(
+                source.problem(node.children[name].path, f"layer {name!r} is never used in forward; it stays registered",
+                               warning=True)  # fmt: skip
+            )
+    return builder.g
+
+
+def _statement_problem(source: Source, path: Any, text: str, err: StatementError) -> Problem:
+    return source.problem(path, f"{err.message} in '{text.strip()}'", hint=err.hint)
+
+
+def make_graph_module(children: Mapping[str, nn.Module], tensors: Mapping[str, torch.Tensor], buffers_persistent: Mapping[str, bool],
+                      graph: fx.Graph, class_name: str) -> fx.GraphModule:  # fmt: skip
+    """A GraphModule whose children, parameters and buffers are registered in spec order, with real types."""
+    gm = fx.GraphModule(nn.Module(), fx.Graph(), class_name=class_name)
+    for name, child in children.items():
+        gm.add_module(name, child)
+    for name, tensor in tensors.items():
+        if isinstance(tensor, nn.Parameter):
+            gm.register_parameter(name, tensor)
+        else:
+            gm.register_buffer(name, tensor, persistent=buffers_persistent.get(name, True))
+    gm.graph = graph
+    return gm

@@ -1,0 +1,372 @@
+"""Stage 4: infer — shapes propagated on meta tensors, omitted sizes filled in, every layer checked.
+
+In: a resolved tree (``RNode``) and, optionally, the per-sample input shape. Out: the same
+tree with every argument final (``in_channels``/``in_features``/``num_features``/... taken
+from the input), a complete model built on the ``meta`` device (no memory, no init cost),
+the compiled fx graphs of every Graph node, and each module's output shape. Problems —
+mismatched sizes naming both layers, impossible arguments, failing statements — are
+collected and raised together as one ``SpecError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from .build import assemble, construct_layer, make_tensor
+from .checks import check_layer
+from .errors import Problem, ProblemList
+from .graph import compile_statements, route
+from .resolve import RNode
+from .source import Source
+
+META = torch.device("meta")
+
+# Constructor arguments the input determines: name -> which dim of the (batched) input gives it.
+CHANNEL_ARGS = ("in_channels", "num_features", "num_channels")
+FEATURE_ARGS = ("in_features", "in1_features", "embed_dim", "input_size", "d_model")
+SHAPE_ARGS = ("normalized_shape",)
+INFERABLE = CHANNEL_ARGS + FEATURE_ARGS + SHAPE_ARGS + ("in2_features",)
+_NOUN = {
+    "in_channels": "input channels",
+    "num_features": "features (channels)",
+    "num_channels": "channels",
+    "in_features": "input features",
+    "in1_features": "input features",
+    "embed_dim": "embedding features",
+    "input_size": "input features",
+    "d_model": "model features",
+}
+
+
+def dims(t: torch.Tensor) -> str:
+    return "×".join(str(d) for d in t.shape[1:]) or "scalar"
+
+
+def shape_text(shape: torch.Size | tuple[int, ...]) -> str:
+    return "[" + ", ".join(["B", *(str(d) for d in shape[1:])]) + "]"
+
+
+@dataclass
+class Producer:
+    """Who made a tensor, for messages: ``features.pool2 produces 16×4×4=256``."""
+
+    name: str
+    unflattened: tuple[int, ...] | None = None
+
+    def describe(self, size: int) -> str:
+        if self.unflattened and len(self.unflattened) > 1:
+            return f"{self.name} produces {'×'.join(map(str, self.unflattened))}={size}"
+        return f"{self.name} produces {size}"
+
+
+@dataclass
+class Inferred:
+    """What inference hands to the builder and the summary."""
+
+    root: RNode
+    meta_model: nn.Module
+    graphs: dict[str, fx.Graph]
+    shapes: dict[str, Any] = field(default_factory=dict)  # module name -> output shape(s)
+    warnings: list[Problem] = field(default_factory=list)
+
+
+class Inferrer:
+    def __init__(self, source: Source, problems: ProblemList) -> None:
+        self.source = source
+        self.problems = problems
+        self.graphs: dict[str, fx.Graph] = {}
+        self.shapes: dict[str, Any] = {}
+        self.built: dict[str, nn.Module] = {}
+        self.producers: dict[int, Producer] = {}
+        self._alive: list[Any] = []  # keeps tensors alive so id() keys stay unique
+
+    # -- helpers ------------------------------------------------------------------------------
+    def problem(self, node: RNode, message: str, arg: str | None = None, hint: str | None = None) -> None:
+        path = node.arg_paths.get(arg, node.path) if arg else node.path
+        self.problems.add(self.source.problem(path, message + node.where(), hint=hint))
+
+    def producer(self, t: torch.Tensor) -> Producer:
+        return self.producers.get(id(t), Producer("the input"))
+
+    def mark(self, value: Any, producer: Producer) -> None:
+        for t in _tensors(value):
+            self.producers[id(t)] = producer
+            self._alive.append(t)
+
+    # -- nodes --------------------------------------------------------------------------------
+    def node(self, node: RNode, args: tuple[Any, ...] | None, kwargs: Mapping[str, Any] | None = None) -> tuple[nn.Module | None, Any]:
+        """Build ``node`` on meta (inferring from ``args`` when given) and run it; returns (module, output)."""
+        if node.name in self.built and node.name:
+            module = self.built[node.name]
+            return module, self.call(node, module, args, kwargs) if args is not None else None
+        if node.kind == "layer":
+            module = self.layer(node, args)
+        elif node.kind == "Sequential" and args is not None:
+            return self.sequential(node, args, kwargs)
+        elif node.kind == "Graph":
+            return self.graph(node, args, kwargs)
+        else:
+            module = self.container(node)
+        if module is None:
+            return None, None
+        self.built[node.name] = module
+        return module, self.call(node, module, args, kwargs) if args is not None else None
+
+    def layer(self, node: RNode, args: tuple[Any, ...] | None) -> nn.Module | None:
+        layer = node.layer
+        assert layer is not None  # noqa: S101 - internal invariant of RNode("layer")
+        first = next((a for a in (args or ()) if isinstance(a, torch.Tensor)), None)
+        if first is not None and not self.fill_in(node, args or (), first):
+            return None
+        missing = layer.missing(node.args)
+        if missing:
+            inferable = [m for m in missing if m in INFERABLE]
+            hint = "give input.shape at the top level so it can be inferred" if inferable and first is None else None
+            self.problem(node, f"{layer.name} is missing required argument(s) {', '.join(missing)}", hint=hint)
+            return None
+        found = check_layer(layer, node.args)
+        for arg, message, hint in found:
+            self.problem(node, message, arg, hint)
+        if found:
+            return None
+        nested: dict[str, nn.Module] = {}
+        for key, value in node.args.items():
+            if isinstance(value, RNode):
+                module, _ = self.node(value, args if value.kind == "layer" else None)
+                if module is None:
+                    return None
+                nested[key] = module
+        try:
+            return construct_layer(node, META, None, nested)
+        except Exception as err:  # noqa: BLE001 - torch raises anything from constructors; report it located
+            self.problem(node, f"{layer.name}({_kwargs_text(node.args)}) cannot be constructed: {_first_line(err)}")
+            return None
+
+    def fill_in(self, node: RNode, args: tuple[Any, ...], x: torch.Tensor) -> bool:
+        """Infer omitted sizes from the input, and check given ones against it; False after a mismatch."""
+        ok = True
+        params = node.layer.params if node.layer else {}
+        for name in CHANNEL_ARGS + FEATURE_ARGS + SHAPE_ARGS:
+            if name not in params or x.dim() < 2:
+                continue
+            if name in SHAPE_ARGS:
+                expected: Any = [x.shape[-1]]
+                if name in node.args:
+                    given = node.args[name]
+                    given_list = list(given) if isinstance(given, (list, tuple)) else [given]
+                    if list(x.shape[x.dim() - len(given_list) :]) != given_list or len(given_list) >= x.dim():
+                        self.problem(node, f"{node.type_name} normalized_shape {given_list} does not match the "
+                                     f"trailing dims of its input {shape_text(x.shape)} ({self.producer(x).name})", name)  # fmt: skip
+                        ok = False
+                    continue
+            else:
+                expected = x.shape[1] if name in CHANNEL_ARGS else x.shape[-1]
+                if name in node.args:
+                    given = node.args[name]
+                    if isinstance(given, int) and given != expected:
+                        where = self.producer(x).describe(int(expected))
+                        self.problem(node, f"{node.name or 'the model'} expects {given} {_NOUN.get(name, name)} but {where}", name,
+                                     hint=f"set {name}: {expected} or omit it to infer it")  # fmt: skip
+                        ok = False
+                    continue
+            node.args[name] = expected
+        if "in2_features" in params and "in2_features" not in node.args:
+            tensors = [a for a in args if isinstance(a, torch.Tensor)]
+            if len(tensors) > 1:
+                node.args["in2_features"] = tensors[1].shape[-1]
+        return ok
+
+    def call(self, node: RNode, module: nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None) -> Any:
+        try:
+            out = module(*args, **(kwargs or {}))
+        except Exception as err:  # noqa: BLE001 - any failure of a forward on meta tensors is a spec problem
+            inputs = ", ".join(f"{shape_text(a.shape)} from {self.producer(a).name}" for a in args if isinstance(a, torch.Tensor))
+            self.problem(node, f"{node.type_name} failed on input {inputs or 'of this call'}: {_first_line(err)}")
+            return None
+        self.shapes[node.name] = _shapes(out)
+        first = next((a for a in args if isinstance(a, torch.Tensor)), None)
+        flattening = (
+            isinstance(out, torch.Tensor) and first is not None and out.dim() == 2 and first.dim() > 2
+            and out.shape[1] == first[0].numel()
+        )  # fmt: skip
+        self.mark(out, Producer(node.name or "the model", tuple(first.shape[1:]) if flattening and first is not None else None))
+        if flattening and first is not None and self.producer(first).name != "the input":
+            self.mark(out, Producer(self.producer(first).name, tuple(first.shape[1:])))
+        return out
+
+    def sequential(self, node: RNode, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None) -> tuple[nn.Module | None, Any]:
+        call_args: tuple[Any, ...] | None = args
+        call_kwargs = kwargs
+        value: Any = None
+        modules: dict[str, nn.Module] = {}
+        for child in node.children.values():
+            if child.kind in ("ModuleList", "ModuleDict", "ParameterList", "ParameterDict"):
+                self.problems.add(self.source.problem(child.path, f"a {child.kind} has no forward and cannot be a step "
+                                                      "of a Sequential; call its elements from a Graph"))  # fmt: skip
+                return None, None
+            module, value = self.node(child, call_args, call_kwargs)
+            if module is None:
+                return None, None  # later steps have no input to infer from; their errors would be noise
+            modules[child.name.rsplit(".", 1)[-1]] = module
+            # The first step takes the Sequential's own inputs; each later one the previous output.
+            call_args, call_kwargs = (value,), None
+        seq = assemble(node, modules, {}, None)
+        self.built[node.name] = seq
+        if value is not None:
+            self.shapes[node.name] = _shapes(value)
+        return seq, value
+
+    def container(self, node: RNode) -> nn.Module | None:
+        children = {k: self.finish(c) for k, c in node.children.items()}
+        if any(m is None for m in children.values()):
+            return None
+        tensors = {k: make_tensor(t, META, None) for k, t in node.tensors.items()}
+        return assemble(node, children, tensors, None)  # type: ignore[arg-type]
+
+    def finish(self, node: RNode) -> nn.Module | None:
+        """Build a node nobody called (a ModuleList element, an unused layer) without inference."""
+        if node.name in self.built:
+            return self.built[node.name]
+        module, _ = self.node(node, None)
+        return module
+
+    # -- graphs -------------------------------------------------------------------------------
+    def graph(self, node: RNode, args: tuple[Any, ...] | None, kwargs: Mapping[str, Any] | None) -> tuple[nn.Module | None, Any]:
+        graph = compile_statements(node, self.source, self.problems)
+        if graph is None:
+            return None, None
+        self.graphs[node.name] = graph
+        tensors = {k: make_tensor(t, META, None) for k, t in node.tensors.items()}
+        out = None
+        if args is not None:
+            out = self.run_graph(node, graph, tensors, args, kwargs or {})
+        children = {k: self.finish(c) for k, c in node.children.items()}
+        if any(m is None for m in children.values()) or (args is not None and out is None):
+            return None, None
+        module = assemble(node, children, tensors, graph)  # type: ignore[arg-type]
+        self.built[node.name] = module
+        if out is not None:
+            self.shapes[node.name] = _shapes(out)
+        return module, out
+
+    def run_graph(self, node: RNode, graph: fx.Graph, tensors: Mapping[str, torch.Tensor], args: tuple[Any, ...],
+                  kwargs: Mapping[str, Any]) -> Any:  # fmt: skip
+        graph_def = node.graph
+        assert graph_def is not None  # noqa: S101 - internal invariant of RNode("Graph")
+        if len(args) + len(kwargs) != len(graph_def.inputs):
+            self.problem(node, f"Graph takes {len(graph_def.inputs)} input(s) ({', '.join(graph_def.inputs)}), "
+                         f"called with {len(args) + len(kwargs)}")  # fmt: skip
+            return None
+        env: dict[fx.Node, Any] = {}
+        inputs = dict(zip(graph_def.inputs, args, strict=False)) | dict(kwargs)
+        prefix = f"{node.name}." if node.name else ""
+        for n in graph.nodes:
+            stmt_path, stmt_text = n.meta.get("netspec", (node.path, ""))
+            try:
+                if n.op == "placeholder":
+                    env[n] = inputs[n.target]
+                elif n.op == "get_attr":
+                    target = str(n.target)
+                    if target == "training":
+                        env[n] = False
+                    else:
+                        env[n] = tensors[target] if target in tensors else self.child_for(node, target)
+                elif n.op == "output":
+                    return fx.node.map_arg(n.args[0], lambda a: env[a])
+                else:
+                    a = fx.node.map_arg(n.args, lambda a: env[a])
+                    kw = fx.node.map_arg(n.kwargs, lambda a: env[a])
+                    env[n] = self.run_node(node, n, a, kw, prefix)
+                    if env[n] is None and n.op == "call_module":
+                        return None
+                    if n.op != "call_module":
+                        self.mark(env[n], Producer(f"statement '{stmt_text.strip()}'"))
+            except Exception as err:  # noqa: BLE001 - a failing op is reported at its statement
+                desc = ", ".join(shape_text(x.shape) for x in _tensors((a, kw)) ) if n.op != "placeholder" else ""
+                self.problems.add(self.source.problem(
+                    stmt_path, f"'{stmt_text.strip()}' failed" + (f" on inputs {desc}" if desc else "") + f": {_first_line(err)}"
+                    + node.where()))  # fmt: skip
+                return None
+        return None
+
+    def child_for(self, node: RNode, target: str) -> RNode:
+        current = node
+        for part in target.split("."):
+            current = current.children[part]
+        return current
+
+    def run_node(self, node: RNode, n: fx.Node, args: tuple[Any, ...], kwargs: dict[str, Any], prefix: str) -> Any:
+        if n.op == "call_module":
+            child = self.child_for(node, str(n.target))
+            _, out = self.node(child, args, kwargs)
+            return out
+        if n.op == "call_method":
+            return getattr(args[0], str(n.target))(*args[1:], **kwargs)
+        if n.target is route:
+            holder, key, *rest = args
+            outs = {k: self.node(c, tuple(rest), kwargs)[1] for k, c in holder.children.items()}
+            if isinstance(key, str) and key in outs:
+                return outs[key]
+            return next(iter(outs.values()), None)
+        fn: Callable[..., Any] = n.target  # type: ignore[assignment]
+        return fn(*args, **kwargs)
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _tensors(v)]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _tensors(v)]
+    return []
+
+
+def _shapes(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return tuple(value.shape)
+    if isinstance(value, (list, tuple)):
+        return tuple(_shapes(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _shapes(v) for k, v in value.items()}
+    return None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def _kwargs_text(args: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={'<node>' if isinstance(v, RNode) else repr(v)}" for k, v in args.items())
+
+
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16,
+    "int64": torch.int64, "int32": torch.int32, "bool": torch.bool,
+}  # fmt: skip
+
+
+def infer(root: RNode, source: Source, input_shape: tuple[int, ...] | None, input_dtype: str = "float32",
+          batch: int = 2) -> Inferred:  # fmt: skip
+    """Run inference over the whole tree; raises ``SpecError`` with every problem found."""
+    problems = ProblemList()
+    inferrer = Inferrer(source, problems)
+    args = None
+    if input_shape is not None:
+        dtype = DTYPES[input_dtype]
+        args = (torch.empty((batch, *input_shape), dtype=dtype, device=META),)
+    with torch.no_grad():
+        module, _ = inferrer.node(root, args)
+    problems.raise_if_errors()
+    if module is None:
+        raise RuntimeError("inference produced no model without reporting a problem")  # internal invariant
+    return Inferred(root, module, inferrer.graphs, inferrer.shapes, problems.warnings)
+
+

@@ -1,0 +1,86 @@
+"""Memory estimates made on the meta model, before any weight is allocated.
+
+In: the meta-device model that ``infer`` built, the target device and dtype. Out: the
+bytes its parameters and buffers will take, and a ``SpecError`` naming the largest layers
+when that exceeds what the device has available.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn as nn
+
+from .errors import Problem, SpecError
+from .source import Source
+
+
+def tensor_bytes(t: torch.Tensor, dtype: torch.dtype | None) -> int:
+    kind = dtype if dtype is not None and t.is_floating_point() else t.dtype
+    return t.numel() * torch.empty((), dtype=kind, device="meta").element_size()
+
+
+def module_bytes(model: nn.Module, dtype: torch.dtype | None = None) -> dict[str, int]:
+    """Bytes of each leaf module's own parameters and buffers (shared tensors counted once)."""
+    seen: set[int] = set()
+    sizes: dict[str, int] = {}
+    for name, module in model.named_modules():
+        own = 0
+        for t in [*module.parameters(recurse=False), *module.buffers(recurse=False)]:
+            if id(t) not in seen:
+                seen.add(id(t))
+                own += tensor_bytes(t, dtype)
+        if own:
+            sizes[name or "(root)"] = own
+    return sizes
+
+
+def available_bytes(device: torch.device) -> int | None:
+    """Free memory on ``device``, or None where it cannot be known."""
+    if device.type == "cuda" and torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo", encoding="ascii") as fh:
+                for line in fh:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        try:
+            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return None
+    return None
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def check_fits(meta_model: nn.Module, device: torch.device, dtype: torch.dtype | None, source: Source,
+               available: int | None = None) -> int:  # fmt: skip
+    """Raise ``SpecError`` if the model's weights cannot fit on ``device``; returns the bytes needed."""
+    sizes = module_bytes(meta_model, dtype)
+    total = sum(sizes.values())
+    free = available if available is not None else available_bytes(device)
+    if free is not None and total > free:
+        largest = sorted(sizes.items(), key=lambda kv: kv[1], reverse=True)[:3]
+        names = ", ".join(f"{name} ({human(size)})" for name, size in largest)
+        raise SpecError(
+            Problem(
+                f"the model needs {human(total)} for its parameters and buffers but {device} has {human(free)} "
+                f"available; largest layers: {names}",
+                path=("model",),
+                location=source.locate(("model",)),
+                source_line=None,
+                hint="reduce the sizes, or build on device='meta' to inspect it without allocating",
+            )
+        )
+    return total

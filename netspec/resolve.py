@@ -1,0 +1,361 @@
+"""Stage 3: resolve — vars substituted, blocks instantiated, repeats expanded.
+
+In: a ``SpecModel`` and its ``Source``. Out: a tree of ``RNode``s, each with its final
+module name (``layer1.0.conv1``), the document path it came from (for error locations),
+its catalogue entry and type-checked arguments (``${...}`` already substituted). Arguments
+that the input determines may still be missing; ``infer`` fills them in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch.nn as nn
+from pydantic import TypeAdapter, ValidationError
+
+from . import exprs
+from .catalog import LAYERS, LayerType, UnknownName
+from .checks import check_layer
+from .errors import Problem, ProblemList, SpecPath, did_you_mean, format_path
+from .source import Source
+from .spec import (
+    AnyNode,
+    BlockSpec,
+    GraphNode,
+    LayerNode,
+    ModuleDictNode,
+    Node,
+    ModuleListNode,
+    ParameterDictNode,
+    ParameterListNode,
+    SequentialNode,
+    SpecModel,
+    problems_from_validation,
+)
+
+NodeKind = Literal["layer", "Sequential", "ModuleList", "ModuleDict", "Graph", "ParameterList", "ParameterDict"]
+MAX_REPEAT = 100_000
+_NODE_ADAPTER: TypeAdapter[Any] = TypeAdapter(Node)
+
+
+@dataclass
+class RTensor:
+    """A parameter or buffer owned by a Graph or a ParameterList/Dict."""
+
+    shape: tuple[int, ...]
+    init: str | dict[str, Any]
+    path: SpecPath
+    trainable: bool = True
+    persistent: bool = True
+    is_buffer: bool = False
+
+
+@dataclass
+class RStatement:
+    text: str
+    path: SpecPath
+
+
+@dataclass
+class RGraph:
+    inputs: list[str]
+    statements: list[RStatement]
+    outputs: str | list[str] | dict[str, str]
+    outputs_path: SpecPath
+
+
+@dataclass
+class RNode:
+    """One resolved node: what to build, under which name, and where it was written."""
+
+    kind: NodeKind
+    name: str  # module path in the built model ("" for the root)
+    path: SpecPath  # where in the document this node was written
+    layer: LayerType | None = None
+    args: dict[str, Any] = field(default_factory=dict)  # nested layer nodes appear as RNode values
+    arg_paths: dict[str, SpecPath] = field(default_factory=dict)
+    children: dict[str, RNode] = field(default_factory=dict)
+    tensors: dict[str, RTensor] = field(default_factory=dict)
+    graph: RGraph | None = None
+    block: str | None = None  # the block name when this node is a block instance
+    use_path: SpecPath | None = None  # where the block was used, when ``path`` is inside its body
+
+    @property
+    def type_name(self) -> str:
+        if self.block:
+            return self.block
+        return self.layer.name if self.layer else self.kind
+
+    def where(self) -> str:
+        """How messages name this node when its document path is inside a block body."""
+        return f" (in {self.name or 'the model'}, an instance of block {self.block})" if self.use_path else ""
+
+
+def _check_child_name(name: str, path: SpecPath, source: Source, problems: ProblemList) -> bool:
+    if not isinstance(name, str) or name == "":
+        problems.add(source.problem(path, "child names must be non-empty strings"))
+        return False
+    if "." in name:
+        problems.add(
+            source.problem(path, f"child name {name!r} contains '.', which breaks state_dict keys",
+                           hint=f"use {name.replace('.', '_')!r}")  # fmt: skip
+        )
+        return False
+    if hasattr(nn.Module, name) or name in ("training",):
+        problems.add(source.problem(path, f"child name {name!r} clashes with the nn.Module attribute of that name"))
+        return False
+    return True
+
+
+class Resolver:
+    """Walks the spec model once, collecting every problem rather than stopping at the first."""
+
+    def __init__(self, spec: SpecModel, source: Source, problems: ProblemList) -> None:
+        self.spec = spec
+        self.source = source
+        self.problems = problems
+        self.block_stack: list[str] = []
+        self.vars: dict[str, Any] = {}
+        try:
+            self.vars = exprs.resolve_vars(spec.vars)
+        except exprs.ExprError as err:
+            problems.add(source.problem(("vars",), err.message, hint=err.hint))
+        for name in spec.blocks:
+            if name in LAYERS and LAYERS.get(name).origin == "torch.nn":
+                problems.add(source.problem(("blocks", name), f"block name {name!r} shadows torch.nn.{name}"))
+
+    # -- values -------------------------------------------------------------------------------
+    def substitute(self, value: Any, scope: Mapping[str, Any], path: SpecPath) -> Any:
+        def report(at: SpecPath, err: exprs.ExprError) -> None:
+            self.problems.add(self.source.problem(at, err.message, hint=err.hint))
+
+        return exprs.substitute_at(value, scope, path, report)
+
+    def integer(self, value: Any, scope: Mapping[str, Any], path: SpecPath, what: str, low: int = 0) -> int | None:
+        value = self.substitute(value, scope, path)
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            self.problems.add(self.source.problem(path, f"{what} must be an integer >= {low}, got {value!r}"))
+            return None
+        return value
+
+    # -- nodes --------------------------------------------------------------------------------
+    def node(self, node: AnyNode, name: str, path: SpecPath, scope: Mapping[str, Any]) -> RNode | None:
+        if isinstance(node, LayerNode):
+            return self.layer(node, name, path, scope)
+        if isinstance(node, (SequentialNode, ModuleListNode)):
+            return self.sequence(node, name, path, scope)
+        if isinstance(node, ModuleDictNode):
+            out = RNode("ModuleDict", name, path)
+            self.children(out, node.layers, path + ("layers",), scope)
+            return out
+        if isinstance(node, GraphNode):
+            return self.graph(node, name, path, scope)
+        if isinstance(node, (ParameterListNode, ParameterDictNode)):
+            out = RNode(node.type, name, path)
+            entries = (
+                dict(enumerate(node.parameters)) if isinstance(node, ParameterListNode) else node.parameters
+            )
+            for key, tensor in entries.items():
+                resolved = self.tensor(tensor, path + ("parameters", key), scope)
+                if resolved is not None:
+                    out.tensors[str(key)] = resolved
+            return out
+        raise TypeError(f"unexpected node {node!r}")  # unreachable: pydantic admits only the kinds above
+
+    def children(self, out: RNode, layers: Mapping[str, Any] | list[Any], path: SpecPath, scope: Mapping[str, Any]) -> None:
+        items = layers.items() if isinstance(layers, Mapping) else enumerate(layers)
+        for key, child in items:
+            key_name = str(key)
+            child_path = path + (key,)
+            if isinstance(key, str) and not _check_child_name(key, child_path, self.source, self.problems):
+                continue
+            resolved = self.node(child, f"{out.name}.{key_name}" if out.name else key_name, child_path, scope)
+            if resolved is not None:
+                out.children[key_name] = resolved
+
+    def sequence(self, node: SequentialNode | ModuleListNode, name: str, path: SpecPath, scope: Mapping[str, Any]) -> RNode:
+        out = RNode(node.type, name, path)
+        has_layers, has_repeat = node.layers is not None, node.repeat is not None or node.layer is not None
+        if has_layers == has_repeat:
+            self.problems.add(
+                self.source.problem(path, f"{node.type} needs either 'layers' or 'repeat' with 'layer'",
+                                    hint="layers: [...]  or  repeat: 4, layer: {...}")  # fmt: skip
+            )
+            return out
+        if has_layers:
+            self.children(out, node.layers, path + ("layers",), scope)  # type: ignore[arg-type]
+            return out
+        if node.layer is None or node.repeat is None:
+            missing = "layer" if node.layer is None else "repeat"
+            self.problems.add(self.source.problem(path, f"'repeat' and 'layer' go together; missing {missing!r}"))
+            return out
+        count = self.integer(node.repeat, scope, path + ("repeat",), "repeat", low=1)
+        if count is None:
+            return out
+        if count > MAX_REPEAT:
+            self.problems.add(self.source.problem(path + ("repeat",), f"repeat {count} exceeds {MAX_REPEAT}"))
+            return out
+        for i in range(count):
+            child = self.node(node.layer, f"{name}.{i}" if name else str(i), path + ("layer",), {**scope, "i": i})
+            if child is not None:
+                out.children[str(i)] = child
+        return out
+
+    def graph(self, node: GraphNode, name: str, path: SpecPath, scope: Mapping[str, Any]) -> RNode:
+        out = RNode("Graph", name, path)
+        self.children(out, node.layers, path + ("layers",), scope)
+        for kind, table in (("parameters", node.parameters), ("buffers", node.buffers)):
+            for key, tensor in table.items():
+                if not _check_child_name(key, path + (kind, key), self.source, self.problems):
+                    continue
+                if key in out.children or key in out.tensors:
+                    self.problems.add(self.source.problem(path + (kind, key), f"{key!r} is already defined"))
+                    continue
+                resolved = self.tensor(tensor, path + (kind, key), scope)
+                if resolved is not None:
+                    out.tensors[key] = resolved
+        statements = [
+            RStatement(str(self.substitute(text, scope, path + ("forward", k))), path + ("forward", k))
+            for k, text in enumerate(node.forward)
+        ]
+        out.graph = RGraph(list(node.inputs), statements, node.outputs, path + ("outputs",))
+        return out
+
+    def tensor(self, tensor: Any, path: SpecPath, scope: Mapping[str, Any]) -> RTensor | None:
+        shape = [self.integer(d, scope, path + ("shape", k), "a tensor dimension") for k, d in enumerate(tensor.shape)]
+        if any(d is None for d in shape):
+            return None
+        init = self.substitute(tensor.init, scope, path + ("init",))
+        is_buffer = hasattr(tensor, "persistent")
+        flag = self.substitute(tensor.persistent if is_buffer else tensor.requires_grad, scope, path)
+        return RTensor(
+            tuple(shape),  # type: ignore[arg-type]
+            init,
+            path,
+            trainable=bool(flag) if not is_buffer else False,
+            persistent=bool(flag) if is_buffer else True,
+            is_buffer=is_buffer,
+        )
+
+    def layer(self, node: LayerNode, name: str, path: SpecPath, scope: Mapping[str, Any]) -> RNode | None:
+        type_name = node.type
+        if type_name in self.spec.blocks:
+            return self.block_instance(type_name, self.spec.blocks[type_name], node, name, path, scope)
+        try:
+            layer = LAYERS.get(type_name)
+        except UnknownName as err:
+            candidates = [*LAYERS, *self.spec.blocks]
+            self.problems.add(
+                self.source.problem(path + ("type",), f"unknown layer type {type_name!r}",
+                                    hint=did_you_mean(type_name, candidates) or err.hint or None)  # fmt: skip
+            )
+            return None
+        raw = self.substitute(node.args, scope, path)
+        args, found = layer.check_args(raw)
+        out = RNode("layer", name, path, layer=layer, args=args, arg_paths={k: path + (k,) for k in raw})
+        found += check_layer(layer, args)
+        for arg, message, hint in found:
+            self.problems.add(self.source.problem(path + ((arg,) if arg else ()), message, hint=hint))
+        for arg, value in list(args.items()):
+            if layer.params[arg].type.is_node and isinstance(value, (dict, str)):
+                nested = self.nested(value, f"{name}.{arg}", path + (arg,), scope)
+                if nested is None:
+                    del args[arg]
+                else:
+                    args[arg] = nested
+        return out
+
+    def nested(self, value: Any, name: str, path: SpecPath, scope: Mapping[str, Any]) -> RNode | None:
+        """A node given as a layer argument (TransformerEncoder's ``encoder_layer``)."""
+        try:
+            node = _NODE_ADAPTER.validate_python(value)
+        except ValidationError as err:
+            sub = Source(value, self.source.filename, self.source.text, {})
+            for p in problems_from_validation(err, sub):
+                self.problems.add(self.source.problem(path + p.path, p.message, hint=p.hint))
+            return None
+        return self.node(node, name, path, scope)
+
+    def block_instance(
+        self, block_name: str, block: BlockSpec, node: LayerNode, name: str, path: SpecPath, scope: Mapping[str, Any]
+    ) -> RNode | None:
+        if block_name in self.block_stack:
+            cycle = " -> ".join([*self.block_stack[self.block_stack.index(block_name) :], block_name])
+            self.problems.add(self.source.problem(path + ("type",), f"blocks use each other recursively: {cycle}"))
+            return None
+        given = self.substitute(node.args, scope, path)
+        params: dict[str, Any] = {}
+        ok = True
+        for key, value in given.items():
+            decl = block.params.get(key)
+            if decl is None:
+                hint = did_you_mean(key, block.params) or ("it takes " + ", ".join(block.params) if block.params else None)
+                self.problems.add(self.source.problem(path + (key,), f"block {block_name} has no parameter {key!r}", hint=hint))
+                ok = False
+            elif not _param_fits(decl.type, value):
+                self.problems.add(
+                    self.source.problem(path + (key,), f"block {block_name} parameter {key!r} expects {decl.type}, got {value!r}")
+                )
+                ok = False
+            else:
+                params[key] = value
+        for key, decl in block.params.items():
+            if key not in params and key not in given:
+                if decl.required:
+                    self.problems.add(
+                        self.source.problem(path, f"block {block_name} needs parameter {key!r} ({decl.type})")
+                    )
+                    ok = False
+                else:
+                    params[key] = decl.default
+        if not ok:
+            return None
+        self.block_stack.append(block_name)
+        try:
+            out = self.node(block.body, name, ("blocks", block_name, "body"), {**self.vars, **params})
+        finally:
+            self.block_stack.pop()
+        if out is not None:
+            out.block = block_name
+            out.use_path = path
+        return out
+
+
+def _param_fits(kind: str, value: Any) -> bool:
+    checks: dict[str, Any] = {
+        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        "bool": lambda v: isinstance(v, bool),
+        "str": lambda v: isinstance(v, str),
+        "list": lambda v: isinstance(v, list),
+        "dict": lambda v: isinstance(v, dict),
+        "node": lambda v: isinstance(v, (dict, str)),
+    }
+    return checks.get(kind, lambda v: True)(value)
+
+
+@dataclass
+class Resolved:
+    """The resolved model tree plus what ``infer`` and ``build`` need from the top level."""
+
+    root: RNode
+    loss: RNode | None
+    vars: dict[str, Any]
+    warnings: list[Problem]
+
+
+def resolve(spec: SpecModel, source: Source) -> Resolved:
+    """Resolve ``spec``; raises ``SpecError`` with every problem found."""
+    problems = ProblemList()
+    resolver = Resolver(spec, source, problems)
+    root = resolver.node(spec.model, "", ("model",), resolver.vars)
+    loss = resolver.node(spec.loss, "", ("loss",), resolver.vars) if spec.loss is not None else None
+    problems.raise_if_errors()
+    if root is None:  # every path that returns None records an error, so this is unreachable
+        raise RuntimeError("model did not resolve")
+    return Resolved(root, loss, resolver.vars, problems.warnings)
+
+
+__all__ = ["RGraph", "RNode", "RStatement", "RTensor", "Resolved", "resolve", "format_path"]

@@ -1,0 +1,754 @@
+"""Stage 1 of the pipeline: spec text in, plain data that remembers where it came from out.
+
+In: YAML or JSON text (``load_text``), a ``.yaml``/``.yml``/``.json`` file (``load_file``) or a plain
+mapping (``from_data``), plus ``--set`` style overrides (``apply_overrides``, ``parse_scalar``).
+Out: a ``Source``: plain Python data (insertion-ordered dicts, lists, str, int, float, bool, None), the
+original text, and the 1-based ``Location`` of every mapping key and sequence item keyed by spec path,
+so that later stages can point at the exact line of whatever they reject.
+
+YAML is read with the YAML 1.2 core schema (``yes`` stays a string, ``1e-3`` is a float) and plain tags
+only. Size, nesting depth and alias expansion are bounded, and both parsers are iterative, so hostile or
+broken files fail fast with a ``SpecError`` instead of exhausting memory or the recursion limit.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import dataclasses
+import gc
+import json
+import math
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import yaml
+
+from .errors import Location, Problem, SpecError, SpecPath, did_you_mean, format_path
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds that keep a hostile spec from exhausting time or memory."""
+
+    max_bytes: int = 16 * 1024 * 1024
+    max_depth: int = 128  # nesting of mappings/sequences
+    max_aliases: int = 1000
+    max_nodes: int = 2_000_000  # total nodes after alias expansion
+
+
+DEFAULT_LIMITS = Limits()
+
+# libyaml counts NEL, LS and PS as line breaks, so line_text must split the same way to stay in step.
+_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
+_EXTENSIONS = {".yaml": "yaml", ".yml": "yaml", ".json": "json"}
+_MAX_SHOWN = 200  # longest source line quoted in a problem
+_NON_FINITE = "JSON cannot hold inf/nan; write the string 'inf' where torch accepts it"
+
+
+@dataclass
+class Source:
+    """Parsed spec data plus the text and positions needed to report problems against it."""
+
+    data: Any
+    filename: str
+    text: str | None
+    positions: dict[SpecPath, Location] = field(default_factory=dict)
+    _lines: list[str] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def locate(self, path: SpecPath) -> Location | None:
+        """Location of the longest prefix of ``path`` that has one."""
+        path = tuple(path)
+        for end in range(len(path), -1, -1):
+            loc = self.positions.get(path[:end])
+            if loc is not None:
+                return loc
+        return None
+
+    def line_text(self, line: int) -> str | None:
+        """The 1-based ``line`` of the text, without its line break."""
+        if self.text is None:
+            return None
+        if self._lines is None:
+            self._lines = _BREAK.split(self.text)
+        return self._lines[line - 1] if 1 <= line <= len(self._lines) else None
+
+    def problem(
+        self, path: SpecPath, message: str, *, hint: str | None = None, warning: bool = False
+    ) -> Problem:
+        """A Problem at ``path``, located and quoted from the text where possible."""
+        problem = self._problem_at(self.locate(path), tuple(path), message, hint)
+        return dataclasses.replace(problem, severity="warning") if warning else problem
+
+    def _problem_at(
+        self, loc: Location | None, path: SpecPath, message: str, hint: str | None = None
+    ) -> Problem:
+        line = None
+        # Override locations name a pseudo-file; quoting a line of the real text there would mislead.
+        if loc is not None and loc.file == self.filename:
+            line = self.line_text(loc.line)
+            if line is not None and len(line) > _MAX_SHOWN:  # e.g. minified JSON: show the caret's part
+                line = line[:_MAX_SHOWN] + " ..." if loc.column < _MAX_SHOWN else None
+        return Problem(message, tuple(path), loc, line, hint)
+
+    def with_override(self, dotted: str, value: Any) -> None:
+        """Set ``data[a][b]...`` for ``dotted == "a.b..."``, creating missing intermediate mappings."""
+        keys = dotted.split(".")
+        if not all(keys):
+            hint = "write dotted keys like model.width or model.layers.0.out"
+            raise SpecError(Problem(f"override key {dotted!r} has an empty segment", hint=hint))
+        new_value = _to_plain(value, tuple(keys), DEFAULT_LIMITS)
+        node: Any = self.data
+        path: list[str | int] = []
+        created: list[SpecPath] = []
+        for depth, key in enumerate(keys):
+            seg: str | int = key
+            if isinstance(node, list):
+                if not (key.isascii() and key.isdigit() and int(key) < len(node)):
+                    message = (
+                        f"override {dotted!r}: {key!r} is not an index of this list of {len(node)} items"
+                    )
+                    raise SpecError(self.problem(tuple(path), message))
+                seg = int(key)
+                child = node[seg]
+            elif isinstance(node, dict):
+                child = node.get(key)
+            else:
+                where = format_path(path) or "the spec"
+                message = f"cannot set override {dotted!r}: {where} is a {_kind(node)}, not a mapping or list"
+                raise SpecError(self.problem(tuple(path), message))
+            path.append(seg)
+            if depth == len(keys) - 1:
+                child = new_value
+            elif child is None:
+                child = {}
+                created.append(tuple(path))
+            elif isinstance(child, (dict, list)):
+                child = child.copy()  # YAML aliases share objects: copy so the override hits only this path
+            node[seg] = child
+            node = child
+        target = tuple(path)
+        for stale in [p for p in self.positions if p[: len(target)] == target]:
+            del self.positions[stale]
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        for p in [*created, target]:
+            self.positions[p] = Location(f"<override {dotted}={shown}>", 1, 1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Scalars (YAML 1.2 core schema)
+
+_NULLS = frozenset({"", "~", "null", "Null", "NULL"})
+_TRUE = frozenset({"true", "True", "TRUE"})
+_FALSE = frozenset({"false", "False", "FALSE"})
+_INT10 = re.compile(r"[-+]?[0-9]+")
+_INT8 = re.compile(r"0o[0-7]+")
+_INT16 = re.compile(r"0x[0-9a-fA-F]+")
+_FLOAT = re.compile(r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?")
+_INF_NAN = re.compile(r"[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)")
+_MAYBE_RESOLVED = frozenset("0123456789+-.~nNtTfF")
+_CORE = "tag:yaml.org,2002:"
+_TAG_TYPES = {"null": (type(None),), "bool": (bool,), "int": (int,), "float": (float, int)}
+
+
+class _ScalarError(Exception):
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message, self.hint = message, hint
+
+
+def _to_int(text: str) -> int:
+    try:
+        return int(text) if _INT10.fullmatch(text) else int(text, 0)  # 0o / 0x prefixes
+    except ValueError:  # Python refuses to convert integers of more than ~4300 digits
+        raise _ScalarError(f"integer {text[:20]}... has too many digits") from None
+
+
+def _to_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise _ScalarError(f"{text} is out of range for a 64-bit float")
+    return value
+
+
+def _resolve_plain(text: str) -> Any:
+    if not text:
+        return None
+    if text[0] not in _MAYBE_RESOLVED:
+        return text
+    if text in _NULLS:
+        return None
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    if _INT10.fullmatch(text) or _INT8.fullmatch(text) or _INT16.fullmatch(text):
+        return _to_int(text)
+    if _FLOAT.fullmatch(text):
+        return _to_float(text)
+    if _INF_NAN.fullmatch(text):
+        raise _ScalarError(f"{text} is not allowed: {_NON_FINITE}")
+    return text
+
+
+def _show_tag(tag: str) -> str:
+    return "!!" + tag.removeprefix(_CORE) if tag.startswith(_CORE) else tag
+
+
+def _unsupported_tag(tag: str) -> _ScalarError:
+    return _ScalarError(
+        f"unsupported tag {_show_tag(tag)}: netspec reads plain YAML only",
+        hint="remove the tag; specs hold only strings, numbers, booleans, null, lists and mappings",
+    )
+
+
+def _resolve_tagged(tag: str, text: str) -> Any:
+    name = tag.removeprefix(_CORE) if tag.startswith(_CORE) else None
+    if tag == "!" or name == "str":
+        return text
+    if name in _TAG_TYPES:
+        value = _resolve_plain(text)
+        if type(value) in _TAG_TYPES[name]:
+            return float(value) if name == "float" else value
+        raise _ScalarError(f"{text!r} is not a valid !!{name}")
+    if name in ("map", "seq"):
+        raise _ScalarError(f"!!{name} cannot tag a scalar")
+    raise _unsupported_tag(tag)
+
+
+def parse_scalar(text: str) -> Any:
+    """Resolve one plain scalar (a CLI ``--set`` value) with the YAML 1.2 core schema."""
+    try:
+        return _resolve_plain(text)
+    except _ScalarError as err:
+        raise SpecError(Problem(err.message, hint=err.hint)) from None
+
+
+def _kind(value: Any) -> str:
+    names = {dict: "mapping", list: "list", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# YAML
+
+
+_START_EVENTS = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
+_NODE_EVENTS = (yaml.ScalarEvent, yaml.AliasEvent, *_START_EVENTS)
+_END_EVENTS = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
+
+
+class _Abort(Exception):
+    """Stop consuming input; the problems gathered so far are raised."""
+
+
+class _Frame:
+    __slots__ = ("anchor", "is_map", "key", "nodes_before", "path", "value")
+
+    def __init__(self, value: Any, path: SpecPath, anchor: str | None, nodes_before: int) -> None:
+        self.value, self.path, self.anchor, self.nodes_before = value, path, anchor, nodes_before
+        self.is_map = isinstance(value, dict)
+        self.key: str | None = None  # None while the next node is a key
+
+
+def _parse_yaml(src: Source, limits: Limits) -> None:
+    problems: list[Problem] = []
+    fname = src.filename
+
+    def add(mark: Any, path: SpecPath, message: str, hint: str | None = None) -> None:
+        problems.append(src._problem_at(Location(fname, mark.line + 1, mark.column + 1), path, message, hint))
+
+    positions = src.positions
+    stack: list[_Frame] = []
+    anchors: dict[str, tuple[Any, int]] = {}  # name -> (value, node count including alias expansion)
+    root: Any = None
+    nodes = aliases = documents = 0
+    loader_cls = yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader
+    loader = None
+    try:
+        loader = loader_cls(src.text)
+        while loader.check_event():
+            ev = loader.get_event()
+            cls = ev.__class__
+            mark = ev.start_mark
+            if cls in _END_EVENTS:
+                done = stack.pop()
+                if done.anchor is not None:
+                    anchors[done.anchor] = (done.value, nodes - done.nodes_before)
+                continue
+            if cls is yaml.DocumentStartEvent:
+                documents += 1
+                if documents > 1:
+                    add(mark, (), "a spec holds exactly one YAML document; found a second one here")
+                    raise _Abort
+                positions[()] = Location(fname, mark.line + 1, mark.column + 1)
+                continue
+            if cls not in _NODE_EVENTS:
+                continue  # stream and document ends carry nothing
+            parent = stack[-1] if stack else None
+            is_key = parent is not None and parent.is_map and parent.key is None
+            if parent is None:
+                path: SpecPath = ()
+            elif parent.is_map:
+                path = parent.path if is_key else (*parent.path, parent.key)  # type: ignore[misc]
+            else:
+                path = (*parent.path, len(parent.value))
+                positions[path] = Location(fname, mark.line + 1, mark.column + 1)
+
+            value: Any
+            if cls is yaml.ScalarEvent:
+                nodes += 1
+                try:
+                    if ev.tag is None and ev.implicit[0]:
+                        value = _resolve_plain(ev.value)
+                    elif ev.tag is None:
+                        value = ev.value
+                    else:
+                        value = _resolve_tagged(ev.tag, ev.value)
+                except _ScalarError as err:
+                    add(mark, path, err.message, err.hint)
+                    value = ev.value
+                if ev.anchor is not None:
+                    anchors[ev.anchor] = (value, 1)
+            elif cls is yaml.AliasEvent:
+                name = ev.anchor
+                if name in anchors:
+                    value, size = anchors[name]
+                    aliases += 1
+                    nodes += size
+                    if aliases > limits.max_aliases:
+                        add(mark, path, f"more than {limits.max_aliases} aliases (alias bomb?)")
+                        raise _Abort
+                elif any(frame.anchor == name for frame in stack):
+                    add(mark, path, f"alias *{name} refers to a node that contains it")
+                    value = None
+                else:
+                    add(
+                        mark,
+                        path,
+                        f"unknown alias *{name}",
+                        hint="define the anchor &" + name + " before using it",
+                    )
+                    value = None
+            else:
+                nodes += 1
+                if len(stack) >= limits.max_depth:
+                    add(mark, path, f"nested more than {limits.max_depth} levels deep (max nesting depth)")
+                    raise _Abort
+                is_map = cls is yaml.MappingStartEvent
+                value = {} if is_map else []
+                expected = _CORE + ("map" if is_map else "seq")
+                if ev.tag not in (None, "!", expected):
+                    err = _unsupported_tag(ev.tag)
+                    if ev.tag in (_CORE + "map", _CORE + "seq", _CORE + "str"):
+                        err = _ScalarError(
+                            f"{_show_tag(ev.tag)} cannot tag a {'mapping' if is_map else 'list'}"
+                        )
+                    add(mark, path, err.message, err.hint)
+            if nodes > limits.max_nodes:
+                add(mark, path, f"spec expands to more than {limits.max_nodes} values (alias bomb?)")
+                raise _Abort
+
+            if is_key and parent is not None:
+                parent.key = _check_key(ev, value, parent, src, add)
+            elif parent is None:
+                root = value
+            elif parent.is_map:
+                parent.value[parent.key] = value
+                parent.key = None
+            else:
+                parent.value.append(value)
+            if cls in _START_EVENTS:
+                stack.append(_Frame(value, path, ev.anchor, nodes - 1))
+    except _Abort:
+        pass
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        message = err.problem or err.context or "invalid YAML"
+        if err.context and err.problem:
+            at = f" at line {err.context_mark.line + 1}" if err.context_mark else ""
+            message += f" ({err.context}{at})"
+        line = src.line_text(mark.line + 1) if mark is not None else None
+        tab = line is not None and "\t" in line[: mark.column + 1]
+        hint = "indent YAML with spaces, not tabs" if tab else None
+        where = stack[-1].path if stack else ()
+        if mark is not None:
+            add(mark, where, message, hint)
+        else:
+            problems.append(Problem(message, where, hint=hint))
+    except yaml.reader.ReaderError as err:
+        char = err.character if isinstance(err.character, int) else ord(err.character)
+        _add_at_offset(src, problems, err.position, f"{err.reason} (character {char:#x})")
+    except UnicodeEncodeError as err:
+        _add_at_offset(src, problems, err.start, "text contains an unpaired surrogate character")
+    finally:
+        if loader is not None:
+            loader.dispose()
+    if problems:
+        raise SpecError(problems)
+    if documents == 0:
+        raise SpecError(
+            src._problem_at(Location(fname, 1, 1), (), "empty spec: the file holds no YAML document")
+        )
+    src.data = root
+
+
+def _check_key(ev: Any, value: Any, parent: _Frame, src: Source, add: Any) -> str:
+    """Validate a mapping key and record its position; returns the key to store its value under."""
+    mark = ev.start_mark
+    if not isinstance(value, str):
+        if isinstance(value, (dict, list)):
+            add(mark, parent.path, f"mapping keys must be strings, got a {_kind(value)}")
+            return f"<{_kind(value)} key>"
+        shown = ev.value if ev.__class__ is yaml.ScalarEvent else repr(value)
+        add(
+            mark,
+            parent.path,
+            f"mapping keys must be strings, got {_kind(value)} {shown}",
+            hint=f"quote it: '{shown}'",
+        )
+        return str(shown)
+    path = (*parent.path, value)
+    if value == "<<" and ev.__class__ is yaml.ScalarEvent and ev.tag is None and ev.implicit[0]:
+        add(
+            mark,
+            parent.path,
+            "YAML merge keys (<<) are not supported",
+            hint="share settings with vars or blocks",
+        )
+    elif value in parent.value:
+        first = src.positions.get(path)
+        where = f" (first at line {first.line})" if first is not None else ""
+        add(mark, path, f"duplicate key {value!r}{where}")
+    else:
+        src.positions[path] = Location(src.filename, mark.line + 1, mark.column + 1)
+    return value
+
+
+def _add_at_offset(src: Source, problems: list[Problem], offset: int, message: str) -> None:
+    text = src.text or ""
+    offset = min(max(offset, 0), len(text))
+    head = _BREAK.split(text[:offset])
+    problems.append(src._problem_at(Location(src.filename, len(head), len(head[-1]) + 1), (), message))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# JSON: a strict RFC 8259 parser, iterative so depth is bounded by Limits rather than the C stack.
+
+# One token per match: an optional leading comma, then a string (with ':' if it is a key), a bracket, a
+# number, a literal, or the end. Folding commas and colons into tokens halves the Python-level loop.
+_JSON_TOKEN = re.compile(
+    r"""[ \t\n\r]*(?P<comma>,[ \t\n\r]*)?(?:
+      (?P<str>"[^"\\\x00-\x1f]*(?:\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})[^"\\\x00-\x1f]*)*")(?P<key>[ \t\n\r]*:)?
+    | (?P<open>[{\[])
+    | (?P<close>[}\]])
+    | (?P<num>-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?)(?![\w.+-])
+    | (?P<word>true|false|null)(?!\w)
+    | (?P<eof>\Z)
+    | (?P<nonfinite>(?:-?Infinity|NaN)(?!\w))
+    | (?P<badnum>[-+.0-9][\w.+-]*)
+    | (?P<other>\w+|.)
+    )""",
+    re.VERBOSE | re.DOTALL,
+)
+_WORDS = {"true": True, "false": False, "null": None}
+# Parser states: a value follows (_VALUE); just inside a bracket (_OPENED) or after a comma (_NEXT), a key
+# follows in a mapping and a value in a list; after a value a comma or closer follows (_SEP); _END: done.
+_VALUE, _OPENED, _NEXT, _SEP, _END = range(5)
+_JSON_HINTS = {
+    "'": "JSON strings need double quotes",
+    "/": "JSON does not allow comments",
+    "#": "JSON does not allow comments",
+    '"': "a string is unterminated, or holds a raw control character or a bad escape",
+    "badnum": "JSON numbers look like -1, 0.5 or 1e-3",
+    "other": "JSON literals are true, false and null; strings need double quotes",
+}
+
+
+def _parse_json(src: Source, limits: Limits) -> None:
+    text = src.text or ""
+    fname = src.filename
+    line_ends = [m.end() for m in _BREAK.finditer(text)]
+    line_ends.append(len(text) + 1)  # sentinel, so next_break always exists
+    li, line_start, next_break = 0, 0, line_ends[0]
+    problems: list[Problem] = []
+    positions = src.positions
+
+    def loc(offset: int) -> Location:
+        line = bisect.bisect_right(line_ends, offset)
+        return Location(fname, line + 1, offset - (line_ends[line - 1] if line else 0) + 1)
+
+    def fail(offset: int, path: SpecPath, message: str, hint: str | None = None) -> _Abort:
+        problems.append(src._problem_at(loc(offset), path, message, hint))
+        return _Abort()
+
+    def got(m: re.Match[str], kind: str) -> str:
+        tok = m.group(kind) if kind != "key" else m.group("str") + ":"
+        return repr(tok[:30] + "..." if len(tok) > 30 else tok) if tok else "end of input"
+
+    def hint(m: re.Match[str], kind: str) -> str | None:
+        return _JSON_HINTS.get(m.group(kind)[:1]) or _JSON_HINTS.get(kind)
+
+    # The innermost open container is cached in locals: this loop is the hot path for large files.
+    stack: list[tuple[Any, SpecPath]] = []
+    container: Any = None
+    cpath: SpecPath = ()
+    is_map, closer, state = False, "", _VALUE
+    key = ""
+    root: Any = None
+    nodes = 0
+    try:
+        for m in _JSON_TOKEN.finditer(text):
+            kind = m.lastgroup
+            if m.start("comma") >= 0:
+                if state != _SEP:
+                    raise fail(m.start("comma"), cpath, "unexpected ','")
+                if kind == "close":
+                    raise fail(
+                        m.start("comma"), cpath, f"trailing comma before '{closer}' is not allowed in JSON"
+                    )
+                state = _NEXT
+            elif state in (_SEP, _OPENED):
+                if kind == "close" and m.group(kind) == closer:
+                    stack.pop()
+                    if stack:
+                        container, cpath = stack[-1]
+                        is_map = type(container) is dict
+                        closer, state = ("}" if is_map else "]"), _SEP
+                    else:
+                        state = _END
+                    continue
+                if state == _SEP:
+                    if kind == "eof":
+                        break
+                    raise fail(m.start(kind), cpath, f"expected ',' or '{closer}', got {got(m, kind)}")
+            elif state == _END:
+                if kind == "eof":
+                    break
+                raise fail(m.start(kind), (), f"unexpected {got(m, kind)} after the end of the JSON document")
+            if kind == "eof":
+                break
+            if is_map and state != _VALUE:
+                pos = m.start("str")
+                if kind != "key":
+                    what = f"':' after key {m.group(kind)}" if kind == "str" else "a key in double quotes"
+                    raise fail(m.start(kind), cpath, f"expected {what}, got {got(m, kind)}", hint(m, kind))
+                key = m.group("str")
+                key = json.loads(key) if "\\" in key else key[1:-1]
+                path = (*cpath, key)
+                if key in container:
+                    fail(pos, path, f"duplicate key {key!r} (first at line {positions[path].line})")
+                else:
+                    if pos >= next_break:
+                        li = bisect.bisect_right(line_ends, pos, li)
+                        line_start, next_break = line_ends[li - 1], line_ends[li]
+                    positions[path] = Location(fname, li + 1, pos - line_start + 1)
+                state = _VALUE
+                continue
+            # A value is expected here.
+            pos = m.start(kind)
+            value: Any
+            if kind == "str":
+                value = m.group(kind)
+                value = json.loads(value) if "\\" in value else value[1:-1]
+            elif kind == "num":
+                tok = m.group(kind)
+                try:
+                    value = float(tok) if ("." in tok or "e" in tok or "E" in tok) else int(tok)
+                    if value.__class__ is float and math.isinf(value):
+                        raise ValueError
+                except ValueError:  # also Python's limit of ~4300 digits on int()
+                    shown = tok if len(tok) <= 20 else tok[:20] + "..."
+                    fail(pos, (*cpath, key) if is_map else cpath, f"number {shown} is out of range")
+                    value = None
+            elif kind == "word":
+                value = _WORDS[m.group(kind)]
+            elif kind == "open":
+                if len(stack) >= limits.max_depth:
+                    raise fail(
+                        pos, cpath, f"nested more than {limits.max_depth} levels deep (max nesting depth)"
+                    )
+                value = {} if m.group(kind) == "{" else []
+            elif kind == "nonfinite":
+                fail(
+                    pos, (*cpath, key) if is_map else cpath, f"{m.group(kind)} is not allowed: {_NON_FINITE}"
+                )
+                value = None
+            else:
+                what = "':' after a value" if kind == "key" else got(m, kind)
+                raise fail(pos, cpath, f"expected a value, got {what}", hint(m, kind))
+            nodes += 1
+            if nodes > limits.max_nodes:
+                raise fail(pos, cpath, f"spec holds more than {limits.max_nodes} values")
+            if not stack:
+                root, path = value, ()
+                positions[()] = loc(pos)
+            elif is_map:
+                container[key] = value
+                path = (*cpath, key)
+            else:
+                if pos >= next_break:
+                    li = bisect.bisect_right(line_ends, pos, li)
+                    line_start, next_break = line_ends[li - 1], line_ends[li]
+                path = (*cpath, len(container))
+                positions[path] = Location(fname, li + 1, pos - line_start + 1)
+                container.append(value)
+            if kind == "open":
+                stack.append((value, path))
+                container, cpath, is_map = value, path, type(value) is dict
+                closer, state = ("}" if is_map else "]"), _OPENED
+            else:
+                state = _SEP if stack else _END
+        if state != _END:
+            if nodes == 0 and not problems:
+                problems.append(src._problem_at(loc(0), (), "empty spec: the file holds no JSON value"))
+            else:
+                fail(len(text), cpath, "unexpected end of JSON input")
+    except _Abort:
+        pass
+    if problems:
+        raise SpecError(problems)
+    src.data = root
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Entry points
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    # Parsing allocates a great many long-lived, acyclic objects (values, paths, locations); the cyclic
+    # collector would rescan them again and again, which costs about a third of the parse time.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def load_text(
+    text: str,
+    filename: str = "<string>",
+    fmt: Literal["yaml", "json"] | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+) -> Source:
+    """Parse YAML or JSON ``text``; ``fmt`` defaults from the extension of ``filename`` (else YAML)."""
+    if fmt is None:
+        fmt = "json" if os.path.splitext(filename)[1].lower() == ".json" else "yaml"
+    if fmt not in ("yaml", "json"):
+        raise ValueError(f"fmt must be 'yaml', 'json' or None, not {fmt!r}")
+    # Counting characters first avoids encoding a large text just to measure it.
+    if len(text) > limits.max_bytes or (
+        len(text) * 4 > limits.max_bytes and len(text.encode("utf-8", "surrogatepass")) > limits.max_bytes
+    ):
+        raise SpecError(Problem(f"{filename} is larger than the limit of {limits.max_bytes} bytes"))
+    text = text.removeprefix("\ufeff")
+    src = Source(None, filename, text, {})
+    with _gc_paused():
+        (_parse_json if fmt == "json" else _parse_yaml)(src, limits)
+    if src.data is None:
+        raise SpecError(src.problem((), "empty spec: the document is null"))
+    if not isinstance(src.data, dict):
+        raise SpecError(
+            src.problem((), f"the top level of a spec must be a mapping, not a {_kind(src.data)}")
+        )
+    return src
+
+
+def load_file(path: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS) -> Source:
+    """Read and parse a ``.yaml``, ``.yml`` or ``.json`` spec file."""
+    name = os.fsdecode(os.fspath(path))
+    ext = os.path.splitext(name)[1].lower()
+    if ext not in _EXTENSIONS:
+        message = f"{name}: spec files must end in .yaml, .yml or .json, not {ext or 'nothing'}"
+        raise SpecError(Problem(message, hint=did_you_mean(ext, _EXTENSIONS) or None))
+    too_big = Problem(f"{name} is larger than the limit of {limits.max_bytes} bytes")
+    try:
+        if os.stat(name).st_size > limits.max_bytes:
+            raise SpecError(too_big)
+        with open(name, "rb") as fh:
+            raw = fh.read(limits.max_bytes + 1)  # the file may have grown since stat
+    except FileNotFoundError:
+        raise SpecError(Problem(f"spec file not found: {name}")) from None
+    except OSError as err:
+        raise SpecError(Problem(f"cannot read spec file {name}: {err.strerror}")) from None
+    if len(raw) > limits.max_bytes:
+        raise SpecError(too_big)
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line_start = raw.rfind(b"\n", 0, err.start) + 1
+        column = len(raw[line_start : err.start].decode("utf-8", "replace")) + 1
+        loc = Location(name, raw.count(b"\n", 0, err.start) + 1, column)
+        raise SpecError(
+            Problem(f"invalid UTF-8 at byte offset {err.start}", location=loc, hint="save the file as UTF-8")
+        ) from None
+    return load_text(text, name, _EXTENSIONS[ext], limits)  # type: ignore[arg-type]
+
+
+def _to_plain(value: Any, path: SpecPath, limits: Limits) -> Any:
+    """Deep-copy ``value`` into plain JSON-like containers, rejecting anything JSON cannot hold."""
+    problems: list[Problem] = []
+    holder: list[Any] = [None]
+    # (value, path, container, slot, depth): each copy goes into a pre-made slot, so order survives the stack.
+    todo: list[tuple[Any, SpecPath, Any, Any, int]] = [(value, path, holder, 0, 1)]
+    nodes = 0
+    while todo:
+        item, where, into, slot, depth = todo.pop()
+        nodes += 1
+        out: Any = None
+        if item is None or type(item) in (str, bool, int):
+            out = item
+        elif isinstance(item, str):
+            out = str.__str__(item)  # str() of a (str, Enum) member would give "Color.RED"
+        elif isinstance(item, int):
+            out = int(item)
+        elif isinstance(item, float):  # also float subclasses such as numpy.float64
+            out = float(item)
+            if not math.isfinite(out):
+                problems.append(Problem(f"{out} is not allowed: {_NON_FINITE}", where))
+        elif isinstance(item, (Mapping, list, tuple)):
+            if depth > limits.max_depth or nodes > limits.max_nodes:
+                what = f"nested more than {limits.max_depth} deep" if depth > limits.max_depth else "too big"
+                problems.append(Problem(f"the data is {what} (does a container contain itself?)", where))
+                break
+            pairs = list(item.items()) if isinstance(item, Mapping) else list(enumerate(item))
+            if isinstance(item, Mapping):
+                bad = [f"mapping keys must be strings, not {_kind(k)} {k!r}" for k, _ in pairs if type(k) is not str]
+                problems.extend(Problem(message, where) for message in bad)
+                pairs = [(k, v) for k, v in pairs if isinstance(k, str)]
+                out = dict.fromkeys(k for k, _ in pairs)
+            else:
+                out = [None] * len(pairs)
+            todo.extend((v, (*where, k), out, k, depth + 1) for k, v in reversed(pairs))
+        else:
+            hint = "use strings, numbers, booleans, null, lists and mappings"
+            problems.append(Problem(f"a spec cannot hold a {type(item).__name__} value", where, hint=hint))
+        into[slot] = out
+    if problems:
+        raise SpecError(problems)
+    return holder[0]
+
+
+def from_data(data: Mapping[str, Any], filename: str = "<dict>") -> Source:
+    """Wrap an in-memory mapping as a Source (deep-copied, validated, no positions)."""
+    if not isinstance(data, Mapping):
+        raise SpecError(Problem(f"a spec must be a mapping, not a {_kind(data)}"))
+    return Source(_to_plain(data, (), DEFAULT_LIMITS), filename, None, {})
+
+
+def apply_overrides(source: Source, overrides: Mapping[str, Any]) -> None:
+    """Apply ``{"a.b": value}`` overrides in order, reporting every bad one together."""
+    problems: list[Problem] = []
+    for dotted, value in overrides.items():
+        try:
+            source.with_override(dotted, value)
+        except SpecError as err:
+            problems.extend(err.problems)
+    if problems:
+        raise SpecError(problems)

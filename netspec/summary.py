@@ -1,0 +1,186 @@
+"""The build summary: one row per module, with shapes, parameters and multiply-adds.
+
+In: a built model, the meta model ``infer`` made (same structure, no memory) and the
+per-sample input shape. Out: ``Summary`` rows (module path, type, output shape, parameter
+count, MACs from torch's own FLOP counter run on meta tensors, trainable or frozen) and
+totals, rendered as an aligned table or as JSON; ``depth`` folds deeper levels into their
+parents as torchinfo's ``depth`` does.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .memory import human
+
+
+@dataclass
+class Row:
+    name: str
+    type: str
+    depth: int
+    output_shape: Any
+    params: int
+    trainable: int
+    macs: int | None
+
+
+@dataclass
+class Summary:
+    model_name: str
+    rows: list[Row]
+    total_params: int
+    trainable_params: int
+    size_bytes: int
+    total_macs: int | None
+    groups: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.model_name,
+            "layers": [asdict(r) for r in self.rows],
+            "totals": {
+                "params": self.total_params,
+                "trainable_params": self.trainable_params,
+                "frozen_params": self.total_params - self.trainable_params,
+                "size_mb": round(self.size_bytes / 1e6, 3),
+                "macs": self.total_macs,
+            },
+            "optimizer_groups": self.groups,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, default=_jsonable) + "\n"
+
+    def to_table(self) -> str:
+        header = ("Layer (type)", "Output shape", "Params", "MACs", "Train")
+        body = []
+        for r in self.rows:
+            label = "  " * r.depth + (f"{r.name.rsplit('.', 1)[-1]} ({r.type})" if r.name else f"{self.model_name} ({r.type})")
+            train = "yes" if r.trainable == r.params and r.params else ("no" if r.params and not r.trainable else ("part" if r.params else "-"))
+            body.append((label, _shape(r.output_shape), f"{r.params:,}" if r.params else "-",
+                         _count(r.macs) if r.macs else "-", train))  # fmt: skip
+        widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+        rule = "=" * (sum(widths) + 2 * (len(widths) - 1))
+
+        def line(cells: tuple[str, ...]) -> str:
+            return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+
+        out = [rule, line(header), rule, *(line(b) for b in body), rule]
+        out.append(f"Total params: {self.total_params:,}")
+        out.append(f"Trainable params: {self.trainable_params:,}")
+        out.append(f"Frozen params: {self.total_params - self.trainable_params:,}")
+        out.append(f"Params size: {human(self.size_bytes)}")
+        if self.total_macs is not None:
+            out.append(f"Total MACs: {_count(self.total_macs)} (per sample)")
+        for k, g in enumerate(self.groups):
+            members = ", ".join(g.get("members", [])) or "(rest)"
+            out.append(f"Group {k}: lr={g.get('lr')} weight_decay={g.get('weight_decay')} params={g.get('params', 0):,}  {members}")
+        out.append(rule)
+        return "\n".join(out) + "\n"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, torch.Size):
+        return list(value)
+    return str(value)
+
+
+def _count(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(n)
+
+
+def _shape(shape: Any) -> str:
+    if shape is None:
+        return "-"
+    if isinstance(shape, tuple) and all(isinstance(d, int) for d in shape):
+        return "[" + ", ".join(["B", *map(str, shape[1:])]) + "]"
+    if isinstance(shape, dict):
+        return "{" + ", ".join(f"{k}: {_shape(v)}" for k, v in shape.items()) + "}"
+    if isinstance(shape, (tuple, list)):
+        return "(" + ", ".join(_shape(s) for s in shape) + ")"
+    return "-"
+
+
+def _out_shape(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return tuple(value.shape)
+    if isinstance(value, (tuple, list)):
+        return tuple(_out_shape(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _out_shape(v) for k, v in value.items()}
+    return None
+
+
+def _trace_meta(meta_model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype) -> tuple[dict[str, Any], dict[str, int]]:
+    """Output shapes and MACs per module name, from one batch-1 forward on meta tensors."""
+    model = copy.deepcopy(meta_model).eval()
+    shapes: dict[str, Any] = {}
+    handles = []
+    for name, module in model.named_modules():
+        def hook(_m: nn.Module, _i: Any, out: Any, name: str = name) -> None:
+            shapes.setdefault(name, _out_shape(out))
+
+        handles.append(module.register_forward_hook(hook))
+    counter = FlopCounterMode(display=False)
+    try:
+        with torch.no_grad(), counter:
+            model(torch.empty((1, *input_shape), dtype=dtype, device="meta"))
+    finally:
+        for h in handles:
+            h.remove()
+    macs: dict[str, int] = {}
+    for key, ops in counter.get_flop_counts().items():
+        if key == "Global":
+            macs[""] = sum(ops.values()) // 2
+            continue
+        _, _, rest = key.partition(".")
+        macs[rest] = sum(ops.values()) // 2
+    return shapes, macs
+
+
+def summarize(model: nn.Module, meta_model: nn.Module, model_name: str, input_shape: tuple[int, ...] | None,
+              input_dtype: torch.dtype = torch.float32, depth: int | None = None,
+              groups: list[dict[str, Any]] | None = None) -> Summary:  # fmt: skip
+    shapes: dict[str, Any] = {}
+    macs: dict[str, int] = {}
+    if input_shape is not None:
+        shapes, macs = _trace_meta(meta_model, input_shape, input_dtype)
+    rows: list[Row] = []
+    for name, module in model.named_modules():
+        level = 0 if not name else name.count(".") + 1
+        if depth is not None and level > depth:
+            continue
+        params = list(module.parameters())
+        rows.append(Row(
+            name=name,
+            type=type(module).__name__,
+            depth=level,
+            output_shape=shapes.get(name),
+            params=sum(p.numel() for p in params),
+            trainable=sum(p.numel() for p in params if p.requires_grad),
+            macs=macs.get(name, 0) if input_shape is not None else None,
+        ))  # fmt: skip
+    all_params = list(model.parameters())
+    size = sum(t.numel() * t.element_size() for t in [*all_params, *model.buffers()])
+    return Summary(
+        model_name=model_name,
+        rows=rows,
+        total_params=sum(p.numel() for p in all_params),
+        trainable_params=sum(p.numel() for p in all_params if p.requires_grad),
+        size_bytes=size,
+        total_macs=macs.get("") if input_shape is not None else None,
+        groups=groups or [],
+    )

@@ -1,0 +1,172 @@
+"""``freeze:`` entries: stop training some parameters, optionally pin layers in eval mode.
+
+In: a model and ``FreezeRule`` entries: a module path or parameter glob (see ``patterns``),
+or ``{type: BatchNorm2d, eval: true, match?: ...}``. Out: the set of frozen parameter names
+(their ``requires_grad`` is now False, so the optimizer builder leaves them out), with
+``eval: true`` layers switched to eval mode for good; or a ``SpecError`` listing problems.
+
+How ``eval: true`` survives later ``model.train()`` calls: the module's class is swapped for a
+cached subclass of it (one per original class) that has the *same* ``__name__``,
+``__qualname__`` and ``__module__`` and only overrides ``train()`` so that the module and its
+children stay in eval mode. Alternatives were rejected: a forward pre-hook that flips
+``training`` mutates state inside ``forward`` (graph breaks under ``torch.compile``) and a
+patched instance attribute ``train`` does not survive ``copy.deepcopy``/pickling cleanly.
+The subclass keeps ``print(model)`` unchanged (it prints ``__name__``), ``isinstance`` checks
+and ``type:`` selectors still match (the original class is in the MRO), ``torch.compile``
+sees an ordinary module (``forward`` is inherited), and ``copy.deepcopy``/``pickle``
+work because ``__reduce_ex__`` rebuilds the instance through ``_rebuild_eval_frozen`` from
+the original class. ``is_eval_frozen(module)`` tells such modules apart; ``unfreeze_eval``
+undoes the swap.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from ..errors import ProblemList, SpecError
+from .init import as_list, check_types, type_names
+from .kwargs import make_problem, name_list
+from .patterns import model_names, no_match, select, selects
+from .spec import FreezeByType, FreezeRule
+
+_EVAL_CLASSES: dict[type[nn.Module], type[nn.Module]] = {}
+
+
+def _rebuild_eval_frozen(base: type[nn.Module]) -> nn.Module:
+    """Unpickling/deepcopy entry point: a bare instance of ``base``'s eval-frozen subclass."""
+    cls = eval_frozen_class(base)
+    return cls.__new__(cls)
+
+
+def _train_stays_eval(self: nn.Module, mode: bool = True) -> nn.Module:
+    """``train()`` of an eval-frozen module: it and its children always go to eval mode."""
+    if not isinstance(mode, bool):
+        raise TypeError("training mode is expected to be boolean")
+    return super(type(self), self).train(False)
+
+
+def _reduce_ex(self: nn.Module, protocol: Any) -> tuple[Any, ...]:
+    return (_rebuild_eval_frozen, (type(self)._netspec_eval_base,), self.__getstate__())
+
+
+def _deepcopy(self: nn.Module, memo: dict[int, Any]) -> nn.Module:
+    """For classes with their own ``__deepcopy__`` (e.g. ``torch.fx.GraphModule``): copy, re-pin."""
+    copied = type(self)._netspec_eval_base.__deepcopy__(self, memo)
+    pin_eval(copied)
+    return copied
+
+
+def eval_frozen_class(base: type[nn.Module]) -> type[nn.Module]:
+    """The cached subclass of ``base`` whose ``train()`` keeps eval mode (same names as ``base``)."""
+    if getattr(base, "_netspec_eval_base", None) is not None:
+        return base
+    cls = _EVAL_CLASSES.get(base)
+    if cls is None:
+        namespace = {
+            "train": _train_stays_eval,
+            "__reduce_ex__": _reduce_ex,
+            "_netspec_eval_base": base,
+            "__module__": base.__module__,
+            "__qualname__": base.__qualname__,
+            "__doc__": base.__doc__,
+        }
+        if "__deepcopy__" in {k for klass in base.__mro__ for k in vars(klass)}:
+            namespace["__deepcopy__"] = _deepcopy
+        cls = type(base.__name__, (base,), namespace)
+        _EVAL_CLASSES[base] = cls
+    return cls
+
+
+def is_eval_frozen(module: nn.Module) -> bool:
+    """Whether ``module`` was pinned to eval mode by a ``freeze: {eval: true}`` entry."""
+    return getattr(type(module), "_netspec_eval_base", None) is not None
+
+
+def pin_eval(module: nn.Module) -> None:
+    """Keep ``module`` (and its children) in eval mode through later ``train()`` calls."""
+    if not is_eval_frozen(module):
+        module.__class__ = eval_frozen_class(type(module))
+    module.eval()
+
+
+def unfreeze_eval(module: nn.Module) -> None:
+    """Undo ``pin_eval`` on ``module`` and everything inside it (training mode is left as is)."""
+    for sub in module.modules():
+        if is_eval_frozen(sub):
+            sub.__class__ = type(sub)._netspec_eval_base
+
+
+def run_freeze(
+    model: nn.Module, rules: list[FreezeRule] | None, source: Any, problems: ProblemList
+) -> tuple[set[str], set[str]]:
+    """Apply every entry, adding problems instead of raising. Returns (frozen params, eval modules)."""
+    before = len(problems.errors)
+    params = dict(model.named_parameters())
+    names = model_names(model)
+    frozen: set[str] = set()
+    pinned: set[str] = set()
+    to_pin: list[nn.Module] = []
+    for index, rule in enumerate(rules or []):
+        path = ("freeze", index)
+        if isinstance(rule, str):
+            chosen = select(rule, params)
+            if not chosen:
+                if select(rule, names):
+                    message = f"pattern {rule!r} selects only buffers or parameter-free modules"
+                    problems.add(make_problem(source, path, message, "there is nothing to freeze there"))
+                else:
+                    message, hint = no_match(rule, names)
+                    problems.add(make_problem(source, path, message, hint))
+                continue
+            frozen.update(chosen)
+            continue
+        if not isinstance(rule, FreezeByType):
+            problems.add(make_problem(source, path, f"expected a pattern or {{type: ...}}, got {rule!r}"))
+            continue
+        types = as_list(rule.type)
+        if not check_types(types, model, (*path, "type"), source, problems):
+            continue
+        if rule.match is not None and not select(rule.match, names):
+            message, hint = no_match(rule.match, names)
+            problems.add(make_problem(source, (*path, "match"), message, hint))
+            continue
+        modules = [
+            (mname, module)
+            for mname, module in model.named_modules()
+            if type_names(module) & set(types)
+            and (rule.match is None or (mname and selects(rule.match, mname)))
+        ]
+        if not modules:
+            present = sorted({type(m).__name__ for m in model.modules()})
+            where = f" matching {rule.match!r}" if rule.match is not None else ""
+            message = f"no module of type {name_list(types)}{where} in the model"
+            problems.add(
+                make_problem(source, (*path, "type"), message, f"the model has: {name_list(present)}")
+            )
+            continue
+        for mname, module in modules:
+            prefix = f"{mname}." if mname else ""
+            frozen.update(
+                prefix + pname for pname, _ in module.named_parameters() if prefix + pname in params
+            )
+            if rule.eval:
+                to_pin.append(module)
+                pinned.add(mname)
+    if len(problems.errors) > before:  # leave the model untouched when the spec is wrong
+        return frozen, pinned
+    for name in frozen:
+        params[name].requires_grad_(False)
+    for module in to_pin:
+        pin_eval(module)
+    return frozen, pinned
+
+
+def apply_freeze(model: nn.Module, rules: list[FreezeRule] | None, source: Any) -> set[str]:
+    """Freeze per ``rules``; returns the frozen parameter names. Raises ``SpecError`` on bad input."""
+    problems = ProblemList()
+    frozen, _ = run_freeze(model, rules, source, problems)
+    if problems.errors:
+        raise SpecError(problems.errors)
+    return frozen

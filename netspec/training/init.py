@@ -1,0 +1,313 @@
+"""``init:`` rules: initialise parameters and buffers with ``torch.nn.init`` or a checkpoint.
+
+In: a constructed model, the ``InitRule`` list, the ``Source`` (for locations) and the
+spec's directory (for ``from:`` paths). Out: the model initialised in place, and a map from
+each tensor name that a rule set to the ``file:line`` of the last rule that set it; or a
+``SpecError`` listing every problem (unknown function, bad argument, a rule selecting
+nothing, a function that cannot handle a tensor, an unreadable checkpoint …).
+
+Rules apply in order, so a later rule overrides an earlier one. Randomness comes from
+torch's global RNG, so the caller seeds it (same seed -> bit-identical tensors).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from ..errors import ProblemList, SpecPath, did_you_mean
+from .kwargs import check_kwargs, describe, first_line, make_problem, name_list, rule_location
+from .load import LoadReport, load_rule
+from .patterns import model_names, no_match, select, selects
+from .spec import InitRule
+
+
+@cache
+def init_functions() -> dict[str, Callable[..., Any]]:
+    """Every public in-place ``torch.nn.init`` function, by its name without the ``_``."""
+    found: dict[str, Callable[..., Any]] = {}
+    for attr in sorted(dir(nn.init)):
+        func = getattr(nn.init, attr)
+        if attr.endswith("_") and not attr.startswith("_") and inspect.isfunction(func):
+            found[attr[:-1]] = func
+    return found
+
+
+def init_arguments(func: Callable[..., Any]) -> set[str]:
+    """Arguments a spec may not give: the tensor itself and the RNG ``generator``."""
+    first = next(iter(inspect.signature(func).parameters), "tensor")
+    return {first, "generator"}
+
+
+@cache
+def torch_layer_names() -> frozenset[str]:
+    """Class names of every ``torch.nn`` module class (known ``type:`` names)."""
+    return frozenset(
+        name
+        for name in dir(nn)
+        if inspect.isclass(getattr(nn, name)) and issubclass(getattr(nn, name), nn.Module)
+    )
+
+
+def type_names(module: nn.Module) -> set[str]:
+    """Names a ``type:`` selector matches for ``module``: every class in its MRO."""
+    return {cls.__name__ for cls in type(module).__mro__}
+
+
+def check_types(
+    types: list[str], model: nn.Module, path: SpecPath, source: Any, problems: ProblemList
+) -> bool:
+    """Each name must be a torch.nn class or a class found in the model (else a typo)."""
+    present: set[str] = set()
+    for module in model.modules():
+        present |= type_names(module)
+    known = present | torch_layer_names()
+    ok = True
+    for i, name in enumerate(types):
+        if name not in known:
+            where = (*path, i) if len(types) > 1 else path
+            in_model = sorted(n for n in present if n not in ("Module", "object"))
+            hint = did_you_mean(name, known) or f"layer types in this model: {name_list(in_model)}"
+            problems.add(make_problem(source, where, f"unknown layer type {name!r}", hint))
+            ok = False
+    return ok
+
+
+def as_list(value: str | list[str] | None) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+@dataclass
+class InitCall:
+    """A resolved init function with its converted arguments."""
+
+    name: str
+    func: Callable[..., Any]
+    kwargs: dict[str, Any]
+    path: SpecPath
+
+
+@dataclass
+class InitPlan:
+    """One statically checked rule."""
+
+    index: int
+    kind: Literal["keys", "fn", "from"]
+    types: list[str]
+    match: str | None
+    calls: dict[str, InitCall]
+
+
+def _resolve_fn(
+    name: str,
+    kwargs: dict[str, Any],
+    fn_path: SpecPath,
+    args_path: SpecPath,
+    source: Any,
+    problems: ProblemList,
+) -> InitCall | None:
+    funcs = init_functions()
+    if name not in funcs:
+        hint = did_you_mean(name, funcs) or f"available: {name_list(funcs, 20)}"
+        message = f"unknown init function {name!r}; expected a torch.nn.init function name without the '_'"
+        problems.add(make_problem(source, fn_path, message, hint))
+        return None
+    func = funcs[name]
+    what = f"init function {name!r}"
+    skip = init_arguments(func)
+    converted = check_kwargs(
+        func, kwargs, what=what, path=args_path, source=source, problems=problems, skip=skip
+    )
+    return None if converted is None else InitCall(name, func, converted, fn_path)
+
+
+def plan_rule(rule: InitRule, index: int, source: Any, problems: ProblemList) -> InitPlan | None:
+    """Check one rule without a model (names, arguments, key combinations)."""
+    path: SpecPath = ("init", index)
+    extras = rule.extras
+    set_keys = rule.model_fields_set
+    types = as_list(rule.type)
+    if rule.from_ is not None:
+        bad = [k for k in ("type", "fn") if k in set_keys] + list(extras)
+        for key in bad:
+            message = f"a from: rule loads tensors by name and takes no {key!r}"
+            hint = did_you_mean(key, ["match", "strip_prefix", "skip_mismatched", "strict"]) or (
+                "it takes match, strip_prefix, skip_mismatched and strict; put other settings in a separate rule"
+            )
+            problems.add(make_problem(source, (*path, key), message, hint))
+        return None if bad else InitPlan(index, "from", [], rule.match, {})
+    ok = True
+    for key in ("strip_prefix", "skip_mismatched", "strict"):
+        if key in set_keys:
+            problems.add(make_problem(source, (*path, key), f"{key!r} only applies to a from: rule"))
+            ok = False
+    if not types and rule.match is None:
+        message = "rule selects nothing: it has neither type: nor match:"
+        problems.add(
+            make_problem(source, path, message, "add type: <LayerType> or match: '<glob>' ('*' = all)")
+        )
+        ok = False
+    if rule.fn is not None:
+        call = _resolve_fn(rule.fn, extras, (*path, "fn"), path, source, problems)
+        if call is None or not ok:
+            return None
+        return InitPlan(index, "fn", types, rule.match, {"": call})
+    if not extras:
+        message = "rule sets nothing: expected weight:, bias:, another parameter or buffer name, or fn:"
+        problems.add(
+            make_problem(source, path, message, "e.g. {type: Linear, weight: xavier_uniform, bias: zeros}")
+        )
+        return None
+    calls: dict[str, InitCall] = {}
+    for key, value in extras.items():
+        where = (*path, key)
+        if isinstance(value, str):
+            call = _resolve_fn(value, {}, where, where, source, problems)
+        elif isinstance(value, dict) and isinstance(value.get("fn"), str):
+            kwargs = {k: v for k, v in value.items() if k != "fn"}
+            call = _resolve_fn(value["fn"], kwargs, (*where, "fn"), where, source, problems)
+        else:
+            message = (
+                f"{key!r} must be an init function name or {{fn: <name>, <args>}}, got {describe(value)}"
+            )
+            hint = (
+                "arguments of fn go beside it: {match: ..., fn: normal, std: 0.1}"
+                if rule.fn is None
+                else None
+            )
+            problems.add(make_problem(source, where, message, hint))
+            call = None
+        if call is None:
+            ok = False
+        else:
+            calls[key] = call
+    return InitPlan(index, "keys", types, rule.match, calls) if ok else None
+
+
+def _run(
+    call: InitCall, name: str, tensor: torch.Tensor, index: int, source: Any, problems: ProblemList
+) -> bool:
+    if tensor.is_meta:  # building on "meta" allocates nothing, so there is nothing to fill
+        return True
+    try:
+        call.func(tensor, **call.kwargs)
+    except Exception as err:  # noqa: BLE001 - each nn.init function raises its own kinds for unsuitable tensors
+        message = (
+            f"init rule {index} ({call.name}) cannot initialise {name!r} of shape {list(tensor.shape)}: "
+            f"{first_line(err)}"
+        )
+        problems.add(make_problem(source, call.path, message, "narrow the rule with type: or match:"))
+        return False
+    return True
+
+
+def _apply_keys(model: nn.Module, plan: InitPlan, source: Any, problems: ProblemList) -> list[str]:
+    path: SpecPath = ("init", plan.index)
+    chosen = [
+        (mname, module)
+        for mname, module in model.named_modules()
+        if (not plan.types or type_names(module) & set(plan.types))
+        and (plan.match is None or any(selects(plan.match, _join(mname, k)) for k in plan.calls))
+    ]
+    if not chosen:
+        what = " and ".join(
+            ([f"type {name_list(plan.types)}"] if plan.types else [])
+            + ([f"match {plan.match!r}"] if plan.match is not None else [])
+        )
+        problems.add(make_problem(source, path, f"rule selects no module: {what} matches nothing together"))
+        return []
+    done: list[str] = []
+    for key, call in plan.calls.items():
+        owners = [(m, mod) for m, mod in chosen if key in mod._parameters or key in mod._buffers]
+        if not owners:
+            have = sorted({k for _, mod in chosen for k in (*mod._parameters, *mod._buffers)})
+            message = f"no selected module has a parameter or buffer named {key!r}"
+            hint = did_you_mean(key, have) or f"the selected modules have: {name_list(have) or 'nothing'}"
+            problems.add(make_problem(source, call.path, message, hint))
+            continue
+        for mname, module in owners:
+            tensor = module._parameters.get(key) if key in module._parameters else module._buffers.get(key)
+            full = _join(mname, key)
+            if tensor is None or (plan.match is not None and not selects(plan.match, full)):
+                continue
+            if _run(call, full, tensor, plan.index, source, problems):
+                done.append(full)
+    return done
+
+
+def _apply_fn(model: nn.Module, plan: InitPlan, source: Any, problems: ProblemList) -> list[str]:
+    typed = (
+        {m for m, mod in model.named_modules() if type_names(mod) & set(plan.types)} if plan.types else None
+    )
+    call = plan.calls[""]
+    chosen = [
+        (name, param)
+        for name, param in model.named_parameters()
+        if (plan.match is None or selects(plan.match, name))
+        and (typed is None or "" in typed or any(owner in typed for owner in _owners(name)))
+    ]
+    if not chosen:
+        what = " and ".join(
+            ([f"type {name_list(plan.types)}"] if plan.types else [])
+            + ([f"match {plan.match!r}"] if plan.match is not None else [])
+        )
+        problems.add(
+            make_problem(source, ("init", plan.index), f"rule selects no parameter: {what} together")
+        )
+    return [name for name, param in chosen if _run(call, name, param, plan.index, source, problems)]
+
+
+def _owners(name: str) -> list[str]:
+    """Module names containing parameter ``name``: ``"a.b.w"`` -> ``["a", "a.b"]``."""
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def _join(module: str, key: str) -> str:
+    return f"{module}.{key}" if module else key
+
+
+def run_init(
+    model: nn.Module,
+    rules: list[InitRule] | None,
+    source: Any,
+    base_dir: Path,
+    problems: ProblemList,
+) -> tuple[dict[str, str], list[LoadReport]]:
+    """Apply every rule, adding problems instead of raising. Returns (sources, load reports)."""
+    sources: dict[str, str] = {}
+    reports: list[LoadReport] = []
+    names = model_names(model)
+    for index, rule in enumerate(rules or []):
+        plan = plan_rule(rule, index, source, problems)
+        if plan is None:
+            continue
+        location = rule_location(source, ("init", index))
+        if plan.kind == "from":
+            report = load_rule(
+                model, rule, index, source=source, base_dir=base_dir, location=location, problems=problems
+            )
+            if report is not None:
+                reports.append(report)
+                sources.update(dict.fromkeys(report.loaded, location))
+            continue
+        if plan.types and not check_types(plan.types, model, ("init", index, "type"), source, problems):
+            continue
+        if plan.match is not None and not select(plan.match, names):
+            message, hint = no_match(plan.match, names)
+            problems.add(make_problem(source, ("init", index, "match"), message, hint))
+            continue
+        before = len(problems.errors)
+        done = (_apply_fn if plan.kind == "fn" else _apply_keys)(model, plan, source, problems)
+        if len(problems.errors) == before:
+            sources.update(dict.fromkeys(done, location))
+    return sources, reports

@@ -1,0 +1,283 @@
+"""``optimizer:``: a ``torch.optim`` optimizer with per-group options, no-decay split and clipping.
+
+In: the model, the ``OptimizerSpec`` and the frozen parameter names. Out: the optimizer,
+``group_of`` (trainable parameter name -> index into ``optimizer.param_groups``), a label per
+torch param group (``groups.0``, ``groups.0 (no_decay)``, ``default`` …) and the gradient
+clipping settings; or ``Problem``s (unknown optimizer or argument, group pattern selecting
+nothing, a group that only re-selects parameters taken by an earlier group, …).
+
+Group resolution: every trainable parameter lands in exactly one group. Spec groups are
+tried in order and the first whose ``params`` selects a parameter takes it; what is left
+forms the default group. A group's ``lr`` is ``(group lr or optimizer lr) * lr_mult`` and its
+``weight_decay`` is ``(group weight_decay or optimizer weight_decay) * decay_mult``. With
+``no_decay``, each group with non-zero weight decay is split in two torch param groups: its
+other parameters and its no-decay parameters (weight_decay 0), in that order.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from ..errors import ProblemList, SpecError, SpecPath, did_you_mean
+from .init import as_list
+from .kwargs import check_kwargs, first_line, make_problem, name_list, signature_params
+from .patterns import model_names, no_match, select
+from .spec import OptimizerSpec
+
+NORM_LAYERS: tuple[type[nn.Module], ...] = (
+    nn.modules.batchnorm._NormBase,  # BatchNorm*, InstanceNorm*, SyncBatchNorm and their Lazy forms
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.RMSNorm,
+    nn.LocalResponseNorm,  # has no parameters, listed for completeness
+)
+
+
+@cache
+def optimizer_classes() -> dict[str, type[torch.optim.Optimizer]]:
+    """Every public ``torch.optim`` optimizer class, by name (derived from torch itself)."""
+    found: dict[str, type[torch.optim.Optimizer]] = {}
+    for name in sorted(dir(torch.optim)):
+        obj = getattr(torch.optim, name)
+        if (
+            not name.startswith("_")
+            and inspect.isclass(obj)
+            and issubclass(obj, torch.optim.Optimizer)
+            and obj is not torch.optim.Optimizer
+        ):
+            found[name] = obj
+    return found
+
+
+@dataclass(frozen=True)
+class GradClip:
+    """``clip_grad``: norm clipping (``max_norm``, ``norm_type``) or value clipping (``max_value``)."""
+
+    kind: Literal["norm", "value"]
+    max_norm: float | None = None
+    norm_type: float = 2.0
+    max_value: float | None = None
+
+    def apply(self, model: nn.Module) -> float | None:
+        """Clip ``model``'s gradients in place; the total norm before clipping for norm clipping."""
+        params = [p for p in model.parameters() if p.grad is not None]
+        if self.kind == "norm" and self.max_norm is not None:
+            total = torch.nn.utils.clip_grad_norm_(params, self.max_norm, norm_type=self.norm_type)
+            return float(total)
+        if self.max_value is not None:
+            torch.nn.utils.clip_grad_value_(params, self.max_value)
+        return None
+
+
+def no_decay_names(
+    model: nn.Module, entries: list[str], names: list[str], source: Any, problems: ProblemList
+) -> set[str]:
+    """THE no-decay rule: which of ``names`` get weight_decay 0.
+
+    ``bias`` = every parameter whose own name is ``bias``; ``norm`` = the direct parameters of
+    normalisation layers (``NORM_LAYERS``); anything else is a parameter pattern.
+    """
+    chosen: set[str] = set()
+    wanted = set(names)
+    for j, entry in enumerate(entries):
+        if entry == "bias":
+            chosen |= {n for n in names if n.rsplit(".", 1)[-1] == "bias"}
+        elif entry == "norm":
+            for mname, module in model.named_modules():
+                if isinstance(module, NORM_LAYERS):
+                    prefix = f"{mname}." if mname else ""
+                    chosen |= {prefix + p for p, _ in module.named_parameters(recurse=False)} & wanted
+        else:
+            hits = select(entry, names)
+            if not hits:
+                pool = model_names(model)
+                message, hint = no_match(entry, pool)
+                keyword = did_you_mean(entry, ["bias", "norm"])
+                message = f"no_decay entry {entry!r} is neither 'bias', 'norm' nor a pattern that matches: {message}"
+                problems.add(make_problem(source, ("optimizer", "no_decay", j), message, keyword or hint))
+            chosen |= set(hits)
+    return chosen
+
+
+def _clip(spec: OptimizerSpec) -> GradClip | None:
+    clip = spec.clip_grad
+    if clip is None:
+        return None
+    if clip.max_norm is not None:
+        norm_type = 2.0 if clip.norm_type is None else float(clip.norm_type)
+        return GradClip("norm", max_norm=float(clip.max_norm), norm_type=norm_type)
+    return GradClip("value", max_value=clip.max_value)
+
+
+def resolve_optimizer(
+    spec: OptimizerSpec, source: Any, problems: ProblemList
+) -> tuple[type[torch.optim.Optimizer], dict[str, Any], list[dict[str, Any]]] | None:
+    """The optimizer class, its checked keyword arguments and each group's (no model needed)."""
+    classes = optimizer_classes()
+    if spec.type not in classes:
+        hint = did_you_mean(spec.type, classes) or f"available: {name_list(classes, 20)}"
+        message = f"unknown optimizer {spec.type!r}; expected a torch.optim optimizer class name"
+        problems.add(make_problem(source, ("optimizer", "type"), message, hint))
+        return None
+    cls = classes[spec.type]
+    given = dict(spec.extras)
+    for key in ("lr", "weight_decay"):
+        if getattr(spec, key) is not None:
+            given[key] = getattr(spec, key)
+    what = f"optimizer {spec.type}"
+    kwargs = check_kwargs(
+        cls, given, what=what, path=("optimizer",), source=source, problems=problems, skip=["params"]
+    )
+    ok = kwargs is not None
+    if spec.no_decay and "weight_decay" not in signature_params(cls, ["params"]):
+        message = f"no_decay needs an optimizer with weight decay; {spec.type} takes no weight_decay"
+        problems.add(make_problem(source, ("optimizer", "no_decay"), message, "remove no_decay"))
+        ok = False
+    group_opts: list[dict[str, Any]] = []
+    for i, group in enumerate(spec.groups or []):
+        path: SpecPath = ("optimizer", "groups", i)
+        skip = ["params", "lr", "weight_decay"]
+        opts = check_kwargs(
+            cls,
+            group.extras,
+            what=what,
+            path=path,
+            source=source,
+            problems=problems,
+            skip=skip,
+            require=False,
+        )
+        ok = ok and opts is not None
+        group_opts.append(opts or {})
+    return (cls, kwargs, group_opts) if ok and kwargs is not None else None
+
+
+def run_optimizer(
+    model: nn.Module, spec: OptimizerSpec | None, frozen: set[str], source: Any, problems: ProblemList
+) -> tuple[torch.optim.Optimizer | None, dict[str, int], GradClip | None, list[str]]:
+    """Build the optimizer, adding problems instead of raising. Returns (opt, group_of, clip, labels)."""
+    if spec is None:
+        return None, {}, None, []
+    before = len(problems.errors)
+    resolved = resolve_optimizer(spec, source, problems)
+    params = dict(model.named_parameters())
+    names = list(params)
+    trainable = [n for n in names if n not in frozen and params[n].requires_grad]
+    live = set(trainable)
+    if not trainable:
+        message = f"the optimizer has nothing to train: all {len(names)} parameters are frozen"
+        problems.add(
+            make_problem(source, ("optimizer",), message, "remove some freeze: entries or the optimizer")
+        )
+        return None, {}, None, []
+    if resolved is None:
+        return None, {}, None, []
+    cls, kwargs, group_opts = resolved
+    sig = signature_params(cls, ["params"])
+    base_lr = kwargs.get("lr", sig["lr"][0].default if "lr" in sig else None)
+    has_wd = "weight_decay" in sig
+    base_wd = kwargs.get("weight_decay", sig["weight_decay"][0].default if has_wd else 0.0)
+    no_decay = (
+        no_decay_names(model, spec.no_decay or [], trainable, source, problems) if spec.no_decay else set()
+    )
+
+    claimed: dict[str, int] = {}
+    buckets: list[tuple[str, list[str], dict[str, Any]]] = []
+    for i, group in enumerate(spec.groups or []):
+        path: SpecPath = ("optimizer", "groups", i)
+        patterns = as_list(group.params)
+        if not patterns:
+            problems.add(make_problem(source, (*path, "params"), "params is an empty list", "give a pattern"))
+            continue
+        selected: set[str] = set()
+        for j, pattern in enumerate(patterns):
+            hits = select(pattern, names)
+            if not hits:
+                message, hint = no_match(pattern, model_names(model), "parameter")
+                where = (*path, "params", j) if isinstance(group.params, list) else (*path, "params")
+                problems.add(make_problem(source, where, message, hint))
+            selected |= set(hits)
+        if not selected:
+            continue
+        mine_all = [n for n in names if n in selected and n in live]
+        if not mine_all:
+            message = f"group {i} matches only frozen parameters: {name_list(sorted(selected), 5)}"
+            problems.add(
+                make_problem(source, (*path, "params"), message, "remove the group or the freeze entry")
+            )
+            continue
+        mine = [n for n in mine_all if n not in claimed]
+        if not mine:
+            owners = " and ".join(f"group {g}" for g in sorted({claimed[n] for n in mine_all}))
+            message = (
+                f"group {i} matches only parameters already claimed by {owners} (first match wins): "
+                f"{name_list(mine_all, 5)}"
+            )
+            hint = f"remove group {i}, move it before {owners}, or narrow the earlier group's params"
+            problems.add(make_problem(source, (*path, "params"), message, hint))
+            continue
+        claimed.update(dict.fromkeys(mine, i))
+        opts = dict(group_opts[i])
+        if base_lr is None and (group.lr_mult is not None):
+            problems.add(make_problem(source, (*path, "lr_mult"), f"{spec.type} has no lr to multiply"))
+            continue
+        if not has_wd and (group.weight_decay is not None or group.decay_mult is not None):
+            key = "weight_decay" if group.weight_decay is not None else "decay_mult"
+            problems.add(
+                make_problem(source, (*path, key), f"{spec.type} takes no weight_decay", f"remove {key}")
+            )
+            continue
+        lr = group.lr if group.lr is not None else base_lr
+        if lr is not None:
+            opts["lr"] = float(lr) * (1.0 if group.lr_mult is None else group.lr_mult)
+        if has_wd:
+            wd = group.weight_decay if group.weight_decay is not None else base_wd
+            opts["weight_decay"] = float(wd) * (1.0 if group.decay_mult is None else group.decay_mult)
+        buckets.append((f"groups.{i}", mine, opts))
+    rest = [n for n in trainable if n not in claimed]
+    if rest:
+        buckets.append(("default", rest, {}))
+
+    param_groups: list[dict[str, Any]] = []
+    labels: list[str] = []
+    group_of: dict[str, int] = {}
+    for label, members, opts in buckets:
+        wd = opts.get("weight_decay", base_wd)
+        parts = [(label, members, opts)]
+        if no_decay and has_wd and wd:
+            parts = [
+                (label, [n for n in members if n not in no_decay], opts),
+                (f"{label} (no_decay)", [n for n in members if n in no_decay], {**opts, "weight_decay": 0.0}),
+            ]
+        for part_label, part, part_opts in parts:
+            if not part:
+                continue
+            group_of.update(dict.fromkeys(part, len(param_groups)))
+            param_groups.append({"params": [params[n] for n in part], **part_opts})
+            labels.append(part_label)
+    if len(problems.errors) > before:
+        return None, {}, None, []
+    try:
+        optimizer = cls(param_groups, **kwargs)
+    except Exception as err:  # noqa: BLE001 - torch validates its own arguments, with various exception types
+        message = f"{spec.type} rejected its settings: {first_line(err)}"
+        problems.add(make_problem(source, ("optimizer",), message))
+        return None, {}, None, []
+    return optimizer, group_of, _clip(spec), labels
+
+
+def build_optimizer(
+    model: nn.Module, spec: OptimizerSpec | None, frozen: set[str], source: Any
+) -> tuple[torch.optim.Optimizer | None, dict[str, int], GradClip | None]:
+    """Build the optimizer; returns (optimizer, group_of, clip). Raises ``SpecError`` on bad input."""
+    problems = ProblemList()
+    optimizer, group_of, clip, _ = run_optimizer(model, spec, frozen, source, problems)
+    if problems.errors:
+        raise SpecError(problems.errors)
+    return optimizer, group_of, clip

@@ -1,0 +1,144 @@
+"""``scheduler:``: a ``torch.optim.lr_scheduler`` scheduler, optionally after a linear warm-up.
+
+In: the built optimizer (or ``None``) and the ``SchedulerSpec``. Out: the scheduler and its
+``interval`` (``"epoch"`` or ``"step"``: when a training loop calls ``scheduler.step()``);
+or ``Problem``s (no optimizer, unknown scheduler or argument, a scheduler that needs Python
+callables …).
+
+``warmup: {steps: N, start_factor: f}`` is torch's own ``LinearLR(start_factor=f,
+total_iters=N)`` followed by the main scheduler through ``SequentialLR(milestones=[N])``;
+with no ``type``, the warm-up alone (the rate stays at the base rate afterwards).
+"""
+
+from __future__ import annotations
+
+import inspect
+from functools import cache
+from typing import Any, Literal
+
+import torch
+from torch.optim import lr_scheduler
+
+from ..errors import ProblemList, SpecError, did_you_mean
+from .kwargs import check_kwargs, first_line, make_problem, name_list
+from .spec import SchedulerSpec
+
+Scheduler = lr_scheduler.LRScheduler | lr_scheduler.ReduceLROnPlateau
+
+# Schedulers whose required arguments are Python objects (callables, other schedulers).
+_NOT_EXPRESSIBLE = {
+    "LambdaLR": "it needs a Python function (lr_lambda)",
+    "MultiplicativeLR": "it needs a Python function (lr_lambda)",
+    "SequentialLR": "it chains scheduler objects; use warmup: for a linear warm-up",
+    "ChainedScheduler": "it chains scheduler objects; use warmup: for a linear warm-up",
+}
+
+
+@cache
+def scheduler_classes() -> dict[str, type]:
+    """Every public scheduler class in ``torch.optim.lr_scheduler`` (derived from torch itself)."""
+    found: dict[str, type] = {}
+    bases = tuple(c for c in (lr_scheduler.LRScheduler, lr_scheduler.ReduceLROnPlateau) if inspect.isclass(c))
+    for name in sorted(dir(lr_scheduler)):
+        obj = getattr(lr_scheduler, name)
+        public = not name.startswith("_") and obj is not lr_scheduler.LRScheduler
+        if public and inspect.isclass(obj) and issubclass(obj, bases):
+            found[name] = obj
+    return found
+
+
+def resolve_scheduler(
+    spec: SchedulerSpec, source: Any, problems: ProblemList
+) -> tuple[type, dict[str, Any]] | None:
+    """The scheduler class and its checked keyword arguments (no optimizer needed)."""
+    if spec.type is None:
+        if spec.extras:
+            key = next(iter(spec.extras))
+            problems.add(make_problem(source, ("scheduler", key), f"{key!r} needs a scheduler type"))
+            return None
+        return lr_scheduler.LinearLR, {}
+    classes = scheduler_classes()
+    if spec.type not in classes:
+        hint = did_you_mean(spec.type, classes) or f"available: {name_list(classes, 20)}"
+        message = f"unknown scheduler {spec.type!r}; expected a torch.optim.lr_scheduler class name"
+        problems.add(make_problem(source, ("scheduler", "type"), message, hint))
+        return None
+    if spec.type in _NOT_EXPRESSIBLE:
+        message = f"scheduler {spec.type} cannot be configured from a spec: {_NOT_EXPRESSIBLE[spec.type]}"
+        problems.add(make_problem(source, ("scheduler", "type"), message))
+        return None
+    cls = classes[spec.type]
+    if spec.warmup is not None and issubclass(cls, lr_scheduler.ReduceLROnPlateau):
+        message = (
+            f"warmup cannot be combined with {spec.type} (it steps on a metric, SequentialLR cannot chain it)"
+        )
+        problems.add(make_problem(source, ("scheduler", "warmup"), message))
+        return None
+    kwargs = check_kwargs(
+        cls,
+        spec.extras,
+        what=f"scheduler {spec.type}",
+        path=("scheduler",),
+        source=source,
+        problems=problems,
+        skip=["optimizer"],
+    )
+    return None if kwargs is None else (cls, kwargs)
+
+
+def run_scheduler(
+    optimizer: torch.optim.Optimizer | None,
+    spec: SchedulerSpec | None,
+    source: Any,
+    problems: ProblemList,
+    *,
+    optimizer_in_spec: bool = False,
+) -> tuple[Scheduler | None, Literal["epoch", "step"]]:
+    """Build the scheduler, adding problems instead of raising. ``optimizer_in_spec``: the spec
+    has an optimizer that failed to build (so "no optimizer" is not reported again)."""
+    if spec is None:
+        return None, "epoch"
+    resolved = resolve_scheduler(spec, source, problems)
+    if optimizer is None:
+        if not optimizer_in_spec:
+            message = "a scheduler needs an optimizer, and the spec has none"
+            problems.add(make_problem(source, ("scheduler",), message, "add optimizer: {type: SGD, lr: 0.1}"))
+        return None, spec.interval
+    if resolved is None:
+        return None, spec.interval
+    cls, kwargs = resolved
+    try:
+        if spec.type is None and spec.warmup is not None:
+            scheduler: Scheduler = lr_scheduler.LinearLR(
+                optimizer,
+                start_factor=spec.warmup.start_factor,
+                end_factor=1.0,
+                total_iters=spec.warmup.steps,
+            )
+        elif spec.warmup is not None:
+            warm = lr_scheduler.LinearLR(
+                optimizer,
+                start_factor=spec.warmup.start_factor,
+                end_factor=1.0,
+                total_iters=spec.warmup.steps,
+            )
+            main = cls(optimizer, **kwargs)
+            scheduler = lr_scheduler.SequentialLR(optimizer, [warm, main], milestones=[spec.warmup.steps])
+        else:
+            scheduler = cls(optimizer, **kwargs)
+    except Exception as err:  # noqa: BLE001 - torch validates its own arguments, with various exception types
+        message = f"scheduler {spec.type or 'LinearLR'} rejected its settings: {first_line(err)}"
+        problems.add(make_problem(source, ("scheduler",), message))
+        return None, spec.interval
+    return scheduler, spec.interval
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer | None, spec: SchedulerSpec | None, source: Any
+) -> tuple[Scheduler | None, Literal["epoch", "step"]]:
+    """Build the scheduler; returns (scheduler, interval). Raises ``SpecError`` on bad input."""
+    problems = ProblemList()
+    result = run_scheduler(optimizer, spec, source, problems)
+    if problems.errors:
+        raise SpecError(problems.errors)
+    return result

@@ -1,0 +1,128 @@
+"""``setup_training``: the four training stages in order, with every problem reported at once.
+
+In: a constructed model and the spec's ``init``, ``freeze``, ``optimizer`` and ``scheduler``
+sections, the ``Source`` (for locations) and the spec's directory (for ``from:`` paths).
+Out: a ``TrainingSetup`` (optimizer, scheduler, clipping, and what each rule did, for
+``explain``); or one ``SpecError`` holding the problems of all stages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from ..errors import Problem, ProblemList, SpecError
+from .freeze import run_freeze
+from .init import plan_rule, run_init
+from .kwargs import make_problem
+from .load import LoadReport
+from .optim import GradClip, resolve_optimizer, run_optimizer
+from .sched import Scheduler, resolve_scheduler, run_scheduler
+from .spec import FreezeRule, InitRule, OptimizerSpec, SchedulerSpec
+
+
+@dataclass
+class TrainingSetup:
+    """Everything the training sections produced for one model."""
+
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: Scheduler | None = None
+    scheduler_interval: Literal["epoch", "step"] = "epoch"
+    clip: GradClip | None = None
+    init_sources: dict[str, str] = field(default_factory=dict)  # tensor name -> "file:line" of its rule
+    frozen: set[str] = field(default_factory=set)  # frozen parameter names
+    group_of: dict[str, int] = field(default_factory=dict)  # trainable name -> optimizer.param_groups index
+    load_reports: list[LoadReport] = field(default_factory=list)  # one per `from:` rule
+    group_labels: list[str] = field(default_factory=list)  # per param group: "groups.0", "default (no_decay)"
+    eval_modules: set[str] = field(default_factory=set)  # modules pinned to eval mode by freeze
+    param_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # every parameter, model order
+
+    def clip_gradients(self, model: nn.Module) -> float | None:
+        """Apply ``clip_grad``; the total gradient norm for norm clipping, else ``None``."""
+        return None if self.clip is None else self.clip.apply(model)
+
+
+def _raise(problems: ProblemList) -> None:
+    if problems.errors:
+        raise SpecError(problems.errors)
+
+
+def apply_init(
+    model: nn.Module,
+    rules: list[InitRule] | None,
+    source: Any,
+    base_dir: Path,
+    *,
+    reports: list[LoadReport] | None = None,
+) -> dict[str, str]:
+    """Initialise ``model`` per ``rules`` (call inside a seeded RNG context).
+
+    Returns tensor name -> ``file:line`` of the last rule that set it; ``reports``, when given,
+    receives one ``LoadReport`` per ``from:`` rule. Raises ``SpecError`` with every problem.
+    """
+    problems = ProblemList()
+    sources, loaded = run_init(model, rules, source, Path(base_dir), problems)
+    _raise(problems)
+    if reports is not None:
+        reports.extend(loaded)
+    return sources
+
+
+def setup_training(
+    model: nn.Module,
+    *,
+    init: list[InitRule] | None,
+    freeze: list[FreezeRule] | None,
+    optimizer: OptimizerSpec | None,
+    scheduler: SchedulerSpec | None,
+    source: Any,
+    base_dir: Path,
+) -> TrainingSetup:
+    """Run init, freeze, optimizer and scheduler in that order; one ``SpecError`` for all problems."""
+    problems = ProblemList()
+    sources, reports = run_init(model, init, source, Path(base_dir), problems)
+    frozen, pinned = run_freeze(model, freeze, source, problems)
+    opt, group_of, clip, labels = run_optimizer(model, optimizer, frozen, source, problems)
+    sched, interval = run_scheduler(opt, scheduler, source, problems, optimizer_in_spec=optimizer is not None)
+    _raise(problems)
+    return TrainingSetup(
+        optimizer=opt,
+        scheduler=sched,
+        scheduler_interval=interval,
+        clip=clip,
+        init_sources=sources,
+        frozen=frozen,
+        group_of=group_of,
+        load_reports=reports,
+        group_labels=labels,
+        eval_modules=pinned,
+        param_shapes={name: tuple(p.shape) for name, p in model.named_parameters()},
+    )
+
+
+def check_training(
+    *,
+    init: list[InitRule] | None = None,
+    freeze: list[FreezeRule] | None = None,
+    optimizer: OptimizerSpec | None = None,
+    scheduler: SchedulerSpec | None = None,
+    source: Any = None,
+) -> list[Problem]:
+    """Every problem findable without a model: init function names and arguments, optimizer
+    and scheduler names and arguments, a scheduler without an optimizer. For ``validate``."""
+    problems = ProblemList()
+    for index, rule in enumerate(init or []):
+        plan_rule(rule, index, source, problems)
+    if optimizer is not None:
+        resolve_optimizer(optimizer, source, problems)
+    if scheduler is not None:
+        resolve_scheduler(scheduler, source, problems)
+        if optimizer is None:
+            message = "a scheduler needs an optimizer, and the spec has none"
+            problems.add(make_problem(source, ("scheduler",), message, "add optimizer: {type: SGD, lr: 0.1}"))
+    # ``freeze`` entries are patterns and layer types: they can only be checked against a model.
+    return problems.problems
