@@ -18,6 +18,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from .errors import did_you_mean
 from .resolve import RNode, RTensor
 
 _BLOCK_CLASSES: dict[tuple[str, type], type] = {}
@@ -44,6 +45,25 @@ def sinusoidal(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device)
     return table.expand(shape).to(dtype).clone()
 
 
+def _tril(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A causal mask: ones on and below the diagonal of the last two dims (nanoGPT's ``bias`` buffer)."""
+    if len(shape) < 2:
+        raise ValueError(f"tril needs at least 2 dims, got shape {list(shape)}")
+    return torch.ones(shape, dtype=dtype, device=device).tril()
+
+
+def _sinusoidal_or_meta(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    if device.type == "meta":
+        if len(shape) < 2:
+            raise ValueError(f"sinusoidal needs at least 2 dims (positions, features), got shape {list(shape)}")
+        return torch.empty(shape, dtype=dtype, device=device)
+    return sinusoidal(shape, dtype, device)
+
+
+# Initialisers beyond torch.nn.init for tensors a Graph owns.
+TENSOR_INITS = {"sinusoidal": _sinusoidal_or_meta, "tril": _tril}
+
+
 def init_fn_name(init: str | Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     if isinstance(init, str):
         return init, {}
@@ -55,13 +75,18 @@ def make_tensor(spec: RTensor, device: torch.device, dtype: torch.dtype | None) 
     """Allocate and initialise a Graph-owned tensor (``init`` names are torch.nn.init's, plus sinusoidal)."""
     dtype = dtype or torch.get_default_dtype()
     name, args = init_fn_name(spec.init)
-    if name == "sinusoidal":
-        tensor = sinusoidal(spec.shape, dtype, device) if device.type != "meta" else torch.empty(spec.shape, dtype=dtype, device=device)
+    if name in TENSOR_INITS:
+        if args:
+            raise ValueError(f"init {name!r} takes no arguments, got {', '.join(args)}")
+        tensor = TENSOR_INITS[name](spec.shape, dtype, device)
     else:
+        fn = getattr(nn.init, name + "_", None)
+        if fn is None or name.startswith("_"):
+            known = sorted({n[:-1] for n in dir(nn.init) if n.endswith("_") and not n.startswith("_")} | set(TENSOR_INITS))
+            raise ValueError(f"unknown init {name!r}; " + (did_you_mean(name, known) or "expected one of " + ", ".join(known)))
         tensor = torch.empty(spec.shape, dtype=dtype, device=device)
-        if device.type != "meta":
-            with torch.no_grad():
-                getattr(nn.init, name + "_")(tensor, **args)
+        with torch.no_grad():
+            fn(tensor, **args)  # on meta this checks arguments and rank without computing anything
     if spec.is_buffer:
         return tensor
     return nn.Parameter(tensor, requires_grad=spec.trainable)

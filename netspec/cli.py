@@ -74,7 +74,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.explain:
         from .training import explain_rows, format_explain
 
-        print(format_explain(explain_rows(built.training, built.model)), end="")
+        print(format_explain(explain_rows(built.training)), end="")
     else:
         from .training import group_summary
 
@@ -88,7 +88,7 @@ def cmd_build(args: argparse.Namespace) -> int:
             tuple(inp.shape) if inp else None,
             DTYPES[inp.dtype] if inp else torch.float32,
             depth=args.depth,
-            groups=group_summary(built.training, built.model) if built.optimizer is not None else [],
+            groups=group_summary(built.training) if built.optimizer is not None else [],
         )
         print(summary.to_json() if args.format == "json" else summary.to_table(), end="")
     if args.output:
@@ -174,6 +174,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RuntimeError, OSError) as err:
         # e.g. an unavailable --device or an unwritable -o: a user's problem, not a crash.
         print(f"netspec: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}", file=sys.stderr)
+        return EXIT_INVALID
+    except Exception as err:  # noqa: BLE001 - a bug in netspec: say so in one line, traceback on request
+        if os.environ.get("NETSPEC_DEBUG"):
+            raise
+        print(f"netspec: internal error: {type(err).__name__}: {err} (set NETSPEC_DEBUG=1 for the traceback "
+              "and please report it)", file=sys.stderr)  # fmt: skip
         return EXIT_INVALID
 
 

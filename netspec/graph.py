@@ -44,7 +44,7 @@ _TORCH_NAMES = (
     "squeeze unsqueeze mean sum prod amax amin max min argmax argmin std var logsumexp cumsum matmul bmm mm einsum "
     "sigmoid tanh exp log log1p sqrt rsqrt abs neg clamp clip where roll flip narrow zeros_like ones_like "
     "full_like rand_like randn_like tril triu masked_fill add sub mul div pow maximum minimum square erf baddbmm "
-    "outer topk sort movedim swapaxes unflatten channel_shuffle gather index_select diag norm sign floor ceil"
+    "outer topk sort arange movedim swapaxes unflatten channel_shuffle gather index_select diag norm sign floor ceil"
 ).split()
 DROPOUTS = frozenset({"dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout"})
 FUNCTIONS: dict[str, Callable[..., Any]] = {
@@ -72,7 +72,20 @@ _BINOPS: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
     ast.Pow: operator.pow,
     ast.MatMult: operator.matmul,
 }
-_UNARY: dict[type[ast.unaryop], Callable[[Any], Any]] = {ast.USub: operator.neg, ast.UAdd: operator.pos}
+_UNARY: dict[type[ast.unaryop], Callable[[Any], Any]] = {
+    ast.USub: operator.neg,
+    ast.UAdd: operator.pos,
+    ast.Invert: operator.invert,
+}
+_COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+}
+CONSTANTS: dict[str, float] = {"inf": float("inf"), "pi": 3.141592653589793}
 
 
 class StatementError(Exception):
@@ -146,7 +159,7 @@ class _Builder:
             raise StatementError(f"{name!r} is a layer or tensor of this Graph; choose another name", target.col_offset)
         if isinstance(value, fx.Node) and value.op not in ("placeholder", "get_attr") and value.name != name:
             # Rename so the generated forward reads with the spec's own variable names.
-            value.name = self.g._graph_namespace.create_name(name, value)
+            value._rename(name)
         self.env[name] = value
 
     # -- expressions --------------------------------------------------------------------------
@@ -162,6 +175,8 @@ class _Builder:
             return self.apply(_BINOPS[type(e.op)], self.expr(e.left), self.expr(e.right))
         if isinstance(e, ast.UnaryOp) and type(e.op) in _UNARY:
             return self.apply(_UNARY[type(e.op)], self.expr(e.operand))
+        if isinstance(e, ast.Compare) and len(e.ops) == 1 and type(e.ops[0]) in _COMPARE:
+            return self.apply(_COMPARE[type(e.ops[0])], self.expr(e.left), self.expr(e.comparators[0]))
         if isinstance(e, ast.Subscript):
             return self.apply(operator.getitem, self.expr(e.value), self.index(e.slice))
         if isinstance(e, ast.Attribute):
@@ -191,6 +206,8 @@ class _Builder:
         if n in self.tensors:
             self.used.add(n)
             return self.attr(n)
+        if n in CONSTANTS:
+            return CONSTANTS[n]
         if n in self.children:
             raise StatementError(f"layer {n!r} must be called, e.g. {n}(h)", e.col_offset)
         if n in FUNCTIONS:

@@ -105,6 +105,10 @@ class Inferrer:
         if node.name in self.built and node.name:
             module = self.built[node.name]
             return module, self.call(node, module, args, kwargs) if args is not None else None
+        if args is not None and node.kind in ("ModuleList", "ModuleDict", "ParameterList", "ParameterDict"):
+            self.problem(node, f"a {node.kind} has no forward, so it cannot take the input; "
+                         "call its elements from a Graph, or drop input.shape")  # fmt: skip
+            return None, None
         if node.kind == "layer":
             module = self.layer(node, args)
         elif node.kind == "Sequential" and args is not None:
@@ -226,8 +230,20 @@ class Inferrer:
         children = {k: self.finish(c) for k, c in node.children.items()}
         if any(m is None for m in children.values()):
             return None
-        tensors = {k: make_tensor(t, META, None) for k, t in node.tensors.items()}
+        tensors = self.tensors(node)
+        if tensors is None:
+            return None
         return assemble(node, children, tensors, None)  # type: ignore[arg-type]
+
+    def tensors(self, node: RNode) -> dict[str, torch.Tensor] | None:
+        out: dict[str, torch.Tensor] = {}
+        for key, spec in node.tensors.items():
+            try:
+                out[key] = make_tensor(spec, META, None)
+            except Exception as err:  # noqa: BLE001 - init functions raise ValueError/TypeError/RuntimeError
+                self.problems.add(self.source.problem(spec.path + ("init",), f"cannot initialise {key!r} "
+                                                      f"of shape {list(spec.shape)}: {_first_line(err)}"))  # fmt: skip
+        return out if len(out) == len(node.tensors) else None
 
     def finish(self, node: RNode) -> nn.Module | None:
         """Build a node nobody called (a ModuleList element, an unused layer) without inference."""
@@ -242,7 +258,9 @@ class Inferrer:
         if graph is None:
             return None, None
         self.graphs[node.name] = graph
-        tensors = {k: make_tensor(t, META, None) for k, t in node.tensors.items()}
+        tensors = self.tensors(node)
+        if tensors is None:
+            return None, None
         out = None
         if args is not None:
             out = self.run_graph(node, graph, tensors, args, kwargs or {})

@@ -76,16 +76,12 @@ class Source:
             self._lines = _BREAK.split(self.text)
         return self._lines[line - 1] if 1 <= line <= len(self._lines) else None
 
-    def problem(
-        self, path: SpecPath, message: str, *, hint: str | None = None, warning: bool = False
-    ) -> Problem:
+    def problem(self, path: SpecPath, message: str, *, hint: str | None = None, warning: bool = False) -> Problem:
         """A Problem at ``path``, located and quoted from the text where possible."""
         problem = self._problem_at(self.locate(path), tuple(path), message, hint)
         return dataclasses.replace(problem, severity="warning") if warning else problem
 
-    def _problem_at(
-        self, loc: Location | None, path: SpecPath, message: str, hint: str | None = None
-    ) -> Problem:
+    def _problem_at(self, loc: Location | None, path: SpecPath, message: str, hint: str | None = None) -> Problem:
         line = None
         # Override locations name a pseudo-file; quoting a line of the real text there would mislead.
         if loc is not None and loc.file == self.filename:
@@ -108,9 +104,7 @@ class Source:
             seg: str | int = key
             if isinstance(node, list):
                 if not (key.isascii() and key.isdigit() and int(key) < len(node)):
-                    message = (
-                        f"override {dotted!r}: {key!r} is not an index of this list of {len(node)} items"
-                    )
+                    message = f"override {dotted!r}: {key!r} is not an index of this list of {len(node)} items"
                     raise SpecError(self.problem(tuple(path), message))
                 seg = int(key)
                 child = node[seg]
@@ -149,6 +143,7 @@ _INT8 = re.compile(r"0o[0-7]+")
 _INT16 = re.compile(r"0x[0-9a-fA-F]+")
 _FLOAT = re.compile(r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?")
 _INF_NAN = re.compile(r"[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)")
+# Only these characters can start a plain scalar that is not a string; most names skip every regex.
 _MAYBE_RESOLVED = frozenset("0123456789+-.~nNtTfF")
 _CORE = "tag:yaml.org,2002:"
 _TAG_TYPES = {"null": (type(None),), "bool": (bool,), "int": (int,), "float": (float, int)}
@@ -255,6 +250,7 @@ class _Frame:
 
 
 def _parse_yaml(src: Source, limits: Limits) -> None:
+    """Fill ``src.data`` and ``src.positions`` from parser events, keeping open containers on a stack."""
     problems: list[Problem] = []
     fname = src.filename
 
@@ -326,12 +322,7 @@ def _parse_yaml(src: Source, limits: Limits) -> None:
                     add(mark, path, f"alias *{name} refers to a node that contains it")
                     value = None
                 else:
-                    add(
-                        mark,
-                        path,
-                        f"unknown alias *{name}",
-                        hint="define the anchor &" + name + " before using it",
-                    )
+                    add(mark, path, f"unknown alias *{name}", f"define the anchor &{name} before using it")
                     value = None
             else:
                 nodes += 1
@@ -340,13 +331,10 @@ def _parse_yaml(src: Source, limits: Limits) -> None:
                     raise _Abort
                 is_map = cls is yaml.MappingStartEvent
                 value = {} if is_map else []
-                expected = _CORE + ("map" if is_map else "seq")
-                if ev.tag not in (None, "!", expected):
+                if ev.tag not in (None, "!", _CORE + ("map" if is_map else "seq")):
                     err = _unsupported_tag(ev.tag)
-                    if ev.tag in (_CORE + "map", _CORE + "seq", _CORE + "str"):
-                        err = _ScalarError(
-                            f"{_show_tag(ev.tag)} cannot tag a {'mapping' if is_map else 'list'}"
-                        )
+                    if ev.tag.removeprefix(_CORE) in (*_TAG_TYPES, "map", "seq", "str"):
+                        err = _ScalarError(f"{_show_tag(ev.tag)} cannot tag a {_kind(value)}")
                     add(mark, path, err.message, err.hint)
             if nodes > limits.max_nodes:
                 add(mark, path, f"spec expands to more than {limits.max_nodes} values (alias bomb?)")
@@ -390,9 +378,8 @@ def _parse_yaml(src: Source, limits: Limits) -> None:
     if problems:
         raise SpecError(problems)
     if documents == 0:
-        raise SpecError(
-            src._problem_at(Location(fname, 1, 1), (), "empty spec: the file holds no YAML document")
-        )
+        message = "empty spec: the file holds no YAML document"
+        raise SpecError(src._problem_at(Location(fname, 1, 1), (), message))
     src.data = root
 
 
@@ -401,24 +388,15 @@ def _check_key(ev: Any, value: Any, parent: _Frame, src: Source, add: Any) -> st
     mark = ev.start_mark
     if not isinstance(value, str):
         if isinstance(value, (dict, list)):
-            add(mark, parent.path, f"mapping keys must be strings, got a {_kind(value)}")
+            add(mark, parent.path, f"mapping keys must be strings, not a {_kind(value)}")
             return f"<{_kind(value)} key>"
         shown = ev.value if ev.__class__ is yaml.ScalarEvent else repr(value)
-        add(
-            mark,
-            parent.path,
-            f"mapping keys must be strings, got {_kind(value)} {shown}",
-            hint=f"quote it: '{shown}'",
-        )
+        message = f"mapping keys must be strings, not {_kind(value)} {shown}"
+        add(mark, parent.path, message, f"quote it: '{shown}'")
         return str(shown)
     path = (*parent.path, value)
     if value == "<<" and ev.__class__ is yaml.ScalarEvent and ev.tag is None and ev.implicit[0]:
-        add(
-            mark,
-            parent.path,
-            "YAML merge keys (<<) are not supported",
-            hint="share settings with vars or blocks",
-        )
+        add(mark, parent.path, "merge keys (<<) are not supported", "share settings with vars or blocks")
     elif value in parent.value:
         first = src.positions.get(path)
         where = f" (first at line {first.line})" if first is not None else ""
@@ -469,6 +447,7 @@ _JSON_HINTS = {
 
 
 def _parse_json(src: Source, limits: Limits) -> None:
+    """Fill ``src.data`` and ``src.positions`` from strict RFC 8259 JSON; open containers live on a stack."""
     text = src.text or ""
     fname = src.filename
     line_ends = [m.end() for m in _BREAK.finditer(text)]
@@ -489,6 +468,9 @@ def _parse_json(src: Source, limits: Limits) -> None:
         tok = m.group(kind) if kind != "key" else m.group("str") + ":"
         return repr(tok[:30] + "..." if len(tok) > 30 else tok) if tok else "end of input"
 
+    def start(m: re.Match[str], kind: str) -> int:
+        return m.start("str") if kind == "key" else m.start(kind)
+
     def hint(m: re.Match[str], kind: str) -> str | None:
         return _JSON_HINTS.get(m.group(kind)[:1]) or _JSON_HINTS.get(kind)
 
@@ -507,9 +489,7 @@ def _parse_json(src: Source, limits: Limits) -> None:
                 if state != _SEP:
                     raise fail(m.start("comma"), cpath, "unexpected ','")
                 if kind == "close":
-                    raise fail(
-                        m.start("comma"), cpath, f"trailing comma before '{closer}' is not allowed in JSON"
-                    )
+                    raise fail(m.start("comma"), cpath, f"trailing comma before '{closer}' is not allowed in JSON")
                 state = _NEXT
             elif state in (_SEP, _OPENED):
                 if kind == "close" and m.group(kind) == closer:
@@ -524,11 +504,11 @@ def _parse_json(src: Source, limits: Limits) -> None:
                 if state == _SEP:
                     if kind == "eof":
                         break
-                    raise fail(m.start(kind), cpath, f"expected ',' or '{closer}', got {got(m, kind)}")
+                    raise fail(start(m, kind), cpath, f"expected ',' or '{closer}', got {got(m, kind)}")
             elif state == _END:
                 if kind == "eof":
                     break
-                raise fail(m.start(kind), (), f"unexpected {got(m, kind)} after the end of the JSON document")
+                raise fail(start(m, kind), (), f"unexpected {got(m, kind)} after the JSON document")
             if kind == "eof":
                 break
             if is_map and state != _VALUE:
@@ -568,14 +548,10 @@ def _parse_json(src: Source, limits: Limits) -> None:
                 value = _WORDS[m.group(kind)]
             elif kind == "open":
                 if len(stack) >= limits.max_depth:
-                    raise fail(
-                        pos, cpath, f"nested more than {limits.max_depth} levels deep (max nesting depth)"
-                    )
+                    raise fail(pos, cpath, f"nested more than {limits.max_depth} levels deep (max nesting depth)")
                 value = {} if m.group(kind) == "{" else []
             elif kind == "nonfinite":
-                fail(
-                    pos, (*cpath, key) if is_map else cpath, f"{m.group(kind)} is not allowed: {_NON_FINITE}"
-                )
+                fail(pos, (*cpath, key) if is_map else cpath, f"{m.group(kind)} is not allowed: {_NON_FINITE}")
                 value = None
             else:
                 what = "':' after a value" if kind == "key" else got(m, kind)
@@ -651,12 +627,6 @@ def load_text(
     src = Source(None, filename, text, {})
     with _gc_paused():
         (_parse_json if fmt == "json" else _parse_yaml)(src, limits)
-    if src.data is None:
-        raise SpecError(src.problem((), "empty spec: the document is null"))
-    if not isinstance(src.data, dict):
-        raise SpecError(
-            src.problem((), f"the top level of a spec must be a mapping, not a {_kind(src.data)}")
-        )
     return src
 
 
@@ -680,10 +650,10 @@ def load_file(path: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS) -> 
     if len(raw) > limits.max_bytes:
         raise SpecError(too_big)
     try:
-        text = raw.decode("utf-8-sig")
+        text = raw.decode("utf-8")  # load_text drops a BOM; offsets stay exact
     except UnicodeDecodeError as err:
         line_start = raw.rfind(b"\n", 0, err.start) + 1
-        column = len(raw[line_start : err.start].decode("utf-8", "replace")) + 1
+        column = len(raw[line_start : err.start].decode("utf-8", "replace").removeprefix("\ufeff")) + 1
         loc = Location(name, raw.count(b"\n", 0, err.start) + 1, column)
         raise SpecError(
             Problem(f"invalid UTF-8 at byte offset {err.start}", location=loc, hint="save the file as UTF-8")
@@ -719,8 +689,9 @@ def _to_plain(value: Any, path: SpecPath, limits: Limits) -> Any:
                 break
             pairs = list(item.items()) if isinstance(item, Mapping) else list(enumerate(item))
             if isinstance(item, Mapping):
-                bad = [f"mapping keys must be strings, not {_kind(k)} {k!r}" for k, _ in pairs if type(k) is not str]
-                problems.extend(Problem(message, where) for message in bad)
+                for k, _ in pairs:
+                    if not isinstance(k, str):
+                        problems.append(Problem(f"mapping keys must be strings, not {_kind(k)} {k!r}", where))
                 pairs = [(k, v) for k, v in pairs if isinstance(k, str)]
                 out = dict.fromkeys(k for k, _ in pairs)
             else:

@@ -102,11 +102,17 @@ def _count(n: int | None) -> str:
     return str(n)
 
 
+# The summary runs a batch of 2 on meta tensors: a leading 2 is the batch dimension, shown as B
+# (batch 1 could not tell a batch dim from a real size-1 dim, and BatchNorm refuses it in training).
+TRACE_BATCH = 2
+
+
 def _shape(shape: Any) -> str:
     if shape is None:
         return "-"
     if isinstance(shape, tuple) and all(isinstance(d, int) for d in shape):
-        return "[" + ", ".join(["B", *map(str, shape[1:])]) + "]"
+        dims = ["B", *map(str, shape[1:])] if shape and shape[0] == TRACE_BATCH else list(map(str, shape))
+        return "[" + ", ".join(dims) + "]"
     if isinstance(shape, dict):
         return "{" + ", ".join(f"{k}: {_shape(v)}" for k, v in shape.items()) + "}"
     if isinstance(shape, (tuple, list)):
@@ -125,7 +131,7 @@ def _out_shape(value: Any) -> Any:
 
 
 def _trace_meta(meta_model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype) -> tuple[dict[str, Any], dict[str, int]]:
-    """Output shapes and MACs per module name, from one batch-1 forward on meta tensors."""
+    """Output shapes and MACs per sample for each module name, from one forward on meta tensors."""
     model = copy.deepcopy(meta_model).eval()
     shapes: dict[str, Any] = {}
     handles = []
@@ -137,17 +143,19 @@ def _trace_meta(meta_model: nn.Module, input_shape: tuple[int, ...], dtype: torc
     counter = FlopCounterMode(display=False)
     try:
         with torch.no_grad(), counter:
-            model(torch.empty((1, *input_shape), dtype=dtype, device="meta"))
+            model(torch.empty((TRACE_BATCH, *input_shape), dtype=dtype, device="meta"))
     finally:
         for h in handles:
             h.remove()
     macs: dict[str, int] = {}
     for key, ops in counter.get_flop_counts().items():
+        # FLOPs count a multiply-add as 2; divide by the batch to report per sample.
+        per_sample = sum(ops.values()) // (2 * TRACE_BATCH)
         if key == "Global":
-            macs[""] = sum(ops.values()) // 2
+            macs[""] = per_sample
             continue
         _, _, rest = key.partition(".")
-        macs[rest] = sum(ops.values()) // 2
+        macs[rest] = per_sample
     return shapes, macs
 
 

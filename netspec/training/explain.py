@@ -62,10 +62,7 @@ def format_explain(rows: list[dict[str, Any]]) -> str:
     """``rows`` as an aligned text table with a header line."""
     table = [list(COLUMNS)] + [[_cell(row.get(col, "")) for col in COLUMNS] for row in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
-    lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        for line in table
-    ]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in table]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
 
@@ -113,7 +110,7 @@ def _collapse_leaves(entries: list[str], chosen: set[str], names: list[str]) -> 
     for leaf, group in leaves.items():
         if len(group) < 3:
             continue
-        candidates = [f"*.{leaf}"] + sorted({f"{g.split('.', 1)[0]}.*.{leaf}" for g in group})
+        candidates = [f"*.{leaf}", *sorted({f"{g.split('.', 1)[0]}.*.{leaf}" for g in group})]
         for glob in candidates:
             hits = set(select(glob, names))
             if hits <= chosen and set(group) & hits:

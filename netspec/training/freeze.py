@@ -132,25 +132,22 @@ def run_freeze(
             message, hint = no_match(rule.match, names)
             problems.add(make_problem(source, (*path, "match"), message, hint))
             continue
+        wanted = set(types)
         modules = [
             (mname, module)
             for mname, module in model.named_modules()
-            if type_names(module) & set(types)
-            and (rule.match is None or (mname and selects(rule.match, mname)))
+            if type_names(module) & wanted and (rule.match is None or (mname and selects(rule.match, mname)))
         ]
         if not modules:
             present = sorted({type(m).__name__ for m in model.modules()})
             where = f" matching {rule.match!r}" if rule.match is not None else ""
             message = f"no module of type {name_list(types)}{where} in the model"
-            problems.add(
-                make_problem(source, (*path, "type"), message, f"the model has: {name_list(present)}")
-            )
+            hint = f"the model has: {name_list(present)}"
+            problems.add(make_problem(source, (*path, "type"), message, hint))
             continue
         for mname, module in modules:
             prefix = f"{mname}." if mname else ""
-            frozen.update(
-                prefix + pname for pname, _ in module.named_parameters() if prefix + pname in params
-            )
+            frozen.update(prefix + p for p, _ in module.named_parameters() if prefix + p in params)
             if rule.eval:
                 to_pin.append(module)
                 pinned.add(mname)

@@ -49,11 +49,8 @@ def init_arguments(func: Callable[..., Any]) -> set[str]:
 @cache
 def torch_layer_names() -> frozenset[str]:
     """Class names of every ``torch.nn`` module class (known ``type:`` names)."""
-    return frozenset(
-        name
-        for name in dir(nn)
-        if inspect.isclass(getattr(nn, name)) and issubclass(getattr(nn, name), nn.Module)
-    )
+    found = {name: getattr(nn, name) for name in dir(nn)}
+    return frozenset(n for n, obj in found.items() if inspect.isclass(obj) and issubclass(obj, nn.Module))
 
 
 def type_names(module: nn.Module) -> set[str]:
@@ -62,7 +59,11 @@ def type_names(module: nn.Module) -> set[str]:
 
 
 def check_types(
-    types: list[str], model: nn.Module, path: SpecPath, source: Any, problems: ProblemList
+    types: list[str],
+    model: nn.Module,
+    path: SpecPath,
+    source: Any,
+    problems: ProblemList,
 ) -> bool:
     """Each name must be a torch.nn class or a class found in the model (else a typo)."""
     present: set[str] = set()
@@ -125,7 +126,13 @@ def _resolve_fn(
     what = f"init function {name!r}"
     skip = init_arguments(func)
     converted = check_kwargs(
-        func, kwargs, what=what, path=args_path, source=source, problems=problems, skip=skip
+        func,
+        kwargs,
+        what=what,
+        path=args_path,
+        source=source,
+        problems=problems,
+        skip=skip,
     )
     return None if converted is None else InitCall(name, func, converted, fn_path)
 
@@ -140,9 +147,8 @@ def plan_rule(rule: InitRule, index: int, source: Any, problems: ProblemList) ->
         bad = [k for k in ("type", "fn") if k in set_keys] + list(extras)
         for key in bad:
             message = f"a from: rule loads tensors by name and takes no {key!r}"
-            hint = did_you_mean(key, ["match", "strip_prefix", "skip_mismatched", "strict"]) or (
-                "it takes match, strip_prefix, skip_mismatched and strict; put other settings in a separate rule"
-            )
+            allowed = ["match", "strip_prefix", "skip_mismatched", "strict"]
+            hint = did_you_mean(key, allowed) or f"it takes {', '.join(allowed)}; put {key!r} in another rule"
             problems.add(make_problem(source, (*path, key), message, hint))
         return None if bad else InitPlan(index, "from", [], rule.match, {})
     ok = True
@@ -152,9 +158,8 @@ def plan_rule(rule: InitRule, index: int, source: Any, problems: ProblemList) ->
             ok = False
     if not types and rule.match is None:
         message = "rule selects nothing: it has neither type: nor match:"
-        problems.add(
-            make_problem(source, path, message, "add type: <LayerType> or match: '<glob>' ('*' = all)")
-        )
+        hint = "add type: <LayerType> or match: '<glob>' ('*' = all)"
+        problems.add(make_problem(source, path, message, hint))
         ok = False
     if rule.fn is not None:
         call = _resolve_fn(rule.fn, extras, (*path, "fn"), path, source, problems)
@@ -163,9 +168,8 @@ def plan_rule(rule: InitRule, index: int, source: Any, problems: ProblemList) ->
         return InitPlan(index, "fn", types, rule.match, {"": call})
     if not extras:
         message = "rule sets nothing: expected weight:, bias:, another parameter or buffer name, or fn:"
-        problems.add(
-            make_problem(source, path, message, "e.g. {type: Linear, weight: xavier_uniform, bias: zeros}")
-        )
+        hint = "e.g. {type: Linear, weight: xavier_uniform, bias: zeros}"
+        problems.add(make_problem(source, path, message, hint))
         return None
     calls: dict[str, InitCall] = {}
     for key, value in extras.items():
@@ -176,14 +180,9 @@ def plan_rule(rule: InitRule, index: int, source: Any, problems: ProblemList) ->
             kwargs = {k: v for k, v in value.items() if k != "fn"}
             call = _resolve_fn(value["fn"], kwargs, (*where, "fn"), where, source, problems)
         else:
-            message = (
-                f"{key!r} must be an init function name or {{fn: <name>, <args>}}, got {describe(value)}"
-            )
-            hint = (
-                "arguments of fn go beside it: {match: ..., fn: normal, std: 0.1}"
-                if rule.fn is None
-                else None
-            )
+            got = describe(value)
+            message = f"{key!r} must be an init function name or {{fn: <name>, <args>}}, got {got}"
+            hint = "arguments of fn go beside it: {match: ..., fn: normal, std: 0.1}"
             problems.add(make_problem(source, where, message, hint))
             call = None
         if call is None:
@@ -193,21 +192,27 @@ def plan_rule(rule: InitRule, index: int, source: Any, problems: ProblemList) ->
     return InitPlan(index, "keys", types, rule.match, calls) if ok else None
 
 
-def _run(
-    call: InitCall, name: str, tensor: torch.Tensor, index: int, source: Any, problems: ProblemList
-) -> bool:
+def _run(call: InitCall, tensor: torch.Tensor) -> str | None:
+    """Apply ``call`` to ``tensor``; the error text when the function cannot handle it."""
     if tensor.is_meta:  # building on "meta" allocates nothing, so there is nothing to fill
-        return True
+        return None
     try:
         call.func(tensor, **call.kwargs)
-    except Exception as err:  # noqa: BLE001 - each nn.init function raises its own kinds for unsuitable tensors
-        message = (
-            f"init rule {index} ({call.name}) cannot initialise {name!r} of shape {list(tensor.shape)}: "
-            f"{first_line(err)}"
-        )
-        problems.add(make_problem(source, call.path, message, "narrow the rule with type: or match:"))
-        return False
-    return True
+    except Exception as err:  # each nn.init function raises its own kinds for unsuitable tensors
+        return first_line(err)
+    return None
+
+
+def _cannot(call: InitCall, index: int, name: str, tensor: torch.Tensor, error: str) -> str:
+    shape = list(tensor.shape)
+    return f"init rule {index} ({call.name}) cannot initialise {name!r} of shape {shape}: {error}"
+
+
+def _selection(plan: InitPlan) -> str:
+    return " and ".join(
+        ([f"type {name_list(plan.types)}"] if plan.types else [])
+        + ([f"match {plan.match!r}"] if plan.match is not None else [])
+    )
 
 
 def _apply_keys(model: nn.Module, plan: InitPlan, source: Any, problems: ProblemList) -> list[str]:
@@ -219,11 +224,8 @@ def _apply_keys(model: nn.Module, plan: InitPlan, source: Any, problems: Problem
         and (plan.match is None or any(selects(plan.match, _join(mname, k)) for k in plan.calls))
     ]
     if not chosen:
-        what = " and ".join(
-            ([f"type {name_list(plan.types)}"] if plan.types else [])
-            + ([f"match {plan.match!r}"] if plan.match is not None else [])
-        )
-        problems.add(make_problem(source, path, f"rule selects no module: {what} matches nothing together"))
+        message = f"rule selects no module: {_selection(plan)} match nothing together"
+        problems.add(make_problem(source, path, message, "check type: against match:"))
         return []
     done: list[str] = []
     for key, call in plan.calls.items():
@@ -239,15 +241,18 @@ def _apply_keys(model: nn.Module, plan: InitPlan, source: Any, problems: Problem
             full = _join(mname, key)
             if tensor is None or (plan.match is not None and not selects(plan.match, full)):
                 continue
-            if _run(call, full, tensor, plan.index, source, problems):
+            error = _run(call, tensor)
+            if error is None:
                 done.append(full)
+            else:
+                message = _cannot(call, plan.index, full, tensor, error)
+                problems.add(make_problem(source, call.path, message, f"use another function for {key!r}"))
     return done
 
 
 def _apply_fn(model: nn.Module, plan: InitPlan, source: Any, problems: ProblemList) -> list[str]:
-    typed = (
-        {m for m, mod in model.named_modules() if type_names(mod) & set(plan.types)} if plan.types else None
-    )
+    wanted = set(plan.types)
+    typed = {m for m, mod in model.named_modules() if type_names(mod) & wanted} if plan.types else None
     call = plan.calls[""]
     chosen = [
         (name, param)
@@ -256,14 +261,27 @@ def _apply_fn(model: nn.Module, plan: InitPlan, source: Any, problems: ProblemLi
         and (typed is None or "" in typed or any(owner in typed for owner in _owners(name)))
     ]
     if not chosen:
-        what = " and ".join(
-            ([f"type {name_list(plan.types)}"] if plan.types else [])
-            + ([f"match {plan.match!r}"] if plan.match is not None else [])
-        )
-        problems.add(
-            make_problem(source, ("init", plan.index), f"rule selects no parameter: {what} together")
-        )
-    return [name for name, param in chosen if _run(call, name, param, plan.index, source, problems)]
+        message = f"rule selects no parameter: {_selection(plan)} match nothing together"
+        problems.add(make_problem(source, ("init", plan.index), message, "check type: against match:"))
+        return []
+    done: list[str] = []
+    failed: list[tuple[str, torch.Tensor, str]] = []
+    for name, param in chosen:
+        error = _run(call, param)
+        if error is None:
+            done.append(name)
+        else:
+            failed.append((name, param, error))
+    if failed and not done:  # the function suits none of the selected tensors: a real mistake
+        name, param, error = failed[0]
+        hint = "narrow the rule with type: or match:, or choose another function"
+        problems.add(make_problem(source, call.path, _cannot(call, plan.index, name, param, error), hint))
+    elif failed:  # e.g. {match: "fc3.*", fn: xavier_uniform}: the weight is set, the 1-D bias cannot be
+        names = name_list([name for name, _, _ in failed], 6)
+        message = f"{call.name} does not apply to {names} ({failed[0][2]}); left as they were"
+        hint = "narrow match: (e.g. '<module>.weight') to silence this"
+        problems.add(make_problem(source, call.path, message, hint, warning=True))
+    return done
 
 
 def _owners(name: str) -> list[str]:
@@ -289,7 +307,16 @@ def run_init(
     names = model_names(model)
     for index, rule in enumerate(rules or []):
         plan = plan_rule(rule, index, source, problems)
-        if plan is None:
+        selectors_ok = True
+        if rule.from_ is None:  # check the selectors against the model even when the rest is wrong
+            types = as_list(rule.type)
+            if types and not check_types(types, model, ("init", index, "type"), source, problems):
+                selectors_ok = False
+            if rule.match is not None and not select(rule.match, names):
+                message, hint = no_match(rule.match, names)
+                problems.add(make_problem(source, ("init", index, "match"), message, hint))
+                selectors_ok = False
+        if plan is None or not selectors_ok:
             continue
         location = rule_location(source, ("init", index))
         if plan.kind == "from":
@@ -299,12 +326,6 @@ def run_init(
             if report is not None:
                 reports.append(report)
                 sources.update(dict.fromkeys(report.loaded, location))
-            continue
-        if plan.types and not check_types(plan.types, model, ("init", index, "type"), source, problems):
-            continue
-        if plan.match is not None and not select(plan.match, names):
-            message, hint = no_match(plan.match, names)
-            problems.add(make_problem(source, ("init", index, "match"), message, hint))
             continue
         before = len(problems.errors)
         done = (_apply_fn if plan.kind == "fn" else _apply_keys)(model, plan, source, problems)

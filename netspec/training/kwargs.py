@@ -10,6 +10,7 @@ unknown (with did-you-mean), missing, or of the wrong type, and what was expecte
 from __future__ import annotations
 
 import collections.abc
+import difflib
 import inspect
 import types
 import typing
@@ -25,15 +26,22 @@ class SourceLike(Protocol):
     """What this subpackage needs from ``netspec.source.Source``."""
 
     def problem(
-        self, path: SpecPath, message: str, *, hint: str | None = None, warning: bool = False
+        self,
+        path: SpecPath,
+        message: str,
+        *,
+        hint: str | None = None,
+        warning: bool = False,
     ) -> Problem: ...
 
 
-def make_problem(source: Any, path: SpecPath, message: str, hint: str | None = None) -> Problem:
+def make_problem(
+    source: Any, path: SpecPath, message: str, hint: str | None = None, *, warning: bool = False
+) -> Problem:
     """A ``Problem`` located through ``source`` when there is one, else an unlocated one."""
     if source is not None and hasattr(source, "problem"):
-        return source.problem(tuple(path), message, hint=hint)
-    return Problem(message, path=tuple(path), hint=hint)
+        return source.problem(tuple(path), message, hint=hint, warning=warning)
+    return Problem(message, path=tuple(path), hint=hint, severity="warning" if warning else "error")
 
 
 def rule_location(source: Any, path: SpecPath) -> str:
@@ -62,6 +70,9 @@ def name_list(names: Iterable[str], limit: int = 12) -> str:
     items = list(names)
     shown = ", ".join(items[:limit])
     return shown + (f", … ({len(items) - limit} more)" if len(items) > limit else "")
+
+
+ParamInfo = tuple[inspect.Parameter, Any]  # the parameter and its annotation (None: not checked)
 
 
 class _Mismatch(Exception):
@@ -176,9 +187,7 @@ def convert(value: Any, ann: Any) -> Any:
     return value
 
 
-def signature_params(
-    target: Callable[..., Any], skip: Iterable[str]
-) -> dict[str, tuple[inspect.Parameter, Any]]:
+def signature_params(target: Callable[..., Any], skip: Iterable[str]) -> dict[str, ParamInfo]:
     """Keyword-settable parameters of ``target`` (a function or a class) minus ``skip``."""
     func = target.__init__ if inspect.isclass(target) else target
     try:
@@ -186,7 +195,7 @@ def signature_params(
     except (TypeError, ValueError):
         return {}
     skipped = set(skip) | {"self"}
-    out: dict[str, tuple[inspect.Parameter, Any]] = {}
+    out: dict[str, ParamInfo] = {}
     for name, param in sig.parameters.items():
         if name in skipped or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue
@@ -215,10 +224,12 @@ def check_kwargs(
     params = signature_params(target, skip)
     out: dict[str, Any] = {}
     ok = True
+    suggested: set[str] = set()  # a misspelt required argument is reported once, not also as missing
     for key, value in given.items():
         if key not in params:
             takes = name_list(params) or "no arguments"
             hint = did_you_mean(str(key), params) or f"{what} takes: {takes}"
+            suggested.update(difflib.get_close_matches(str(key), list(params), n=1, cutoff=0.6))
             problems.add(make_problem(source, (*path, key), f"{what} has no argument {key!r}", hint))
             ok = False
             continue
@@ -231,7 +242,7 @@ def check_kwargs(
             ok = False
     if require:
         for name, (param, _) in params.items():
-            if param.default is inspect.Parameter.empty and name not in given:
+            if param.default is inspect.Parameter.empty and name not in given and name not in suggested:
                 message = f"{what} needs argument {name!r}, which is missing"
                 problems.add(make_problem(source, path, message, f"add {name}: <value> beside it"))
                 ok = False

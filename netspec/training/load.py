@@ -61,9 +61,7 @@ class _Unreadable(Exception):
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The tensors of a checkpoint file; raises ``_Unreadable`` with a message and a hint."""
     if not path.exists():
-        raise _Unreadable(
-            f"file not found: {str(path)!r}", "from: paths are relative to the spec's directory"
-        )
+        raise _Unreadable(f"file not found: {str(path)!r}", "from: paths are relative to the spec's folder")
     if not path.is_file():
         raise _Unreadable(f"{str(path)!r} is not a file", CHECKPOINT_HINT)
     try:
@@ -122,9 +120,8 @@ def load_rule(
     prefix = rule.strip_prefix
     if prefix:
         if not any(k.startswith(prefix) for k in tensors):
-            message = (
-                f"strip_prefix {prefix!r} starts none of the file's names (e.g. {next(iter(tensors))!r})"
-            )
+            example = next(iter(tensors))
+            message = f"strip_prefix {prefix!r} starts none of the file's names (e.g. {example!r})"
             problems.add(make_problem(source, (*path, "strip_prefix"), message, "remove or correct it"))
             return None
         tensors = {(k.removeprefix(prefix)): v for k, v in tensors.items()}
@@ -171,9 +168,8 @@ def load_rule(
         ok = False
     if ok and not report.loaded and not report.mismatched:
         what = f"matching {rule.match!r} " if rule.match is not None else ""
-        message = (
-            f"loaded nothing from {raw!r}: none of its {len(tensors)} tensor names {what}exist in the model"
-        )
+        count = len(tensors)
+        message = f"loaded nothing from {raw!r}: none of its {count} tensor names {what}exist in the model"
         hint = _prefix_hint(list(tensors), list(targets)) if tensors and targets else CHECKPOINT_HINT
         problems.add(make_problem(source, (*path, "from"), message, hint))
         ok = False

@@ -34,7 +34,7 @@ NORM_LAYERS: tuple[type[nn.Module], ...] = (
     nn.modules.batchnorm._NormBase,  # BatchNorm*, InstanceNorm*, SyncBatchNorm and their Lazy forms
     nn.LayerNorm,
     nn.GroupNorm,
-    nn.RMSNorm,
+    *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),  # torch >= 2.4
     nn.LocalResponseNorm,  # has no parameters, listed for completeness
 )
 
@@ -99,7 +99,7 @@ def no_decay_names(
                 pool = model_names(model)
                 message, hint = no_match(entry, pool)
                 keyword = did_you_mean(entry, ["bias", "norm"])
-                message = f"no_decay entry {entry!r} is neither 'bias', 'norm' nor a pattern that matches: {message}"
+                message = f"no_decay entry {entry!r} is not 'bias', 'norm' or a matching pattern: {message}"
                 problems.add(make_problem(source, ("optimizer", "no_decay", j), message, keyword or hint))
             chosen |= set(hits)
     return chosen
@@ -132,7 +132,13 @@ def resolve_optimizer(
             given[key] = getattr(spec, key)
     what = f"optimizer {spec.type}"
     kwargs = check_kwargs(
-        cls, given, what=what, path=("optimizer",), source=source, problems=problems, skip=["params"]
+        cls,
+        given,
+        what=what,
+        path=("optimizer",),
+        source=source,
+        problems=problems,
+        skip=["params"],
     )
     ok = kwargs is not None
     if spec.no_decay and "weight_decay" not in signature_params(cls, ["params"]):
@@ -172,9 +178,8 @@ def run_optimizer(
     live = set(trainable)
     if not trainable:
         message = f"the optimizer has nothing to train: all {len(names)} parameters are frozen"
-        problems.add(
-            make_problem(source, ("optimizer",), message, "remove some freeze: entries or the optimizer")
-        )
+        hint = "remove some freeze: entries or the optimizer"
+        problems.add(make_problem(source, ("optimizer",), message, hint))
         return None, {}, None, []
     if resolved is None:
         return None, {}, None, []
@@ -183,9 +188,7 @@ def run_optimizer(
     base_lr = kwargs.get("lr", sig["lr"][0].default if "lr" in sig else None)
     has_wd = "weight_decay" in sig
     base_wd = kwargs.get("weight_decay", sig["weight_decay"][0].default if has_wd else 0.0)
-    no_decay = (
-        no_decay_names(model, spec.no_decay or [], trainable, source, problems) if spec.no_decay else set()
-    )
+    no_decay = no_decay_names(model, spec.no_decay, trainable, source, problems) if spec.no_decay else set()
 
     claimed: dict[str, int] = {}
     buckets: list[tuple[str, list[str], dict[str, Any]]] = []
@@ -208,9 +211,8 @@ def run_optimizer(
         mine_all = [n for n in names if n in selected and n in live]
         if not mine_all:
             message = f"group {i} matches only frozen parameters: {name_list(sorted(selected), 5)}"
-            problems.add(
-                make_problem(source, (*path, "params"), message, "remove the group or the freeze entry")
-            )
+            hint = "remove the group or the freeze entry"
+            problems.add(make_problem(source, (*path, "params"), message, hint))
             continue
         mine = [n for n in mine_all if n not in claimed]
         if not mine:
@@ -229,9 +231,8 @@ def run_optimizer(
             continue
         if not has_wd and (group.weight_decay is not None or group.decay_mult is not None):
             key = "weight_decay" if group.weight_decay is not None else "decay_mult"
-            problems.add(
-                make_problem(source, (*path, key), f"{spec.type} takes no weight_decay", f"remove {key}")
-            )
+            message = f"{spec.type} takes no weight_decay"
+            problems.add(make_problem(source, (*path, key), message, f"remove {key}"))
             continue
         lr = group.lr if group.lr is not None else base_lr
         if lr is not None:
@@ -265,7 +266,7 @@ def run_optimizer(
         return None, {}, None, []
     try:
         optimizer = cls(param_groups, **kwargs)
-    except Exception as err:  # noqa: BLE001 - torch validates its own arguments, with various exception types
+    except Exception as err:  # torch validates its own arguments, raising various types
         message = f"{spec.type} rejected its settings: {first_line(err)}"
         problems.add(make_problem(source, ("optimizer",), message))
         return None, {}, None, []

@@ -100,7 +100,12 @@ def no_match(pattern: str, names: Iterable[str], what: str = "parameter or modul
             f"write '*{pattern}' or '*{core}*' to match inside names"
         )
     elif is_glob(pattern):
-        hint = "'*' spans dots; a bare module path (no glob characters) selects that module's parameters"
+        prefixes = {prefix for name in pool for prefix in dotted_prefixes(name)}
+        close = difflib.get_close_matches(core, sorted(prefixes), n=1, cutoff=0.6) if core else []
+        if close:
+            hint = f"did you mean {pattern.replace(core, close[0], 1)!r}?"
+        else:
+            hint = "'*' spans dots; a bare module path (no glob characters) selects that module's parameters"
     else:
         hint = f"did you mean {near[0]!r}?"
     return message, hint

@@ -48,7 +48,9 @@ def scheduler_classes() -> dict[str, type]:
 
 
 def resolve_scheduler(
-    spec: SchedulerSpec, source: Any, problems: ProblemList
+    spec: SchedulerSpec,
+    source: Any,
+    problems: ProblemList,
 ) -> tuple[type, dict[str, Any]] | None:
     """The scheduler class and its checked keyword arguments (no optimizer needed)."""
     if spec.type is None:
@@ -69,9 +71,7 @@ def resolve_scheduler(
         return None
     cls = classes[spec.type]
     if spec.warmup is not None and issubclass(cls, lr_scheduler.ReduceLROnPlateau):
-        message = (
-            f"warmup cannot be combined with {spec.type} (it steps on a metric, SequentialLR cannot chain it)"
-        )
+        message = f"warmup cannot be combined with {spec.type} (it steps on a metric; SequentialLR cannot)"
         problems.add(make_problem(source, ("scheduler", "warmup"), message))
         return None
     kwargs = check_kwargs(
@@ -126,7 +126,7 @@ def run_scheduler(
             scheduler = lr_scheduler.SequentialLR(optimizer, [warm, main], milestones=[spec.warmup.steps])
         else:
             scheduler = cls(optimizer, **kwargs)
-    except Exception as err:  # noqa: BLE001 - torch validates its own arguments, with various exception types
+    except Exception as err:  # torch validates its own arguments, raising various types
         message = f"scheduler {spec.type or 'LinearLR'} rejected its settings: {first_line(err)}"
         problems.add(make_problem(source, ("scheduler",), message))
         return None, spec.interval

@@ -40,6 +40,7 @@ class TrainingSetup:
     group_labels: list[str] = field(default_factory=list)  # per param group: "groups.0", "default (no_decay)"
     eval_modules: set[str] = field(default_factory=set)  # modules pinned to eval mode by freeze
     param_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # every parameter, model order
+    warnings: list[Problem] = field(default_factory=list)  # e.g. an init fn that skipped 1-D biases
 
     def clip_gradients(self, model: nn.Module) -> float | None:
         """Apply ``clip_grad``; the total gradient norm for norm clipping, else ``None``."""
@@ -58,17 +59,21 @@ def apply_init(
     base_dir: Path,
     *,
     reports: list[LoadReport] | None = None,
+    warnings: list[Problem] | None = None,
 ) -> dict[str, str]:
     """Initialise ``model`` per ``rules`` (call inside a seeded RNG context).
 
     Returns tensor name -> ``file:line`` of the last rule that set it; ``reports``, when given,
-    receives one ``LoadReport`` per ``from:`` rule. Raises ``SpecError`` with every problem.
+    receives one ``LoadReport`` per ``from:`` rule and ``warnings`` the non-fatal problems.
+    Raises ``SpecError`` with every problem.
     """
     problems = ProblemList()
     sources, loaded = run_init(model, rules, source, Path(base_dir), problems)
     _raise(problems)
     if reports is not None:
         reports.extend(loaded)
+    if warnings is not None:
+        warnings.extend(problems.warnings)
     return sources
 
 
@@ -101,6 +106,7 @@ def setup_training(
         group_labels=labels,
         eval_modules=pinned,
         param_shapes={name: tuple(p.shape) for name, p in model.named_parameters()},
+        warnings=problems.warnings,
     )
 
 

@@ -83,7 +83,7 @@ class InitRule(_Open):
     * ``{from: file.pt, match?, strip_prefix?, skip_mismatched?, strict?}`` loads tensors.
     """
 
-    model_config = ConfigDict(extra="allow", validate_by_name=True, validate_by_alias=True)
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
 
     type: StrOrList | None = None
     match: StrictStr | None = None
@@ -136,9 +136,8 @@ class ClipGradSpec(_Strict):
     @model_validator(mode="after")
     def _one_kind(self) -> ClipGradSpec:
         if (self.max_norm is None) == (self.max_value is None):
-            raise ValueError(
-                "clip_grad needs exactly one of max_norm (norm clipping) or max_value (value clipping)"
-            )
+            message = "clip_grad needs exactly one of max_norm (norm clipping) or max_value (value clipping)"
+            raise ValueError(message)
         if self.norm_type is not None and self.max_norm is None:
             raise ValueError("norm_type only applies with max_norm")
         return self
