@@ -30,6 +30,7 @@ from .spec import (
     ModuleListNode,
     ParameterDictNode,
     ParameterListNode,
+    RepeatItem,
     SequentialNode,
     SpecModel,
     problems_from_validation,
@@ -144,6 +145,11 @@ class Resolver:
     def node(self, node: AnyNode, name: str, path: SpecPath, scope: Mapping[str, Any]) -> RNode | None:
         if isinstance(node, LayerNode):
             return self.layer(node, name, path, scope)
+        if isinstance(node, RepeatItem):
+            self.problems.add(self.source.problem(path, "{repeat: N, layer: ...} splices copies into a list of layers "
+                                                  "and is only allowed there", hint="use {type: Sequential, repeat: N, "
+                                                  "layer: ...} for a container of copies"))  # fmt: skip
+            return None
         if isinstance(node, (SequentialNode, ModuleListNode)):
             return self.sequence(node, name, path, scope)
         if isinstance(node, ModuleDictNode):
@@ -165,8 +171,10 @@ class Resolver:
         raise TypeError(f"unexpected node {node!r}")  # unreachable: pydantic admits only the kinds above
 
     def children(self, out: RNode, layers: Mapping[str, Any] | list[Any], path: SpecPath, scope: Mapping[str, Any]) -> None:
-        items = layers.items() if isinstance(layers, Mapping) else enumerate(layers)
-        for key, child in items:
+        if not isinstance(layers, Mapping):
+            self.splice(out, layers, path, scope)
+            return
+        for key, child in layers.items():
             key_name = str(key)
             child_path = path + (key,)
             if isinstance(key, str) and not _check_child_name(key, child_path, self.source, self.problems):
@@ -174,6 +182,23 @@ class Resolver:
             resolved = self.node(child, f"{out.name}.{key_name}" if out.name else key_name, child_path, scope)
             if resolved is not None:
                 out.children[key_name] = resolved
+
+    def splice(self, out: RNode, layers: list[Any], path: SpecPath, scope: Mapping[str, Any]) -> None:
+        """List-form layers: children 0, 1, ...; a ``{repeat, layer}`` item adds its copies in place."""
+        for k, child in enumerate(layers):
+            if isinstance(child, RepeatItem):
+                count = self.integer(child.repeat, scope, path + (k, "repeat"), "repeat", low=0)
+                for i in range(min(count or 0, MAX_REPEAT)):
+                    key = str(len(out.children))
+                    resolved = self.node(child.layer, f"{out.name}.{key}" if out.name else key,
+                                         path + (k, "layer"), {**scope, "i": i})  # fmt: skip
+                    if resolved is not None:
+                        out.children[key] = resolved
+                continue
+            key = str(len(out.children))
+            resolved = self.node(child, f"{out.name}.{key}" if out.name else key, path + (k,), scope)
+            if resolved is not None:
+                out.children[key] = resolved
 
     def sequence(self, node: SequentialNode | ModuleListNode, name: str, path: SpecPath, scope: Mapping[str, Any]) -> RNode:
         out = RNode(node.type, name, path)

@@ -158,9 +158,20 @@ NODE_KINDS: dict[str, type[BaseModel]] = {
 }
 
 
+class RepeatItem(_Strict):
+    """``{repeat: N, layer: {...}}`` inside a list of layers: N copies spliced in place (``${i}`` = 0..N-1)."""
+
+    repeat: IntOrRef
+    layer: Node
+
+
 def _node_kind(value: Any) -> str:
     if isinstance(value, dict) and value.get("type") in NODE_KINDS:
         return f"<{value['type']}>"
+    if isinstance(value, dict) and "type" not in value and "repeat" in value:
+        return "<repeat>"
+    if isinstance(value, RepeatItem):
+        return "<repeat>"
     if isinstance(value, BaseModel):
         kind = getattr(value, "type", None)
         return f"<{kind}>" if kind in NODE_KINDS else "<layer>"
@@ -180,14 +191,18 @@ Node = Annotated[
         Annotated[ParameterListNode, Tag("<ParameterList>")],
         Annotated[ParameterDictNode, Tag("<ParameterDict>")],
         Annotated[LayerNode, Tag("<layer>")],
+        Annotated["RepeatItem", Tag("<repeat>")],
     ],
     Discriminator(_node_kind),
     BeforeValidator(_shorthand),
     WithJsonSchema(NODE_PLACEHOLDER),
 ]
-AnyNode = SequentialNode | ModuleListNode | ModuleDictNode | GraphNode | ParameterListNode | ParameterDictNode | LayerNode
+AnyNode = (
+    SequentialNode | ModuleListNode | ModuleDictNode | GraphNode | ParameterListNode | ParameterDictNode | LayerNode
+    | RepeatItem
+)
 
-for _cls in (SequentialNode, ModuleListNode, ModuleDictNode, GraphNode):
+for _cls in (SequentialNode, ModuleListNode, ModuleDictNode, GraphNode, RepeatItem):
     _cls.model_rebuild()
 
 PARAM_TYPES = ("int", "float", "bool", "str", "list", "dict", "node", "any")

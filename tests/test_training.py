@@ -236,7 +236,8 @@ def test_bare_string_and_mapping_forms() -> None:
     model = Holder((4, 4))
     apply_init(model, [InitRule.model_validate({"type": "Holder", "w": "ones"})], None, Path("."))
     assert torch.all(model.w == 1)
-    apply_init(model, [InitRule.model_validate({"type": "Holder", "w": {"fn": "constant", "val": 3}})], None, ".")
+    rule = InitRule.model_validate({"type": "Holder", "w": {"fn": "constant", "val": 3}})
+    apply_init(model, [rule], None, ".")
     assert torch.all(model.w == 3)
 
 

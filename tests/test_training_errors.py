@@ -29,9 +29,11 @@ from netspec.training import (
 
 
 def make_model() -> nn.Sequential:
-    features = nn.Sequential(OrderedDict(conv1=nn.Conv2d(3, 8, 3), bn1=nn.BatchNorm2d(8), conv10=nn.Conv2d(8, 8, 3)))
+    conv1, conv10 = nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3)
+    features = nn.Sequential(OrderedDict(conv1=conv1, bn1=nn.BatchNorm2d(8), conv10=conv10))
     head = nn.Sequential(OrderedDict(fc1=nn.Linear(8, 16), fc2=nn.Linear(16, 4)))
-    return nn.Sequential(OrderedDict(features=features, pool=nn.AdaptiveAvgPool2d(1), flat=nn.Flatten(), head=head))
+    parts = OrderedDict(features=features, pool=nn.AdaptiveAvgPool2d(1), flat=nn.Flatten(), head=head)
+    return nn.Sequential(parts)
 
 
 def sections(text: str) -> tuple[Any, dict[str, Any]]:
@@ -108,7 +110,7 @@ def test_from_rule_keys() -> None:
 def test_from_missing_file(tmp_path: Path) -> None:
     message = one("init:\n  - {from: nowhere/pretrained.pt}\n", tmp_path)
     assert "init.0.from: file not found" in message and str(tmp_path / "nowhere" / "pretrained.pt") in message
-    assert "relative to the spec's directory" in message
+    assert "relative to the spec's folder" in message
 
 
 def test_from_non_checkpoint_files(tmp_path: Path) -> None:
@@ -164,7 +166,7 @@ def test_patterns_matching_nothing_name_closest() -> None:
     assert "'features.conv1'" in message or "'features.conv10'" in message
     message = one("freeze: ['head.*', 'decode_head.*']")
     assert "freeze.1" in message and "'decode_head.*'" in message
-    message = one("optimizer: {type: SGD, lr: 0.1, groups: [{params: head.fc1}, {params: [head.fc2, haed.fc3]}]}")
+    message = one("optimizer: {type: SGD, groups: [{params: head.fc1}, {params: [head.fc2, haed.fc3]}]}")
     assert "optimizer.groups.1.params.1: pattern 'haed.fc3'" in message and "'head.fc" in message
     message = one("optimizer: {type: SGD, lr: 0.1, no_decay: [biass]}")
     assert "optimizer.no_decay.0" in message and "did you mean 'bias'" in message
@@ -241,6 +243,7 @@ def test_check_training_finds_model_independent_problems() -> None:
 
 def test_apply_init_raises_spec_error_without_a_source() -> None:
     with pytest.raises(SpecError) as info:
-        apply_init(make_model(), [InitRule.model_validate({"type": "Linear", "bias": "orthogonal"})], None, Path("."))
+        rule = InitRule.model_validate({"type": "Linear", "bias": "orthogonal"})
+        apply_init(make_model(), [rule], None, Path("."))
     assert info.value.problems[0].path == ("init", 0, "bias")
     assert "'head.fc1.bias' of shape [16]" in str(info.value)
