@@ -10,6 +10,8 @@ a real module whose ``forward`` is generated Python code, the same code a person
 from __future__ import annotations
 
 import ast
+import dataclasses
+import inspect
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -102,10 +104,46 @@ class Child:
 
     kind: str
     children: Mapping[str, Child]
+    inputs: tuple[str, ...] | None = None  # forward's parameter names when known; None: unchecked
+    required: int = 0  # how many of them have no default
+
+
+def _forward_inputs(node: RNode) -> tuple[tuple[str, ...] | None, int]:
+    if node.kind == "Graph" and node.graph is not None:
+        return tuple(node.graph.inputs), len(node.graph.inputs)
+    if node.kind == "Sequential":
+        return None, 0  # takes whatever its first step takes
+    if node.layer is None:
+        return None, 0
+    try:
+        params = list(inspect.signature(node.layer.cls.forward).parameters.values())[1:]
+    except (TypeError, ValueError):
+        return None, 0
+    if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params):
+        return None, 0
+    required = sum(1 for p in params if p.default is inspect.Parameter.empty)
+    return tuple(p.name for p in params), required
 
 
 def describe_children(node: RNode) -> dict[str, Child]:
-    return {k: Child(v.kind, describe_children(v)) for k, v in node.children.items()}
+    return {k: Child(v.kind, describe_children(v), *_forward_inputs(v)) for k, v in node.children.items()}
+
+
+def _check_arity(path: str, child: Child, args: tuple[Any, ...], kwargs: Mapping[str, Any], col: int) -> None:
+    if child.inputs is None:
+        return
+    unknown = [k for k in kwargs if k not in child.inputs]
+    if unknown:
+        raise StatementError(f"{path} has no input {unknown[0]!r}; it takes ({', '.join(child.inputs)})", col,
+                             did_you_mean(unknown[0], child.inputs) or None)  # fmt: skip
+    given = len(args) + len(kwargs)
+    if len(args) > len(child.inputs) or given < child.required:
+        raise StatementError(
+            f"{path} takes {child.required}"
+            + (f" to {len(child.inputs)}" if len(child.inputs) != child.required else "")
+            + f" input(s) ({', '.join(child.inputs)}), got {given}",
+            col,
+        )
 
 
 class _Builder:
@@ -275,6 +313,7 @@ class _Builder:
                 return value
             if child.kind in ("ModuleDict", "ParameterList", "ParameterDict"):
                 raise StatementError(f"{path} is a {child.kind} and cannot be called; index it", e.col_offset)
+            _check_arity(path, child, args, kwargs, e.col_offset)
             return self.node("call_module", path, args, kwargs)
         if isinstance(func, ast.Name):
             if func.id in FUNCTIONS:
@@ -288,6 +327,7 @@ class _Builder:
             if isinstance(base, fx.Node) and func.attr in TENSOR_METHODS:
                 return self.node("call_method", func.attr, (base, *args), kwargs)
             raise StatementError(f"method {func.attr!r} is not allowed", func.col_offset, did_you_mean(func.attr, TENSOR_METHODS) or None)
+        self.expr(func)  # names the construct when it is not allowed at all (a lambda, ...)
         raise StatementError("only layers, allow-listed functions and tensor methods can be called", e.col_offset)
 
     def outputs(self, outputs: str | list[str] | dict[str, str]) -> Any:
@@ -334,7 +374,15 @@ def compile_statements(node: RNode, source: Source, problems: ProblemList) -> fx
 
 
 def _statement_problem(source: Source, path: Any, text: str, err: StatementError) -> Problem:
-    return source.problem(path, f"{err.message} in '{text.strip()}'", hint=err.hint)
+    problem = source.problem(path, f"{err.message} in '{text.strip()}'", hint=err.hint)
+    loc, line = problem.location, problem.source_line
+    if loc is None or line is None or not err.col:
+        return problem
+    # Point the caret at the offending part of the statement, not just its start.
+    start = loc.column - 1
+    quoted = line[start : start + 1] in ("'", '"')
+    column = loc.column + err.col + (1 if quoted else 0) + (len(text) - len(text.lstrip()))
+    return dataclasses.replace(problem, location=dataclasses.replace(loc, column=column))
 
 
 def make_graph_module(children: Mapping[str, nn.Module], tensors: Mapping[str, torch.Tensor], buffers_persistent: Mapping[str, bool],

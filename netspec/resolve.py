@@ -266,6 +266,15 @@ class Resolver:
 
     def layer(self, node: LayerNode, name: str, path: SpecPath, scope: Mapping[str, Any]) -> RNode | None:
         type_name = node.type
+        if "${" in type_name:
+            # `act: ${act}` in a block body: the param names a layer type, or holds a whole node.
+            value = self.substitute(type_name, scope, path + ("type",))
+            if isinstance(value, dict) and not node.args:
+                return self.nested(value, name, path, scope)
+            if not isinstance(value, str):
+                self.problems.add(self.source.problem(path + ("type",), f"type must be a layer name, got {value!r}"))
+                return None
+            type_name = value
         if type_name in self.spec.blocks:
             return self.block_instance(type_name, self.spec.blocks[type_name], node, name, path, scope)
         try:

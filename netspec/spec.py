@@ -125,6 +125,20 @@ class ParameterDictNode(_Strict):
     parameters: dict[str, TensorSpec]
 
 
+def _statement(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        raise ValueError(
+            "a forward statement must be a string; YAML read this one as a mapping because it contains ': ' "
+            "(quote the whole statement)"
+        )
+    raise ValueError(f"a forward statement must be a string like 'h = relu(x)', got {type(value).__name__} {value!r}")
+
+
+Statement = Annotated[Any, PlainValidator(_statement), WithJsonSchema({"type": "string"})]
+
+
 def _outputs_kind(value: Any) -> str:
     return {list: "<list>", dict: "<mapping>"}.get(type(value), "<name>")
 
@@ -137,7 +151,7 @@ class GraphNode(_Strict):
     layers: dict[str, Node] = Field(default_factory=dict)
     parameters: dict[str, TensorSpec] = Field(default_factory=dict)
     buffers: dict[str, BufferSpec] = Field(default_factory=dict)
-    forward: list[StrictStr]
+    forward: list[Statement]
     outputs: Annotated[
         Union[
             Annotated[StrictStr, Tag("<name>")],

@@ -414,6 +414,7 @@ def test_frozen_parameters_stay_bit_identical_and_bn_stats_stay_put() -> None:
     assert model.training and not model.features.bn1.training and model.features.conv1.training
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # raised inside torch inductor
 def test_eval_frozen_modules_keep_names_and_survive_copy_pickle_compile() -> None:
     model = make_model()
     build(model, "freeze: [{type: BatchNorm2d, eval: true}]")
@@ -429,12 +430,33 @@ def test_eval_frozen_modules_keep_names_and_survive_copy_pickle_compile() -> Non
         assert torch.equal(clone.features.bn1.weight, model.features.bn1.weight)
     model.train()
     x = torch.randn(2, 3, 8, 8)
-    compiled = torch.compile(model, backend="eager")
+    compiled = torch.compile(model)
     assert torch.allclose(compiled(x), model(x))
     assert torch.equal(model.features.bn1.num_batches_tracked, torch.tensor(0))
     unfreeze_eval(model)
     model.train()
     assert model.features.bn1.training and type(model.features.bn1) is nn.BatchNorm2d
+
+
+class Residual(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm1d(4)
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):  # unannotated: fx cannot pickle string annotations (from __future__)
+        return x + self.fc(self.bn(x))
+
+
+def test_eval_freeze_of_an_fx_graph_module_survives_copy_and_pickle() -> None:
+    model = nn.Sequential(OrderedDict(block=torch.fx.symbolic_trace(Residual()), out=nn.Linear(4, 2)))
+    rules = TypeAdapter(list[FreezeRule]).validate_python([{"type": "GraphModule", "eval": True}])
+    frozen = apply_freeze(model, rules, None)
+    assert frozen == {"block.bn.weight", "block.bn.bias", "block.fc.weight", "block.fc.bias"}
+    for clone in (model, copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        clone.train()
+        assert not clone.block.training and not clone.block.bn.training and clone.out.training
+        assert clone(torch.randn(3, 4)).shape == (3, 2)
 
 
 def test_freeze_by_type_with_match_and_without_eval() -> None:

@@ -44,11 +44,30 @@ def _train_stays_eval(self: nn.Module, mode: bool = True) -> nn.Module:
     """``train()`` of an eval-frozen module: it and its children always go to eval mode."""
     if not isinstance(mode, bool):
         raise TypeError("training mode is expected to be boolean")
-    return super(type(self), self).train(False)
+    return type(self)._netspec_eval_base.train(self, False)
 
 
 def _reduce_ex(self: nn.Module, protocol: Any) -> tuple[Any, ...]:
-    return (_rebuild_eval_frozen, (type(self)._netspec_eval_base,), self.__getstate__())
+    """Pickle as the original class (importable by name), re-pinned when loaded."""
+    base = type(self)._netspec_eval_base
+    if base.__reduce__ is not object.__reduce__ or base.__reduce_ex__ is not object.__reduce_ex__:
+        return (_repin, (_AsBase(self),))  # e.g. torch.fx.GraphModule pickles its code, not its class
+    return (_rebuild_eval_frozen, (base,), self.__getstate__())
+
+
+class _AsBase:
+    """Pickles a pinned module with its original class's own ``__reduce_ex__``."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        return type(self.module)._netspec_eval_base.__reduce_ex__(self.module, protocol)
+
+
+def _repin(module: nn.Module) -> nn.Module:
+    pin_eval(module)
+    return module
 
 
 def _deepcopy(self: nn.Module, memo: dict[int, Any]) -> nn.Module:
@@ -74,6 +93,11 @@ def eval_frozen_class(base: type[nn.Module]) -> type[nn.Module]:
         }
         if "__deepcopy__" in {k for klass in base.__mro__ for k in vars(klass)}:
             namespace["__deepcopy__"] = _deepcopy
+        if hasattr(base, "_wrapped_call"):
+            # torch.fx.GraphModule.recompile() (also run by its pickling) installs a __call__ wrapper
+            # on type(self) unless that class already has ``_wrapped_call``; a second wrapper on
+            # this subclass would call the first one's super() in a loop, so share the original.
+            namespace["_wrapped_call"] = base._wrapped_call
         cls = type(base.__name__, (base,), namespace)
         _EVAL_CLASSES[base] = cls
     return cls

@@ -137,6 +137,22 @@ def _resolve_fn(
     return None if converted is None else InitCall(name, func, converted, fn_path)
 
 
+def init_call(value: Any, path: SpecPath, source: Any, problems: ProblemList) -> InitCall | None:
+    """Check one init value, ``zeros`` or ``{fn: normal, std: 0.1}``, found at ``path``.
+
+    Also usable for tensors declared elsewhere in a spec (a Graph's ``parameters:``).
+    """
+    if isinstance(value, str):
+        return _resolve_fn(value, {}, path, path, source, problems)
+    if isinstance(value, dict) and isinstance(value.get("fn"), str):
+        kwargs = {k: v for k, v in value.items() if k != "fn"}
+        return _resolve_fn(value["fn"], kwargs, (*path, "fn"), path, source, problems)
+    message = f"{path[-1]!r} must be an init function name or {{fn: <name>, <args>}}, got {describe(value)}"
+    hint = "arguments of fn go beside it: {match: ..., fn: normal, std: 0.1}"
+    problems.add(make_problem(source, path, message, hint))
+    return None
+
+
 def plan_rule(rule: InitRule, index: int, source: Any, problems: ProblemList) -> InitPlan | None:
     """Check one rule without a model (names, arguments, key combinations)."""
     path: SpecPath = ("init", index)
@@ -173,18 +189,7 @@ def plan_rule(rule: InitRule, index: int, source: Any, problems: ProblemList) ->
         return None
     calls: dict[str, InitCall] = {}
     for key, value in extras.items():
-        where = (*path, key)
-        if isinstance(value, str):
-            call = _resolve_fn(value, {}, where, where, source, problems)
-        elif isinstance(value, dict) and isinstance(value.get("fn"), str):
-            kwargs = {k: v for k, v in value.items() if k != "fn"}
-            call = _resolve_fn(value["fn"], kwargs, (*where, "fn"), where, source, problems)
-        else:
-            got = describe(value)
-            message = f"{key!r} must be an init function name or {{fn: <name>, <args>}}, got {got}"
-            hint = "arguments of fn go beside it: {match: ..., fn: normal, std: 0.1}"
-            problems.add(make_problem(source, where, message, hint))
-            call = None
+        call = init_call(value, (*path, key), source, problems)
         if call is None:
             ok = False
         else:

@@ -1,0 +1,322 @@
+"""Catalogue layers -> spec layer nodes: hyperparameters recovered from a module instance.
+
+In: an instance of a catalogue class (``nn.Conv2d``, ``nn.LSTM``, ``nn.TransformerEncoder``,
+a ``netspec.register``-ed class ...) and its ``LayerType``. Out: the node's arguments, only
+those that differ from the constructor's defaults, written the way a spec writes them (lists
+for tuples, ``3`` for ``(3, 3)`` where an int is accepted, ``bias: false`` for a missing bias,
+``activation: gelu`` for ``F.gelu``, nested nodes for module arguments).
+
+Recovery is generic — each constructor parameter is read from the instance attribute of the
+same name — plus a small table for what torch stores differently (``_SPECIAL``). Every emitted
+layer is verified by rebuilding it on the meta device: its state_dict names and shapes and
+every submodule's ``extra_repr`` must match the original, else ``EmitError`` names the module
+path and class.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .argtypes import ArgMismatch, describe_value
+from .catalog import LAYERS, LayerType
+from .errors import EmitError
+
+META = torch.device("meta")
+OMIT: Any = object()  # a special-table value meaning "leave the argument at its default"
+
+# Activation functions torch's Transformer layers accept, by identity, and their spec names.
+_ACTIVATIONS: dict[int, str] = {id(F.relu): "relu", id(torch.relu): "relu", id(F.gelu): "gelu"}
+# Node-typed arguments: module values are emitted as nested nodes through this callback.
+EmitNested = Callable[[nn.Module, str], Any]
+
+
+def where(path: str, module: nn.Module) -> str:
+    """How messages name a module: ``encoder.layers.0 (TransformerEncoderLayer)``."""
+    return f"{path or 'the model'} ({type(module).__name__})"
+
+
+def activation_name(value: Any, path: str, owner: nn.Module) -> str:
+    """``F.relu``/``F.gelu``/``nn.ReLU()``/``nn.GELU()`` -> ``"relu"``/``"gelu"``, the names the spec takes."""
+    if isinstance(value, str):
+        return value
+    if id(value) in _ACTIVATIONS:
+        return _ACTIVATIONS[id(value)]
+    if isinstance(value, nn.ReLU):
+        return "relu"
+    if isinstance(value, nn.GELU) and value.approximate == "none":
+        return "gelu"
+    raise EmitError(
+        f"{where(path, owner)}: activation {value!r} cannot be written in a spec; expected F.relu or F.gelu "
+        "(the spec takes activation: relu or gelu)"
+    )
+
+
+def _transformer_layer(m: Any, path: str) -> dict[str, Any]:
+    return {
+        "d_model": m.self_attn.embed_dim,
+        "nhead": m.self_attn.num_heads,
+        "dim_feedforward": m.linear1.out_features,
+        "dropout": m.dropout.p,
+        "activation": activation_name(m.activation, path, m),
+        "layer_norm_eps": m.norm1.eps,
+        "batch_first": m.self_attn.batch_first,
+        "bias": m.linear1.bias is not None,
+    }
+
+
+def _transformer(m: Any, path: str) -> dict[str, Any]:
+    first = m.encoder.layers[0] if len(m.encoder.layers) else None
+    out: dict[str, Any] = {
+        "num_encoder_layers": len(m.encoder.layers),
+        "num_decoder_layers": len(m.decoder.layers),
+    }
+    if first is not None:
+        out.update({k: v for k, v in _transformer_layer(first, f"{path}.encoder.layers.0").items() if k != "d_model"})
+        out["norm_first"] = first.norm_first
+    if isinstance(getattr(m.encoder, "norm", None), nn.LayerNorm):
+        out["layer_norm_eps"] = m.encoder.norm.eps
+    return out
+
+
+def _attention(m: Any, path: str) -> dict[str, Any]:
+    return {
+        "bias": m.in_proj_bias is not None,
+        "add_bias_kv": m.bias_k is not None,
+        "kdim": OMIT if m.kdim == m.embed_dim else m.kdim,
+        "vdim": OMIT if m.vdim == m.embed_dim else m.vdim,
+    }
+
+
+def _stack(layer_arg: str) -> Callable[[Any, str], dict[str, Any]]:
+    def recover(m: Any, path: str) -> dict[str, Any]:
+        if len(m.layers) == 0:
+            raise EmitError(f"{where(path, m)}: has no layers, so its {layer_arg} cannot be recovered")
+        return {layer_arg: m.layers[0], "num_layers": len(m.layers), "norm": m.norm}
+
+    return recover
+
+
+def _rnn(m: Any, path: str) -> dict[str, Any]:
+    nonlinearity = getattr(m, "nonlinearity", "tanh")
+    if nonlinearity != "tanh":
+        raise EmitError(
+            f"{where(path, m)}: nonlinearity={nonlinearity!r} cannot be written in a spec (netspec's RNN takes "
+            "the LSTM/GRU arguments only); use the default 'tanh' or register a wrapper class with netspec.register"
+        )
+    return {}
+
+
+def _pool_stride(m: Any, path: str) -> dict[str, Any]:
+    # torch stores stride=None as stride=kernel_size
+    return {"stride": OMIT} if getattr(m, "stride", None) == getattr(m, "kernel_size", object()) else {}
+
+
+_SPECIAL: dict[type[nn.Module], Callable[[Any, str], dict[str, Any]]] = {
+    nn.TransformerEncoderLayer: _transformer_layer,
+    nn.TransformerDecoderLayer: _transformer_layer,
+    nn.Transformer: _transformer,
+    nn.MultiheadAttention: _attention,
+    nn.TransformerEncoder: _stack("encoder_layer"),
+    nn.TransformerDecoder: _stack("decoder_layer"),
+    nn.RNN: _rnn,
+}
+_POOLS = (
+    nn.modules.pooling._MaxPoolNd,
+    nn.modules.pooling._AvgPoolNd,
+    nn.modules.pooling._LPPoolNd,
+)
+
+
+def _special(module: nn.Module, path: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if isinstance(module, _POOLS):
+        out.update(_pool_stride(module, path))
+    for klass in type(module).__mro__:
+        if klass in _SPECIAL:
+            out.update(_SPECIAL[klass](module, path))
+            break
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """Tuples, torch.Size and tensors -> lists; scalars unchanged."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().tolist()
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Equality that keeps ``True`` apart from ``1`` and compares lists item by item."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, list) or isinstance(b, list):
+        return False
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - exotic defaults (functions, tensors) are compared by identity
+        return a is b
+
+
+def _collapse(value: Any, layer: LayerType, name: str) -> Any:
+    """``[3, 3]`` -> ``3`` when every item is equal and the argument also accepts a single value."""
+    if not isinstance(value, list) or not value or any(isinstance(v, list) for v in value):
+        return value
+    if any(not same_value(v, value[0]) for v in value):
+        return value
+    try:
+        layer.params[name].type.check(value[0])
+    except ArgMismatch:
+        return value
+    return value[0]
+
+
+def _normalise(name: str, value: Any, layer: LayerType, module: nn.Module, path: str, nested: EmitNested) -> Any:
+    if isinstance(value, nn.Module):
+        if not layer.params[name].type.is_node:
+            raise EmitError(
+                f"{where(path, module)}: argument {name!r} holds a {type(value).__name__} module, which a spec "
+                "can only give where the constructor takes a layer node"
+            )
+        return nested(value, f"{path}.{name}" if path else name)
+    if callable(value) and not isinstance(value, (torch.Tensor, type)):
+        return activation_name(value, path, module)
+    return _collapse(_plain(value), layer, name)
+
+
+def _default(layer: LayerType, name: str) -> Any:
+    default = layer.params[name].default
+    if callable(default) and id(default) in _ACTIVATIONS:
+        return _ACTIVATIONS[id(default)]
+    return _plain(default)
+
+
+def layer_args(module: nn.Module, layer: LayerType, path: str, nested: EmitNested) -> dict[str, Any]:
+    """The spec arguments of ``module`` (non-default values only), in constructor order."""
+    special = _special(module, path)
+    args: dict[str, Any] = {}
+    for name, param in layer.params.items():
+        if name in special:
+            value = special[name]
+            if value is OMIT:
+                continue
+        elif hasattr(module, name):
+            value = getattr(module, name)
+            if param.default is not None and isinstance(param.default, bool) and (
+                value is None or isinstance(value, torch.Tensor)
+            ):
+                # bias=False is stored as module.bias = None; without weights (affine=False) it means nothing.
+                if getattr(module, "weight", None) is None:
+                    continue
+                value = value is not None
+        elif param.required:
+            raise EmitError(
+                f"{where(path, module)}: cannot recover required argument {name!r}: the instance has no "
+                f"attribute of that name; register the class with attributes named like its __init__ arguments"
+            )
+        else:
+            continue
+        if value is None and param.default is None:
+            continue
+        value = _normalise(name, value, layer, module, path, nested)
+        if not isinstance(value, dict) and not param.required and same_value(value, _default(layer, name)):
+            continue
+        if not isinstance(value, dict):
+            try:
+                param.type.check(value)
+            except ArgMismatch as err:
+                raise EmitError(
+                    f"{where(path, module)}: recovered {name}={describe_value(value)} does not fit the spec "
+                    f"argument: {err}"
+                ) from None
+        args[name] = value
+    return args
+
+
+def catalogue_entry(module: nn.Module, cls: type[nn.Module]) -> LayerType | None:
+    """The catalogue entry whose class is exactly ``cls``, or None for other (custom) classes."""
+    name = cls.__name__
+    if name not in LAYERS:
+        return None
+    entry = LAYERS.get(name)
+    return entry if entry.cls is cls else None
+
+
+# -- verification ---------------------------------------------------------------------------------------
+
+
+def construct_meta(node: Any) -> nn.Module:
+    """Build a layer node (with nested layer nodes as arguments) on the meta device."""
+    if isinstance(node, str):
+        node = {"type": node}
+    layer = LAYERS.get(node["type"])
+    raw = {k: v for k, v in node.items() if k != "type"}
+    nested = {k: construct_meta(v) for k, v in raw.items() if layer.params[k].type.is_node and v is not None}
+    kwargs, problems = layer.check_args({k: v for k, v in raw.items() if k not in nested})
+    if problems:
+        raise EmitError("; ".join(message for _, message, _ in problems))
+    return layer.construct({**kwargs, **nested}, META, None)
+
+
+def fingerprint(module: nn.Module) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
+    """State names -> shapes, and submodule names -> ``Class(extra_repr)``: what verification compares."""
+    shapes = {k: tuple(v.shape) for k, v in module.state_dict(keep_vars=True).items()}
+    reprs = {name: f"{type(m).__name__}({m.extra_repr()})" for name, m in module.named_modules()}
+    return shapes, reprs
+
+
+class LayerVerifier:
+    """Rebuilds emitted layer nodes on meta and compares them with the originals (cached per node)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, tuple[dict[str, tuple[int, ...]], dict[str, str]]] = {}
+
+    def verify(self, module: nn.Module, node: Any, path: str) -> None:
+        key = json.dumps(node, sort_keys=True, default=str)
+        if key not in self._cache:
+            try:
+                rebuilt = construct_meta(node)
+            except Exception as err:  # noqa: BLE001 - torch constructors raise anything; report it located
+                raise EmitError(
+                    f"{where(path, module)}: the emitted arguments {node} cannot be rebuilt: {err}"
+                ) from err
+            self._cache[key] = fingerprint(rebuilt)
+        want_shapes, want_reprs = self._cache[key]
+        shapes, reprs = fingerprint(module)
+        if shapes != want_shapes:
+            diff = _first_difference(shapes, want_shapes)
+            raise EmitError(
+                f"{where(path, module)}: rebuilding it from the emitted arguments {node} gives a different "
+                f"state_dict ({diff}); netspec cannot recover this layer's arguments"
+            )
+        for name, text in reprs.items():
+            if name in want_reprs and want_reprs[name] != text:
+                sub = f"{path}.{name}" if name and path else (name or path)
+                raise EmitError(
+                    f"{where(path, module)}: rebuilding it from the emitted arguments gives "
+                    f"{want_reprs[name]} at {sub or 'the top'} but the module is {text}; an argument could "
+                    "not be recovered from the instance"
+                )
+
+
+def _first_difference(got: Mapping[str, tuple[int, ...]], want: Mapping[str, tuple[int, ...]]) -> str:
+    missing = [k for k in got if k not in want]
+    extra = [k for k in want if k not in got]
+    if missing:
+        return f"{missing[0]!r} is missing"
+    if extra:
+        return f"{extra[0]!r} is unexpected"
+    key = next(k for k in got if got[k] != want[k])
+    return f"{key!r} has shape {list(want[key])} instead of {list(got[key])}"
+
+
+__all__ = ["LayerVerifier", "activation_name", "catalogue_entry", "construct_meta", "layer_args", "same_value", "where"]

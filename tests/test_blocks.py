@@ -1,0 +1,174 @@
+"""Blocks (reusable, parameterised sub-networks) and the reference architectures built from them."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+
+import netspec
+from netspec import SpecError
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+
+
+def reference_state(name: str) -> tuple[list[tuple[str, list[int]]], int]:
+    path = REFERENCE / f"{name}.state_dict.tsv"
+    if not path.exists():
+        pytest.skip(f"{path} is not available")
+    rows, total = [], 0
+    for line in path.read_text().splitlines():
+        if line.startswith("#"):
+            total = int(line.rsplit(",", 1)[1].split()[0].replace(",", ""))
+            continue
+        key, shape = line.split("\t")
+        rows.append((key, [int(d) for d in shape.strip("[]").split(",") if d.strip()]))
+    return rows, total
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_resnet_state_dict_equals_torchvision(name: str) -> None:
+    expected, total = reference_state(name)
+    model = netspec.build(f"specs/{name}.yaml", device="meta").model
+    assert [(k, list(v.shape)) for k, v in model.state_dict().items()] == expected
+    assert sum(p.numel() for p in model.parameters()) == total
+
+
+def test_torchvision_style_checkpoint_loads_strictly_and_runs() -> None:
+    expected, _ = reference_state("resnet18")
+    generator = torch.Generator().manual_seed(0)
+    checkpoint = {k: torch.randn(shape, generator=generator) if shape else torch.tensor(0) for k, shape in expected}
+    for key in checkpoint:
+        if key.endswith("running_var"):
+            checkpoint[key] = checkpoint[key].abs() + 0.5
+    model = netspec.load("specs/resnet18.yaml").model
+    model.load_state_dict(checkpoint, strict=True)
+    out = model.eval()(torch.randn(1, 3, 64, 64))
+    assert out.shape == (1, 1000) and torch.isfinite(out).all()
+
+
+def test_block_instance_is_one_module_named_after_the_block() -> None:
+    model = netspec.build("specs/resnet18.yaml", device="meta").model
+    block = model.layer1[0]
+    assert type(block).__name__ == "BasicBlock"
+    assert type(model.layer2[0]).__name__ == "DownBlock"
+    assert repr(block).startswith("BasicBlock(")
+    # The body's children are the block's own: no extra level in parameter names.
+    assert "layer1.0.conv1.weight" in model.state_dict()
+    assert [name for name, _ in block.named_children()] == ["conv1", "bn1", "relu", "conv2", "bn2"]
+
+
+def test_sequential_block_matches_hand_written(tmp_path: Path) -> None:
+    model = netspec.load("specs/vgg11.yaml").model.eval()
+    first = model.features[0]
+    assert type(first).__name__ == "ConvBNReLU" and isinstance(first, nn.Sequential)
+    hand = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(inplace=True)).eval()
+    hand.load_state_dict(first.state_dict(), strict=True)
+    x = torch.randn(2, 3, 8, 8)
+    torch.testing.assert_close(first(x), hand(x))
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "blocks.yaml"
+    path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+    return path
+
+
+BLOCKS = """
+netspec: 1
+input: {shape: [8]}
+blocks:
+  Dense:
+    params: {width: int, act: {type: str, default: ReLU}}
+    body:
+      type: Sequential
+      layers:
+        fc: {type: Linear, out_features: "${width}"}
+        act: "${act}"
+  Tower:
+    params: {depth: int, width: int}
+    body: {type: Sequential, repeat: "${depth}", layer: {type: Dense, width: "${width * (i + 1)}"}}
+model: MODEL
+"""
+
+
+def test_nested_blocks_repeat_and_index(tmp_path: Path) -> None:
+    spec = write(tmp_path, BLOCKS.replace("MODEL", "{type: Tower, depth: 3, width: 4}"))
+    model = netspec.load(spec).model
+    assert type(model).__name__ == "Tower"
+    assert [type(m).__name__ for m in model] == ["Dense"] * 3
+    assert [m.fc.out_features for m in model] == [4, 8, 12]
+    assert model[1].fc.in_features == 4  # inferred from the previous block's output
+    assert model(torch.randn(2, 8)).shape == (2, 12)
+
+
+def test_block_default_and_override(tmp_path: Path) -> None:
+    spec = write(tmp_path, BLOCKS.replace("MODEL", "{type: Sequential, layers: [{type: Dense, width: 3}, {type: Dense, width: 2, act: GELU}]}"))
+    model = netspec.load(spec).model
+    assert isinstance(model[0].act, nn.ReLU) and isinstance(model[1].act, nn.GELU)
+
+
+@pytest.mark.parametrize(
+    ("model", "line", "wanted"),
+    [
+        ("{type: Dense, widht: 3}", 14, "block Dense has no parameter 'widht'"),
+        ("{type: Dense}", 14, "block Dense needs parameter 'width' (int)"),
+        ("{type: Dense, width: wide}", 14, "block Dense parameter 'width' expects int, got 'wide'"),
+        ("{type: Dence, width: 3}", 14, "did you mean 'Dense'?"),
+    ],
+)
+def test_block_parameter_errors_at_the_use_site(tmp_path: Path, model: str, line: int, wanted: str) -> None:
+    spec = write(tmp_path, BLOCKS.replace("MODEL", model))
+    with pytest.raises(SpecError) as err:
+        netspec.read(spec)
+    assert f"blocks.yaml:{line}:" in str(err.value)
+    assert wanted in str(err.value)
+
+
+def test_misspelled_block_param_suggests_the_right_one(tmp_path: Path) -> None:
+    spec = write(tmp_path, BLOCKS.replace("MODEL", "{type: Dense, widht: 3}"))
+    with pytest.raises(SpecError, match="did you mean 'width'"):
+        netspec.read(spec)
+
+
+def test_recursive_blocks_are_an_error(tmp_path: Path) -> None:
+    spec = write(
+        tmp_path,
+        """
+        netspec: 1
+        blocks:
+          A: {body: {type: Sequential, layers: [B]}}
+          B: {body: {type: Sequential, layers: [A]}}
+        model: A
+        """,
+    )
+    with pytest.raises(SpecError, match="blocks use each other recursively: A -> B -> A"):
+        netspec.read(spec)
+
+
+def test_block_name_may_not_shadow_torch(tmp_path: Path) -> None:
+    spec = write(tmp_path, "netspec: 1\nblocks:\n  Linear: {body: ReLU}\nmodel: Linear\n")
+    with pytest.raises(SpecError, match=r"blocks.yaml:3:3: blocks.Linear: block name 'Linear' shadows torch.nn.Linear"):
+        netspec.read(spec)
+
+
+def test_error_inside_a_block_body_names_the_instance(tmp_path: Path) -> None:
+    spec = write(
+        tmp_path,
+        """
+        netspec: 1
+        input: {shape: [8]}
+        blocks:
+          Bad:
+            params: {p: float}
+            body: {type: Dropout, p: "${p}"}
+        model: {type: Sequential, layers: {ok: {type: Bad, p: 0.1}, broken: {type: Bad, p: 1.5}}}
+        """,
+    )
+    with pytest.raises(SpecError) as err:
+        netspec.read(spec)
+    text = str(err.value)
+    assert "blocks.yaml:6:" in text and "p is a probability and must be in [0, 1], got 1.5" in text
