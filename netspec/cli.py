@@ -41,6 +41,13 @@ def _parse_set(items: Sequence[str]) -> dict[str, Any]:
     return overrides
 
 
+def _umask() -> int:
+    """The process umask (reading it means setting it, so it is put straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, write: Any) -> None:
     """Write via a temporary file in the same folder, renamed into place: never a half-written file."""
     path = path.expanduser()
@@ -50,6 +57,8 @@ def atomic_write_bytes(path: Path, write: Any) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as fh:
+            # mkstemp creates the file 0600; give it the mode a plain open() would (0666 less the umask).
+            os.chmod(tmp, 0o666 & ~_umask())
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())

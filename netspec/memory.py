@@ -17,6 +17,8 @@ from .source import Source
 
 
 def tensor_bytes(t: torch.Tensor, dtype: torch.dtype | None) -> int:
+    if isinstance(t, nn.parameter.UninitializedTensorMixin):
+        return 0  # a lazy module's tensor: no size (and no memory) until its first forward
     kind = dtype if dtype is not None and t.is_floating_point() else t.dtype
     return t.numel() * torch.empty((), dtype=kind, device="meta").element_size()
 

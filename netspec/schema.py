@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from .catalog import CONTAINER_TYPES, LAYERS, LayerType
-from .spec import NODE_KINDS, NODE_PLACEHOLDER, REF_SCHEMA, SpecModel
+from .spec import NODE_KINDS, NODE_PLACEHOLDER, PARAM_TYPES, REF_SCHEMA, RepeatItem, SpecModel
 
 SCHEMA_ID = "https://netspec.dev/schemas/netspec.schema.json"
 
@@ -61,10 +61,14 @@ def json_schema() -> dict[str, Any]:
     """The whole schema as a dict (deterministic: same torch, same output)."""
     schema = SpecModel.model_json_schema(ref_template="#/$defs/{model}")
     defs = schema.setdefault("$defs", {})
-    for cls in NODE_KINDS.values():
+    node_kinds = [*NODE_KINDS.values(), RepeatItem]  # RepeatItem: {repeat: N, layer: ...} in a list of layers
+    for cls in node_kinds:
         sub = cls.model_json_schema(ref_template="#/$defs/{model}")
         defs.update(sub.pop("$defs", {}))
         defs[cls.__name__] = sub
+    # Block parameters may be written as a bare type name ({cin: int}), the shorthand for {type: int}.
+    params = defs["BlockSpec"]["properties"]["params"]
+    params["additionalProperties"] = {"anyOf": [{"enum": list(PARAM_TYPES)}, params["additionalProperties"]]}
     names = [n for n in LAYERS.names() if LAYERS.get(n).origin == "torch.nn"]
     layer_refs = []
     for name in names:
@@ -79,7 +83,7 @@ def json_schema() -> dict[str, Any]:
     defs["Node"] = {
         "anyOf": [
             {"anyOf": [{"enum": names}, {"type": "string"}], "description": "shorthand for {type: <name>}"},
-            *({"$ref": f"#/$defs/{cls.__name__}"} for cls in NODE_KINDS.values()),
+            *({"$ref": f"#/$defs/{cls.__name__}"} for cls in node_kinds),
             *layer_refs,
             other,
         ]

@@ -45,7 +45,7 @@ class Summary:
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.model_name,
-            "layers": [asdict(r) for r in self.rows],
+            "layers": [{**asdict(r), "output_shape": _json_shape(r.output_shape)} for r in self.rows],
             "totals": {
                 "params": self.total_params,
                 "trainable_params": self.trainable_params,
@@ -93,6 +93,11 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def _numel(t: torch.Tensor) -> int:
+    """Elements of a tensor; 0 for a lazy module's parameter, which has no size until its first forward."""
+    return 0 if isinstance(t, nn.parameter.UninitializedTensorMixin) else t.numel()
+
+
 def _count(n: int | None) -> str:
     if n is None:
         return "-"
@@ -118,6 +123,17 @@ def _shape(shape: Any) -> str:
     if isinstance(shape, (tuple, list)):
         return "(" + ", ".join(_shape(s) for s in shape) + ")"
     return "-"
+
+
+def _json_shape(shape: Any) -> Any:
+    """The table's shape as JSON: the traced batch dimension is "B", as in the table, not the trace's 2."""
+    if isinstance(shape, tuple) and all(isinstance(d, int) for d in shape):
+        return ["B", *shape[1:]] if shape and shape[0] == TRACE_BATCH else list(shape)
+    if isinstance(shape, dict):
+        return {k: _json_shape(v) for k, v in shape.items()}
+    if isinstance(shape, (tuple, list)):
+        return [_json_shape(s) for s in shape]
+    return None
 
 
 def _out_shape(value: Any) -> Any:
@@ -177,17 +193,17 @@ def summarize(model: nn.Module, meta_model: nn.Module, model_name: str, input_sh
             type=type(module).__name__,
             depth=level,
             output_shape=shapes.get(name),
-            params=sum(p.numel() for p in params),
-            trainable=sum(p.numel() for p in params if p.requires_grad),
+            params=sum(_numel(p) for p in params),
+            trainable=sum(_numel(p) for p in params if p.requires_grad),
             macs=macs.get(name, 0) if input_shape is not None else None,
         ))  # fmt: skip
     all_params = list(model.parameters())
-    size = sum(t.numel() * t.element_size() for t in [*all_params, *model.buffers()])
+    size = sum(_numel(t) and _numel(t) * t.element_size() for t in [*all_params, *model.buffers()])
     return Summary(
         model_name=model_name,
         rows=rows,
-        total_params=sum(p.numel() for p in all_params),
-        trainable_params=sum(p.numel() for p in all_params if p.requires_grad),
+        total_params=sum(_numel(p) for p in all_params),
+        trainable_params=sum(_numel(p) for p in all_params if p.requires_grad),
         size_bytes=size,
         total_macs=macs.get("") if input_shape is not None else None,
         groups=groups or [],

@@ -75,14 +75,25 @@ class GradClip:
         return None
 
 
-def no_decay_names(
-    model: nn.Module, entries: list[str], names: list[str], source: Any, problems: ProblemList
-) -> set[str]:
-    """THE no-decay rule: which of ``names`` get weight_decay 0.
+Bucket = tuple[str, list[str], dict[str, Any]]  # label, parameter names, param-group options
+
+
+def split_no_decay(
+    model: nn.Module,
+    entries: list[str],
+    buckets: list[Bucket],
+    base_wd: float,
+    source: Any,
+    problems: ProblemList,
+) -> list[Bucket]:
+    """THE no-decay rule, in one place: split each bucket into decayed and no-decay parts.
 
     ``bias`` = every parameter whose own name is ``bias``; ``norm`` = the direct parameters of
-    normalisation layers (``NORM_LAYERS``); anything else is a parameter pattern.
+    normalisation layers (``NORM_LAYERS``); anything else is a parameter pattern. A bucket
+    with non-zero weight decay becomes its other parameters, then ``<label> (no_decay)`` with
+    ``weight_decay: 0``; empty parts are dropped.
     """
+    names = [n for _, members, _ in buckets for n in members]
     chosen: set[str] = set()
     wanted = set(names)
     for j, entry in enumerate(entries):
@@ -102,7 +113,15 @@ def no_decay_names(
                 message = f"no_decay entry {entry!r} is not 'bias', 'norm' or a matching pattern: {message}"
                 problems.add(make_problem(source, ("optimizer", "no_decay", j), message, keyword or hint))
             chosen |= set(hits)
-    return chosen
+    out: list[Bucket] = []
+    for label, members, opts in buckets:
+        if not chosen or not opts.get("weight_decay", base_wd):
+            out.append((label, members, opts))
+            continue
+        out.append((label, [n for n in members if n not in chosen], opts))
+        zero = {**opts, "weight_decay": 0.0}
+        out.append((f"{label} (no_decay)", [n for n in members if n in chosen], zero))
+    return [bucket for bucket in out if bucket[1]]
 
 
 def _clip(spec: OptimizerSpec) -> GradClip | None:
@@ -188,10 +207,9 @@ def run_optimizer(
     base_lr = kwargs.get("lr", sig["lr"][0].default if "lr" in sig else None)
     has_wd = "weight_decay" in sig
     base_wd = kwargs.get("weight_decay", sig["weight_decay"][0].default if has_wd else 0.0)
-    no_decay = no_decay_names(model, spec.no_decay, trainable, source, problems) if spec.no_decay else set()
 
     claimed: dict[str, int] = {}
-    buckets: list[tuple[str, list[str], dict[str, Any]]] = []
+    buckets: list[Bucket] = []
     for i, group in enumerate(spec.groups or []):
         path: SpecPath = ("optimizer", "groups", i)
         patterns = as_list(group.params)
@@ -245,23 +263,14 @@ def run_optimizer(
     if rest:
         buckets.append(("default", rest, {}))
 
+    if spec.no_decay and has_wd:
+        buckets = split_no_decay(model, spec.no_decay, buckets, base_wd, source, problems)
     param_groups: list[dict[str, Any]] = []
-    labels: list[str] = []
     group_of: dict[str, int] = {}
-    for label, members, opts in buckets:
-        wd = opts.get("weight_decay", base_wd)
-        parts = [(label, members, opts)]
-        if no_decay and has_wd and wd:
-            parts = [
-                (label, [n for n in members if n not in no_decay], opts),
-                (f"{label} (no_decay)", [n for n in members if n in no_decay], {**opts, "weight_decay": 0.0}),
-            ]
-        for part_label, part, part_opts in parts:
-            if not part:
-                continue
-            group_of.update(dict.fromkeys(part, len(param_groups)))
-            param_groups.append({"params": [params[n] for n in part], **part_opts})
-            labels.append(part_label)
+    for _, members, opts in buckets:
+        group_of.update(dict.fromkeys(members, len(param_groups)))
+        param_groups.append({"params": [params[n] for n in members], **opts})
+    labels = [label for label, _, _ in buckets]
     if len(problems.errors) > before:
         return None, {}, None, []
     try:

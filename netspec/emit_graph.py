@@ -1,0 +1,481 @@
+"""Custom modules -> Graph nodes: ``torch.fx`` graphs written back as forward statements.
+
+In: a module whose ``forward`` can be symbolically traced (every submodule is a leaf, so each
+child stays one call), or a ``torch.fx.GraphModule`` (netspec's own Graph modules included),
+and the module path for messages. Out: a ``GraphBody`` — ``inputs``, ``forward`` statements
+in the spec language and ``outputs`` — that netspec's statement compiler turns back into the
+same computation. fx nodes map to statements as follows: ``call_module`` -> ``name(args)``
+(``blocks.2`` -> ``blocks[2](h)``; a full in-order chain over a ModuleList -> ``blocks(h)``),
+allow-listed ``torch``/``F`` functions -> their bare names, ``operator`` functions -> ``+ - * /
+@ // % **`` and indexing, ``getattr(x, 'shape')`` -> ``x.shape``, allow-listed tensor methods ->
+``h.view(...)``, ``get_attr`` -> the Graph's own tensor by name. Single-use values are inlined
+(``relu(bn1(conv1(x)))``) only where that keeps the original evaluation order.
+
+Anything else raises ``EmitError`` naming the module path, its class and the operation.
+"""
+
+from __future__ import annotations
+
+import inspect
+import keyword
+import math
+import operator
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .errors import EmitError
+from .graph import DROPOUTS, FUNCTIONS, TENSOR_ATTRIBUTES, TENSOR_METHODS, route
+from .lint import ModelWarning
+
+_BINOPS: dict[Callable[..., Any], tuple[str, int]] = {
+    operator.add: ("+", 11),
+    operator.sub: ("-", 11),
+    operator.mul: ("*", 12),
+    operator.truediv: ("/", 12),
+    operator.floordiv: ("//", 12),
+    operator.mod: ("%", 12),
+    operator.matmul: ("@", 12),
+    operator.pow: ("**", 14),
+    # fx records `a += b` on tensors as the out-of-place operator; the in-place forms map the same way.
+    operator.iadd: ("+", 11),
+    operator.isub: ("-", 11),
+    operator.imul: ("*", 12),
+    operator.itruediv: ("/", 12),
+}
+_UNARY: dict[Callable[..., Any], str] = {operator.neg: "-", operator.pos: "+"}
+ATOM, UNARY_PREC = 100, 13
+# Functions that compute the same as an allow-listed name (same call signature for what fx records).
+_ALIASES: dict[int, str] = {
+    id(torch.relu): "relu",
+    id(torch.softmax): "softmax",
+    id(torch.log_softmax): "log_softmax",
+    id(F.sigmoid): "sigmoid",
+    id(F.tanh): "tanh",
+}
+_ASSERTS = {id(fx._symbolic_trace._assert_is_none), id(torch._assert)}
+TRACE_HINT = (
+    "netspec emits a custom module by symbolic tracing (torch.fx), which cannot follow Python control flow "
+    "that depends on tensor values; register the class with netspec.register to emit it as a layer, or move "
+    "the data-dependent part into a registered layer"
+)
+
+
+@cache
+def _function_names() -> dict[int, str]:
+    names: dict[int, str] = {}
+    for name, fn in FUNCTIONS.items():
+        names.setdefault(id(fn), name)
+    for ident, name in _ALIASES.items():
+        names.setdefault(ident, name)
+    return names
+
+
+@cache
+def _defaults(fn: Callable[..., Any]) -> dict[str, Any]:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+
+
+@dataclass
+class GraphBody:
+    """What a Graph node needs besides its layers and tensors."""
+
+    inputs: list[str]
+    forward: list[str]
+    outputs: str | list[str] | dict[str, str]
+    notes: list[ModelWarning] = field(default_factory=list)
+
+
+class _LeafTracer(fx.Tracer):
+    """Every submodule is a leaf: the traced module's own forward is the only code followed."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return True
+
+
+def _label(path: str, module: nn.Module) -> str:
+    return f"{path or 'the model'} ({type(module).__name__})"
+
+
+def _signature_key(graph: fx.Graph) -> list[tuple[Any, ...]]:
+    """A comparable form of a graph, with dropout's ``training`` flag left out."""
+    index = {n: i for i, n in enumerate(graph.nodes)}
+
+    def norm(v: Any) -> Any:
+        return fx.node.map_arg(v, lambda n: ("%", index[n]))
+
+    key = []
+    for n in graph.nodes:
+        kwargs = {k: v for k, v in n.kwargs.items() if not (k == "training" and _is_dropout(n))}
+        key.append((n.op, str(n.target), repr(norm(n.args)), repr(norm(kwargs))))
+    return key
+
+
+def _is_dropout(n: fx.Node) -> bool:
+    return n.op == "call_function" and _function_names().get(id(n.target)) in DROPOUTS
+
+
+def trace(module: nn.Module, path: str) -> tuple[fx.Graph, dict[fx.Node, Any], list[ModelWarning]]:
+    """Trace ``module.forward`` (eval and train mode); returns the graph, dropout ``training`` values, notes.
+
+    A dropout whose ``training`` follows ``self.training`` maps to ``None`` (the Graph language adds it).
+    """
+    notes: list[ModelWarning] = []
+    try:
+        signature = inspect.signature(module.forward)
+    except (TypeError, ValueError) as err:
+        raise EmitError(f"{_label(path, module)}: cannot read forward's signature: {err}") from None
+    concrete: dict[str, Any] = {}
+    for p in signature.parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            raise EmitError(
+                f"{_label(path, module)}: forward takes *{p.name}; a Graph needs named inputs "
+                "(write forward(self, x, y) instead of forward(self, *args))"
+            )
+        if p.default is not p.empty and (p.default is None or isinstance(p.default, (bool, int, float, str))):
+            concrete[p.name] = p.default
+            notes.append(
+                ModelWarning(
+                    path,
+                    f"{type(module).__name__}.forward argument {p.name!r} is fixed to its default {p.default!r}: "
+                    "Graph inputs have no defaults",
+                    "pass the value through a layer argument if it must vary",
+                )
+            )
+    graphs: dict[bool, fx.Graph] = {}
+    mode = module.training
+    try:
+        for training in (False, True):
+            module.training = training
+            try:
+                graphs[training] = _LeafTracer().trace(module, concrete_args=concrete or None)
+            except Exception as err:  # noqa: BLE001 - tracing fails in many ways (TraceError, TypeError, ...)
+                reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                if "is not installed as a submodule" in reason:
+                    reason += " (run netspec.lint on the model: modules kept in a plain list or dict are not registered)"
+                raise EmitError(f"{_label(path, module)}: forward cannot be traced: {reason}\n    hint: {TRACE_HINT}") from None
+    finally:
+        module.training = mode
+    if _signature_key(graphs[False]) != _signature_key(graphs[True]):
+        raise EmitError(
+            f"{_label(path, module)}: forward computes different things in training and eval mode "
+            "(it branches on self.training), which a Graph cannot express; only dropout may depend on the mode"
+        )
+    modes: dict[fx.Node, Any] = {}
+    for evaluated, trained in zip(graphs[False].nodes, graphs[True].nodes, strict=True):
+        if _is_dropout(evaluated):
+            e, t = evaluated.kwargs.get("training"), trained.kwargs.get("training")
+            modes[evaluated] = None if (e is False and t is True) else e
+    return graphs[False], modes, notes
+
+
+# -- rendering ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Expr:
+    text: str
+    prec: int = ATOM
+
+
+class _Renderer:
+    def __init__(self, graph: fx.Graph, module: nn.Module, path: str, dropout_modes: Mapping[fx.Node, Any]) -> None:
+        self.graph = graph
+        self.module = module
+        self.path = path
+        self.modes = dropout_modes
+        self.children = dict(module.named_children())
+        self.tensors = {n for n, _ in module.named_parameters(recurse=False)} | {
+            n for n, _ in module.named_buffers(recurse=False)
+        }
+        self.taken: set[str] = set(self.children) | self.tensors | set(FUNCTIONS) | {"training", "self"}
+        self.expr: dict[fx.Node, _Expr] = {}
+        self.statements: list[str] = []
+        self.pending: list[fx.Node] = []
+        self.notes: list[ModelWarning] = []
+
+    def fail(self, what: str) -> EmitError:
+        return EmitError(f"{_label(self.path, self.module)}: {what}, which the spec language cannot express")
+
+    # -- names --------------------------------------------------------------------------------------
+    def fresh(self, base: str) -> str:
+        base = base.lstrip("_") or "v"
+        if not base.isidentifier() or keyword.iskeyword(base):
+            base = "v"
+        name, k = base, 1
+        while name in self.taken:
+            name = f"{base}_out" if k == 1 else f"{base}_out{k}"
+            k += 1
+        self.taken.add(name)
+        return name
+
+    def child_ref(self, target: str) -> str:
+        parts = target.split(".")
+        first = parts[0]
+        if first not in self.children or not first.isidentifier() or keyword.iskeyword(first):
+            raise self.fail(f"calls submodule {target!r}, whose name is not a Python identifier")
+        text, parent = first, self.children[first]
+        for part in parts[1:]:
+            keys = list(parent._modules)
+            if isinstance(parent, (nn.Sequential, nn.ModuleList)) and part.isdigit():
+                text += f"[{keys.index(part)}]"
+            elif part.isidentifier() and not keyword.iskeyword(part):
+                text += f".{part}"
+            else:
+                text += f"[{part!r}]"
+            parent = parent._modules[part]  # type: ignore[assignment]
+        return text
+
+    # -- values -------------------------------------------------------------------------------------
+    def value(self, v: Any) -> _Expr:
+        if isinstance(v, fx.Node):
+            return self.expr[v]
+        if v is None or isinstance(v, (bool, int, str)):
+            return _Expr(repr(v))
+        if isinstance(v, float):
+            if math.isnan(v):
+                raise self.fail("uses the constant nan")
+            if math.isinf(v):
+                return _Expr("1e999" if v > 0 else "-1e999", ATOM if v > 0 else UNARY_PREC)
+            return _Expr(repr(v), ATOM if v >= 0 else UNARY_PREC)
+        if isinstance(v, list):
+            return _Expr("[" + ", ".join(self.value(x).text for x in v) + "]")
+        if isinstance(v, tuple):
+            items = [self.value(x).text for x in v]
+            return _Expr("(" + items[0] + ",)" if len(items) == 1 else "(" + ", ".join(items) + ")")
+        raise self.fail(f"uses the constant {v!r} ({type(v).__name__})")
+
+    def index(self, v: Any) -> str:
+        if isinstance(v, slice):
+            parts = ["" if p is None else self.value(p).text for p in (v.start, v.stop, v.step)]
+            return ":".join(parts[:2]) + (f":{parts[2]}" if parts[2] else "")
+        if isinstance(v, tuple) and v:
+            items = [self.index(x) for x in v]
+            return items[0] + "," if len(items) == 1 else ", ".join(items)
+        if v is Ellipsis:
+            raise self.fail("indexes with '...' (Ellipsis)")
+        return self.value(v).text
+
+    def operand(self, v: Any, prec: int, right: bool = False) -> str:
+        e = self.value(v)
+        low = e.prec < prec or (right and e.prec == prec) or (not right and e.prec == prec and prec == 14)
+        return f"({e.text})" if low else e.text
+
+    def call_args(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
+        parts = [self.value(a).text for a in args] + [f"{k}={self.value(v).text}" for k, v in kwargs.items()]
+        return ", ".join(parts)
+
+    # -- one node -----------------------------------------------------------------------------------
+    def render(self, n: fx.Node, chain: tuple[str, Any] | None) -> _Expr:
+        if chain is not None:
+            return _Expr(f"{self.child_ref(chain[0])}({self.value(chain[1]).text})")
+        if n.op == "call_module":
+            return _Expr(f"{self.child_ref(str(n.target))}({self.call_args(n.args, n.kwargs)})")
+        if n.op == "call_method":
+            method = str(n.target)
+            if method not in TENSOR_METHODS:
+                raise self.fail(f"calls the tensor method .{method}()")
+            base = self.operand(n.args[0], ATOM)
+            return _Expr(f"{base}.{method}({self.call_args(n.args[1:], n.kwargs)})")
+        if n.op != "call_function":
+            raise self.fail(f"has a {n.op} operation ({n.target})")
+        fn = n.target
+        if fn in _BINOPS:
+            symbol, prec = _BINOPS[fn]  # type: ignore[index]
+            left, right = n.args
+            return _Expr(f"{self.operand(left, prec)} {symbol} {self.operand(right, prec, right=True)}", prec)
+        if fn in _UNARY:
+            return _Expr(f"{_UNARY[fn]}{self.operand(n.args[0], UNARY_PREC)}", UNARY_PREC)  # type: ignore[index]
+        if fn is operator.getitem:
+            return _Expr(f"{self.operand(n.args[0], ATOM)}[{self.index(n.args[1])}]")
+        if fn is getattr:
+            attr = n.args[1]
+            if attr not in TENSOR_ATTRIBUTES:
+                raise self.fail(f"reads the attribute .{attr}")
+            return _Expr(f"{self.operand(n.args[0], ATOM)}.{attr}")
+        if fn is route:
+            holder, key, *rest = n.args
+            return _Expr(f"{self.child_ref(str(holder.target))}[{self.value(key).text}]({self.call_args(tuple(rest), n.kwargs)})")
+        name = _function_names().get(id(fn))
+        if name is None:
+            qual = f"{getattr(fn, '__module__', None) or ''}.{getattr(fn, '__name__', repr(fn))}".lstrip(".")
+            raise self.fail(f"calls {qual}")
+        kwargs = dict(n.kwargs)
+        args = n.args
+        if name in DROPOUTS:
+            given = kwargs.pop("training", args[2] if len(args) > 2 else None)
+            args = args[:2]
+            mode = self.modes.get(n, None) if not isinstance(given, fx.Node) else None
+            if not isinstance(given, fx.Node) and n not in self.modes and isinstance(given, bool):
+                mode = given  # a GraphModule traced elsewhere: its training flag was baked in
+            if mode is not None:
+                kwargs["training"] = mode
+        defaults = _defaults(fn)  # type: ignore[arg-type]
+        kwargs = {k: v for k, v in kwargs.items() if not (k in defaults and _same(v, defaults[k]) and k != "training")}
+        return _Expr(f"{name}({self.call_args(args, kwargs)})")
+
+    # -- whole graph --------------------------------------------------------------------------------
+    def flush(self, n: fx.Node) -> None:
+        name = self.fresh(n.name)
+        self.statements.append(f"{name} = {self.expr[n].text}")
+        self.expr[n] = _Expr(name)
+
+    def run(self) -> GraphBody:
+        nodes = list(self.graph.nodes)
+        skipped = self._skipped(nodes)
+        chains, absorbed = self._chains(nodes, skipped)
+        effective: dict[fx.Node, tuple[Any, ...]] = {}
+        for n in nodes:
+            if n in skipped or n in absorbed or n.op in ("placeholder", "output"):
+                continue
+            effective[n] = (chains[n][1],) if n in chains else (n.args, n.kwargs)
+        output = next(n for n in nodes if n.op == "output")
+        uses: dict[fx.Node, int] = {}
+        for args in [*effective.values(), output.args]:
+            for ref in _refs(args):
+                uses[ref] = uses.get(ref, 0) + 1
+        out_refs = set(_refs(output.args))
+        inputs: list[str] = []
+        for n in nodes:
+            if n.op == "placeholder" and n not in skipped:
+                inputs.append(str(n.target))
+                self.taken.add(str(n.target))
+                self.expr[n] = _Expr(str(n.target))
+        for n in effective:
+            if n.op == "get_attr":
+                self.expr[n] = self._attr(n)
+                continue
+            refs = [r for r in _refs(effective[n]) if r.op != "get_attr" and r.op != "placeholder"]
+            candidates = [r for r in refs if r in self.pending and uses.get(r, 0) == 1]
+            inlined = 0
+            while inlined < len(candidates) and candidates[-1 - inlined] == self.pending[-1 - inlined]:
+                inlined += 1
+            keep = self.pending[: len(self.pending) - inlined]
+            self.pending = []
+            for p in keep:
+                self.flush(p)
+            self.expr[n] = self.render(n, chains.get(n))
+            if uses.get(n, 0) == 1 and n not in out_refs:
+                self.pending.append(n)
+            else:
+                self.flush(n)
+        for p in self.pending:
+            self.flush(p)
+        outputs = self._outputs(output.args[0])
+        return GraphBody(inputs, self.statements, outputs, self.notes)
+
+    def _attr(self, n: fx.Node) -> _Expr:
+        target = str(n.target)
+        if target in self.tensors:
+            return _Expr(target)
+        if target == "training" or target in self.children:
+            return _Expr(target)  # dropout's mode flag or route's ModuleDict; rendered by their users
+        if target.startswith("_tensor_constant"):
+            raise self.fail(
+                "creates a tensor constant in forward (a tensor kept as a plain attribute or made with "
+                "torch.tensor); register it with register_buffer"
+            )
+        raise self.fail(f"reads the tensor {target!r} of a submodule directly")
+
+    def _outputs(self, value: Any) -> str | list[str] | dict[str, str]:
+        def name(v: Any) -> str:
+            if not isinstance(v, fx.Node):
+                raise self.fail(f"returns {v!r}, which is not a tensor computed in forward")
+            text = self.expr[v].text
+            if not text.isidentifier() or text in self.tensors:
+                fresh = self.fresh("out")
+                self.statements.append(f"{fresh} = {text}")
+                return fresh
+            return text
+
+        if isinstance(value, (tuple, list)):
+            return [name(v) for v in value]
+        if isinstance(value, dict):
+            if not all(isinstance(k, str) for k in value):
+                raise self.fail("returns a dict with non-string keys")
+            return {k: name(v) for k, v in value.items()}
+        return name(value)
+
+    def _skipped(self, nodes: list[fx.Node]) -> set[fx.Node]:
+        """fx's checks on arguments fixed to their defaults, and those arguments themselves."""
+        skipped = {n for n in nodes if n.op == "call_function" and id(n.target) in _ASSERTS}
+        changed = True
+        while changed:
+            changed = False
+            for n in nodes:
+                if n in skipped or n.op in ("output",):
+                    continue
+                if n.users and all(u in skipped for u in n.users) and (n.op == "placeholder" and n.args or n.op == "call_function"):
+                    skipped.add(n)
+                    changed = True
+        return skipped
+
+    def _chains(self, nodes: list[fx.Node], skipped: set[fx.Node]) -> tuple[dict[fx.Node, tuple[str, Any]], set[fx.Node]]:
+        """Runs of ``P.0(h) -> P.1 -> ... -> P.(n-1)`` over a whole ModuleList/Sequential -> one ``P(h)``."""
+        chains: dict[fx.Node, tuple[str, Any]] = {}
+        absorbed: set[fx.Node] = set()
+        for n in nodes:
+            if n.op != "call_module" or not str(n.target).endswith(".0") or n in absorbed or len(n.args) != 1 or n.kwargs:
+                continue
+            parent_path = str(n.target)[:-2]
+            parent = self.module.get_submodule(parent_path)
+            keys = list(parent._modules)
+            if not isinstance(parent, (nn.Sequential, nn.ModuleList)) or keys != [str(i) for i in range(len(keys))]:
+                continue
+            run, current = [n], n
+            for i in range(1, len(keys)):
+                users = list(current.users)
+                nxt = users[0] if len(users) == 1 else None
+                if nxt is None or nxt.op != "call_module" or nxt.target != f"{parent_path}.{i}" or nxt.args != (current,) or nxt.kwargs:
+                    break
+                run.append(nxt)
+                current = nxt
+            if len(run) == len(keys) and len(keys) > 1:
+                chains[run[-1]] = (parent_path, n.args[0])
+                absorbed.update(run[:-1])
+        return chains, absorbed
+
+
+def _refs(value: Any) -> list[fx.Node]:
+    found: list[fx.Node] = []
+    fx.node.map_arg(value, lambda n: found.append(n) or n)  # type: ignore[func-returns-value]
+    return found
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, fx.Node) or isinstance(b, fx.Node):
+        return False
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def render_graph(graph: fx.Graph, module: nn.Module, path: str, dropout_modes: Mapping[fx.Node, Any] | None = None) -> GraphBody:
+    """Statements, inputs and outputs for ``graph``, whose call_module targets are ``module``'s submodules."""
+    return _Renderer(graph, module, path, dropout_modes or {}).run()
+
+
+def graph_body(module: nn.Module, path: str) -> GraphBody:
+    """Trace (or, for a GraphModule, read) ``module``'s forward and render it as Graph statements."""
+    if isinstance(module, fx.GraphModule):
+        return render_graph(module.graph, module, path)
+    graph, modes, notes = trace(module, path)
+    body = render_graph(graph, module, path, modes)
+    body.notes = notes + body.notes
+    return body
+
+
+__all__ = ["TRACE_HINT", "GraphBody", "graph_body", "render_graph", "trace"]
