@@ -43,7 +43,11 @@ def mlp_graph_spec(depth: int = 100, width: int = 128) -> dict[str, Any]:
             "type": "Graph",
             "inputs": ["x"],
             "layers": {
-                "hidden": {"type": "ModuleList", "repeat": depth - 1, "layer": {"type": "Linear", "out_features": width}},
+                "hidden": {
+                    "type": "ModuleList",
+                    "repeat": depth - 1,
+                    "layer": {"type": "Linear", "out_features": width},
+                },
                 "out": {"type": "Linear", "out_features": width},
             },
             "forward": forward,

@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.fx as fx
 import torch.nn as nn
 
-from .build import build_tree
+from .build import build_tree, copy_graphs
 from .document import Spec, read
 from .errors import Problem, SpecError
 from .infer import DTYPES, infer
@@ -52,17 +51,6 @@ class Built:
         return self.spec.warnings
 
 
-def _copy_graphs(graphs: Mapping[str, fx.Graph]) -> dict[str, fx.Graph]:
-    """Fresh copies, so the meta model and every real build own their graph."""
-    copies: dict[str, fx.Graph] = {}
-    for name, graph in graphs.items():
-        new = fx.Graph()
-        out = new.graph_copy(graph, {})
-        new.output(out)
-        copies[name] = new
-    return copies
-
-
 def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
@@ -83,7 +71,7 @@ def build(
     device = torch.device(device)
     torch_dtype = _resolve_dtype(dtype)
     if device.type != "meta":
-        check_fits(spec.inferred.meta_model, device, torch_dtype, spec.source)
+        check_fits(spec.inferred.tensors, device, torch_dtype, spec.source)
     seed = spec.document.seed
     # Seeding must not disturb the caller's global RNG streams: fork them, CPU and the target GPU.
     gpus = [device.index or 0] if device.type == "cuda" else []
@@ -91,7 +79,7 @@ def build(
     with rng:
         if seed is not None:
             torch.manual_seed(seed)
-        model = build_tree(spec.inferred.root, device, torch_dtype, _copy_graphs(spec.inferred.graphs))
+        model = build_tree(spec.inferred.root, device, torch_dtype, copy_graphs(spec.inferred.graphs))
         training = setup_training(
             model,
             init=spec.document.init,
@@ -104,7 +92,7 @@ def build(
     loss = None
     if spec.resolved.loss is not None:
         loss_inferred = infer(spec.resolved.loss, spec.source, None)
-        loss = build_tree(loss_inferred.root, device, torch_dtype, _copy_graphs(loss_inferred.graphs))
+        loss = build_tree(loss_inferred.root, device, torch_dtype, copy_graphs(loss_inferred.graphs))
     return Built(model, training.optimizer, training.scheduler, spec, loss, training, device)
 
 

@@ -130,6 +130,16 @@ def assemble(node: RNode, children: Mapping[str, nn.Module], tensors: Mapping[st
     return module
 
 
+def copy_graphs(graphs: Mapping[str, fx.Graph]) -> dict[str, fx.Graph]:
+    """Fresh copies, so the meta model and every real build own their graph (fx graphs have one owner)."""
+    copies: dict[str, fx.Graph] = {}
+    for name, graph in graphs.items():
+        new = fx.Graph()
+        new.output(new.graph_copy(graph, {}))
+        copies[name] = new
+    return copies
+
+
 def build_tree(node: RNode, device: torch.device, dtype: torch.dtype | None, graphs: Mapping[str, fx.Graph]) -> nn.Module:
     """Build ``node`` and everything below it, in document order (so a seed fixes every weight)."""
     if node.kind == "layer":

@@ -8,6 +8,7 @@ model) or 2 (wrong usage). No Python traceback reaches the terminal for a spec p
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import tempfile
@@ -17,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .errors import NetspecError, Problem, SpecError
+from .errors import Location, NetspecError, Problem, SpecError
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
@@ -36,7 +37,11 @@ def _parse_set(items: Sequence[str]) -> dict[str, Any]:
             raise UsageError(f"--set expects KEY=VALUE, got {item!r}")
         text = text.strip()
         # Flow collections (--set input.shape=[3,64,64]) go through the same YAML reader as spec files.
-        value = load_text(text, f"--set {key}").data if text[:1] in "[{" else parse_scalar(text)
+        try:
+            value = load_text(text, f"--set {key}").data if text[:1] in "[{" else parse_scalar(text)
+        except SpecError as err:  # name the --set item a bad scalar came from (.nan), as flow values are named
+            where = Location(f"--set {key}", 1, 1)
+            raise SpecError([p if p.location else dataclasses.replace(p, location=where) for p in err.problems]) from None
         overrides[key.strip()] = value
     return overrides
 
@@ -73,11 +78,24 @@ def _print_warnings(problems: Sequence[Problem]) -> None:
         print(p.format(), file=sys.stderr)
 
 
+def _check_device(name: str) -> None:
+    """Refuse a device this machine does not have (--device cuda without CUDA) as a user error, not a crash."""
+    try:
+        device = torch.device(name)
+        if device.type != "meta":
+            torch.empty(0, device=device)
+    except Exception as err:  # noqa: BLE001 - torch raises RuntimeError, AssertionError, NotImplementedError
+        lines = str(err).strip().splitlines()
+        raise NetspecError(f"device {name!r} is not available: {lines[0] if lines else type(err).__name__}") from None
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from .api import build
     from .summary import summarize
 
-    built = build(args.spec, device=args.device, overrides=_parse_set(args.set))
+    overrides = _parse_set(args.set)
+    _check_device(args.device)
+    built = build(args.spec, device=args.device, overrides=overrides)
     _print_warnings(built.warnings)
     spec = built.spec
     if args.explain:

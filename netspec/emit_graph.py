@@ -51,6 +51,7 @@ _BINOPS: dict[Callable[..., Any], tuple[str, int]] = {
 }
 _UNARY: dict[Callable[..., Any], str] = {operator.neg: "-", operator.pos: "+"}
 ATOM, UNARY_PREC = 100, 13
+MAX_NESTING, MAX_INLINE_CHARS = 3, 48  # inline single-use values only while statements stay readable
 # Functions that compute the same as an allow-listed name (same call signature for what fx records).
 _ALIASES: dict[int, str] = {
     id(torch.relu): "relu",
@@ -79,10 +80,14 @@ def _function_names() -> dict[int, str]:
 
 @cache
 def _defaults(fn: Callable[..., Any]) -> dict[str, Any]:
+    """Keyword defaults of ``fn``; for torch's ``boolean_dispatch`` wrappers, those of the wrapped function."""
     try:
-        params = inspect.signature(fn).parameters.values()
+        params = list(inspect.signature(fn).parameters.values())
     except (TypeError, ValueError):
         return {}
+    if all(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params):
+        wrapped = [c.cell_contents for c in getattr(fn, "__closure__", None) or () if inspect.isfunction(c.cell_contents)]
+        return _defaults(wrapped[0]) if wrapped else {}
     return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
 
 
@@ -202,6 +207,7 @@ class _Renderer:
         self.expr: dict[fx.Node, _Expr] = {}
         self.statements: list[str] = []
         self.pending: list[fx.Node] = []
+        self.depth: dict[fx.Node, int] = {}  # nesting of calls in a node's inlined expression
         self.notes: list[ModelWarning] = []
 
     def fail(self, what: str) -> EmitError:
@@ -355,11 +361,17 @@ class _Renderer:
             if n.op == "get_attr":
                 self.expr[n] = self._attr(n)
                 continue
-            refs = [r for r in _refs(effective[n]) if r.op != "get_attr" and r.op != "placeholder"]
+            refs = [r for r in _eval_order(n, effective[n]) if r.op != "get_attr" and r.op != "placeholder"]
             candidates = [r for r in refs if r in self.pending and uses.get(r, 0) == 1]
             inlined = 0
-            while inlined < len(candidates) and candidates[-1 - inlined] == self.pending[-1 - inlined]:
+            while (
+                inlined < len(candidates)
+                and candidates[-1 - inlined] == self.pending[-1 - inlined]
+                and self.depth[candidates[-1 - inlined]] < MAX_NESTING
+                and len(self.expr[candidates[-1 - inlined]].text) <= MAX_INLINE_CHARS
+            ):
                 inlined += 1
+            self.depth[n] = 1 + max((self.depth[c] for c in candidates[len(candidates) - inlined :]), default=0)
             keep = self.pending[: len(self.pending) - inlined]
             self.pending = []
             for p in keep:
@@ -444,6 +456,14 @@ class _Renderer:
                 chains[run[-1]] = (parent_path, n.args[0])
                 absorbed.update(run[:-1])
         return chains, absorbed
+
+
+def _eval_order(n: fx.Node, args: tuple[Any, ...]) -> list[fx.Node]:
+    """The nodes ``n``'s statement evaluates, in the order the statement compiler evaluates them."""
+    if n.op == "call_method" and len(args) == 2:  # h.view(a, b): arguments first, then the object
+        positional, kwargs = args
+        return _refs((positional[1:], kwargs)) + _refs(positional[:1])
+    return _refs(args)
 
 
 def _refs(value: Any) -> list[fx.Node]:

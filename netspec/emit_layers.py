@@ -16,6 +16,7 @@ path and class.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -28,6 +29,8 @@ from .catalog import LAYERS, LayerType
 from .errors import EmitError
 
 META = torch.device("meta")
+# "(3, 3)" and "(3,)" print differently from "3" but mean the same to every torch layer.
+_SAME_ITEMS = re.compile(r"\((-?[\w.]+)(?:, \1)*,?\)")
 OMIT: Any = object()  # a special-table value meaning "leave the argument at its default"
 
 # Activation functions torch's Transformer layers accept, by identity, and their spec names.
@@ -270,7 +273,7 @@ def construct_meta(node: Any) -> nn.Module:
 def fingerprint(module: nn.Module) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
     """State names -> shapes, and submodule names -> ``Class(extra_repr)``: what verification compares."""
     shapes = {k: tuple(v.shape) for k, v in module.state_dict(keep_vars=True).items()}
-    reprs = {name: f"{type(m).__name__}({m.extra_repr()})" for name, m in module.named_modules()}
+    reprs = {name: _SAME_ITEMS.sub(r"\1", f"{type(m).__name__}({m.extra_repr()})") for name, m in module.named_modules()}
     return shapes, reprs
 
 

@@ -18,11 +18,12 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from .build import assemble, construct_layer, make_tensor
+from .build import assemble, build_tree, construct_layer, copy_graphs, make_tensor
 from .checks import check_layer
 from .errors import Problem, ProblemList
 from .graph import compile_statements, route
 from .resolve import RNode
+from .shapes import SkipInit, output_shape
 from .source import Source
 
 META = torch.device("meta")
@@ -70,10 +71,19 @@ class Inferred:
     """What inference hands to the builder and the summary."""
 
     root: RNode
-    meta_model: nn.Module
     graphs: dict[str, fx.Graph]
     shapes: dict[str, Any] = field(default_factory=dict)  # module name -> output shape(s)
     warnings: list[Problem] = field(default_factory=list)
+    tensors: dict[str, list[tuple[int, torch.dtype]]] = field(default_factory=dict)  # module -> (numel, dtype)
+    _meta_model: nn.Module | None = field(default=None, repr=False)
+
+    @property
+    def meta_model(self) -> nn.Module:
+        """The whole model on the meta device (built on first use: inference shares identical layers)."""
+        if self._meta_model is None:
+            with SkipInit():
+                self._meta_model = build_tree(self.root, META, None, copy_graphs(self.graphs))
+        return self._meta_model
 
 
 class Inferrer:
@@ -83,6 +93,8 @@ class Inferrer:
         self.graphs: dict[str, fx.Graph] = {}
         self.shapes: dict[str, Any] = {}
         self.built: dict[str, nn.Module] = {}
+        self.cache: dict[Any, nn.Module] = {}
+        self.tensors: dict[str, list[tuple[int, torch.dtype]]] = {}
         self.producers: dict[int, Producer] = {}
         self._alive: list[Any] = []  # keeps tensors alive so id() keys stay unique
 
@@ -146,11 +158,24 @@ class Inferrer:
                 if module is None:
                     return None
                 nested[key] = module
-        try:
-            return construct_layer(node, META, None, nested)
-        except Exception as err:  # noqa: BLE001 - torch raises anything from constructors; report it located
-            self.problem(node, f"{layer.name}({_kwargs_text(node.args)}) cannot be constructed: {_first_line(err)}")
-            return None
+        # Layers with the same type and arguments behave the same on meta tensors: build one of each.
+        key = None if nested else _cache_key(node)
+        module = self.cache.get(key) if key is not None else None
+        if module is None:
+            try:
+                with SkipInit():
+                    module = construct_layer(node, META, None, nested)
+            except Exception as err:  # noqa: BLE001 - torch raises anything from constructors; report it located
+                self.problem(node, f"{layer.name}({_kwargs_text(node.args)}) cannot be constructed: {_first_line(err)}")
+                return None
+            if key is not None:
+                self.cache[key] = module
+        self.record_tensors(node.name, module)
+        return module
+
+    def record_tensors(self, name: str, module: nn.Module) -> None:
+        """Sizes of a module's parameters and buffers, for the memory check before allocating."""
+        self.tensors[name] = [(t.numel(), t.dtype) for t in (*module.parameters(), *module.buffers())]
 
     def fill_in(self, node: RNode, args: tuple[Any, ...], x: torch.Tensor) -> bool:
         """Infer omitted sizes from the input, and check given ones against it; False after a mismatch."""
@@ -188,7 +213,11 @@ class Inferrer:
 
     def call(self, node: RNode, module: nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None) -> Any:
         try:
-            out = module(*args, **(kwargs or {}))
+            shape = None if kwargs else output_shape(module, args)
+            if shape is not None:
+                out = torch.empty(shape, dtype=args[0].dtype, device=META)
+            else:
+                out = module(*args, **(kwargs or {}))
         except Exception as err:  # noqa: BLE001 - any failure of a forward on meta tensors is a spec problem
             inputs = ", ".join(f"{shape_text(a.shape)} from {self.producer(a).name}" for a in args if isinstance(a, torch.Tensor))
             self.problem(node, f"{node.type_name} failed on input {inputs or 'of this call'}: {_first_line(err)}")
@@ -230,12 +259,12 @@ class Inferrer:
         children = {k: self.finish(c) for k, c in node.children.items()}
         if any(m is None for m in children.values()):
             return None
-        tensors = self.tensors(node)
+        tensors = self.owned_tensors(node)
         if tensors is None:
             return None
         return assemble(node, children, tensors, None)  # type: ignore[arg-type]
 
-    def tensors(self, node: RNode) -> dict[str, torch.Tensor] | None:
+    def owned_tensors(self, node: RNode) -> dict[str, torch.Tensor] | None:
         out: dict[str, torch.Tensor] = {}
         for key, spec in node.tensors.items():
             try:
@@ -243,6 +272,8 @@ class Inferrer:
             except Exception as err:  # noqa: BLE001 - init functions raise ValueError/TypeError/RuntimeError
                 self.problems.add(self.source.problem(spec.path + ("init",), f"cannot initialise {key!r} "
                                                       f"of shape {list(spec.shape)}: {_first_line(err)}"))  # fmt: skip
+        if out:
+            self.tensors[node.name] = [(t.numel(), t.dtype) for t in out.values()]
         return out if len(out) == len(node.tensors) else None
 
     def finish(self, node: RNode) -> nn.Module | None:
@@ -258,7 +289,7 @@ class Inferrer:
         if graph is None:
             return None, None
         self.graphs[node.name] = graph
-        tensors = self.tensors(node)
+        tensors = self.owned_tensors(node)
         if tensors is None:
             return None, None
         out = None
@@ -336,6 +367,23 @@ class Inferrer:
         return fn(*args, **kwargs)
 
 
+def _freeze(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    if isinstance(value, torch.Tensor):
+        raise TypeError("tensors are not cached")
+    return value
+
+
+def _cache_key(node: RNode) -> Any:
+    try:
+        return (node.layer.name if node.layer else None, node.block, _freeze(node.args))
+    except TypeError:
+        return None
+
+
 def _tensors(value: Any) -> list[torch.Tensor]:
     if isinstance(value, torch.Tensor):
         return [value]
@@ -385,6 +433,6 @@ def infer(root: RNode, source: Source, input_shape: tuple[int, ...] | None, inpu
     problems.raise_if_errors()
     if module is None:
         raise RuntimeError("inference produced no model without reporting a problem")  # internal invariant
-    return Inferred(root, module, inferrer.graphs, inferrer.shapes, problems.warnings)
+    return Inferred(root, inferrer.graphs, inferrer.shapes, problems.warnings, inferrer.tensors)
 
 

@@ -1,6 +1,7 @@
 """Memory estimates made on the meta model, before any weight is allocated.
 
-In: the meta-device model that ``infer`` built, the target device and dtype. Out: the
+In: the sizes of every module's parameters and buffers that ``infer`` recorded on meta
+tensors, the target device and dtype. Out: the
 bytes its parameters and buffers will take, and a ``SpecError`` naming the largest layers
 when that exceeds what the device has available.
 """
@@ -9,32 +10,25 @@ from __future__ import annotations
 
 import os
 
+from collections.abc import Mapping
+
 import torch
-import torch.nn as nn
 
 from .errors import Problem, SpecError
 from .source import Source
 
 
-def tensor_bytes(t: torch.Tensor, dtype: torch.dtype | None) -> int:
-    if isinstance(t, nn.parameter.UninitializedTensorMixin):
-        return 0  # a lazy module's tensor: no size (and no memory) until its first forward
-    kind = dtype if dtype is not None and t.is_floating_point() else t.dtype
-    return t.numel() * torch.empty((), dtype=kind, device="meta").element_size()
+def element_size(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype, device="meta").element_size()
 
 
-def module_bytes(model: nn.Module, dtype: torch.dtype | None = None) -> dict[str, int]:
-    """Bytes of each leaf module's own parameters and buffers (shared tensors counted once)."""
-    seen: set[int] = set()
+def sizes_in_bytes(tensors: Mapping[str, list[tuple[int, torch.dtype]]], dtype: torch.dtype | None) -> dict[str, int]:
+    """Bytes per module; floating-point tensors take ``dtype`` when the build casts them."""
     sizes: dict[str, int] = {}
-    for name, module in model.named_modules():
-        own = 0
-        for t in [*module.parameters(recurse=False), *module.buffers(recurse=False)]:
-            if id(t) not in seen:
-                seen.add(id(t))
-                own += tensor_bytes(t, dtype)
-        if own:
-            sizes[name or "(root)"] = own
+    for name, entries in tensors.items():
+        total = sum(n * element_size(dtype if dtype is not None and t.is_floating_point else t) for n, t in entries)
+        if total:
+            sizes[name or "(root)"] = total
     return sizes
 
 
@@ -66,10 +60,10 @@ def human(n: float) -> str:
     return f"{n:.1f} TB"
 
 
-def check_fits(meta_model: nn.Module, device: torch.device, dtype: torch.dtype | None, source: Source,
-               available: int | None = None) -> int:  # fmt: skip
+def check_fits(tensors: Mapping[str, list[tuple[int, torch.dtype]]], device: torch.device, dtype: torch.dtype | None,
+               source: Source, available: int | None = None) -> int:  # fmt: skip
     """Raise ``SpecError`` if the model's weights cannot fit on ``device``; returns the bytes needed."""
-    sizes = module_bytes(meta_model, dtype)
+    sizes = sizes_in_bytes(tensors, dtype)
     total = sum(sizes.values())
     free = available if available is not None else available_bytes(device)
     if free is not None and total > free:

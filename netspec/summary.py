@@ -198,7 +198,7 @@ def summarize(model: nn.Module, meta_model: nn.Module, model_name: str, input_sh
             macs=macs.get(name, 0) if input_shape is not None else None,
         ))  # fmt: skip
     all_params = list(model.parameters())
-    size = sum(_numel(t) and _numel(t) * t.element_size() for t in [*all_params, *model.buffers()])
+    size = sum(_numel(t) * t.element_size() for t in [*all_params, *model.buffers()] if _numel(t))
     return Summary(
         model_name=model_name,
         rows=rows,

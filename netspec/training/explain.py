@@ -59,12 +59,12 @@ def _cell(value: Any) -> str:
 
 
 def format_explain(rows: list[dict[str, Any]]) -> str:
-    """``rows`` as an aligned text table with a header line."""
+    """``rows`` as an aligned text table with a header line, ending in a newline."""
     table = [list(COLUMNS)] + [[_cell(row.get(col, "")) for col in COLUMNS] for row in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in table]
     lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
 
 
 def compress_names(members: Iterable[str], universe: Iterable[str]) -> list[str]:

@@ -1,0 +1,313 @@
+"""``netspec.emit``: an existing ``nn.Module`` (and optimizer) -> a validated ``Spec``.
+
+In: any composition of torch.nn modules — ``Sequential`` (list form when its children are
+named 0..n-1, else the mapping form), ``ModuleList``, ``ModuleDict``, ``ParameterList``/``Dict``,
+catalogue layers (hyperparameters recovered from the instance, see ``emit_layers``), custom
+modules whose ``forward`` symbolic tracing can follow (written as ``Graph`` nodes with their own
+parameters and buffers, see ``emit_graph``), netspec-built models — plus, optionally, an
+optimizer and the per-sample input shape. Out: a ``Spec`` that has been through ``netspec.read``
+(so it builds), whose model has exactly the original's state_dict names and shapes (checked on
+the meta device before returning), with repeated custom submodules as ``blocks:`` (see
+``emit_blocks``), frozen parameters as ``freeze:`` and the optimizer as ``optimizer:``.
+
+What could not be expressed exactly (lint findings, tied weights, arguments fixed to their
+defaults, buffers whose values no ``init`` reproduces) is returned as ``ModelWarning``s in
+``spec.emit_warnings``; what cannot be expressed at all raises ``EmitError`` naming the module
+path, its class and the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from .build import sinusoidal
+from .catalog import LAYERS
+from .document import Spec, read
+from .emit_blocks import BlockTable
+from .emit_graph import graph_body
+from .emit_layers import LayerVerifier, catalogue_entry, layer_args, where
+from .emit_training import freeze_section, optimizer_section
+from .errors import EmitError, SpecError
+from .lint import ModelWarning, lint
+
+_PLAIN_GRAPH_NAMES = frozenset({"Graph", "GraphModule"})
+
+
+def _unwrap(cls: type[nn.Module]) -> type[nn.Module]:
+    """The class a netspec ``freeze: {eval: true}`` subclass stands for."""
+    while getattr(cls, "_netspec_eval_base", None) is not None:
+        cls = cls._netspec_eval_base  # type: ignore[attr-defined]
+    return cls
+
+
+def _layer_base(cls: type[nn.Module]) -> type[nn.Module] | None:
+    """The catalogue class ``cls`` is, or subclasses without changing ``forward`` (netspec blocks)."""
+    for klass in cls.__mro__:
+        if not (isinstance(klass, type) and issubclass(klass, nn.Module)) or klass is nn.Module:
+            return None
+        if klass.__name__ in LAYERS and LAYERS.get(klass.__name__).cls is klass:
+            return klass if getattr(cls, "forward", None) is getattr(klass, "forward", None) else None
+    return None
+
+
+def _simple_init(tensor: torch.Tensor) -> str | dict[str, Any] | None:
+    """An ``init`` that reproduces ``tensor`` exactly (zeros, ones, constant, sinusoidal), or None."""
+    if tensor.device.type == "meta" or not tensor.is_floating_point():
+        return None
+    with torch.no_grad():
+        if tensor.numel() == 0 or bool((tensor == 0).all()):
+            return "zeros"
+        if bool((tensor == 1).all()):
+            return "ones"
+        first = tensor.reshape(-1)[0]
+        if bool((tensor == first).all()) and math.isfinite(float(first)):
+            return {"fn": "constant", "val": float(first)}
+        if tensor.dim() >= 2:
+            table = sinusoidal(tuple(tensor.shape), tensor.dtype, tensor.device)
+            if torch.equal(table, tensor):
+                return "sinusoidal"
+    return None
+
+
+class _Walker:
+    """Turns modules into spec nodes, depth first, in registration order."""
+
+    def __init__(self) -> None:
+        self.blocks = BlockTable()
+        self.verifier = LayerVerifier()
+        self.notes: list[ModelWarning] = []
+        self.dtypes: set[torch.dtype] = set()
+
+    def node(self, module: nn.Module, path: str) -> Any:
+        cls = _unwrap(type(module))
+        block: str | None = None
+        node: Any
+        if isinstance(module, fx.GraphModule):
+            node = self.graph(module, path)
+            block = None if cls.__name__ in _PLAIN_GRAPH_NAMES else cls.__name__
+        elif isinstance(module, nn.Sequential) and cls.forward is nn.Sequential.forward:
+            node = self.sequence("Sequential", module, path)
+            block = None if cls is nn.Sequential else cls.__name__
+        elif isinstance(module, nn.ModuleList) and cls.forward is nn.Module.forward:
+            node = self.sequence("ModuleList", module, path)
+            block = None if cls is nn.ModuleList else cls.__name__
+        elif isinstance(module, nn.ModuleDict) and cls.forward is nn.Module.forward:
+            node = {"type": "ModuleDict", "layers": self.children(module, path)}
+            block = None if cls is nn.ModuleDict else cls.__name__
+        elif isinstance(module, (nn.ParameterList, nn.ParameterDict)):
+            tensors = {k: self.tensor(v, f"{path}.{k}", buffer=False) for k, v in module.named_parameters(recurse=False)}
+            listed = isinstance(module, nn.ParameterList)
+            node = {"type": type(module).__name__ if not listed else "ParameterList",
+                    "parameters": list(tensors.values()) if listed else tensors}  # fmt: skip
+        elif (base := _layer_base(cls)) is not None:
+            entry = catalogue_entry(module, base)
+            if entry is None:  # unreachable: _layer_base only returns catalogue classes
+                raise EmitError(f"{where(path, module)}: not in the layer catalogue")
+            node = {"type": entry.name, **layer_args(module, entry, path, self.node)}
+            self.verifier.verify(module, node, path)
+            self.record_dtypes(module)
+            block = None if base is cls else cls.__name__
+        else:
+            node = self.graph(module, path)
+            block = cls.__name__
+        if block is not None and path:
+            return self.blocks.add(block, node)
+        return node
+
+    def record_dtypes(self, module: nn.Module) -> None:
+        for t in (*module.parameters(), *module.buffers()):
+            if t.is_floating_point():
+                self.dtypes.add(t.dtype)
+
+    def children(self, module: nn.Module, path: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        seen: dict[int, str] = {}
+        for name, child in module._modules.items():
+            if child is None:
+                continue
+            child_path = f"{path}.{name}" if path else name
+            if id(child) in seen:
+                self.notes.append(ModelWarning(child_path, f"is the same module as {seen[id(child)]}; the spec "
+                                               "builds an independent copy (the weights load, the tying is lost)",
+                                               "call one layer twice in a Graph's forward to share it"))  # fmt: skip
+            seen.setdefault(id(child), child_path)
+            out[name] = self.node(child, child_path)
+        return out
+
+    def sequence(self, kind: str, module: nn.Module, path: str) -> dict[str, Any]:
+        layers = self.children(module, path)
+        if list(layers) == [str(i) for i in range(len(layers))]:
+            return {"type": kind, "layers": list(layers.values())}
+        if kind == "ModuleList":  # unreachable: ModuleList names its children 0..n-1
+            raise EmitError(f"{where(path, module)}: children are not named 0..{len(layers) - 1}")
+        return {"type": kind, "layers": layers}
+
+    def tensor(self, tensor: torch.Tensor, path: str, *, buffer: bool, persistent: bool = True) -> dict[str, Any]:
+        if not tensor.is_floating_point():
+            raise EmitError(
+                f"{path}: a {'buffer' if buffer else 'parameter'} of dtype {tensor.dtype} cannot be written in a "
+                "spec (Graph tensors are floating point); compute it in forward or keep it in a registered layer"
+            )
+        self.dtypes.add(tensor.dtype)
+        init = _simple_init(tensor)
+        if init is None:
+            init = "zeros"
+            if buffer and not persistent:
+                self.notes.append(ModelWarning(path, "is a non-persistent buffer whose values no init reproduces "
+                                               "(they are not in the state_dict); the rebuilt model starts it at zeros",
+                                               "make it persistent, or compute it in forward"))  # fmt: skip
+        spec: dict[str, Any] = {"shape": list(tensor.shape), "init": init}
+        if buffer and not persistent:
+            spec["persistent"] = False
+        return spec
+
+    def graph(self, module: nn.Module, path: str) -> dict[str, Any]:
+        body = graph_body(module, path)
+        self.notes += body.notes
+        node: dict[str, Any] = {"type": "Graph", "inputs": body.inputs}
+        layers = self.children(module, path)
+        if layers:
+            node["layers"] = layers
+        join = (lambda n: f"{path}.{n}") if path else (lambda n: n)  # noqa: E731
+        params = {n: self.tensor(p, join(n), buffer=False) for n, p in module.named_parameters(recurse=False)}
+        non_persistent = getattr(module, "_non_persistent_buffers_set", set())
+        buffers = {
+            n: self.tensor(b, join(n), buffer=True, persistent=n not in non_persistent)
+            for n, b in module.named_buffers(recurse=False)
+        }
+        if params:
+            node["parameters"] = params
+        if buffers:
+            node["buffers"] = buffers
+        node["forward"] = [s.replace("${", "$${") for s in body.forward]
+        node["outputs"] = body.outputs
+        return node
+
+
+def _finalise(value: Any) -> Any:
+    """Identical list children -> ``repeat``; argument-free layers -> the bare-string shorthand."""
+    if isinstance(value, list):
+        return [_finalise(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {k: (_finalise(v) if k not in ("parameters", "buffers", "forward", "outputs", "inputs") else v)
+           for k, v in value.items()}  # fmt: skip
+    kind = out.get("type")
+    layers = out.get("layers")
+    if kind in ("Sequential", "ModuleList") and isinstance(layers, list) and len(layers) >= 2:
+        dumped = {json.dumps(v, sort_keys=True) for v in layers}
+        if len(dumped) == 1:
+            return {"type": kind, "repeat": len(layers), "layer": layers[0]}
+    if set(out) == {"type"} and isinstance(kind, str) and kind not in ("Graph", "Sequential", "ModuleList", "ModuleDict"):
+        return kind
+    return out
+
+
+def _state_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in model.state_dict(keep_vars=True).items()}
+
+
+def _owner(model: nn.Module, key: str) -> str:
+    module_path = key.rsplit(".", 1)[0] if "." in key else ""
+    try:
+        module = model.get_submodule(module_path)
+    except AttributeError:
+        return module_path or "the model"
+    return where(module_path, module)
+
+
+def _verify(model: nn.Module, spec: Spec) -> None:
+    """The spec's meta model must have the original's state_dict names and shapes, in order."""
+    want = _state_shapes(model)
+    got = _state_shapes(spec.inferred.meta_model)
+    if want == got and list(want) == list(got):
+        return
+    missing = [k for k in want if k not in got]
+    extra = [k for k in got if k not in want]
+    shaped = [k for k in want if k in got and want[k] != got[k]]
+    if missing:
+        detail = f"{missing[0]!r} of {_owner(model, missing[0])} is missing ({len(missing)} missing in all)"
+    elif extra:
+        detail = f"{extra[0]!r} is unexpected ({len(extra)} unexpected in all)"
+    elif shaped:
+        k = shaped[0]
+        detail = f"{k!r} of {_owner(model, k)} has shape {list(got[k])} instead of {list(want[k])}"
+    else:
+        detail = "the state_dict entries come in another order"
+    raise EmitError(f"the emitted spec does not rebuild the model's state_dict: {detail}")
+
+
+def emit(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    input_shape: Sequence[int] | None = None,
+    *,
+    name: str | None = None,
+) -> Spec:
+    """The spec of ``model`` (and ``optimizer``); ``spec.emit_warnings`` lists what it could not express.
+
+    ``input_shape`` is the per-sample shape (no batch dimension), written as ``input.shape`` so that
+    the spec's summary and shape checks work. Raises ``EmitError`` for a module it cannot express.
+    """
+    if not isinstance(model, nn.Module):
+        raise EmitError(f"netspec.emit expects an nn.Module, got {type(model).__name__}")
+    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+        raise EmitError(f"optimizer= expects a torch.optim.Optimizer, got {type(optimizer).__name__}")
+    warnings: list[ModelWarning] = list(lint(model))
+    walker = _Walker()
+    root = walker.node(model, "")
+    blocks = walker.blocks.finish()
+    cls = _unwrap(type(model))
+    data: dict[str, Any] = {"netspec": 1, "name": name or ("model" if cls.__name__ in _PLAIN_GRAPH_NAMES else cls.__name__)}
+    if input_shape is not None:
+        shape = [int(d) for d in input_shape]
+        if not shape or any(d <= 0 for d in shape):
+            raise EmitError(f"input_shape must be positive sizes without the batch dimension, got {list(input_shape)}")
+        data["input"] = {"shape": shape}
+    if blocks:
+        data["blocks"] = {k: {**v, "body": _finalise(v["body"])} for k, v in blocks.items()}
+    data["model"] = _finalise(root)
+    frozen = freeze_section(model)
+    if frozen:
+        data["freeze"] = frozen
+    if optimizer is not None:
+        section, notes = optimizer_section(model, optimizer)
+        data["optimizer"] = section
+        warnings += notes
+    warnings += walker.notes
+    tied = _tied(model)
+    if tied:
+        warnings.append(ModelWarning(tied[0][1], f"shares its tensor with {tied[0][0]} ({len(tied)} tied parameter(s)); "
+                                     "a spec cannot tie parameters, so the rebuilt model has independent copies"))  # fmt: skip
+    if len(walker.dtypes) > 1 or (walker.dtypes and torch.get_default_dtype() not in walker.dtypes):
+        kinds = ", ".join(sorted(str(d).removeprefix("torch.") for d in walker.dtypes))
+        warnings.append(ModelWarning("", f"the model's floating point tensors are {kinds}; a spec builds one dtype",
+                                     f"build it with netspec.build(spec, dtype=...) ({kinds})"))  # fmt: skip
+    try:
+        spec = read(data)
+    except SpecError as err:
+        raise EmitError(f"the emitted spec of {type(model).__name__} does not validate (a netspec bug):\n{err}") from err
+    _verify(model, spec)
+    spec.emit_warnings = warnings  # type: ignore[attr-defined]
+    return spec
+
+
+def _tied(model: nn.Module) -> list[tuple[str, str]]:
+    first: dict[int, str] = {}
+    pairs: list[tuple[str, str]] = []
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in first:
+            pairs.append((first[id(p)], name))
+        else:
+            first[id(p)] = name
+    return pairs
+
+
+__all__ = ["emit"]

@@ -1,0 +1,166 @@
+"""Output shapes of common layers computed from their arguments, without running them.
+
+In: a constructed (meta) layer and its input shapes. Out: the output shape, or None when
+no rule applies and the caller must run the layer on meta tensors instead. Running torch
+ops on meta tensors costs 0.1-1 ms each in torch 2.x (Python decompositions), so a
+10,000-layer spec would take seconds to check; these formulas are the ones the torch docs
+give for each layer, and each raises ``ValueError`` with torch's wording for inputs the
+layer would reject.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn as nn
+from torch.overrides import TorchFunctionMode
+
+Shape = tuple[int, ...]
+
+_SAME_SHAPE: tuple[type[nn.Module], ...] = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.ELU, nn.SELU, nn.CELU, nn.Mish,
+    nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Softplus, nn.Softsign, nn.Tanhshrink, nn.Softshrink,
+    nn.Hardshrink, nn.Threshold, nn.LogSigmoid, nn.RReLU, nn.Softmax, nn.LogSoftmax, nn.Softmin, nn.Identity,
+    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
+)  # fmt: skip
+
+
+def _tuple(value: int | Sequence[int], n: int) -> tuple[int, ...]:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,) * n
+
+
+def _spatial(x: Shape, n: int, layer: str) -> tuple[Shape, Shape]:
+    """Split a batched (N, C, *spatial) shape; unbatched inputs are left to the meta fallback."""
+    if len(x) != n + 2:
+        raise _NoRule
+    return x[:2], x[2:]
+
+
+class _NoRule(Exception):
+    pass
+
+
+def _conv(m: nn.Module, x: Shape) -> Shape:
+    n = len(m.kernel_size)  # type: ignore[arg-type]
+    (batch, channels), spatial = _spatial(x, n, type(m).__name__)
+    if channels != m.in_channels:
+        raise ValueError(f"expected input with {m.in_channels} channels, got {channels}")
+    if isinstance(m.padding, str):
+        if m.padding == "same":
+            return (batch, m.out_channels, *spatial)  # type: ignore[return-value]
+        padding = (0,) * n
+    else:
+        padding = _tuple(m.padding, n)  # type: ignore[arg-type]
+    out = []
+    for size, k, s, p, d in zip(spatial, m.kernel_size, m.stride, padding, m.dilation, strict=True):  # type: ignore[arg-type]
+        length = (size + 2 * p - d * (k - 1) - 1) // s + 1
+        if length <= 0:
+            raise ValueError(f"input spatial size {list(spatial)} is too small for kernel {list(m.kernel_size)}")  # type: ignore[arg-type]
+        out.append(length)
+    return (batch, m.out_channels, *out)  # type: ignore[return-value]
+
+
+def _pool(m: nn.Module, x: Shape, n: int) -> Shape:
+    head, spatial = _spatial(x, n, type(m).__name__)
+    kernel = _tuple(m.kernel_size, n)  # type: ignore[arg-type]
+    stride = _tuple(m.stride if m.stride is not None else m.kernel_size, n)  # type: ignore[arg-type]
+    padding = _tuple(m.padding, n)  # type: ignore[arg-type]
+    dilation = _tuple(getattr(m, "dilation", 1), n)  # type: ignore[arg-type]
+    out = []
+    for size, k, s, p, d in zip(spatial, kernel, stride, padding, dilation, strict=True):
+        if p > k // 2:
+            raise ValueError(f"pad should be at most half of effective kernel size, but got pad={p}, kernel_size={k}")
+        span = size + 2 * p - d * (k - 1) - 1
+        length = (math.ceil(span / s) if m.ceil_mode else span // s) + 1  # type: ignore[attr-defined]
+        if m.ceil_mode and (length - 1) * s >= size + p:  # type: ignore[attr-defined]
+            length -= 1
+        if length <= 0:
+            raise ValueError(f"output size is too small: input {list(spatial)}, kernel {list(kernel)}")
+        out.append(length)
+    return (*head, *out)
+
+
+def _adaptive(m: nn.Module, x: Shape, n: int) -> Shape:
+    head, spatial = _spatial(x, n, type(m).__name__)
+    sizes = _tuple(m.output_size, n)  # type: ignore[arg-type]
+    return (*head, *(s if o is None else o for s, o in zip(spatial, sizes, strict=True)))
+
+
+def _flatten(m: nn.Flatten, x: Shape) -> Shape:
+    start = m.start_dim % len(x)
+    end = m.end_dim % len(x)
+    return (*x[:start], math.prod(x[start : end + 1]), *x[end + 1 :])
+
+
+def _linear(m: nn.Linear, x: Shape) -> Shape:
+    if x[-1] != m.in_features:
+        raise ValueError(f"expected {m.in_features} input features, got {x[-1]}")
+    return (*x[:-1], m.out_features)
+
+
+def _batch_norm(m: nn.Module, x: Shape) -> Shape:
+    m._check_input_dim(torch.empty((0,) * len(x), device="meta"))  # type: ignore[operator]
+    if len(x) < 2 or x[1] != m.num_features:
+        raise ValueError(f"expected input with {m.num_features} channels, got shape {list(x)}")
+    return x
+
+
+_POOLS: dict[type[nn.Module], int] = {
+    nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3, nn.AvgPool1d: 1, nn.AvgPool2d: 2, nn.AvgPool3d: 3,
+}  # fmt: skip
+_ADAPTIVE: dict[type[nn.Module], int] = {
+    nn.AdaptiveAvgPool1d: 1, nn.AdaptiveAvgPool2d: 2, nn.AdaptiveAvgPool3d: 3,
+    nn.AdaptiveMaxPool1d: 1, nn.AdaptiveMaxPool2d: 2, nn.AdaptiveMaxPool3d: 3,
+}  # fmt: skip
+_RULES: dict[type[nn.Module], Callable[[nn.Module, Shape], Shape]] = {
+    nn.Conv1d: _conv, nn.Conv2d: _conv, nn.Conv3d: _conv, nn.Linear: _linear,  # type: ignore[dict-item]
+    nn.Flatten: _flatten, nn.BatchNorm1d: _batch_norm, nn.BatchNorm2d: _batch_norm,  # type: ignore[dict-item]
+    nn.BatchNorm3d: _batch_norm,
+}  # fmt: skip
+
+
+def _rule_for(module: nn.Module) -> Callable[[nn.Module, Shape], Shape] | None:
+    kind = type(module)
+    for klass in kind.__mro__:  # block classes subclass the layer they wrap
+        if klass in _RULES:
+            return _RULES[klass]
+        if klass in _POOLS:
+            return lambda m, x, n=_POOLS[klass]: _pool(m, x, n)  # type: ignore[misc]
+        if klass in _ADAPTIVE:
+            return lambda m, x, n=_ADAPTIVE[klass]: _adaptive(m, x, n)  # type: ignore[misc]
+        if klass in _SAME_SHAPE:
+            return lambda m, x: x
+        if klass is nn.Module:
+            break
+    return None
+
+
+def output_shape(module: nn.Module, inputs: Sequence[object]) -> Shape | None:
+    """The output shape for a single floating-point tensor input, or None to fall back to running it."""
+    if len(inputs) != 1 or not isinstance(inputs[0], torch.Tensor) or not inputs[0].is_floating_point():
+        return None
+    if getattr(module, "padding_mode", "zeros") != "zeros" or getattr(module, "return_indices", False):
+        return None
+    rule = _rule_for(module)
+    if rule is None:
+        return None
+    try:
+        return rule(module, tuple(inputs[0].shape))
+    except _NoRule:
+        return None
+
+
+_INIT_FUNCTIONS = frozenset(
+    getattr(nn.init, name) for name in dir(nn.init) if name.endswith("_") and not name.startswith("_")
+)
+
+
+class SkipInit(TorchFunctionMode):
+    """Makes ``torch.nn.init`` functions no-ops: random fills of meta tensors compute nothing but cost time."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        if func in _INIT_FUNCTIONS:
+            return args[0] if args else next(iter((kwargs or {}).values()))
+        return func(*args, **(kwargs or {}))
