@@ -96,7 +96,12 @@ def build(
     return Built(model, training.optimizer, training.scheduler, spec, loss, training, device)
 
 
-def load(path: str | os.PathLike[str] | Mapping[str, Any], overrides: Mapping[str, Any] | None = None, *,
-         device: torch.device | str = "cpu", dtype: torch.dtype | str | None = None) -> Built:  # fmt: skip
+def load(
+    path: str | os.PathLike[str] | Mapping[str, Any],
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | str | None = None,
+) -> Built:
     """Read and build a spec file (or dict) in one call."""
     return build(path, device=device, dtype=dtype, overrides=overrides)

@@ -82,8 +82,12 @@ def make_tensor(spec: RTensor, device: torch.device, dtype: torch.dtype | None) 
     else:
         fn = getattr(nn.init, name + "_", None)
         if fn is None or name.startswith("_"):
-            known = sorted({n[:-1] for n in dir(nn.init) if n.endswith("_") and not n.startswith("_")} | set(TENSOR_INITS))
-            raise ValueError(f"unknown init {name!r}; " + (did_you_mean(name, known) or "expected one of " + ", ".join(known)))
+            known = sorted(
+                {n[:-1] for n in dir(nn.init) if n.endswith("_") and not n.startswith("_")} | set(TENSOR_INITS)
+            )
+            raise ValueError(
+                f"unknown init {name!r}; " + (did_you_mean(name, known) or "expected one of " + ", ".join(known))
+            )
         tensor = torch.empty(spec.shape, dtype=dtype, device=device)
         with torch.no_grad():
             fn(tensor, **args)  # on meta this checks arguments and rank without computing anything
@@ -92,7 +96,9 @@ def make_tensor(spec: RTensor, device: torch.device, dtype: torch.dtype | None) 
     return nn.Parameter(tensor, requires_grad=spec.trainable)
 
 
-def construct_layer(node: RNode, device: torch.device, dtype: torch.dtype | None, nested: Mapping[str, nn.Module]) -> nn.Module:
+def construct_layer(
+    node: RNode, device: torch.device, dtype: torch.dtype | None, nested: Mapping[str, nn.Module]
+) -> nn.Module:
     """Instantiate one catalogue layer; ``nested`` holds already-built module arguments."""
     if node.layer is None:
         raise ValueError(f"{node.name}: not a layer node")
@@ -103,7 +109,9 @@ def construct_layer(node: RNode, device: torch.device, dtype: torch.dtype | None
     return module
 
 
-def assemble(node: RNode, children: Mapping[str, nn.Module], tensors: Mapping[str, torch.Tensor], graph: fx.Graph | None) -> nn.Module:
+def assemble(
+    node: RNode, children: Mapping[str, nn.Module], tensors: Mapping[str, torch.Tensor], graph: fx.Graph | None
+) -> nn.Module:
     """Put built children (and owned tensors) into the container ``node`` describes."""
     module: nn.Module
     if node.kind == "Sequential":
@@ -140,12 +148,12 @@ def copy_graphs(graphs: Mapping[str, fx.Graph]) -> dict[str, fx.Graph]:
     return copies
 
 
-def build_tree(node: RNode, device: torch.device, dtype: torch.dtype | None, graphs: Mapping[str, fx.Graph]) -> nn.Module:
+def build_tree(
+    node: RNode, device: torch.device, dtype: torch.dtype | None, graphs: Mapping[str, fx.Graph]
+) -> nn.Module:
     """Build ``node`` and everything below it, in document order (so a seed fixes every weight)."""
     if node.kind == "layer":
-        nested = {
-            k: build_tree(v, device, dtype, graphs) for k, v in node.args.items() if isinstance(v, RNode)
-        }
+        nested = {k: build_tree(v, device, dtype, graphs) for k, v in node.args.items() if isinstance(v, RNode)}
         return construct_layer(node, device, dtype, nested)
     children = {k: build_tree(c, device, dtype, graphs) for k, c in node.children.items()}
     tensors = {k: make_tensor(t, device, dtype) for k, t in node.tensors.items()}

@@ -154,7 +154,7 @@ def _signature_params(cls: type[nn.Module]) -> tuple[list[inspect.Parameter], di
             continue
         try:
             hints = typing.get_type_hints(init)
-        except Exception:  # noqa: BLE001 - unresolvable forward references in user code
+        except Exception:
             hints = {}
         if klass is not cls and named and named[0].name == "mode":
             named = named[1:]  # RNNBase: the subclass fixes the mode

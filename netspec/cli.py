@@ -84,7 +84,7 @@ def _check_device(name: str) -> None:
         device = torch.device(name)
         if device.type != "meta":
             torch.empty(0, device=device)
-    except Exception as err:  # noqa: BLE001 - torch raises RuntimeError, AssertionError, NotImplementedError
+    except Exception as err:
         lines = str(err).strip().splitlines()
         raise NetspecError(f"device {name!r} is not available: {lines[0] if lines else type(err).__name__}") from None
 
@@ -202,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # e.g. an unavailable --device or an unwritable -o: a user's problem, not a crash.
         print(f"netspec: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}", file=sys.stderr)
         return EXIT_INVALID
-    except Exception as err:  # noqa: BLE001 - a bug in netspec: say so in one line, traceback on request
+    except Exception as err:
         if os.environ.get("NETSPEC_DEBUG"):
             raise
         print(f"netspec: internal error: {type(err).__name__}: {err} (set NETSPEC_DEBUG=1 for the traceback "

@@ -15,14 +15,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from . import exprs
-from .errors import ProblemList, SpecError
+from .build import build_tree, copy_graphs
+from .errors import Problem, ProblemList, SpecError
 from .infer import Inferred, infer
 from .resolve import Resolved, resolve
+from .shapes import SkipInit
 from .source import Source, apply_overrides, from_data, load_file, parse_scalar
 from .spec import SpecModel, validate_spec
+from .training import setup_training
 
 # Top-level sections whose ${...} references are plain vars; model and blocks are resolved
 # node by node because they also see block parameters and repeat indices.
@@ -58,6 +62,7 @@ class Spec:
         self.document = document
         self.resolved = resolved
         self.inferred = inferred
+        self.training_warnings: list[Problem] = []
 
     @property
     def name(self) -> str:
@@ -68,7 +73,7 @@ class Spec:
 
     @property
     def warnings(self) -> list[Any]:
-        return [*self.resolved.warnings, *self.inferred.warnings]
+        return [*self.resolved.warnings, *self.inferred.warnings, *self.training_warnings]
 
     @property
     def base_dir(self) -> Path:
@@ -119,7 +124,7 @@ def validate_source(source: Source) -> Spec:
     document, found = validate_spec(substituted)
     problems.extend(found)
     problems.raise_if_errors()
-    assert document is not None  # noqa: S101 - validate_spec returns a document whenever it reports nothing
+    assert document is not None
     resolved = resolve(document, source)
     shape = None
     dtype = "float32"
@@ -130,7 +135,28 @@ def validate_source(source: Source) -> Spec:
             raise SpecError(source.problem(("input", "shape"), f"input.shape needs positive integers, got {dims}"))
         shape, dtype = tuple(dims), document.input.dtype
     inferred = infer(resolved.root, source, shape, dtype)
-    return Spec(source, document, resolved, inferred)
+    spec = Spec(source, document, resolved, inferred)
+    if any(getattr(document, key) is not None for key in ("init", "freeze", "optimizer", "scheduler")):
+        spec.training_warnings = _check_training(spec)
+    return spec
+
+
+def _check_training(spec: Spec) -> list[Problem]:
+    """Run the training set-up on a throwaway meta model: patterns, groups and arguments are
+    checked against the real parameter names without allocating anything."""
+    with SkipInit():
+        meta = build_tree(spec.inferred.root, torch.device("meta"), None, copy_graphs(spec.inferred.graphs))
+    doc = spec.document
+    setup = setup_training(
+        meta,
+        init=doc.init,
+        freeze=doc.freeze,
+        optimizer=doc.optimizer,
+        scheduler=doc.scheduler,
+        source=spec.source,
+        base_dir=spec.base_dir,
+    )
+    return list(setup.warnings)
 
 
 def read(spec: str | os.PathLike[str] | Mapping[str, Any] | Spec, overrides: Mapping[str, Any] | None = None) -> Spec:

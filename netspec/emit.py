@@ -175,7 +175,7 @@ class _Walker:
         layers = self.children(module, path)
         if layers:
             node["layers"] = layers
-        join = (lambda n: f"{path}.{n}") if path else (lambda n: n)  # noqa: E731
+        join = (lambda n: f"{path}.{n}") if path else (lambda n: n)
         params = {n: self.tensor(p, join(n), buffer=False) for n, p in module.named_parameters(recurse=False)}
         non_persistent = getattr(module, "_non_persistent_buffers_set", set())
         buffers = {

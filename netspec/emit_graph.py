@@ -164,7 +164,7 @@ def trace(module: nn.Module, path: str) -> tuple[fx.Graph, dict[fx.Node, Any], l
             module.training = training
             try:
                 graphs[training] = _LeafTracer().trace(module, concrete_args=concrete or None)
-            except Exception as err:  # noqa: BLE001 - tracing fails in many ways (TraceError, TypeError, ...)
+            except Exception as err:
                 reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 if "is not installed as a submodule" in reason:
                     reason += " (run netspec.lint on the model: modules kept in a plain list or dict are not registered)"
@@ -427,7 +427,7 @@ class _Renderer:
             for n in nodes:
                 if n in skipped or n.op in ("output",):
                     continue
-                if n.users and all(u in skipped for u in n.users) and (n.op == "placeholder" and n.args or n.op == "call_function"):
+                if n.users and all(u in skipped for u in n.users) and ((n.op == "placeholder" and n.args) or n.op == "call_function"):
                     skipped.add(n)
                     changed = True
         return skipped
@@ -479,7 +479,7 @@ def _same(a: Any, b: Any) -> bool:
         return type(a) is type(b) and a == b
     try:
         return bool(a == b)
-    except Exception:  # noqa: BLE001
+    except Exception:
         return False
 
 

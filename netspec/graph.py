@@ -33,35 +33,230 @@ def route(modules: nn.ModuleDict, key: str, *args: Any, **kwargs: Any) -> Any:
 
 
 # Functions a statement may call: torch.nn.functional first (activations, pooling, dropout), then torch.
-_F_NAMES = (
-    "relu relu6 gelu silu mish elu selu celu leaky_relu hardswish hardsigmoid hardtanh softplus softsign "
-    "softmax log_softmax softmin glu logsigmoid tanhshrink dropout dropout1d dropout2d dropout3d alpha_dropout "
-    "interpolate pad adaptive_avg_pool1d adaptive_avg_pool2d adaptive_avg_pool3d adaptive_max_pool1d "
-    "adaptive_max_pool2d adaptive_max_pool3d avg_pool1d avg_pool2d avg_pool3d max_pool1d max_pool2d max_pool3d "
-    "layer_norm group_norm normalize linear embedding scaled_dot_product_attention one_hot pixel_shuffle "
-    "pixel_unshuffle unfold fold cosine_similarity"
-).split()
-_TORCH_NAMES = (
-    "cat concat concatenate stack hstack vstack flatten reshape permute transpose chunk split tensor_split unbind "
-    "squeeze unsqueeze mean sum prod amax amin max min argmax argmin std var logsumexp cumsum matmul bmm mm einsum "
-    "sigmoid tanh exp log log1p sqrt rsqrt abs neg clamp clip where roll flip narrow zeros_like ones_like "
-    "full_like rand_like randn_like tril triu masked_fill add sub mul div pow maximum minimum square erf baddbmm "
-    "outer topk sort arange movedim swapaxes unflatten channel_shuffle gather index_select diag norm sign floor ceil"
-).split()
+_F_NAMES = [
+    "relu",
+    "relu6",
+    "gelu",
+    "silu",
+    "mish",
+    "elu",
+    "selu",
+    "celu",
+    "leaky_relu",
+    "hardswish",
+    "hardsigmoid",
+    "hardtanh",
+    "softplus",
+    "softsign",
+    "softmax",
+    "log_softmax",
+    "softmin",
+    "glu",
+    "logsigmoid",
+    "tanhshrink",
+    "dropout",
+    "dropout1d",
+    "dropout2d",
+    "dropout3d",
+    "alpha_dropout",
+    "interpolate",
+    "pad",
+    "adaptive_avg_pool1d",
+    "adaptive_avg_pool2d",
+    "adaptive_avg_pool3d",
+    "adaptive_max_pool1d",
+    "adaptive_max_pool2d",
+    "adaptive_max_pool3d",
+    "avg_pool1d",
+    "avg_pool2d",
+    "avg_pool3d",
+    "max_pool1d",
+    "max_pool2d",
+    "max_pool3d",
+    "layer_norm",
+    "group_norm",
+    "normalize",
+    "linear",
+    "embedding",
+    "scaled_dot_product_attention",
+    "one_hot",
+    "pixel_shuffle",
+    "pixel_unshuffle",
+    "unfold",
+    "fold",
+    "cosine_similarity",
+]
+_TORCH_NAMES = [
+    "cat",
+    "concat",
+    "concatenate",
+    "stack",
+    "hstack",
+    "vstack",
+    "flatten",
+    "reshape",
+    "permute",
+    "transpose",
+    "chunk",
+    "split",
+    "tensor_split",
+    "unbind",
+    "squeeze",
+    "unsqueeze",
+    "mean",
+    "sum",
+    "prod",
+    "amax",
+    "amin",
+    "max",
+    "min",
+    "argmax",
+    "argmin",
+    "std",
+    "var",
+    "logsumexp",
+    "cumsum",
+    "matmul",
+    "bmm",
+    "mm",
+    "einsum",
+    "sigmoid",
+    "tanh",
+    "exp",
+    "log",
+    "log1p",
+    "sqrt",
+    "rsqrt",
+    "abs",
+    "neg",
+    "clamp",
+    "clip",
+    "where",
+    "roll",
+    "flip",
+    "narrow",
+    "zeros_like",
+    "ones_like",
+    "full_like",
+    "rand_like",
+    "randn_like",
+    "tril",
+    "triu",
+    "masked_fill",
+    "add",
+    "sub",
+    "mul",
+    "div",
+    "pow",
+    "maximum",
+    "minimum",
+    "square",
+    "erf",
+    "baddbmm",
+    "outer",
+    "topk",
+    "sort",
+    "arange",
+    "movedim",
+    "swapaxes",
+    "unflatten",
+    "channel_shuffle",
+    "gather",
+    "index_select",
+    "diag",
+    "norm",
+    "sign",
+    "floor",
+    "ceil",
+]
 DROPOUTS = frozenset({"dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout"})
 FUNCTIONS: dict[str, Callable[..., Any]] = {
     **{n: getattr(torch, n) for n in _TORCH_NAMES if hasattr(torch, n)},
     **{n: getattr(F, n) for n in _F_NAMES if hasattr(F, n)},
 }
 TENSOR_METHODS = frozenset(
-    (
-        "view view_as reshape reshape_as permute transpose contiguous unsqueeze squeeze flatten unflatten mean sum "
-        "prod size dim expand expand_as repeat repeat_interleave chunk split unbind softmax log_softmax relu "
-        "sigmoid tanh exp log sqrt rsqrt abs neg float half double bfloat16 long int bool type_as masked_fill "
-        "matmul mul add sub div pow clone detach t max min amax amin argmax argmin norm narrow roll flip clamp "
-        "numel new_zeros new_ones new_full new_empty tril triu std var square movedim swapaxes permute gather "
-        "index_select cumsum mT"
-    ).split()
+    [
+        "view",
+        "view_as",
+        "reshape",
+        "reshape_as",
+        "permute",
+        "transpose",
+        "contiguous",
+        "unsqueeze",
+        "squeeze",
+        "flatten",
+        "unflatten",
+        "mean",
+        "sum",
+        "prod",
+        "size",
+        "dim",
+        "expand",
+        "expand_as",
+        "repeat",
+        "repeat_interleave",
+        "chunk",
+        "split",
+        "unbind",
+        "softmax",
+        "log_softmax",
+        "relu",
+        "sigmoid",
+        "tanh",
+        "exp",
+        "log",
+        "sqrt",
+        "rsqrt",
+        "abs",
+        "neg",
+        "float",
+        "half",
+        "double",
+        "bfloat16",
+        "long",
+        "int",
+        "bool",
+        "type_as",
+        "masked_fill",
+        "matmul",
+        "mul",
+        "add",
+        "sub",
+        "div",
+        "pow",
+        "clone",
+        "detach",
+        "t",
+        "max",
+        "min",
+        "amax",
+        "amin",
+        "argmax",
+        "argmin",
+        "norm",
+        "narrow",
+        "roll",
+        "flip",
+        "clamp",
+        "numel",
+        "new_zeros",
+        "new_ones",
+        "new_full",
+        "new_empty",
+        "tril",
+        "triu",
+        "std",
+        "var",
+        "square",
+        "movedim",
+        "swapaxes",
+        "permute",
+        "gather",
+        "index_select",
+        "cumsum",
+        "mT",
+    ]
 )
 TENSOR_ATTRIBUTES = frozenset({"shape", "ndim", "dtype", "device", "T", "mT", "is_cuda"})
 _BINOPS: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
@@ -134,8 +329,11 @@ def _check_arity(path: str, child: Child, args: tuple[Any, ...], kwargs: Mapping
         return
     unknown = [k for k in kwargs if k not in child.inputs]
     if unknown:
-        raise StatementError(f"{path} has no input {unknown[0]!r}; it takes ({', '.join(child.inputs)})", col,
-                             did_you_mean(unknown[0], child.inputs) or None)  # fmt: skip
+        raise StatementError(
+            f"{path} has no input {unknown[0]!r}; it takes ({', '.join(child.inputs)})",
+            col,
+            did_you_mean(unknown[0], child.inputs) or None,
+        )
     given = len(args) + len(kwargs)
     if len(args) > len(child.inputs) or given < child.required:
         raise StatementError(
@@ -158,7 +356,9 @@ class _Builder:
         for name in graph_def.inputs:
             self.env[name] = self.g.placeholder(name)
 
-    def node(self, op: str, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any], name: str | None = None) -> fx.Node:
+    def node(
+        self, op: str, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any], name: str | None = None
+    ) -> fx.Node:
         n = self.g.create_node(op, target, args, kwargs, name=name)
         n.meta["netspec"] = self.stmt
         return n
@@ -184,7 +384,11 @@ class _Builder:
             self.bind(target, value)
         elif isinstance(target, ast.Tuple) and all(isinstance(t, ast.Name) for t in target.elts):
             for k, elt in enumerate(target.elts):
-                item = value[k] if isinstance(value, (list, tuple)) else self.node("call_function", operator.getitem, (value, k), {}, name=elt.id)  # type: ignore[attr-defined]
+                item = (
+                    value[k]
+                    if isinstance(value, (list, tuple))
+                    else self.node("call_function", operator.getitem, (value, k), {}, name=elt.id)
+                )  # type: ignore[attr-defined]
                 self.bind(elt, item)  # type: ignore[arg-type]
         else:
             raise StatementError("assign to a name or a tuple of names", target.col_offset)
@@ -251,7 +455,9 @@ class _Builder:
         if n in FUNCTIONS:
             raise StatementError(f"function {n!r} must be called", e.col_offset)
         known = [*self.env, *self.tensors, *self.children, *FUNCTIONS]
-        raise StatementError(f"name {n!r} is not defined before this statement", e.col_offset, did_you_mean(n, known) or None)
+        raise StatementError(
+            f"name {n!r} is not defined before this statement", e.col_offset, did_you_mean(n, known) or None
+        )
 
     def attribute(self, e: ast.Attribute) -> Any:
         if e.attr.startswith("_"):
@@ -272,18 +478,26 @@ class _Builder:
             if parent and e.attr in parent[1].children:
                 return f"{parent[0]}.{e.attr}", parent[1].children[e.attr]
             if parent:
-                raise StatementError(f"{parent[0]} has no child {e.attr!r}", e.col_offset, did_you_mean(e.attr, parent[1].children) or None)
+                raise StatementError(
+                    f"{parent[0]} has no child {e.attr!r}",
+                    e.col_offset,
+                    did_you_mean(e.attr, parent[1].children) or None,
+                )
         if isinstance(e, ast.Subscript):
             parent = self.child_path(e.value)
-            if parent and isinstance(e.slice, ast.Constant) or (parent and isinstance(e.slice, ast.UnaryOp)):
+            if (parent and isinstance(e.slice, ast.Constant)) or (parent and isinstance(e.slice, ast.UnaryOp)):
                 key = self.expr(e.slice)
                 keys = list(parent[1].children)  # type: ignore[index]
                 if isinstance(key, int) and not isinstance(key, bool):
                     if not -len(keys) <= key < len(keys):
-                        raise StatementError(f"index {key} out of range for {parent[0]} ({len(keys)} children)", e.col_offset)  # type: ignore[index]
+                        raise StatementError(
+                            f"index {key} out of range for {parent[0]} ({len(keys)} children)", e.col_offset
+                        )  # type: ignore[index]
                     key = keys[key]
                 if key not in parent[1].children:  # type: ignore[index]
-                    raise StatementError(f"{parent[0]} has no child {key!r}", e.col_offset, did_you_mean(str(key), keys) or None)  # type: ignore[index]
+                    raise StatementError(
+                        f"{parent[0]} has no child {key!r}", e.col_offset, did_you_mean(str(key), keys) or None
+                    )  # type: ignore[index]
                 return f"{parent[0]}.{key}", parent[1].children[key]  # type: ignore[index]
         return None
 
@@ -321,12 +535,16 @@ class _Builder:
                     kwargs.setdefault("training", self.attr("training"))
                 return self.node("call_function", FUNCTIONS[func.id], args, kwargs)
             known = [*FUNCTIONS, *self.children]
-            raise StatementError(f"unknown function or layer {func.id!r}", func.col_offset, did_you_mean(func.id, known) or None)
+            raise StatementError(
+                f"unknown function or layer {func.id!r}", func.col_offset, did_you_mean(func.id, known) or None
+            )
         if isinstance(func, ast.Attribute):
             base = self.expr(func.value)
             if isinstance(base, fx.Node) and func.attr in TENSOR_METHODS:
                 return self.node("call_method", func.attr, (base, *args), kwargs)
-            raise StatementError(f"method {func.attr!r} is not allowed", func.col_offset, did_you_mean(func.attr, TENSOR_METHODS) or None)
+            raise StatementError(
+                f"method {func.attr!r} is not allowed", func.col_offset, did_you_mean(func.attr, TENSOR_METHODS) or None
+            )
         self.expr(func)  # names the construct when it is not allowed at all (a lambda, ...)
         raise StatementError("only layers, allow-listed functions and tensor methods can be called", e.col_offset)
 
@@ -367,8 +585,11 @@ def compile_statements(node: RNode, source: Source, problems: ProblemList) -> fx
     for name in node.children:
         if name not in builder.used:
             problems.add(
-                source.problem(node.children[name].path, f"layer {name!r} is never used in forward; it stays registered",
-                               warning=True)  # fmt: skip
+                source.problem(
+                    node.children[name].path,
+                    f"layer {name!r} is never used in forward; it stays registered",
+                    warning=True,
+                )
             )
     return builder.g
 
@@ -385,8 +606,13 @@ def _statement_problem(source: Source, path: Any, text: str, err: StatementError
     return dataclasses.replace(problem, location=dataclasses.replace(loc, column=column))
 
 
-def make_graph_module(children: Mapping[str, nn.Module], tensors: Mapping[str, torch.Tensor], buffers_persistent: Mapping[str, bool],
-                      graph: fx.Graph, class_name: str) -> fx.GraphModule:  # fmt: skip
+def make_graph_module(
+    children: Mapping[str, nn.Module],
+    tensors: Mapping[str, torch.Tensor],
+    buffers_persistent: Mapping[str, bool],
+    graph: fx.Graph,
+    class_name: str,
+) -> fx.GraphModule:
     """A GraphModule whose children, parameters and buffers are registered in spec order, with real types."""
     gm = fx.GraphModule(nn.Module(), fx.Graph(), class_name=class_name)
     for name, child in children.items():

@@ -112,14 +112,19 @@ class Inferrer:
             self._alive.append(t)
 
     # -- nodes --------------------------------------------------------------------------------
-    def node(self, node: RNode, args: tuple[Any, ...] | None, kwargs: Mapping[str, Any] | None = None) -> tuple[nn.Module | None, Any]:
+    def node(
+        self, node: RNode, args: tuple[Any, ...] | None, kwargs: Mapping[str, Any] | None = None
+    ) -> tuple[nn.Module | None, Any]:
         """Build ``node`` on meta (inferring from ``args`` when given) and run it; returns (module, output)."""
         if node.name in self.built and node.name:
             module = self.built[node.name]
             return module, self.call(node, module, args, kwargs) if args is not None else None
         if args is not None and node.kind in ("ModuleList", "ModuleDict", "ParameterList", "ParameterDict"):
-            self.problem(node, f"a {node.kind} has no forward, so it cannot take the input; "
-                         "call its elements from a Graph, or drop input.shape")  # fmt: skip
+            self.problem(
+                node,
+                f"a {node.kind} has no forward, so it cannot take the input; "
+                "call its elements from a Graph, or drop input.shape",
+            )
             return None, None
         if node.kind == "layer":
             module = self.layer(node, args)
@@ -136,7 +141,7 @@ class Inferrer:
 
     def layer(self, node: RNode, args: tuple[Any, ...] | None) -> nn.Module | None:
         layer = node.layer
-        assert layer is not None  # noqa: S101 - internal invariant of RNode("layer")
+        assert layer is not None
         first = next((a for a in (args or ()) if isinstance(a, torch.Tensor)), None)
         if first is not None and not self.fill_in(node, args or (), first):
             return None
@@ -165,7 +170,7 @@ class Inferrer:
             try:
                 with SkipInit():
                     module = construct_layer(node, META, None, nested)
-            except Exception as err:  # noqa: BLE001 - torch raises anything from constructors; report it located
+            except Exception as err:
                 self.problem(node, f"{layer.name}({_kwargs_text(node.args)}) cannot be constructed: {_first_line(err)}")
                 return None
             if key is not None:
@@ -190,8 +195,12 @@ class Inferrer:
                     given = node.args[name]
                     given_list = list(given) if isinstance(given, (list, tuple)) else [given]
                     if list(x.shape[x.dim() - len(given_list) :]) != given_list or len(given_list) >= x.dim():
-                        self.problem(node, f"{node.type_name} normalized_shape {given_list} does not match the "
-                                     f"trailing dims of its input {shape_text(x.shape)} ({self.producer(x).name})", name)  # fmt: skip
+                        self.problem(
+                            node,
+                            f"{node.type_name} normalized_shape {given_list} does not match the "
+                            f"trailing dims of its input {shape_text(x.shape)} ({self.producer(x).name})",
+                            name,
+                        )
                         ok = False
                     continue
             else:
@@ -200,8 +209,12 @@ class Inferrer:
                     given = node.args[name]
                     if isinstance(given, int) and given != expected:
                         where = self.producer(x).describe(int(expected))
-                        self.problem(node, f"{node.name or 'the model'} expects {given} {_NOUN.get(name, name)} but {where}", name,
-                                     hint=f"set {name}: {expected} or omit it to infer it")  # fmt: skip
+                        self.problem(
+                            node,
+                            f"{node.name or 'the model'} expects {given} {_NOUN.get(name, name)} but {where}",
+                            name,
+                            hint=f"set {name}: {expected} or omit it to infer it",
+                        )
                         ok = False
                     continue
             node.args[name] = expected
@@ -218,30 +231,45 @@ class Inferrer:
                 out = torch.empty(shape, dtype=args[0].dtype, device=META)
             else:
                 out = module(*args, **(kwargs or {}))
-        except Exception as err:  # noqa: BLE001 - any failure of a forward on meta tensors is a spec problem
-            inputs = ", ".join(f"{shape_text(a.shape)} from {self.producer(a).name}" for a in args if isinstance(a, torch.Tensor))
+        except Exception as err:
+            inputs = ", ".join(
+                f"{shape_text(a.shape)} from {self.producer(a).name}" for a in args if isinstance(a, torch.Tensor)
+            )
             self.problem(node, f"{node.type_name} failed on input {inputs or 'of this call'}: {_first_line(err)}")
             return None
         self.shapes[node.name] = _shapes(out)
         first = next((a for a in args if isinstance(a, torch.Tensor)), None)
         flattening = (
-            isinstance(out, torch.Tensor) and first is not None and out.dim() == 2 and first.dim() > 2
+            isinstance(out, torch.Tensor)
+            and first is not None
+            and out.dim() == 2
+            and first.dim() > 2
             and out.shape[1] == first[0].numel()
-        )  # fmt: skip
-        self.mark(out, Producer(node.name or "the model", tuple(first.shape[1:]) if flattening and first is not None else None))
+        )
+        self.mark(
+            out,
+            Producer(node.name or "the model", tuple(first.shape[1:]) if flattening and first is not None else None),
+        )
         if flattening and first is not None and self.producer(first).name != "the input":
             self.mark(out, Producer(self.producer(first).name, tuple(first.shape[1:])))
         return out
 
-    def sequential(self, node: RNode, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None) -> tuple[nn.Module | None, Any]:
+    def sequential(
+        self, node: RNode, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None
+    ) -> tuple[nn.Module | None, Any]:
         call_args: tuple[Any, ...] | None = args
         call_kwargs = kwargs
         value: Any = None
         modules: dict[str, nn.Module] = {}
         for child in node.children.values():
             if child.kind in ("ModuleList", "ModuleDict", "ParameterList", "ParameterDict"):
-                self.problems.add(self.source.problem(child.path, f"a {child.kind} has no forward and cannot be a step "
-                                                      "of a Sequential; call its elements from a Graph"))  # fmt: skip
+                self.problems.add(
+                    self.source.problem(
+                        child.path,
+                        f"a {child.kind} has no forward and cannot be a step "
+                        "of a Sequential; call its elements from a Graph",
+                    )
+                )
                 return None, None
             module, value = self.node(child, call_args, call_kwargs)
             if module is None:
@@ -269,9 +297,13 @@ class Inferrer:
         for key, spec in node.tensors.items():
             try:
                 out[key] = make_tensor(spec, META, None)
-            except Exception as err:  # noqa: BLE001 - init functions raise ValueError/TypeError/RuntimeError
-                self.problems.add(self.source.problem(spec.path + ("init",), f"cannot initialise {key!r} "
-                                                      f"of shape {list(spec.shape)}: {_first_line(err)}"))  # fmt: skip
+            except Exception as err:
+                self.problems.add(
+                    self.source.problem(
+                        spec.path + ("init",),
+                        f"cannot initialise {key!r} of shape {list(spec.shape)}: {_first_line(err)}",
+                    )
+                )
         if out:
             self.tensors[node.name] = [(t.numel(), t.dtype) for t in out.values()]
         return out if len(out) == len(node.tensors) else None
@@ -284,7 +316,9 @@ class Inferrer:
         return module
 
     # -- graphs -------------------------------------------------------------------------------
-    def graph(self, node: RNode, args: tuple[Any, ...] | None, kwargs: Mapping[str, Any] | None) -> tuple[nn.Module | None, Any]:
+    def graph(
+        self, node: RNode, args: tuple[Any, ...] | None, kwargs: Mapping[str, Any] | None
+    ) -> tuple[nn.Module | None, Any]:
         graph = compile_statements(node, self.source, self.problems)
         if graph is None:
             return None, None
@@ -304,13 +338,22 @@ class Inferrer:
             self.shapes[node.name] = _shapes(out)
         return module, out
 
-    def run_graph(self, node: RNode, graph: fx.Graph, tensors: Mapping[str, torch.Tensor], args: tuple[Any, ...],
-                  kwargs: Mapping[str, Any]) -> Any:  # fmt: skip
+    def run_graph(
+        self,
+        node: RNode,
+        graph: fx.Graph,
+        tensors: Mapping[str, torch.Tensor],
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+    ) -> Any:
         graph_def = node.graph
-        assert graph_def is not None  # noqa: S101 - internal invariant of RNode("Graph")
+        assert graph_def is not None
         if len(args) + len(kwargs) != len(graph_def.inputs):
-            self.problem(node, f"Graph takes {len(graph_def.inputs)} input(s) ({', '.join(graph_def.inputs)}), "
-                         f"called with {len(args) + len(kwargs)}")  # fmt: skip
+            self.problem(
+                node,
+                f"Graph takes {len(graph_def.inputs)} input(s) ({', '.join(graph_def.inputs)}), "
+                f"called with {len(args) + len(kwargs)}",
+            )
             return None
         env: dict[fx.Node, Any] = {}
         inputs = dict(zip(graph_def.inputs, args, strict=False)) | dict(kwargs)
@@ -336,11 +379,17 @@ class Inferrer:
                         return None
                     if n.op != "call_module":
                         self.mark(env[n], Producer(f"statement '{stmt_text.strip()}'"))
-            except Exception as err:  # noqa: BLE001 - a failing op is reported at its statement
-                desc = ", ".join(shape_text(x.shape) for x in _tensors((a, kw)) ) if n.op != "placeholder" else ""
-                self.problems.add(self.source.problem(
-                    stmt_path, f"'{stmt_text.strip()}' failed" + (f" on inputs {desc}" if desc else "") + f": {_first_line(err)}"
-                    + node.where()))  # fmt: skip
+            except Exception as err:
+                desc = ", ".join(shape_text(x.shape) for x in _tensors((a, kw))) if n.op != "placeholder" else ""
+                self.problems.add(
+                    self.source.problem(
+                        stmt_path,
+                        f"'{stmt_text.strip()}' failed"
+                        + (f" on inputs {desc}" if desc else "")
+                        + f": {_first_line(err)}"
+                        + node.where(),
+                    )
+                )
                 return None
         return None
 
@@ -414,13 +463,19 @@ def _kwargs_text(args: Mapping[str, Any]) -> str:
 
 
 DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16,
-    "int64": torch.int64, "int32": torch.int32, "bool": torch.bool,
-}  # fmt: skip
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "int64": torch.int64,
+    "int32": torch.int32,
+    "bool": torch.bool,
+}
 
 
-def infer(root: RNode, source: Source, input_shape: tuple[int, ...] | None, input_dtype: str = "float32",
-          batch: int = 2) -> Inferred:  # fmt: skip
+def infer(
+    root: RNode, source: Source, input_shape: tuple[int, ...] | None, input_dtype: str = "float32", batch: int = 2
+) -> Inferred:
     """Run inference over the whole tree; raises ``SpecError`` with every problem found."""
     problems = ProblemList()
     inferrer = Inferrer(source, problems)
@@ -434,5 +489,3 @@ def infer(root: RNode, source: Source, input_shape: tuple[int, ...] | None, inpu
     if module is None:
         raise RuntimeError("inference produced no model without reporting a problem")  # internal invariant
     return Inferred(root, inferrer.graphs, inferrer.shapes, problems.warnings, inferrer.tensors)
-
-

@@ -9,7 +9,6 @@ when that exceeds what the device has available.
 from __future__ import annotations
 
 import os
-
 from collections.abc import Mapping
 
 import torch

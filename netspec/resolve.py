@@ -26,8 +26,8 @@ from .spec import (
     GraphNode,
     LayerNode,
     ModuleDictNode,
-    Node,
     ModuleListNode,
+    Node,
     ParameterDictNode,
     ParameterListNode,
     RepeatItem,
@@ -100,8 +100,11 @@ def _check_child_name(name: str, path: SpecPath, source: Source, problems: Probl
         return False
     if "." in name:
         problems.add(
-            source.problem(path, f"child name {name!r} contains '.', which breaks state_dict keys",
-                           hint=f"use {name.replace('.', '_')!r}")  # fmt: skip
+            source.problem(
+                path,
+                f"child name {name!r} contains '.', which breaks state_dict keys",
+                hint=f"use {name.replace('.', '_')!r}",
+            )
         )
         return False
     if hasattr(nn.Module, name) or name in ("training",):
@@ -146,9 +149,13 @@ class Resolver:
         if isinstance(node, LayerNode):
             return self.layer(node, name, path, scope)
         if isinstance(node, RepeatItem):
-            self.problems.add(self.source.problem(path, "{repeat: N, layer: ...} splices copies into a list of layers "
-                                                  "and is only allowed there", hint="use {type: Sequential, repeat: N, "
-                                                  "layer: ...} for a container of copies"))  # fmt: skip
+            self.problems.add(
+                self.source.problem(
+                    path,
+                    "{repeat: N, layer: ...} splices copies into a list of layers and is only allowed there",
+                    hint="use {type: Sequential, repeat: N, layer: ...} for a container of copies",
+                )
+            )
             return None
         if isinstance(node, (SequentialNode, ModuleListNode)):
             return self.sequence(node, name, path, scope)
@@ -160,9 +167,7 @@ class Resolver:
             return self.graph(node, name, path, scope)
         if isinstance(node, (ParameterListNode, ParameterDictNode)):
             out = RNode(node.type, name, path)
-            entries = (
-                dict(enumerate(node.parameters)) if isinstance(node, ParameterListNode) else node.parameters
-            )
+            entries = dict(enumerate(node.parameters)) if isinstance(node, ParameterListNode) else node.parameters
             for key, tensor in entries.items():
                 resolved = self.tensor(tensor, path + ("parameters", key), scope)
                 if resolved is not None:
@@ -170,7 +175,9 @@ class Resolver:
             return out
         raise TypeError(f"unexpected node {node!r}")  # unreachable: pydantic admits only the kinds above
 
-    def children(self, out: RNode, layers: Mapping[str, Any] | list[Any], path: SpecPath, scope: Mapping[str, Any]) -> None:
+    def children(
+        self, out: RNode, layers: Mapping[str, Any] | list[Any], path: SpecPath, scope: Mapping[str, Any]
+    ) -> None:
         if not isinstance(layers, Mapping):
             self.splice(out, layers, path, scope)
             return
@@ -190,8 +197,9 @@ class Resolver:
                 count = self.integer(child.repeat, scope, path + (k, "repeat"), "repeat", low=0)
                 for i in range(min(count or 0, MAX_REPEAT)):
                     key = str(len(out.children))
-                    resolved = self.node(child.layer, f"{out.name}.{key}" if out.name else key,
-                                         path + (k, "layer"), {**scope, "i": i})  # fmt: skip
+                    resolved = self.node(
+                        child.layer, f"{out.name}.{key}" if out.name else key, path + (k, "layer"), {**scope, "i": i}
+                    )
                     if resolved is not None:
                         out.children[key] = resolved
                 continue
@@ -200,13 +208,18 @@ class Resolver:
             if resolved is not None:
                 out.children[key] = resolved
 
-    def sequence(self, node: SequentialNode | ModuleListNode, name: str, path: SpecPath, scope: Mapping[str, Any]) -> RNode:
+    def sequence(
+        self, node: SequentialNode | ModuleListNode, name: str, path: SpecPath, scope: Mapping[str, Any]
+    ) -> RNode:
         out = RNode(node.type, name, path)
         has_layers, has_repeat = node.layers is not None, node.repeat is not None or node.layer is not None
         if has_layers == has_repeat:
             self.problems.add(
-                self.source.problem(path, f"{node.type} needs either 'layers' or 'repeat' with 'layer'",
-                                    hint="layers: [...]  or  repeat: 4, layer: {...}")  # fmt: skip
+                self.source.problem(
+                    path,
+                    f"{node.type} needs either 'layers' or 'repeat' with 'layer'",
+                    hint="layers: [...]  or  repeat: 4, layer: {...}",
+                )
             )
             return out
         if has_layers:
@@ -282,8 +295,11 @@ class Resolver:
         except UnknownName as err:
             candidates = [*LAYERS, *self.spec.blocks]
             self.problems.add(
-                self.source.problem(path + ("type",), f"unknown layer type {type_name!r}",
-                                    hint=did_you_mean(type_name, candidates) or err.hint or None)  # fmt: skip
+                self.source.problem(
+                    path + ("type",),
+                    f"unknown layer type {type_name!r}",
+                    hint=did_you_mean(type_name, candidates) or err.hint or None,
+                )
             )
             return None
         raw = self.substitute(node.args, scope, path)
@@ -325,12 +341,18 @@ class Resolver:
         for key, value in given.items():
             decl = block.params.get(key)
             if decl is None:
-                hint = did_you_mean(key, block.params) or ("it takes " + ", ".join(block.params) if block.params else None)
-                self.problems.add(self.source.problem(path + (key,), f"block {block_name} has no parameter {key!r}", hint=hint))
+                hint = did_you_mean(key, block.params) or (
+                    "it takes " + ", ".join(block.params) if block.params else None
+                )
+                self.problems.add(
+                    self.source.problem(path + (key,), f"block {block_name} has no parameter {key!r}", hint=hint)
+                )
                 ok = False
             elif not _param_fits(decl.type, value):
                 self.problems.add(
-                    self.source.problem(path + (key,), f"block {block_name} parameter {key!r} expects {decl.type}, got {value!r}")
+                    self.source.problem(
+                        path + (key,), f"block {block_name} parameter {key!r} expects {decl.type}, got {value!r}"
+                    )
                 )
                 ok = False
             else:
@@ -392,4 +414,4 @@ def resolve(spec: SpecModel, source: Source) -> Resolved:
     return Resolved(root, loss, resolver.vars, problems.warnings)
 
 
-__all__ = ["RGraph", "RNode", "RStatement", "RTensor", "Resolved", "resolve", "format_path"]
+__all__ = ["RGraph", "RNode", "RStatement", "RTensor", "Resolved", "format_path", "resolve"]

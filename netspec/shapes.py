@@ -20,11 +20,39 @@ from torch.overrides import TorchFunctionMode
 Shape = tuple[int, ...]
 
 _SAME_SHAPE: tuple[type[nn.Module], ...] = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.ELU, nn.SELU, nn.CELU, nn.Mish,
-    nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Softplus, nn.Softsign, nn.Tanhshrink, nn.Softshrink,
-    nn.Hardshrink, nn.Threshold, nn.LogSigmoid, nn.RReLU, nn.Softmax, nn.LogSoftmax, nn.Softmin, nn.Identity,
-    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
-)  # fmt: skip
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.Mish,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Hardtanh,
+    nn.Softplus,
+    nn.Softsign,
+    nn.Tanhshrink,
+    nn.Softshrink,
+    nn.Hardshrink,
+    nn.Threshold,
+    nn.LogSigmoid,
+    nn.RReLU,
+    nn.Softmax,
+    nn.LogSoftmax,
+    nn.Softmin,
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    nn.FeatureAlphaDropout,
+)
 
 
 def _tuple(value: int | Sequence[int], n: int) -> tuple[int, ...]:
@@ -108,17 +136,31 @@ def _batch_norm(m: nn.Module, x: Shape) -> Shape:
 
 
 _POOLS: dict[type[nn.Module], int] = {
-    nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3, nn.AvgPool1d: 1, nn.AvgPool2d: 2, nn.AvgPool3d: 3,
-}  # fmt: skip
+    nn.MaxPool1d: 1,
+    nn.MaxPool2d: 2,
+    nn.MaxPool3d: 3,
+    nn.AvgPool1d: 1,
+    nn.AvgPool2d: 2,
+    nn.AvgPool3d: 3,
+}
 _ADAPTIVE: dict[type[nn.Module], int] = {
-    nn.AdaptiveAvgPool1d: 1, nn.AdaptiveAvgPool2d: 2, nn.AdaptiveAvgPool3d: 3,
-    nn.AdaptiveMaxPool1d: 1, nn.AdaptiveMaxPool2d: 2, nn.AdaptiveMaxPool3d: 3,
-}  # fmt: skip
+    nn.AdaptiveAvgPool1d: 1,
+    nn.AdaptiveAvgPool2d: 2,
+    nn.AdaptiveAvgPool3d: 3,
+    nn.AdaptiveMaxPool1d: 1,
+    nn.AdaptiveMaxPool2d: 2,
+    nn.AdaptiveMaxPool3d: 3,
+}
 _RULES: dict[type[nn.Module], Callable[[nn.Module, Shape], Shape]] = {
-    nn.Conv1d: _conv, nn.Conv2d: _conv, nn.Conv3d: _conv, nn.Linear: _linear,  # type: ignore[dict-item]
-    nn.Flatten: _flatten, nn.BatchNorm1d: _batch_norm, nn.BatchNorm2d: _batch_norm,  # type: ignore[dict-item]
+    nn.Conv1d: _conv,
+    nn.Conv2d: _conv,
+    nn.Conv3d: _conv,
+    nn.Linear: _linear,  # type: ignore[dict-item]
+    nn.Flatten: _flatten,
+    nn.BatchNorm1d: _batch_norm,
+    nn.BatchNorm2d: _batch_norm,  # type: ignore[dict-item]
     nn.BatchNorm3d: _batch_norm,
-}  # fmt: skip
+}
 
 
 def _rule_for(module: nn.Module) -> Callable[[nn.Module, Shape], Shape] | None:

@@ -212,7 +212,13 @@ Node = Annotated[
     WithJsonSchema(NODE_PLACEHOLDER),
 ]
 AnyNode = (
-    SequentialNode | ModuleListNode | ModuleDictNode | GraphNode | ParameterListNode | ParameterDictNode | LayerNode
+    SequentialNode
+    | ModuleListNode
+    | ModuleDictNode
+    | GraphNode
+    | ParameterListNode
+    | ParameterDictNode
+    | LayerNode
     | RepeatItem
 )
 
