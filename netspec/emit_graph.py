@@ -419,15 +419,18 @@ class _Renderer:
         return name(value)
 
     def _skipped(self, nodes: list[fx.Node]) -> set[fx.Node]:
-        """fx's checks on arguments fixed to their defaults, and those arguments themselves."""
+        """Nodes no statement needs: fx's checks on arguments fixed to their defaults (and those
+        arguments), and unused indexing or attribute reads (``out, (h, c) = lstm(x)`` with h, c unused)."""
         skipped = {n for n in nodes if n.op == "call_function" and id(n.target) in _ASSERTS}
         changed = True
         while changed:
             changed = False
             for n in nodes:
-                if n in skipped or n.op in ("output",):
+                if n in skipped or n.op == "output" or not all(u in skipped for u in n.users):
                     continue
-                if n.users and all(u in skipped for u in n.users) and ((n.op == "placeholder" and n.args) or n.op == "call_function"):
+                fixed_input = n.op == "placeholder" and bool(n.args)
+                pure_read = n.op == "call_function" and n.target in (operator.getitem, getattr)
+                if fixed_input or pure_read or (bool(n.users) and n.op == "call_function"):
                     skipped.add(n)
                     changed = True
         return skipped

@@ -106,7 +106,12 @@ def test_nested_blocks_repeat_and_index(tmp_path: Path) -> None:
 
 
 def test_block_default_and_override(tmp_path: Path) -> None:
-    spec = write(tmp_path, BLOCKS.replace("MODEL", "{type: Sequential, layers: [{type: Dense, width: 3}, {type: Dense, width: 2, act: GELU}]}"))
+    spec = write(
+        tmp_path,
+        BLOCKS.replace(
+            "MODEL", "{type: Sequential, layers: [{type: Dense, width: 3}, {type: Dense, width: 2, act: GELU}]}"
+        ),
+    )
     model = netspec.load(spec).model
     assert isinstance(model[0].act, nn.ReLU) and isinstance(model[1].act, nn.GELU)
 

@@ -247,7 +247,9 @@ def test_sinusoidal_buffer_matches_the_transformer_formula(tmp_path: Path) -> No
     pe = netspec.load(spec).model.pe[0]
     pos, i = 5, 3
     assert pe[pos, 2 * i].item() == pytest.approx(torch.sin(torch.tensor(pos / 10000 ** (2 * i / 8))).item(), abs=1e-6)
-    assert pe[pos, 2 * i + 1].item() == pytest.approx(torch.cos(torch.tensor(pos / 10000 ** (2 * i / 8))).item(), abs=1e-6)
+    assert pe[pos, 2 * i + 1].item() == pytest.approx(
+        torch.cos(torch.tensor(pos / 10000 ** (2 * i / 8))).item(), abs=1e-6
+    )
     assert "pe" in netspec.load(spec).model.state_dict()
 
 
@@ -346,7 +348,11 @@ def test_did_you_mean_for_misspelled_names(tmp_path: Path) -> None:
 
 
 def test_residual_shape_mismatch_names_both_shapes_and_the_line(tmp_path: Path) -> None:
-    err = graph_error(tmp_path, ["h = fc(x)", "y = h + fc2(x)"], layers="fc: {type: Linear, out_features: 4}\n    fc2: {type: Linear, out_features: 6}")
+    err = graph_error(
+        tmp_path,
+        ["h = fc(x)", "y = h + fc2(x)"],
+        layers="fc: {type: Linear, out_features: 4}\n    fc2: {type: Linear, out_features: 6}",
+    )
     text = str(err)
     assert "g.yaml:11:" in text and "[B, 4], [B, 6]" in text
 
