@@ -124,7 +124,8 @@ def validate_source(source: Source) -> Spec:
     document, found = validate_spec(substituted)
     problems.extend(found)
     problems.raise_if_errors()
-    assert document is not None
+    if document is None:  # validate_spec reports a problem whenever it returns no document
+        raise RuntimeError("spec validation returned neither a document nor a problem")
     resolved = resolve(document, source)
     shape = None
     dtype = "float32"

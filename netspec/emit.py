@@ -27,7 +27,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from .build import sinusoidal
+from .build import TENSOR_INITS
 from .catalog import LAYERS
 from .document import Spec, read
 from .emit_blocks import BlockTable
@@ -58,7 +58,7 @@ def _layer_base(cls: type[nn.Module]) -> type[nn.Module] | None:
 
 
 def _simple_init(tensor: torch.Tensor) -> str | dict[str, Any] | None:
-    """An ``init`` that reproduces ``tensor`` exactly (zeros, ones, constant, sinusoidal), or None."""
+    """An ``init`` that reproduces ``tensor`` exactly (zeros, ones, constant, sinusoidal, tril), or None."""
     if tensor.device.type == "meta" or not tensor.is_floating_point():
         return None
     with torch.no_grad():
@@ -69,10 +69,13 @@ def _simple_init(tensor: torch.Tensor) -> str | dict[str, Any] | None:
         first = tensor.reshape(-1)[0]
         if bool((tensor == first).all()) and math.isfinite(float(first)):
             return {"fn": "constant", "val": float(first)}
-        if tensor.dim() >= 2:
-            table = sinusoidal(tuple(tensor.shape), tensor.dtype, tensor.device)
-            if torch.equal(table, tensor):
-                return "sinusoidal"
+        for name, make in TENSOR_INITS.items():  # netspec's own fixed tables (sinusoidal, tril, ...)
+            try:
+                table = make(tuple(tensor.shape), tensor.dtype, tensor.device)
+            except (ValueError, RuntimeError):
+                continue
+            if table.shape == tensor.shape and torch.equal(table, tensor):
+                return name
     return None
 
 

@@ -31,7 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import EmitError
-from .graph import DROPOUTS, FUNCTIONS, TENSOR_ATTRIBUTES, TENSOR_METHODS, route
+from .graph import CONSTANTS, DROPOUTS, FUNCTIONS, TENSOR_ATTRIBUTES, TENSOR_METHODS, route
 from .lint import ModelWarning
 
 _BINOPS: dict[Callable[..., Any], tuple[str, int]] = {
@@ -49,7 +49,16 @@ _BINOPS: dict[Callable[..., Any], tuple[str, int]] = {
     operator.imul: ("*", 12),
     operator.itruediv: ("/", 12),
 }
-_UNARY: dict[Callable[..., Any], str] = {operator.neg: "-", operator.pos: "+"}
+_COMPARE: dict[Callable[..., Any], str] = {
+    operator.eq: "==",
+    operator.ne: "!=",
+    operator.lt: "<",
+    operator.le: "<=",
+    operator.gt: ">",
+    operator.ge: ">=",
+}
+COMPARE_PREC = 6
+_UNARY: dict[Callable[..., Any], str] = {operator.neg: "-", operator.pos: "+", operator.invert: "~"}
 ATOM, UNARY_PREC = 100, 13
 MAX_NESTING, MAX_INLINE_CHARS = 3, 48  # inline single-use values only while statements stay readable
 # Functions that compute the same as an allow-listed name (same call signature for what fx records).
@@ -203,7 +212,7 @@ class _Renderer:
         self.tensors = {n for n, _ in module.named_parameters(recurse=False)} | {
             n for n, _ in module.named_buffers(recurse=False)
         }
-        self.taken: set[str] = set(self.children) | self.tensors | set(FUNCTIONS) | {"training", "self"}
+        self.taken: set[str] = set(self.children) | self.tensors | set(FUNCTIONS) | set(CONSTANTS) | {"training", "self"}
         self.expr: dict[fx.Node, _Expr] = {}
         self.statements: list[str] = []
         self.pending: list[fx.Node] = []
@@ -252,7 +261,7 @@ class _Renderer:
             if math.isnan(v):
                 raise self.fail("uses the constant nan")
             if math.isinf(v):
-                return _Expr("1e999" if v > 0 else "-1e999", ATOM if v > 0 else UNARY_PREC)
+                return _Expr("inf" if v > 0 else "-inf", ATOM if v > 0 else UNARY_PREC)
             return _Expr(repr(v), ATOM if v >= 0 else UNARY_PREC)
         if isinstance(v, list):
             return _Expr("[" + ", ".join(self.value(x).text for x in v) + "]")
@@ -300,6 +309,11 @@ class _Renderer:
             symbol, prec = _BINOPS[fn]  # type: ignore[index]
             left, right = n.args
             return _Expr(f"{self.operand(left, prec)} {symbol} {self.operand(right, prec, right=True)}", prec)
+        if fn in _COMPARE:
+            left, right = n.args
+            symbol = _COMPARE[fn]  # type: ignore[index]
+            text = f"{self.operand(left, COMPARE_PREC + 1)} {symbol} {self.operand(right, COMPARE_PREC + 1)}"
+            return _Expr(text, COMPARE_PREC)
         if fn in _UNARY:
             return _Expr(f"{_UNARY[fn]}{self.operand(n.args[0], UNARY_PREC)}", UNARY_PREC)  # type: ignore[index]
         if fn is operator.getitem:

@@ -20,269 +20,21 @@ from typing import Any
 import torch
 import torch.fx as fx
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .errors import Problem, ProblemList, did_you_mean
+from .graph_ops import (
+    BINARY_OPS,
+    COMPARE_OPS,
+    CONSTANTS,
+    DROPOUTS,
+    FUNCTIONS,
+    TENSOR_ATTRIBUTES,
+    TENSOR_METHODS,
+    UNARY_OPS,
+    route,
+)
 from .resolve import RGraph, RNode
 from .source import Source
-
-
-def route(modules: nn.ModuleDict, key: str, *args: Any, **kwargs: Any) -> Any:
-    """``heads[key](h)`` where ``key`` is a forward input: pick the child at run time."""
-    return modules[key](*args, **kwargs)
-
-
-# Functions a statement may call: torch.nn.functional first (activations, pooling, dropout), then torch.
-_F_NAMES = [
-    "relu",
-    "relu6",
-    "gelu",
-    "silu",
-    "mish",
-    "elu",
-    "selu",
-    "celu",
-    "leaky_relu",
-    "hardswish",
-    "hardsigmoid",
-    "hardtanh",
-    "softplus",
-    "softsign",
-    "softmax",
-    "log_softmax",
-    "softmin",
-    "glu",
-    "logsigmoid",
-    "tanhshrink",
-    "dropout",
-    "dropout1d",
-    "dropout2d",
-    "dropout3d",
-    "alpha_dropout",
-    "interpolate",
-    "pad",
-    "adaptive_avg_pool1d",
-    "adaptive_avg_pool2d",
-    "adaptive_avg_pool3d",
-    "adaptive_max_pool1d",
-    "adaptive_max_pool2d",
-    "adaptive_max_pool3d",
-    "avg_pool1d",
-    "avg_pool2d",
-    "avg_pool3d",
-    "max_pool1d",
-    "max_pool2d",
-    "max_pool3d",
-    "layer_norm",
-    "group_norm",
-    "normalize",
-    "linear",
-    "embedding",
-    "scaled_dot_product_attention",
-    "one_hot",
-    "pixel_shuffle",
-    "pixel_unshuffle",
-    "unfold",
-    "fold",
-    "cosine_similarity",
-]
-_TORCH_NAMES = [
-    "cat",
-    "concat",
-    "concatenate",
-    "stack",
-    "hstack",
-    "vstack",
-    "flatten",
-    "reshape",
-    "permute",
-    "transpose",
-    "chunk",
-    "split",
-    "tensor_split",
-    "unbind",
-    "squeeze",
-    "unsqueeze",
-    "mean",
-    "sum",
-    "prod",
-    "amax",
-    "amin",
-    "max",
-    "min",
-    "argmax",
-    "argmin",
-    "std",
-    "var",
-    "logsumexp",
-    "cumsum",
-    "matmul",
-    "bmm",
-    "mm",
-    "einsum",
-    "sigmoid",
-    "tanh",
-    "exp",
-    "log",
-    "log1p",
-    "sqrt",
-    "rsqrt",
-    "abs",
-    "neg",
-    "clamp",
-    "clip",
-    "where",
-    "roll",
-    "flip",
-    "narrow",
-    "zeros_like",
-    "ones_like",
-    "full_like",
-    "rand_like",
-    "randn_like",
-    "tril",
-    "triu",
-    "masked_fill",
-    "add",
-    "sub",
-    "mul",
-    "div",
-    "pow",
-    "maximum",
-    "minimum",
-    "square",
-    "erf",
-    "baddbmm",
-    "outer",
-    "topk",
-    "sort",
-    "arange",
-    "movedim",
-    "swapaxes",
-    "unflatten",
-    "channel_shuffle",
-    "gather",
-    "index_select",
-    "diag",
-    "norm",
-    "sign",
-    "floor",
-    "ceil",
-]
-DROPOUTS = frozenset({"dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout"})
-FUNCTIONS: dict[str, Callable[..., Any]] = {
-    **{n: getattr(torch, n) for n in _TORCH_NAMES if hasattr(torch, n)},
-    **{n: getattr(F, n) for n in _F_NAMES if hasattr(F, n)},
-}
-TENSOR_METHODS = frozenset(
-    [
-        "view",
-        "view_as",
-        "reshape",
-        "reshape_as",
-        "permute",
-        "transpose",
-        "contiguous",
-        "unsqueeze",
-        "squeeze",
-        "flatten",
-        "unflatten",
-        "mean",
-        "sum",
-        "prod",
-        "size",
-        "dim",
-        "expand",
-        "expand_as",
-        "repeat",
-        "repeat_interleave",
-        "chunk",
-        "split",
-        "unbind",
-        "softmax",
-        "log_softmax",
-        "relu",
-        "sigmoid",
-        "tanh",
-        "exp",
-        "log",
-        "sqrt",
-        "rsqrt",
-        "abs",
-        "neg",
-        "float",
-        "half",
-        "double",
-        "bfloat16",
-        "long",
-        "int",
-        "bool",
-        "type_as",
-        "masked_fill",
-        "matmul",
-        "mul",
-        "add",
-        "sub",
-        "div",
-        "pow",
-        "clone",
-        "detach",
-        "t",
-        "max",
-        "min",
-        "amax",
-        "amin",
-        "argmax",
-        "argmin",
-        "norm",
-        "narrow",
-        "roll",
-        "flip",
-        "clamp",
-        "numel",
-        "new_zeros",
-        "new_ones",
-        "new_full",
-        "new_empty",
-        "tril",
-        "triu",
-        "std",
-        "var",
-        "square",
-        "movedim",
-        "swapaxes",
-        "permute",
-        "gather",
-        "index_select",
-        "cumsum",
-        "mT",
-    ]
-)
-TENSOR_ATTRIBUTES = frozenset({"shape", "ndim", "dtype", "device", "T", "mT", "is_cuda"})
-_BINOPS: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.Div: operator.truediv,
-    ast.FloorDiv: operator.floordiv,
-    ast.Mod: operator.mod,
-    ast.Pow: operator.pow,
-    ast.MatMult: operator.matmul,
-}
-_UNARY: dict[type[ast.unaryop], Callable[[Any], Any]] = {
-    ast.USub: operator.neg,
-    ast.UAdd: operator.pos,
-    ast.Invert: operator.invert,
-}
-_COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
-    ast.Eq: operator.eq,
-    ast.NotEq: operator.ne,
-    ast.Lt: operator.lt,
-    ast.LtE: operator.le,
-    ast.Gt: operator.gt,
-    ast.GtE: operator.ge,
-}
-CONSTANTS: dict[str, float] = {"inf": float("inf"), "pi": 3.141592653589793}
 
 
 class StatementError(Exception):
@@ -413,12 +165,12 @@ class _Builder:
         if isinstance(e, (ast.List, ast.Tuple)):
             items = [self.expr(x) for x in e.elts]
             return items if isinstance(e, ast.List) else tuple(items)
-        if isinstance(e, ast.BinOp) and type(e.op) in _BINOPS:
-            return self.apply(_BINOPS[type(e.op)], self.expr(e.left), self.expr(e.right))
-        if isinstance(e, ast.UnaryOp) and type(e.op) in _UNARY:
-            return self.apply(_UNARY[type(e.op)], self.expr(e.operand))
-        if isinstance(e, ast.Compare) and len(e.ops) == 1 and type(e.ops[0]) in _COMPARE:
-            return self.apply(_COMPARE[type(e.ops[0])], self.expr(e.left), self.expr(e.comparators[0]))
+        if isinstance(e, ast.BinOp) and type(e.op) in BINARY_OPS:
+            return self.apply(BINARY_OPS[type(e.op)], self.expr(e.left), self.expr(e.right))
+        if isinstance(e, ast.UnaryOp) and type(e.op) in UNARY_OPS:
+            return self.apply(UNARY_OPS[type(e.op)], self.expr(e.operand))
+        if isinstance(e, ast.Compare) and len(e.ops) == 1 and type(e.ops[0]) in COMPARE_OPS:
+            return self.apply(COMPARE_OPS[type(e.ops[0])], self.expr(e.left), self.expr(e.comparators[0]))
         if isinstance(e, ast.Subscript):
             return self.apply(operator.getitem, self.expr(e.value), self.index(e.slice))
         if isinstance(e, ast.Attribute):

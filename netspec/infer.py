@@ -141,7 +141,8 @@ class Inferrer:
 
     def layer(self, node: RNode, args: tuple[Any, ...] | None) -> nn.Module | None:
         layer = node.layer
-        assert layer is not None
+        if layer is None:
+            raise RuntimeError(f"{node.name}: a layer node without a catalogue entry")
         first = next((a for a in (args or ()) if isinstance(a, torch.Tensor)), None)
         if first is not None and not self.fill_in(node, args or (), first):
             return None
@@ -347,7 +348,8 @@ class Inferrer:
         kwargs: Mapping[str, Any],
     ) -> Any:
         graph_def = node.graph
-        assert graph_def is not None
+        if graph_def is None:
+            raise RuntimeError(f"{node.name}: a Graph node without statements")
         if len(args) + len(kwargs) != len(graph_def.inputs):
             self.problem(
                 node,

@@ -1,0 +1,83 @@
+"""What a Graph statement may use: the allow-lists of functions, tensor methods and operators.
+
+In: nothing (tables built from torch at import). Out: ``FUNCTIONS`` (statement name ->
+torch or torch.nn.functional callable), ``TENSOR_METHODS``, ``TENSOR_ATTRIBUTES``, the
+operator tables, ``CONSTANTS`` and ``route`` (ModuleDict routing by a forward input).
+The lists cover every function and tensor method torchvision's classification models call
+in ``forward``, so that what ``emit`` traces can be written back.
+"""
+
+from __future__ import annotations
+
+import ast
+import operator
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def route(modules: nn.ModuleDict, key: str, *args: Any, **kwargs: Any) -> Any:
+    """``heads[key](h)`` where ``key`` is a forward input: pick the child at run time."""
+    return modules[key](*args, **kwargs)
+
+
+# torch.nn.functional names win over torch's (activations, pooling, dropout).
+_F_NAMES = (
+    "relu relu6 gelu silu mish elu selu celu leaky_relu hardswish hardsigmoid hardtanh softplus softsign "
+    "softmax log_softmax softmin glu logsigmoid tanhshrink dropout dropout1d dropout2d dropout3d "
+    "alpha_dropout interpolate pad adaptive_avg_pool1d adaptive_avg_pool2d adaptive_avg_pool3d "
+    "adaptive_max_pool1d adaptive_max_pool2d adaptive_max_pool3d avg_pool1d avg_pool2d avg_pool3d "
+    "max_pool1d max_pool2d max_pool3d layer_norm group_norm normalize linear embedding "
+    "scaled_dot_product_attention one_hot pixel_shuffle pixel_unshuffle unfold fold cosine_similarity "
+).split()
+_TORCH_NAMES = (
+    "cat concat concatenate stack hstack vstack flatten reshape permute transpose chunk split "
+    "tensor_split unbind squeeze unsqueeze mean sum prod amax amin max min argmax argmin std var "
+    "logsumexp cumsum matmul bmm mm einsum sigmoid tanh exp log log1p sqrt rsqrt abs neg clamp clip where "
+    "roll flip narrow zeros_like ones_like full_like rand_like randn_like tril triu masked_fill add sub "
+    "mul div pow maximum minimum square erf baddbmm outer topk sort arange movedim swapaxes unflatten "
+    "channel_shuffle gather index_select diag norm sign floor ceil "
+).split()
+DROPOUTS = frozenset({"dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout"})
+FUNCTIONS: dict[str, Callable[..., Any]] = {
+    **{n: getattr(torch, n) for n in _TORCH_NAMES if hasattr(torch, n)},
+    **{n: getattr(F, n) for n in _F_NAMES if hasattr(F, n)},
+}
+TENSOR_METHODS = frozenset(
+    (
+        "view view_as reshape reshape_as permute transpose contiguous unsqueeze squeeze flatten unflatten "
+        "mean sum prod size dim expand expand_as repeat repeat_interleave chunk split unbind softmax "
+        "log_softmax relu sigmoid tanh exp log sqrt rsqrt abs neg float half double bfloat16 long int bool "
+        "type_as masked_fill matmul mul add sub div pow clone detach t max min amax amin argmax argmin norm "
+        "narrow roll flip clamp numel new_zeros new_ones new_full new_empty tril triu std var square movedim "
+        "swapaxes gather index_select cumsum mT "
+    ).split()
+)
+TENSOR_ATTRIBUTES = frozenset({"shape", "ndim", "dtype", "device", "T", "mT", "is_cuda"})
+BINARY_OPS: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+    ast.MatMult: operator.matmul,
+}
+UNARY_OPS: dict[type[ast.unaryop], Callable[[Any], Any]] = {
+    ast.USub: operator.neg,
+    ast.UAdd: operator.pos,
+    ast.Invert: operator.invert,
+}
+COMPARE_OPS: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+}
+CONSTANTS: dict[str, float] = {"inf": float("inf"), "pi": 3.141592653589793}
