@@ -31,7 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import EmitError
-from .graph import CONSTANTS, DROPOUTS, FUNCTIONS, TENSOR_ATTRIBUTES, TENSOR_METHODS, route
+from .graph_ops import CONSTANTS, DROPOUTS, FUNCTIONS, TENSOR_ATTRIBUTES, TENSOR_METHODS, route
 from .lint import ModelWarning
 
 _BINOPS: dict[Callable[..., Any], tuple[str, int]] = {

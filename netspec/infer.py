@@ -23,7 +23,7 @@ from .checks import check_layer
 from .errors import Problem, ProblemList
 from .graph import compile_statements, route
 from .resolve import RNode
-from .shapes import SkipInit, output_shape
+from .shapes import SkipInit, output_shape, output_shapes
 from .source import Source
 
 META = torch.device("meta")
@@ -238,7 +238,7 @@ class Inferrer:
             )
             self.problem(node, f"{node.type_name} failed on input {inputs or 'of this call'}: {_first_line(err)}")
             return None
-        self.shapes[node.name] = _shapes(out)
+        self.shapes[node.name] = output_shapes(out)
         first = next((a for a in args if isinstance(a, torch.Tensor)), None)
         flattening = (
             isinstance(out, torch.Tensor)
@@ -281,7 +281,7 @@ class Inferrer:
         seq = assemble(node, modules, {}, None)
         self.built[node.name] = seq
         if value is not None:
-            self.shapes[node.name] = _shapes(value)
+            self.shapes[node.name] = output_shapes(value)
         return seq, value
 
     def container(self, node: RNode) -> nn.Module | None:
@@ -336,7 +336,7 @@ class Inferrer:
         module = assemble(node, children, tensors, graph)  # type: ignore[arg-type]
         self.built[node.name] = module
         if out is not None:
-            self.shapes[node.name] = _shapes(out)
+            self.shapes[node.name] = output_shapes(out)
         return module, out
 
     def run_graph(
@@ -443,16 +443,6 @@ def _tensors(value: Any) -> list[torch.Tensor]:
     if isinstance(value, dict):
         return [t for v in value.values() for t in _tensors(v)]
     return []
-
-
-def _shapes(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return tuple(value.shape)
-    if isinstance(value, (list, tuple)):
-        return tuple(_shapes(v) for v in value)
-    if isinstance(value, dict):
-        return {k: _shapes(v) for k, v in value.items()}
-    return None
 
 
 def _first_line(err: BaseException) -> str:

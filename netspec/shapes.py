@@ -194,6 +194,17 @@ def output_shape(module: nn.Module, inputs: Sequence[object]) -> Shape | None:
         return None
 
 
+def output_shapes(value: object) -> object:
+    """The shapes in a module's output: a tuple for a tensor, nested like the output for tuples and dicts."""
+    if isinstance(value, torch.Tensor):
+        return tuple(value.shape)
+    if isinstance(value, (list, tuple)):
+        return tuple(output_shapes(v) for v in value)
+    if isinstance(value, dict):
+        return {k: output_shapes(v) for k, v in value.items()}
+    return None
+
+
 _INIT_FUNCTIONS = frozenset(
     getattr(nn.init, name) for name in dir(nn.init) if name.endswith("_") and not name.startswith("_")
 )

@@ -19,6 +19,7 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .memory import human
+from .shapes import output_shapes
 
 
 @dataclass
@@ -136,16 +137,6 @@ def _json_shape(shape: Any) -> Any:
     return None
 
 
-def _out_shape(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return tuple(value.shape)
-    if isinstance(value, (tuple, list)):
-        return tuple(_out_shape(v) for v in value)
-    if isinstance(value, dict):
-        return {k: _out_shape(v) for k, v in value.items()}
-    return None
-
-
 def _trace_meta(meta_model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype) -> tuple[dict[str, Any], dict[str, int]]:
     """Output shapes and MACs per sample for each module name, from one forward on meta tensors."""
     model = copy.deepcopy(meta_model).eval()
@@ -153,7 +144,7 @@ def _trace_meta(meta_model: nn.Module, input_shape: tuple[int, ...], dtype: torc
     handles = []
     for name, module in model.named_modules():
         def hook(_m: nn.Module, _i: Any, out: Any, name: str = name) -> None:
-            shapes.setdefault(name, _out_shape(out))
+            shapes.setdefault(name, output_shapes(out))
 
         handles.append(module.register_forward_hook(hook))
     counter = FlopCounterMode(display=False)

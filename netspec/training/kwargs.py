@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import torch
 
+from ..argtypes import describe_value as describe
 from ..errors import Problem, ProblemList, SpecPath, did_you_mean, format_path
 
 
@@ -51,18 +52,6 @@ def rule_location(source: Any, path: SpecPath) -> str:
     if loc is not None:
         return f"{loc.file}:{loc.line}"
     return format_path(path)
-
-
-def describe(value: Any) -> str:
-    """How a received value is named in messages: ``str 'x'``, ``float 0.5``, ``bool true``."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"bool {str(value).lower()}"
-    text = repr(value)
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return f"{type(value).__name__} {text}"
 
 
 def name_list(names: Iterable[str], limit: int = 12) -> str:
