@@ -18,8 +18,8 @@ import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from netspec import build  # noqa: E402
-from netspec.emit import emit  # noqa: E402
+from netspec import build
+from netspec.emit import emit
 
 
 def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
@@ -131,8 +131,10 @@ def main() -> None:
         seconds, spec = timed(lambda m=model, s=shape: emit(m, input_shape=s))
         check(model, spec)
         n_blocks = len(spec.document.blocks)  # type: ignore[attr-defined]
-        print(f"{label}: emit {seconds * 1000:.0f} ms (median of 5), {n_blocks} block(s), "
-              f"{len(spec.to_yaml().splitlines())} YAML lines")  # type: ignore[attr-defined]  # fmt: skip
+        print(
+            f"{label}: emit {seconds * 1000:.0f} ms (median of 5), {n_blocks} block(s), "
+            f"{len(spec.to_yaml().splitlines())} YAML lines"
+        )  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":

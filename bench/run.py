@@ -43,6 +43,7 @@ import netspec  # noqa: E402
 SEED = 0
 BUILD_TARGET = 1.15
 FORWARD_TARGET = 1.03
+FORWARD_SAMPLE_S = 0.01  # short samples, many rounds: neighbours see the same load on a shared machine
 VALIDATE_10K_TARGET_S = 1.0
 GROWTH_TARGET = 12.5  # 10k/1k time; linear is 10x
 
@@ -52,17 +53,25 @@ class Settings:
     quick: bool
     threads: int
     build_repeats: int
+    build_max_s: float
+    cold_repeats: int
     scale_repeats_1k: int
     scale_repeats_10k: int
     forward_repeats: int
-    forward_min_sample_s: float
+    forward_max_s: float
     resnet_b32_side: int
 
     @classmethod
     def make(cls, quick: bool, threads: int) -> Settings:
         if quick:
-            return cls(quick, threads, 3, 3, 1, 5, 0.02, 64)
-        return cls(quick, threads, 9, 5, 3, 15, 0.05, 112)
+            return cls(
+                quick, threads, build_repeats=5, build_max_s=2, cold_repeats=1, scale_repeats_1k=3,
+                scale_repeats_10k=3, forward_repeats=31, forward_max_s=1.5, resnet_b32_side=64,
+            )  # fmt: skip
+        return cls(
+            quick, threads, build_repeats=41, build_max_s=10, cold_repeats=3, scale_repeats_1k=5,
+            scale_repeats_10k=3, forward_repeats=201, forward_max_s=8, resnet_b32_side=112,
+        )  # fmt: skip
 
 
 @dataclass
@@ -147,8 +156,10 @@ def guarded(case: str, fn: Callable[[], list[Row]]) -> list[Row]:
 
 
 def ratio_row(case: str, timing: Timing, target: float | None, note: str = "") -> Row:
-    """A row from the timing of ``{"hand": ..., "netspec": ...}``; the ratio is netspec / hand, paired."""
+    """A row from the timing of ``{"hand": ..., "netspec": ...}``: paired ratio netspec / hand, its quartiles."""
     ratio = timing.ratios["netspec"]
+    q1, q3 = timing.quartiles["netspec"]
+    spread = f"IQR {q1:.3f}-{q3:.3f}"
     return Row(
         case,
         timing.seconds["netspec"],
@@ -156,7 +167,7 @@ def ratio_row(case: str, timing: Timing, target: float | None, note: str = "") -
         ratio,
         f"≤{target:.2f}×" if target is not None else "-",
         (ratio <= target) if target is not None else None,
-        note,
+        f"{spread}; {note}" if note else spread,
     )
 
 
@@ -190,45 +201,68 @@ def check_same_layout(name: str, spec_model: nn.Module, hand_model: nn.Module) -
 # --------------------------------------------------------------------------------------------- 1. build
 
 
+def build_case(cfg: Settings, name: str, path: Path, factory: Callable[[], nn.Module]) -> list[Row]:
+    """``netspec.build`` of a read spec and ``netspec.load`` of the file, each against the constructor."""
+    spec = netspec.read(path)
+    hand = seeded(factory)
+    check_same_layout(name, netspec.build(spec).model, hand())
+    limits = {"repeats": cfg.build_repeats, "max_seconds": cfg.build_max_s}
+    build = median_times({"hand": hand, "netspec": lambda: netspec.build(spec)}, **limits)
+    load = median_times({"hand": hand, "netspec": lambda: netspec.load(path)}, **limits)
+    return [
+        ratio_row(f"{name} build", build, BUILD_TARGET),
+        ratio_row(f"{name} read+build", load, None, "read: parse+validate+infer"),
+    ]
+
+
 def section_build(cfg: Settings) -> None:
     print("\n== 1. Build time: netspec.build(spec) of an already read spec, and netspec.load(file) ==")
-    print(f"   {cfg.build_repeats} interleaved samples each, median; hand-written = torch.manual_seed(0) + constructor")
+    print(
+        f"   up to {cfg.build_repeats} interleaved samples (or {cfg.build_max_s:g} s) each, median; "
+        "hand-written = torch.manual_seed(0) + constructor; ratio = median of paired ratios, IQR = their quartiles"
+    )
     rows: list[Row] = []
-    for name, file, factory in (
-        ("VGG-11-bn", "vgg11.yaml", hw.vgg11_bn),
-        ("ResNet-50", "resnet50.yaml", hw.resnet50),
-    ):
-
-        def case(name: str = name, path: Path = SPECS / file, factory: Callable[[], nn.Module] = factory) -> list[Row]:
-            spec = netspec.read(path)
-            hand = seeded(factory)
-            check_same_layout(name, netspec.build(spec).model, hand())
-            build = median_times({"hand": hand, "netspec": lambda: netspec.build(spec)}, repeats=cfg.build_repeats)
-            load = median_times({"hand": hand, "netspec": lambda: netspec.load(path)}, repeats=cfg.build_repeats)
-            return [
-                ratio_row(f"{name} build", build, BUILD_TARGET),
-                ratio_row(f"{name} read+build", load, None, "read: parse+validate+infer"),
-            ]
-
-        rows += guarded(f"{name} build", case)
+    for name, file, factory in (("VGG-11-bn", "vgg11.yaml", hw.vgg11_bn), ("ResNet-50", "resnet50.yaml", hw.resnet50)):
+        rows += guarded(f"{name} build", functools.partial(build_case, cfg, name, SPECS / file, factory))
+    rows += guarded("ResNet-50 cold start", lambda: [cold_start(cfg)])
     print_table("build", rows)
+
+
+def cold_start(cfg: Settings) -> Row:
+    """``python -c`` in a fresh process: import torch, then netspec.load vs the hand-written constructor."""
+    path = SPECS / "resnet50.yaml"
+    prelude = f"import sys; sys.path.insert(0, {str(BENCH)!r}); import torch; torch.set_num_threads({cfg.threads}); "
+    netspec_code = prelude + f"import netspec; netspec.load({str(path)!r})"
+    hand_code = prelude + "import handwritten; torch.manual_seed(0); handwritten.resnet50()"
+
+    def fresh(code: str) -> Callable[[], object]:
+        return lambda: subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+    timing = median_times(
+        {"hand": fresh(hand_code), "netspec": fresh(netspec_code)}, repeats=cfg.cold_repeats, warmup=0
+    )
+    return ratio_row("ResNet-50 load, fresh process", timing, None, "python -c: import torch, import, build")
 
 
 # --------------------------------------------------------------------------------------------- 2. scale
 
 
-def scale_case(cfg: Settings, folder: Path, layers: int, with_input: bool) -> list[Row]:
-    """validate (``netspec.read``) and validate+build (``netspec.load``) of one generated file."""
+def scale_case(cfg: Settings, folder: Path, layers: int, with_input: bool, validate_s: dict[str, float]) -> list[Row]:
+    """validate (``netspec.read``) and validate+build (``netspec.load``) of one generated file.
+
+    ``validate_s`` receives the validate time with the garbage collector on ("gc") and off ("no gc").
+    """
     variant = "input.shape" if with_input else "no input"
     path = gen.write_yaml(gen.linear_stack_spec(layers, width=64, with_input=with_input), folder / f"{layers}.yaml")
     repeats = cfg.scale_repeats_1k if layers <= 1_000 else cfg.scale_repeats_10k
     warmup = 1 if layers <= 1_000 else 0  # the 1k run has already warmed every code path
-    read = median_times({"netspec": lambda: netspec.read(path)}, repeats=repeats, warmup=warmup, number=1)
+    read = {"netspec": lambda: netspec.read(path)}
+    validate_s["gc"] = t = median_times(read, repeats=repeats, warmup=warmup, number=1).seconds["netspec"]
+    validate_s["no gc"] = median_times(read, repeats=repeats, warmup=0, number=1, disable_gc=True).seconds["netspec"]
     hand = seeded(lambda: hw.linear_stack(64, layers // 2))
     load = median_times({"hand": hand, "netspec": lambda: netspec.load(path)}, repeats=repeats, warmup=warmup, number=1)
-    t = read.seconds["netspec"]
     target = VALIDATE_10K_TARGET_S * layers / 10_000
-    per_layer = f"{t / layers * 1e6:.0f} µs/layer"
+    per_layer = f"{t / layers * 1e6:.0f} µs/layer (gc off: {validate_s['no gc'] / layers * 1e6:.0f})"
     validate = Row(f"validate {layers:,} ({variant})", t, target=f"≤{fmt_s(target)}", ok=t <= target, note=per_layer)
     build_note = f"{load.seconds['netspec'] / layers * 1e6:.0f} µs/layer"
     return [validate, ratio_row(f"validate+build {layers:,} ({variant})", load, None, build_note)]
@@ -237,26 +271,24 @@ def scale_case(cfg: Settings, folder: Path, layers: int, with_input: bool) -> li
 def section_scale(cfg: Settings) -> None:
     print("\n== 2. Scale: Sequential of Linear(64, 64) + ReLU pairs, written to a temporary YAML file ==")
     print(
-        f"   repeats: {cfg.scale_repeats_1k} (1k), {cfg.scale_repeats_10k} (10k); "
-        "validate = netspec.read(file), validate+build = netspec.load(file)"
+        f"   repeats: {cfg.scale_repeats_1k} (1k), {cfg.scale_repeats_10k} (10k); validate = netspec.read(file), "
+        "validate+build = netspec.load(file); 'gc off' = the same validate with the cyclic GC disabled"
     )
     rows: list[Row] = []
     for with_input in (True, False):
         variant = "input.shape" if with_input else "no input"
-        validate_s: dict[int, float | None] = {}
+        times: dict[int, dict[str, float]] = {1_000: {}, 10_000: {}}
         with tempfile.TemporaryDirectory() as tmp:
-            for layers in (1_000, 10_000):
-                case_rows = guarded(
-                    f"{layers:,} layers ({variant})", lambda n=layers, w=with_input: scale_case(cfg, Path(tmp), n, w)
-                )
-                validate_s[layers] = case_rows[0].netspec_s
-                rows += case_rows
-        small, large = validate_s[1_000], validate_s[10_000]
-        if small and large:
-            growth = large / small
-            ok = growth <= GROWTH_TARGET
+            for layers in times:
+                case = functools.partial(scale_case, cfg, Path(tmp), layers, with_input, times[layers])
+                rows += guarded(f"{layers:,} layers ({variant})", case)
+        small, large = times[1_000], times[10_000]
+        if len(small) == len(large) == 2:
+            growth = large["gc"] / small["gc"]
+            note = f"linear = 10×; gc off: {large['no gc'] / small['no gc']:.1f}×"
             target = f"≤{GROWTH_TARGET:g}×"
-            rows.append(Row(f"validate 10k/1k ({variant})", ratio=growth, target=target, ok=ok, note="linear = 10×"))
+            rows.append(Row(f"validate 10k/1k ({variant})", ratio=growth, target=target, ok=growth <= GROWTH_TARGET))
+            rows[-1].note = note
     print_table("scale", rows)
 
 
@@ -280,10 +312,13 @@ def forward_case(
             {"hand": lambda: hand(inputs), "netspec": lambda: model(inputs)},
             repeats=cfg.forward_repeats,
             warmup=3,
-            min_sample_s=cfg.forward_min_sample_s,
+            min_sample_s=FORWARD_SAMPLE_S,
+            max_seconds=cfg.forward_max_s,
+            collect=False,
         )
     shape = "x".join(map(str, inputs.shape[1:]))
-    return [ratio_row(case, t, FORWARD_TARGET, f"input {shape}, {t.number} call(s)/sample")]
+    rounds = len(t.samples["hand"])
+    return [ratio_row(case, t, FORWARD_TARGET, f"input {shape}, {rounds} x {t.number} call(s)")]
 
 
 def section_forward(cfg: Settings) -> None:
@@ -291,7 +326,8 @@ def section_forward(cfg: Settings) -> None:
     mlp_width, mlp_depth = 128, 100
     print("\n== 3. Forward time on CPU: eval(), torch.inference_mode(), same weights (load_state_dict) ==")
     print(
-        f"   {cfg.forward_repeats} interleaved samples of >= {cfg.forward_min_sample_s * 1e3:.0f} ms each, median; "
+        f"   up to {cfg.forward_repeats} interleaved samples (or {cfg.forward_max_s:g} s) of >= "
+        f"{FORWARD_SAMPLE_S * 1e3:.0f} ms each, median; "
         f"ResNet-18 batch 32 at {side}x{side}; MLP width {mlp_width}, depth {mlp_depth}; GPT: specs/gpt_block.yaml"
     )
     g = torch.Generator().manual_seed(SEED)

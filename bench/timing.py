@@ -1,15 +1,16 @@
 """The one timer every benchmark uses: interleaved samples, medians.
 
-``median_times({"netspec": f, "hand": g}, repeats=9)`` warms every function up, then takes
-``repeats`` rounds; in each round every function runs ``number`` times back to back (one
-sample), in alternating order (``f g``, then ``g f``, ...) so slow drifts of the machine
-(other processes, thermal state, allocator growth) hit both sides alike. The garbage
-collector is run before each sample, not disabled: a user's build pays for its own garbage.
+``median_times({"hand": g, "netspec": f}, repeats=9)`` warms every function up, then takes
+up to ``repeats`` rounds; in each round every function runs ``number`` times back to back
+(one sample), in alternating order (``g f``, then ``f g``, ...) so that slow drifts of the
+machine (other processes, thermal state, allocator growth) hit both sides alike. By default
+the garbage collector is run before each sample and left on during it: a user's build pays
+for its own garbage (``disable_gc`` shows how much of a figure is the cyclic GC).
 
-It returns, per function, the median seconds per call, and, for two or more functions, the
-median over rounds of each function's time divided by the first function's time in the same
-round (``paired`` ratios): on a shared, noisy machine a ratio of neighbouring samples is much
-steadier than a ratio of two medians taken minutes apart.
+It returns, per function, the median seconds per call and, against the first function, the
+median and quartiles over rounds of the ratio of the two samples taken in the same round
+(paired ratios): on a shared, noisy machine a ratio of neighbouring samples is much steadier
+than a ratio of two medians, and the quartiles say how far a ratio can be trusted.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ from dataclasses import dataclass
 
 @dataclass
 class Timing:
-    """Median seconds per call for each name, and paired ratios against the first name."""
+    """Median seconds per call for each name, and paired ratios against the first name (median, quartiles)."""
 
     seconds: dict[str, float]
     ratios: dict[str, float]
+    quartiles: dict[str, tuple[float, float]]
     samples: dict[str, list[float]]
     number: int
 
@@ -38,11 +40,16 @@ def median_times(
     warmup: int = 1,
     number: int | None = None,
     min_sample_s: float = 0.0,
+    max_seconds: float | None = None,
+    collect: bool = True,
+    disable_gc: bool = False,
 ) -> Timing:
     """Time each function ``repeats`` times, interleaved; see the module docstring.
 
     ``number`` calls make one sample; when it is None it is chosen after the warm-up so that
     one sample of the slowest function lasts at least ``min_sample_s`` (1 when that is 0).
+    ``max_seconds`` ends the rounds early (after at least 5) once they have taken that long.
+    ``collect`` runs ``gc.collect()`` before each sample; ``disable_gc`` keeps the GC off during it.
     """
     names = list(fns)
     per_call = dict.fromkeys(names, 0.0)
@@ -56,16 +63,33 @@ def median_times(
         number = max(1, round(min_sample_s / slowest)) if min_sample_s else 1
 
     samples: dict[str, list[float]] = {name: [] for name in names}
+    began = time.perf_counter()
     for r in range(repeats):
+        if max_seconds is not None and r >= 5 and time.perf_counter() - began > max_seconds:
+            break
         for name in names if r % 2 == 0 else reversed(names):
             fn = fns[name]
-            gc.collect()
-            start = time.perf_counter()
-            for _ in range(number):
-                fn()
-            samples[name].append((time.perf_counter() - start) / number)
+            if collect:
+                gc.collect()
+            if disable_gc:
+                gc.disable()
+            try:
+                start = time.perf_counter()
+                for _ in range(number):
+                    fn()
+                samples[name].append((time.perf_counter() - start) / number)
+            finally:
+                gc.enable()
 
     seconds = {name: statistics.median(s) for name, s in samples.items()}
-    base = samples[names[0]]
-    ratios = {name: statistics.median(a / b for a, b in zip(s, base, strict=True)) for name, s in samples.items()}
-    return Timing(seconds, ratios, samples, number)
+    paired = {name: [a / b for a, b in zip(s, samples[names[0]], strict=True)] for name, s in samples.items()}
+    ratios = {name: statistics.median(r) for name, r in paired.items()}
+    quartiles = {name: _quartiles(r) for name, r in paired.items()}
+    return Timing(seconds, ratios, quartiles, samples, number)
+
+
+def _quartiles(values: list[float]) -> tuple[float, float]:
+    if len(values) < 2:
+        return values[0], values[0]
+    q1, _, q3 = statistics.quantiles(values, n=4)
+    return q1, q3

@@ -105,10 +105,9 @@ class ArgType:
                 return torch.tensor(value, dtype=torch.get_default_dtype())
             if isinstance(value, torch.Tensor):
                 return value
-        elif kind == "node":
+        elif kind == "node" and isinstance(value, (dict, str, nn.Module)):
             # Nodes are validated and built by the resolver; here only their shape matters.
-            if isinstance(value, (dict, str, nn.Module)):
-                return value
+            return value
         raise self._mismatch(value)
 
     def _check_sequence(self, value: list[Any] | tuple[Any, ...]) -> Any:

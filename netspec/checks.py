@@ -40,12 +40,12 @@ def _generic(layer: LayerType, args: Mapping[str, Any]) -> list[Finding]:
             bad = [v for v in _values(value) if isinstance(v, (int, float)) and not isinstance(v, bool) and v <= 0]
             if bad:
                 found.append((name, f"{name} must be positive, got {value!r}", None))
-        if name in PROBABILITIES and isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not 0.0 <= value <= 1.0:
-                found.append((name, f"{name} is a probability and must be in [0, 1], got {value!r}", None))
-        if name == "padding" and isinstance(value, (int, list, tuple)):
-            if any(isinstance(v, int) and v < 0 for v in _values(value)):
-                found.append((name, f"padding must not be negative, got {value!r}", None))
+        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if name in PROBABILITIES and is_number and not 0.0 <= value <= 1.0:
+            found.append((name, f"{name} is a probability and must be in [0, 1], got {value!r}", None))
+        negative = any(isinstance(v, int) and v < 0 for v in _values(value))
+        if name == "padding" and isinstance(value, (int, list, tuple)) and negative:
+            found.append((name, f"padding must not be negative, got {value!r}", None))
     return found
 
 

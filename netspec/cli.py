@@ -41,7 +41,8 @@ def _parse_set(items: Sequence[str]) -> dict[str, Any]:
             value = load_text(text, f"--set {key}").data if text[:1] in "[{" else parse_scalar(text)
         except SpecError as err:  # name the --set item a bad scalar came from (.nan), as flow values are named
             where = Location(f"--set {key}", 1, 1)
-            raise SpecError([p if p.location else dataclasses.replace(p, location=where) for p in err.problems]) from None
+            located = [p if p.location else dataclasses.replace(p, location=where) for p in err.problems]
+            raise SpecError(located) from None
         overrides[key.strip()] = value
     return overrides
 
@@ -160,11 +161,15 @@ def make_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build", help="validate, build and print the summary")
     b.add_argument("spec", help="spec file (.yaml, .yml or .json)")
     b.add_argument("-o", "--output", help="save the built model's state_dict here (atomically)")
-    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a value, e.g. vars.width=128")
+    b.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a value, e.g. vars.width=128"
+    )
     b.add_argument("--device", default="cpu", help="device to build on (cpu, cuda, cuda:1, meta)")
     b.add_argument("--format", choices=("table", "json"), default="table")
     b.add_argument("--depth", type=int, default=None, help="fold modules nested deeper than N")
-    b.add_argument("--explain", action="store_true", help="one row per parameter: init, frozen, group, lr, weight decay")
+    b.add_argument(
+        "--explain", action="store_true", help="one row per parameter: init, frozen, group, lr, weight decay"
+    )
     b.set_defaults(run=cmd_build)
 
     v = sub.add_parser("validate", help="check one or more specs without building")
@@ -205,8 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:
         if os.environ.get("NETSPEC_DEBUG"):
             raise
-        print(f"netspec: internal error: {type(err).__name__}: {err} (set NETSPEC_DEBUG=1 for the traceback "
-              "and please report it)", file=sys.stderr)  # fmt: skip
+        hint = "set NETSPEC_DEBUG=1 for the traceback and please report it"
+        print(f"netspec: internal error: {type(err).__name__}: {err} ({hint})", file=sys.stderr)
         return EXIT_INVALID
 
 

@@ -4,7 +4,7 @@ In: any composition of torch.nn modules — ``Sequential`` (list form when its c
 named 0..n-1, else the mapping form), ``ModuleList``, ``ModuleDict``, ``ParameterList``/``Dict``,
 catalogue layers (hyperparameters recovered from the instance, see ``emit_layers``), custom
 modules whose ``forward`` symbolic tracing can follow (written as ``Graph`` nodes with their own
-parameters and buffers, see ``emit_graph``), netspec-built models — plus, optionally, an
+parameters and buffers, see ``emit_trace`` and ``emit_graph``), netspec-built models — plus, optionally, an
 optimizer and the per-sample input shape. Out: a ``Spec`` that has been through ``netspec.read``
 (so it builds), whose model has exactly the original's state_dict names and shapes (checked on
 the meta device before returning), with repeated custom submodules as ``blocks:`` (see
@@ -26,13 +26,13 @@ from typing import Any
 import torch
 import torch.fx as fx
 import torch.nn as nn
+from torch.nn.parameter import is_lazy
 
 from .build import TENSOR_INITS
-from .catalog import LAYERS
 from .document import Spec, read
 from .emit_blocks import BlockTable
-from .emit_graph import graph_body
 from .emit_layers import LayerVerifier, catalogue_entry, layer_args, where
+from .emit_trace import graph_body
 from .emit_training import freeze_section, optimizer_section
 from .errors import EmitError, SpecError
 from .lint import ModelWarning, lint
@@ -52,7 +52,7 @@ def _layer_base(cls: type[nn.Module]) -> type[nn.Module] | None:
     for klass in cls.__mro__:
         if not (isinstance(klass, type) and issubclass(klass, nn.Module)) or klass is nn.Module:
             return None
-        if klass.__name__ in LAYERS and LAYERS.get(klass.__name__).cls is klass:
+        if catalogue_entry(klass) is not None:
             return klass if getattr(cls, "forward", None) is getattr(klass, "forward", None) else None
     return None
 
@@ -105,12 +105,17 @@ class _Walker:
             node = {"type": "ModuleDict", "layers": self.children(module, path)}
             block = None if cls is nn.ModuleDict else cls.__name__
         elif isinstance(module, (nn.ParameterList, nn.ParameterDict)):
-            tensors = {k: self.tensor(v, f"{path}.{k}", buffer=False) for k, v in module.named_parameters(recurse=False)}
+            tensors = {
+                k: self.tensor(v, f"{path}.{k}" if path else k, buffer=False, owner=module)
+                for k, v in module.named_parameters(recurse=False)
+            }
             listed = isinstance(module, nn.ParameterList)
-            node = {"type": type(module).__name__ if not listed else "ParameterList",
-                    "parameters": list(tensors.values()) if listed else tensors}  # fmt: skip
+            node = {
+                "type": type(module).__name__ if not listed else "ParameterList",
+                "parameters": list(tensors.values()) if listed else tensors,
+            }
         elif (base := _layer_base(cls)) is not None:
-            entry = catalogue_entry(module, base)
+            entry = catalogue_entry(base)
             if entry is None:  # unreachable: _layer_base only returns catalogue classes
                 raise EmitError(f"{where(path, module)}: not in the layer catalogue")
             node = {"type": entry.name, **layer_args(module, entry, path, self.node)}
@@ -137,35 +142,52 @@ class _Walker:
                 continue
             child_path = f"{path}.{name}" if path else name
             if id(child) in seen:
-                self.notes.append(ModelWarning(child_path, f"is the same module as {seen[id(child)]}; the spec "
-                                               "builds an independent copy (the weights load, the tying is lost)",
-                                               "call one layer twice in a Graph's forward to share it"))  # fmt: skip
+                self.notes.append(
+                    ModelWarning(
+                        child_path,
+                        f"is the same module as {seen[id(child)]}; the spec "
+                        "builds an independent copy (the weights load, the tying is lost)",
+                        "call one layer twice in a Graph's forward to share it",
+                    )
+                )
             seen.setdefault(id(child), child_path)
             out[name] = self.node(child, child_path)
         return out
 
     def sequence(self, kind: str, module: nn.Module, path: str) -> dict[str, Any]:
         layers = self.children(module, path)
+        if not layers and kind == "Sequential":
+            # An empty Sequential (the usual identity shortcut) passes its input through, exactly like
+            # Identity; shape inference does not yet accept an empty Sequential, Identity it does.
+            return {"type": "Identity"}
         if list(layers) == [str(i) for i in range(len(layers))]:
             return {"type": kind, "layers": list(layers.values())}
         if kind == "ModuleList":  # unreachable: ModuleList names its children 0..n-1
             raise EmitError(f"{where(path, module)}: children are not named 0..{len(layers) - 1}")
         return {"type": kind, "layers": layers}
 
-    def tensor(self, tensor: torch.Tensor, path: str, *, buffer: bool, persistent: bool = True) -> dict[str, Any]:
+    def tensor(
+        self, tensor: torch.Tensor, path: str, *, buffer: bool, owner: nn.Module, persistent: bool = True
+    ) -> dict[str, Any]:
         if not tensor.is_floating_point():
             raise EmitError(
-                f"{path}: a {'buffer' if buffer else 'parameter'} of dtype {tensor.dtype} cannot be written in a "
-                "spec (Graph tensors are floating point); compute it in forward or keep it in a registered layer"
+                f"{path} ({type(owner).__name__}.{path.rsplit('.', 1)[-1]}): a {'buffer' if buffer else 'parameter'} "
+                f"of dtype {tensor.dtype} cannot be written in a spec (Graph tensors are floating point)"
+                "\n    hint: compute it in forward (e.g. arange), or keep it inside a registered layer"
             )
         self.dtypes.add(tensor.dtype)
         init = _simple_init(tensor)
         if init is None:
             init = "zeros"
             if buffer and not persistent:
-                self.notes.append(ModelWarning(path, "is a non-persistent buffer whose values no init reproduces "
-                                               "(they are not in the state_dict); the rebuilt model starts it at zeros",
-                                               "make it persistent, or compute it in forward"))  # fmt: skip
+                self.notes.append(
+                    ModelWarning(
+                        path,
+                        "is a non-persistent buffer whose values no init reproduces "
+                        "(they are not in the state_dict); the rebuilt model starts it at zeros",
+                        "make it persistent, or compute it in forward",
+                    )
+                )
         spec: dict[str, Any] = {"shape": list(tensor.shape), "init": init}
         if buffer and not persistent:
             spec["persistent"] = False
@@ -179,10 +201,12 @@ class _Walker:
         if layers:
             node["layers"] = layers
         join = (lambda n: f"{path}.{n}") if path else (lambda n: n)
-        params = {n: self.tensor(p, join(n), buffer=False) for n, p in module.named_parameters(recurse=False)}
+        params = {
+            n: self.tensor(p, join(n), buffer=False, owner=module) for n, p in module.named_parameters(recurse=False)
+        }
         non_persistent = getattr(module, "_non_persistent_buffers_set", set())
         buffers = {
-            n: self.tensor(b, join(n), buffer=True, persistent=n not in non_persistent)
+            n: self.tensor(b, join(n), buffer=True, owner=module, persistent=n not in non_persistent)
             for n, b in module.named_buffers(recurse=False)
         }
         if params:
@@ -200,15 +224,21 @@ def _finalise(value: Any) -> Any:
         return [_finalise(v) for v in value]
     if not isinstance(value, dict):
         return value
-    out = {k: (_finalise(v) if k not in ("parameters", "buffers", "forward", "outputs", "inputs") else v)
-           for k, v in value.items()}  # fmt: skip
+    out = {
+        k: (_finalise(v) if k not in ("parameters", "buffers", "forward", "outputs", "inputs") else v)
+        for k, v in value.items()
+    }
     kind = out.get("type")
     layers = out.get("layers")
     if kind in ("Sequential", "ModuleList") and isinstance(layers, list) and len(layers) >= 2:
         dumped = {json.dumps(v, sort_keys=True) for v in layers}
         if len(dumped) == 1:
             return {"type": kind, "repeat": len(layers), "layer": layers[0]}
-    if set(out) == {"type"} and isinstance(kind, str) and kind not in ("Graph", "Sequential", "ModuleList", "ModuleDict"):
+    if (
+        set(out) == {"type"}
+        and isinstance(kind, str)
+        and kind not in ("Graph", "Sequential", "ModuleList", "ModuleDict")
+    ):
         return kind
     return out
 
@@ -263,12 +293,39 @@ def emit(
         raise EmitError(f"netspec.emit expects an nn.Module, got {type(model).__name__}")
     if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
         raise EmitError(f"optimizer= expects a torch.optim.Optimizer, got {type(optimizer).__name__}")
-    warnings: list[ModelWarning] = list(lint(model))
+    warnings: list[ModelWarning] = []
+    inner = _wrapped(model)
+    if inner is not None:
+        warnings.append(
+            ModelWarning(
+                "",
+                f"emitting the model inside {type(model).__name__}: its state_dict names lack the wrapper's "
+                f"prefix ({next(iter(model.state_dict()), '').split('.')[0]}.)",
+                "load weights saved from the wrapper with strip_prefix (netspec build --from-checkpoint does)",
+            )
+        )
+        model = inner
+    lazy = [name for name, t in (*model.named_parameters(), *model.named_buffers()) if is_lazy(t)]
+    if lazy:
+        raise EmitError(
+            f"{lazy[0]} is an uninitialised parameter of a lazy module (nn.LazyLinear, ...); its shape is not "
+            "known yet\n    hint: run one forward pass with a real input before emitting"
+        )
+    warnings += lint(model)
     walker = _Walker()
-    root = walker.node(model, "")
+    try:
+        root = walker.node(model, "")
+    except EmitError as err:
+        if not warnings:
+            raise
+        found = "\n".join(w.format() for w in warnings)
+        raise EmitError(f"{err}\nthe registration lint also found:\n{found}") from None
     blocks = walker.blocks.finish()
     cls = _unwrap(type(model))
-    data: dict[str, Any] = {"netspec": 1, "name": name or ("model" if cls.__name__ in _PLAIN_GRAPH_NAMES else cls.__name__)}
+    data: dict[str, Any] = {
+        "netspec": 1,
+        "name": name or ("model" if cls.__name__ in _PLAIN_GRAPH_NAMES else cls.__name__),
+    }
     if input_shape is not None:
         shape = [int(d) for d in input_shape]
         if not shape or any(d <= 0 for d in shape):
@@ -287,19 +344,47 @@ def emit(
     warnings += walker.notes
     tied = _tied(model)
     if tied:
-        warnings.append(ModelWarning(tied[0][1], f"shares its tensor with {tied[0][0]} ({len(tied)} tied parameter(s)); "
-                                     "a spec cannot tie parameters, so the rebuilt model has independent copies"))  # fmt: skip
+        warnings.append(
+            ModelWarning(
+                tied[0][1],
+                f"shares its tensor with {tied[0][0]} ({len(tied)} tied parameter(s)); "
+                "a spec cannot tie parameters, so the rebuilt model has independent copies",
+            )
+        )
     if len(walker.dtypes) > 1 or (walker.dtypes and torch.get_default_dtype() not in walker.dtypes):
         kinds = ", ".join(sorted(str(d).removeprefix("torch.") for d in walker.dtypes))
-        warnings.append(ModelWarning("", f"the model's floating point tensors are {kinds}; a spec builds one dtype",
-                                     f"build it with netspec.build(spec, dtype=...) ({kinds})"))  # fmt: skip
+        warnings.append(
+            ModelWarning(
+                "",
+                f"the model's floating point tensors are {kinds}; a spec builds one dtype",
+                f"build it with netspec.build(spec, dtype=...) ({kinds})",
+            )
+        )
     try:
         spec = read(data)
     except SpecError as err:
-        raise EmitError(f"the emitted spec of {type(model).__name__} does not validate (a netspec bug):\n{err}") from err
+        if "input" in data:
+            try:
+                read({k: v for k, v in data.items() if k != "input"})
+            except SpecError:
+                pass
+            else:
+                raise EmitError(f"input_shape {data['input']['shape']} does not fit the model:\n{err}") from None
+        raise EmitError(
+            f"the emitted spec of {type(model).__name__} does not validate; please report this, emit should only "
+            f"write specs that build:\n{err}"
+        ) from err
     _verify(model, spec)
     spec.emit_warnings = warnings  # type: ignore[attr-defined]
     return spec
+
+
+def _wrapped(model: nn.Module) -> nn.Module | None:
+    """The model inside nn.DataParallel / DistributedDataParallel / torch.compile, else None."""
+    if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        return model.module
+    inner = getattr(model, "_orig_mod", None)
+    return inner if isinstance(inner, nn.Module) and type(model).__name__ == "OptimizedModule" else None
 
 
 def _tied(model: nn.Module) -> list[tuple[str, str]]:

@@ -108,8 +108,10 @@ def _has_open_use(value: Any) -> bool:
 
 
 def _is_layer(node: Any, blocks: dict[str, Any]) -> bool:
-    return isinstance(node, dict) and isinstance(node.get("type"), str) and (
-        (node["type"] in LAYERS and node["type"] not in CONTAINER_TYPES) or node["type"] in blocks
+    return (
+        isinstance(node, dict)
+        and isinstance(node.get("type"), str)
+        and ((node["type"] in LAYERS and node["type"] not in CONTAINER_TYPES) or node["type"] in blocks)
     )
 
 
@@ -180,9 +182,7 @@ def _set(node: Any, at: Position, value: Any) -> None:
     node[at[-1]] = value
 
 
-def _parameterise(
-    bodies: list[Any], blocks: dict[str, Any]
-) -> tuple[Any, dict[str, Any], list[dict[str, Any]]] | None:
+def _parameterise(bodies: list[Any], blocks: dict[str, Any]) -> tuple[Any, dict[str, Any], list[dict[str, Any]]] | None:
     """One body with ``${param}`` where the bodies' layer arguments differ, or None when that is impossible."""
     found = []
     for body in bodies:

@@ -1,10 +1,10 @@
-"""Custom modules -> Graph nodes: ``torch.fx`` graphs written back as forward statements.
+"""``torch.fx`` graphs written back as Graph forward statements (the renderer behind ``netspec.emit``).
 
-In: a module whose ``forward`` can be symbolically traced (every submodule is a leaf, so each
-child stays one call), or a ``torch.fx.GraphModule`` (netspec's own Graph modules included),
-and the module path for messages. Out: a ``GraphBody`` — ``inputs``, ``forward`` statements
-in the spec language and ``outputs`` — that netspec's statement compiler turns back into the
-same computation. fx nodes map to statements as follows: ``call_module`` -> ``name(args)``
+In: an fx graph whose ``call_module`` targets are a module's submodules — traced by
+``emit_trace`` (every submodule a leaf, so each child stays one call) or taken from a
+``GraphModule`` — that module, and its path for messages. Out: a ``GraphBody`` — ``inputs``,
+``forward`` statements in the spec language and ``outputs`` — that netspec's statement compiler
+turns back into the same computation. fx nodes map to statements as follows: ``call_module`` -> ``name(args)``
 (``blocks.2`` -> ``blocks[2](h)``; a full in-order chain over a ModuleList -> ``blocks(h)``),
 allow-listed ``torch``/``F`` functions -> their bare names, ``operator`` functions -> ``+ - * /
 @ // % **`` and indexing, ``getattr(x, 'shape')`` -> ``x.shape``, allow-listed tensor methods ->
@@ -70,11 +70,6 @@ _ALIASES: dict[int, str] = {
     id(F.tanh): "tanh",
 }
 _ASSERTS = {id(fx._symbolic_trace._assert_is_none), id(torch._assert)}
-TRACE_HINT = (
-    "netspec emits a custom module by symbolic tracing (torch.fx), which cannot follow Python control flow "
-    "that depends on tensor values; register the class with netspec.register to emit it as a layer, or move "
-    "the data-dependent part into a registered layer"
-)
 
 
 @cache
@@ -88,6 +83,33 @@ def _function_names() -> dict[int, str]:
 
 
 @cache
+def _public_names() -> dict[int, str]:
+    """Public spellings of torch functions (``torch.special.logit``, not ``torch._C._special...``)."""
+    names: dict[int, str] = {}
+    spaces = [
+        (torch, "torch"),
+        (F, "torch.nn.functional"),
+        (torch.special, "torch.special"),
+        (torch.linalg, "torch.linalg"),
+        (torch.fft, "torch.fft"),
+        (math, "math"),
+        (operator, "operator"),
+    ]
+    for space, prefix in spaces:
+        for attr in dir(space):
+            if not attr.startswith("_"):
+                names.setdefault(id(getattr(space, attr)), f"{prefix}.{attr}")
+    return names
+
+
+def _public_name(fn: Any) -> str:
+    known = _public_names().get(id(fn))
+    if known:
+        return known
+    return f"{getattr(fn, '__module__', None) or ''}.{getattr(fn, '__qualname__', repr(fn))}".lstrip(".")
+
+
+@cache
 def _defaults(fn: Callable[..., Any]) -> dict[str, Any]:
     """Keyword defaults of ``fn``; for torch's ``boolean_dispatch`` wrappers, those of the wrapped function."""
     try:
@@ -95,7 +117,9 @@ def _defaults(fn: Callable[..., Any]) -> dict[str, Any]:
     except (TypeError, ValueError):
         return {}
     if all(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params):
-        wrapped = [c.cell_contents for c in getattr(fn, "__closure__", None) or () if inspect.isfunction(c.cell_contents)]
+        wrapped = [
+            c.cell_contents for c in getattr(fn, "__closure__", None) or () if inspect.isfunction(c.cell_contents)
+        ]
         return _defaults(wrapped[0]) if wrapped else {}
     return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
 
@@ -110,87 +134,14 @@ class GraphBody:
     notes: list[ModelWarning] = field(default_factory=list)
 
 
-class _LeafTracer(fx.Tracer):
-    """Every submodule is a leaf: the traced module's own forward is the only code followed."""
-
-    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return True
-
-
-def _label(path: str, module: nn.Module) -> str:
+def label(path: str, module: nn.Module) -> str:
+    """How messages name a module: ``blocks.2 (Bottleneck)``, ``the model (Net)``."""
     return f"{path or 'the model'} ({type(module).__name__})"
 
 
-def _signature_key(graph: fx.Graph) -> list[tuple[Any, ...]]:
-    """A comparable form of a graph, with dropout's ``training`` flag left out."""
-    index = {n: i for i, n in enumerate(graph.nodes)}
-
-    def norm(v: Any) -> Any:
-        return fx.node.map_arg(v, lambda n: ("%", index[n]))
-
-    key = []
-    for n in graph.nodes:
-        kwargs = {k: v for k, v in n.kwargs.items() if not (k == "training" and _is_dropout(n))}
-        key.append((n.op, str(n.target), repr(norm(n.args)), repr(norm(kwargs))))
-    return key
-
-
-def _is_dropout(n: fx.Node) -> bool:
-    return n.op == "call_function" and _function_names().get(id(n.target)) in DROPOUTS
-
-
-def trace(module: nn.Module, path: str) -> tuple[fx.Graph, dict[fx.Node, Any], list[ModelWarning]]:
-    """Trace ``module.forward`` (eval and train mode); returns the graph, dropout ``training`` values, notes.
-
-    A dropout whose ``training`` follows ``self.training`` maps to ``None`` (the Graph language adds it).
-    """
-    notes: list[ModelWarning] = []
-    try:
-        signature = inspect.signature(module.forward)
-    except (TypeError, ValueError) as err:
-        raise EmitError(f"{_label(path, module)}: cannot read forward's signature: {err}") from None
-    concrete: dict[str, Any] = {}
-    for p in signature.parameters.values():
-        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            raise EmitError(
-                f"{_label(path, module)}: forward takes *{p.name}; a Graph needs named inputs "
-                "(write forward(self, x, y) instead of forward(self, *args))"
-            )
-        if p.default is not p.empty and (p.default is None or isinstance(p.default, (bool, int, float, str))):
-            concrete[p.name] = p.default
-            notes.append(
-                ModelWarning(
-                    path,
-                    f"{type(module).__name__}.forward argument {p.name!r} is fixed to its default {p.default!r}: "
-                    "Graph inputs have no defaults",
-                    "pass the value through a layer argument if it must vary",
-                )
-            )
-    graphs: dict[bool, fx.Graph] = {}
-    mode = module.training
-    try:
-        for training in (False, True):
-            module.training = training
-            try:
-                graphs[training] = _LeafTracer().trace(module, concrete_args=concrete or None)
-            except Exception as err:
-                reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-                if "is not installed as a submodule" in reason:
-                    reason += " (run netspec.lint on the model: modules kept in a plain list or dict are not registered)"
-                raise EmitError(f"{_label(path, module)}: forward cannot be traced: {reason}\n    hint: {TRACE_HINT}") from None
-    finally:
-        module.training = mode
-    if _signature_key(graphs[False]) != _signature_key(graphs[True]):
-        raise EmitError(
-            f"{_label(path, module)}: forward computes different things in training and eval mode "
-            "(it branches on self.training), which a Graph cannot express; only dropout may depend on the mode"
-        )
-    modes: dict[fx.Node, Any] = {}
-    for evaluated, trained in zip(graphs[False].nodes, graphs[True].nodes, strict=True):
-        if _is_dropout(evaluated):
-            e, t = evaluated.kwargs.get("training"), trained.kwargs.get("training")
-            modes[evaluated] = None if (e is False and t is True) else e
-    return graphs[False], modes, notes
+def function_name(fn: Any) -> str | None:
+    """The allow-listed statement name of a torch/F function, by identity (or an exact alias)."""
+    return _function_names().get(id(fn))
 
 
 # -- rendering ------------------------------------------------------------------------------------------
@@ -212,7 +163,9 @@ class _Renderer:
         self.tensors = {n for n, _ in module.named_parameters(recurse=False)} | {
             n for n, _ in module.named_buffers(recurse=False)
         }
-        self.taken: set[str] = set(self.children) | self.tensors | set(FUNCTIONS) | set(CONSTANTS) | {"training", "self"}
+        self.taken: set[str] = (
+            set(self.children) | self.tensors | set(FUNCTIONS) | set(CONSTANTS) | {"training", "self"}
+        )
         self.expr: dict[fx.Node, _Expr] = {}
         self.statements: list[str] = []
         self.pending: list[fx.Node] = []
@@ -220,7 +173,11 @@ class _Renderer:
         self.notes: list[ModelWarning] = []
 
     def fail(self, what: str) -> EmitError:
-        return EmitError(f"{_label(self.path, self.module)}: {what}, which the spec language cannot express")
+        return EmitError(
+            f"{label(self.path, self.module)}: {what}, which the spec language cannot express"
+            f"\n    hint: rewrite that step with allow-listed functions and tensor methods, or register "
+            f"{type(self.module).__name__} with netspec.register so that the spec names it as a layer"
+        )
 
     # -- names --------------------------------------------------------------------------------------
     def fresh(self, base: str) -> str:
@@ -325,11 +282,12 @@ class _Renderer:
             return _Expr(f"{self.operand(n.args[0], ATOM)}.{attr}")
         if fn is route:
             holder, key, *rest = n.args
-            return _Expr(f"{self.child_ref(str(holder.target))}[{self.value(key).text}]({self.call_args(tuple(rest), n.kwargs)})")
+            return _Expr(
+                f"{self.child_ref(str(holder.target))}[{self.value(key).text}]({self.call_args(tuple(rest), n.kwargs)})"
+            )
         name = _function_names().get(id(fn))
         if name is None:
-            qual = f"{getattr(fn, '__module__', None) or ''}.{getattr(fn, '__name__', repr(fn))}".lstrip(".")
-            raise self.fail(f"calls {qual}")
+            raise self.fail(f"calls {_public_name(fn)}")
         kwargs = dict(n.kwargs)
         args = n.args
         if name in DROPOUTS:
@@ -406,10 +364,12 @@ class _Renderer:
             return _Expr(target)
         if target == "training" or target in self.children:
             return _Expr(target)  # dropout's mode flag or route's ModuleDict; rendered by their users
-        if target.startswith("_tensor_constant"):
-            raise self.fail(
-                "creates a tensor constant in forward (a tensor kept as a plain attribute or made with "
-                "torch.tensor); register it with register_buffer"
+        if target.startswith("_tensor_constant") or "." not in target:
+            what = f"self.{target}" if "." not in target and not target.startswith("_tensor_constant") else "a tensor"
+            raise EmitError(
+                f"{label(self.path, self.module)}: forward reads {what}, a tensor that is not a registered "
+                "parameter or buffer (a plain attribute, or made with torch.tensor in forward), so a spec cannot "
+                "hold it\n    hint: self.register_buffer(name, tensor) in __init__ (or nn.Parameter to train it)"
             )
         raise self.fail(f"reads the tensor {target!r} of a submodule directly")
 
@@ -449,12 +409,20 @@ class _Renderer:
                     changed = True
         return skipped
 
-    def _chains(self, nodes: list[fx.Node], skipped: set[fx.Node]) -> tuple[dict[fx.Node, tuple[str, Any]], set[fx.Node]]:
+    def _chains(
+        self, nodes: list[fx.Node], skipped: set[fx.Node]
+    ) -> tuple[dict[fx.Node, tuple[str, Any]], set[fx.Node]]:
         """Runs of ``P.0(h) -> P.1 -> ... -> P.(n-1)`` over a whole ModuleList/Sequential -> one ``P(h)``."""
         chains: dict[fx.Node, tuple[str, Any]] = {}
         absorbed: set[fx.Node] = set()
         for n in nodes:
-            if n.op != "call_module" or not str(n.target).endswith(".0") or n in absorbed or len(n.args) != 1 or n.kwargs:
+            if (
+                n.op != "call_module"
+                or not str(n.target).endswith(".0")
+                or n in absorbed
+                or len(n.args) != 1
+                or n.kwargs
+            ):
                 continue
             parent_path = str(n.target)[:-2]
             parent = self.module.get_submodule(parent_path)
@@ -465,7 +433,13 @@ class _Renderer:
             for i in range(1, len(keys)):
                 users = list(current.users)
                 nxt = users[0] if len(users) == 1 else None
-                if nxt is None or nxt.op != "call_module" or nxt.target != f"{parent_path}.{i}" or nxt.args != (current,) or nxt.kwargs:
+                if (
+                    nxt is None
+                    or nxt.op != "call_module"
+                    or nxt.target != f"{parent_path}.{i}"
+                    or nxt.args != (current,)
+                    or nxt.kwargs
+                ):
                     break
                 run.append(nxt)
                 current = nxt
@@ -500,19 +474,11 @@ def _same(a: Any, b: Any) -> bool:
         return False
 
 
-def render_graph(graph: fx.Graph, module: nn.Module, path: str, dropout_modes: Mapping[fx.Node, Any] | None = None) -> GraphBody:
+def render_graph(
+    graph: fx.Graph, module: nn.Module, path: str, dropout_modes: Mapping[fx.Node, Any] | None = None
+) -> GraphBody:
     """Statements, inputs and outputs for ``graph``, whose call_module targets are ``module``'s submodules."""
     return _Renderer(graph, module, path, dropout_modes or {}).run()
 
 
-def graph_body(module: nn.Module, path: str) -> GraphBody:
-    """Trace (or, for a GraphModule, read) ``module``'s forward and render it as Graph statements."""
-    if isinstance(module, fx.GraphModule):
-        return render_graph(module.graph, module, path)
-    graph, modes, notes = trace(module, path)
-    body = render_graph(graph, module, path, modes)
-    body.notes = notes + body.notes
-    return body
-
-
-__all__ = ["TRACE_HINT", "GraphBody", "graph_body", "render_graph", "trace"]
+__all__ = ["GraphBody", "label", "render_graph"]

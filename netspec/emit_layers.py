@@ -214,8 +214,10 @@ def layer_args(module: nn.Module, layer: LayerType, path: str, nested: EmitNeste
                 continue
         elif hasattr(module, name):
             value = getattr(module, name)
-            if param.default is not None and isinstance(param.default, bool) and (
-                value is None or isinstance(value, torch.Tensor)
+            if (
+                param.default is not None
+                and isinstance(param.default, bool)
+                and (value is None or isinstance(value, torch.Tensor))
             ):
                 # bias=False is stored as module.bias = None; without weights (affine=False) it means nothing.
                 if getattr(module, "weight", None) is None:
@@ -245,13 +247,21 @@ def layer_args(module: nn.Module, layer: LayerType, path: str, nested: EmitNeste
     return args
 
 
-def catalogue_entry(module: nn.Module, cls: type[nn.Module]) -> LayerType | None:
-    """The catalogue entry whose class is exactly ``cls``, or None for other (custom) classes."""
-    name = cls.__name__
-    if name not in LAYERS:
-        return None
-    entry = LAYERS.get(name)
-    return entry if entry.cls is cls else None
+_BY_CLASS: dict[type[nn.Module], LayerType] = {}
+_BY_CLASS_SIZE = [-1]  # catalogue size when _BY_CLASS was filled; netspec.register grows it
+
+
+def catalogue_entry(cls: type[nn.Module]) -> LayerType | None:
+    """The catalogue entry whose class is exactly ``cls`` (torch.nn or registered under any name), else None."""
+    if _BY_CLASS_SIZE[0] != len(LAYERS):
+        _BY_CLASS.clear()
+        for name in LAYERS:
+            entry = LAYERS.get(name)
+            # torch.nn's own name wins over an alias registered for the same class
+            if entry.cls not in _BY_CLASS or entry.origin == "torch.nn":
+                _BY_CLASS[entry.cls] = entry
+        _BY_CLASS_SIZE[0] = len(LAYERS)
+    return _BY_CLASS.get(cls)
 
 
 # -- verification ---------------------------------------------------------------------------------------
@@ -273,7 +283,9 @@ def construct_meta(node: Any) -> nn.Module:
 def fingerprint(module: nn.Module) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
     """State names -> shapes, and submodule names -> ``Class(extra_repr)``: what verification compares."""
     shapes = {k: tuple(v.shape) for k, v in module.state_dict(keep_vars=True).items()}
-    reprs = {name: _SAME_ITEMS.sub(r"\1", f"{type(m).__name__}({m.extra_repr()})") for name, m in module.named_modules()}
+    reprs = {
+        name: _SAME_ITEMS.sub(r"\1", f"{type(m).__name__}({m.extra_repr()})") for name, m in module.named_modules()
+    }
     return shapes, reprs
 
 

@@ -67,9 +67,7 @@ def _written(value: Any, key: str, where: str) -> Any:
     return value
 
 
-def optimizer_section(
-    model: nn.Module, optimizer: torch.optim.Optimizer
-) -> tuple[dict[str, Any], list[ModelWarning]]:
+def optimizer_section(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict[str, Any], list[ModelWarning]]:
     """The ``optimizer:`` section rebuilding ``optimizer`` for ``model``, and what it could not express."""
     cls = type(optimizer)
     name = cls.__name__
@@ -103,20 +101,32 @@ def optimizer_section(
         members: list[str] = []
         for p in group["params"]:
             if id(p) not in names_of:
-                raise EmitError(f"{where}: param group {i} holds a tensor of shape {list(p.shape)} that is not a "
-                                "parameter of the model; emit the model the optimizer was made for")  # fmt: skip
+                raise EmitError(
+                    f"{where}: param group {i} holds a tensor of shape {list(p.shape)} that is not a "
+                    "parameter of the model; emit the model the optimizer was made for"
+                )
             members += names_of[id(p)]
         groups.append(members)
     in_groups = {n for g in groups for n in g}
     stray = [n for n in universe if n not in in_groups and n not in frozen]
     if stray:
-        notes.append(ModelWarning("optimizer", f"{len(stray)} trainable parameter(s) are in no param group "
-                                  f"(e.g. {stray[0]!r}); the spec's optimizer trains every trainable parameter",
-                                  "freeze them (requires_grad_(False)) before emitting"))  # fmt: skip
+        notes.append(
+            ModelWarning(
+                "optimizer",
+                f"{len(stray)} trainable parameter(s) are in no param group "
+                f"(e.g. {stray[0]!r}); the spec's optimizer trains every trainable parameter",
+                "freeze them (requires_grad_(False)) before emitting",
+            )
+        )
     frozen_in = [n for n in in_groups if n in frozen]
     if frozen_in:
-        notes.append(ModelWarning("optimizer", f"{len(frozen_in)} frozen parameter(s) are in param groups "
-                                  f"(e.g. {frozen_in[0]!r}); a spec leaves frozen parameters out of the optimizer"))  # fmt: skip
+        notes.append(
+            ModelWarning(
+                "optimizer",
+                f"{len(frozen_in)} frozen parameter(s) are in param groups "
+                f"(e.g. {frozen_in[0]!r}); a spec leaves frozen parameters out of the optimizer",
+            )
+        )
 
     entries: list[dict[str, Any]] = []
     claimed: set[str] = set()

@@ -78,9 +78,7 @@ def _size(value: Any, limit: int) -> int:
 
 
 def _to_text(value: Any, budget: int) -> str:
-    too_large = ExprError(
-        "value is too large to turn into text", f"text from ${{...}} is limited to {_LIMIT}"
-    )
+    too_large = ExprError("value is too large to turn into text", f"text from ${{...}} is limited to {_LIMIT}")
     if _size(value, budget) > budget:
         raise too_large
     try:
@@ -385,9 +383,7 @@ def _names_in(value: Any) -> set[str]:
 class _VarScope(Mapping[str, Any]):
     """Resolved vars over ``outer``; pending var names are listed (for did-you-mean hints) but unreadable."""
 
-    def __init__(
-        self, resolved: dict[str, Any], outer: Mapping[str, Any], pending: Mapping[str, Any]
-    ) -> None:
+    def __init__(self, resolved: dict[str, Any], outer: Mapping[str, Any], pending: Mapping[str, Any]) -> None:
         self.resolved, self.outer, self.pending = resolved, outer, pending
 
     def __getitem__(self, name: str) -> Any:

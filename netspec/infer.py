@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import torch.fx as fx
 import torch.nn as nn
+from torch.nn.parameter import is_lazy
 
 from .build import assemble, build_tree, construct_layer, copy_graphs, make_tensor
 from .checks import check_layer
@@ -181,7 +182,8 @@ class Inferrer:
 
     def record_tensors(self, name: str, module: nn.Module) -> None:
         """Sizes of a module's parameters and buffers, for the memory check before allocating."""
-        self.tensors[name] = [(t.numel(), t.dtype) for t in (*module.parameters(), *module.buffers())]
+        # Lazy modules' tensors have no size until their first forward; they count as nothing here.
+        self.tensors[name] = [(t.numel(), t.dtype) for t in (*module.parameters(), *module.buffers()) if not is_lazy(t)]
 
     def fill_in(self, node: RNode, args: tuple[Any, ...], x: torch.Tensor) -> bool:
         """Infer omitted sizes from the input, and check given ones against it; False after a mismatch."""

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn as nn
+from torch.nn.parameter import is_lazy
 
 # nn.Module's own bookkeeping attributes; never user state.
 _MODULE_INTERNALS = frozenset(vars(nn.Module()).keys())
@@ -94,15 +95,17 @@ def _tensor_fix(attr: str, tensors: list[torch.Tensor], value: Any) -> str:
     return f"self.{attr} = nn.ParameterList([...]), or one register_buffer per tensor"
 
 
+def _has_storage(t: torch.Tensor) -> bool:
+    return not is_lazy(t) and t.device.type != "meta" and t.numel() > 0
+
+
 def lint(model: nn.Module) -> list[ModelWarning]:
     """Every unregistered module or tensor attribute in ``model`` and its submodules, in model order."""
     registered_modules = {id(m) for m in model.modules()}
     registered_tensors = {id(t) for t in model.parameters()} | {id(t) for t in model.buffers()}
     # torch keeps views/aliases of registered tensors (LSTM's _flat_weights): compare storage too.
     registered_storage = {
-        t.untyped_storage().data_ptr()
-        for t in (*model.parameters(), *model.buffers())
-        if t.device.type != "meta" and t.numel() > 0
+        t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers()) if _has_storage(t)
     }
     found: list[ModelWarning] = []
     for prefix, module in model.named_modules():
@@ -115,7 +118,7 @@ def lint(model: nn.Module) -> list[ModelWarning]:
                 t
                 for t in tensors
                 if id(t) not in registered_tensors
-                and not (t.device.type != "meta" and t.numel() > 0 and t.untyped_storage().data_ptr() in registered_storage)
+                and not (_has_storage(t) and t.untyped_storage().data_ptr() in registered_storage)
             ]
             path = _join(prefix, attr)
             owner = type(module).__name__

@@ -94,6 +94,10 @@ class RNode:
         return f" (in {self.name or 'the model'}, an instance of block {self.block})" if self.use_path else ""
 
 
+# Attributes every nn.Module instance sets in __init__ (_modules, _parameters, training, ...).
+_MODULE_INSTANCE_ATTRIBUTES = frozenset(vars(nn.Module()))
+
+
 def _check_child_name(name: str, path: SpecPath, source: Source, problems: ProblemList) -> bool:
     if not isinstance(name, str) or name == "":
         problems.add(source.problem(path, "child names must be non-empty strings"))
@@ -107,7 +111,7 @@ def _check_child_name(name: str, path: SpecPath, source: Source, problems: Probl
             )
         )
         return False
-    if hasattr(nn.Module, name) or name in ("training",):
+    if hasattr(nn.Module, name) or name in _MODULE_INSTANCE_ATTRIBUTES:
         problems.add(source.problem(path, f"child name {name!r} clashes with the nn.Module attribute of that name"))
         return False
     return True
@@ -121,6 +125,7 @@ class Resolver:
         self.source = source
         self.problems = problems
         self.block_stack: list[str] = []
+        self.failed: set[SpecPath] = set()  # paths whose ${...} did not evaluate: reported once, not re-checked
         self.vars: dict[str, Any] = {}
         try:
             self.vars = exprs.resolve_vars(spec.vars)
@@ -133,6 +138,7 @@ class Resolver:
     # -- values -------------------------------------------------------------------------------
     def substitute(self, value: Any, scope: Mapping[str, Any], path: SpecPath) -> Any:
         def report(at: SpecPath, err: exprs.ExprError) -> None:
+            self.failed.add(at)
             self.problems.add(self.source.problem(at, err.message, hint=err.hint))
 
         return exprs.substitute_at(value, scope, path, report)
@@ -303,6 +309,7 @@ class Resolver:
             )
             return None
         raw = self.substitute(node.args, scope, path)
+        raw = {k: v for k, v in raw.items() if (*path, k) not in self.failed}
         args, found = layer.check_args(raw)
         out = RNode("layer", name, path, layer=layer, args=args, arg_paths={k: path + (k,) for k in raw})
         found += check_layer(layer, args)

@@ -123,7 +123,8 @@ class Source:
             del self.positions[stale]
         shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
         for p in [*created, target]:
-            self.positions[p] = Location(f"<override {dotted}={shown}>", 1, 1)
+            # Name the spec too: `netspec validate a.yaml b.yaml --set ...` must say which file failed.
+            self.positions[p] = Location(f"{self.filename} (--set {dotted}={shown})", 1, 1)
 
 
 # ---------------------------------------------------------------------------------------------------------

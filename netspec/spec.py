@@ -264,7 +264,7 @@ class SpecModel(_Strict):
 
     netspec: Literal[1]
     name: StrictStr | None = None
-    seed: StrictInt | None = None
+    seed: Annotated[StrictInt, Field(ge=0, le=2**64 - 1)] | None = None  # torch.manual_seed's range
     vars: dict[str, Any] = Field(default_factory=dict)
     input: InputSpec | None = None
     model: Node

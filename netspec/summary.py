@@ -64,15 +64,23 @@ class Summary:
         header = ("Layer (type)", "Output shape", "Params", "MACs", "Train")
         body = []
         for r in self.rows:
-            label = "  " * r.depth + (f"{r.name.rsplit('.', 1)[-1]} ({r.type})" if r.name else f"{self.model_name} ({r.type})")
-            train = "yes" if r.trainable == r.params and r.params else ("no" if r.params and not r.trainable else ("part" if r.params else "-"))
+            label = "  " * r.depth + (
+                f"{r.name.rsplit('.', 1)[-1]} ({r.type})" if r.name else f"{self.model_name} ({r.type})"
+            )
+            train = (
+                "yes"
+                if r.trainable == r.params and r.params
+                else ("no" if r.params and not r.trainable else ("part" if r.params else "-"))
+            )
             body.append((label, _shape(r.output_shape), f"{r.params:,}" if r.params else "-",
                          _count(r.macs) if r.macs else "-", train))  # fmt: skip
         widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
         rule = "=" * (sum(widths) + 2 * (len(widths) - 1))
 
         def line(cells: tuple[str, ...]) -> str:
-            return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+            return "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+            )
 
         out = [rule, line(header), rule, *(line(b) for b in body), rule]
         out.append(f"Total params: {self.total_params:,}")
@@ -83,7 +91,8 @@ class Summary:
             out.append(f"Total MACs: {_count(self.total_macs)} (per sample)")
         for k, g in enumerate(self.groups):
             members = ", ".join(g.get("members", [])) or "(rest)"
-            out.append(f"Group {k}: lr={g.get('lr')} weight_decay={g.get('weight_decay')} params={g.get('params', 0):,}  {members}")
+            settings = f"lr={g.get('lr')} weight_decay={g.get('weight_decay')} params={g.get('params', 0):,}"
+            out.append(f"Group {k}: {settings}  {members}")
         out.append(rule)
         return "\n".join(out) + "\n"
 
@@ -137,12 +146,15 @@ def _json_shape(shape: Any) -> Any:
     return None
 
 
-def _trace_meta(meta_model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype) -> tuple[dict[str, Any], dict[str, int]]:
+def _trace_meta(
+    meta_model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype
+) -> tuple[dict[str, Any], dict[str, int]]:
     """Output shapes and MACs per sample for each module name, from one forward on meta tensors."""
     model = copy.deepcopy(meta_model).eval()
     shapes: dict[str, Any] = {}
     handles = []
     for name, module in model.named_modules():
+
         def hook(_m: nn.Module, _i: Any, out: Any, name: str = name) -> None:
             shapes.setdefault(name, output_shapes(out))
 

@@ -577,7 +577,7 @@ def test_override_sets_and_relocates() -> None:
     src.with_override("vars.width", 128)
     assert src.data["vars"]["width"] == 128
     loc = src.positions[("vars", "width")]
-    assert loc == Location("<override vars.width=128>", 1, 1)
+    assert loc == Location("lenet.yaml (--set vars.width=128)", 1, 1)
     problem = src.problem(("vars", "width"), "too wide")
     assert problem.location == loc and problem.source_line is None
     assert src.positions[("vars",)] == Location("lenet.yaml", 2, 1)
@@ -589,7 +589,7 @@ def test_override_creates_missing_mappings() -> None:
     src.with_override("vars.width", 4)
     assert src.data["train"] == {"optim": {"lr": 0.1}}
     assert src.data["vars"] == {"width": 4}
-    assert src.positions[("train",)].file.startswith("<override train.optim.lr")
+    assert src.positions[("train",)].file.startswith("<string> (--set train.optim.lr")
 
 
 def test_override_indexes_lists_and_drops_stale_positions() -> None:

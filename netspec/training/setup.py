@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 from ..errors import Problem, ProblemList, SpecError
 from .freeze import run_freeze
@@ -105,7 +106,7 @@ def setup_training(
         load_reports=reports,
         group_labels=labels,
         eval_modules=pinned,
-        param_shapes={name: tuple(p.shape) for name, p in model.named_parameters()},
+        param_shapes={name: () if is_lazy(p) else tuple(p.shape) for name, p in model.named_parameters()},
         warnings=problems.warnings,
     )
 

@@ -1,0 +1,200 @@
+"""The ``emit`` and ``check`` subcommands of the ``netspec`` command line.
+
+In: ``MODULE:FACTORY`` (a Python module path and a callable in it — a function or an
+``nn.Module`` class), optional JSON keyword arguments for it, an input shape, an output file.
+Out: ``emit`` writes the model's spec (YAML, or JSON for a ``.json`` file; stdout without
+``-o``) atomically and prints on stderr what it could not express exactly; ``check`` prints
+the registration lint findings (modules or tensors PyTorch does not register). These are the
+only netspec commands that import and run user code. Exit status: 0 success (``check``: no
+findings), 1 a model that cannot be expressed (``check``: findings), 2 wrong usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from typing import Any
+
+import torch.nn as nn
+
+from .errors import NetspecError
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+USER_CODE_NOTE = "imports MODULE and calls FACTORY: the one kind of netspec command that runs your Python code"
+
+
+class _Usage(Exception):
+    """Wrong command-line input: reported with exit status 2."""
+
+
+class _Failed(Exception):
+    """The user's code failed to import or run: reported with exit status 1."""
+
+
+def _kwargs(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise _Usage(
+            f"--args must be a JSON object, e.g. '{{\"width\": 64}}': {err.msg} at column {err.colno}"
+        ) from None
+    if not isinstance(value, dict):
+        raise _Usage(f"--args must be a JSON object of keyword arguments, got {type(value).__name__} {text!r}")
+    return value
+
+
+def _shape(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    parts = [p.strip() for p in text.strip("[]() ").split(",") if p.strip()]
+    try:
+        dims = [int(p) for p in parts]
+    except ValueError:
+        dims = []
+    if not dims or any(d <= 0 for d in dims):
+        raise _Usage(f"--input-shape expects positive sizes without the batch dimension, e.g. 3,224,224; got {text!r}")
+    return dims
+
+
+def load_factory(target: str) -> Any:
+    """``package.module:factory`` (``factory`` may be dotted: ``Class.method``) -> the callable."""
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise _Usage(f"expected MODULE:FACTORY (e.g. mypackage.models:resnet), got {target!r}")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # like `python -m`: modules in the current folder are importable
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name and module_name.startswith(err.name):
+            raise _Failed(
+                f"cannot import {module_name!r}: no module named {err.name!r} (run from the folder that "
+                "contains it, or install it)"
+            ) from None
+        raise _Failed(f"importing {module_name!r} failed: {type(err).__name__}: {err}") from None
+    except Exception as err:
+        raise _Failed(f"importing {module_name!r} failed: {type(err).__name__}: {err}") from None
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            names = [n for n in dir(obj) if not n.startswith("_")]
+            from .errors import did_you_mean
+
+            hint = did_you_mean(part, names)
+            raise _Failed(f"{module_name} has no attribute {attr!r}" + (f"; {hint}" if hint else ""))
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise _Failed(f"{target} is a {type(obj).__name__}, not a function or class to call")
+    return obj
+
+
+def make_model(target: str, kwargs: dict[str, Any]) -> tuple[nn.Module, Any]:
+    """Call the factory; it returns a module, or ``(module, optimizer)``."""
+    factory = load_factory(target)
+    try:
+        result = factory(**kwargs)
+    except Exception as err:
+        raise _Failed(f"{target}(**{kwargs}) raised {type(err).__name__}: {err}") from None
+    optimizer = None
+    if isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], nn.Module):
+        result, optimizer = result
+    if not isinstance(result, nn.Module):
+        raise _Failed(
+            f"{target} returned {type(result).__name__} {result!r:.60}; expected an nn.Module (or (model, optimizer))"
+        )
+    return result, optimizer
+
+
+def _run(body: Any, args: argparse.Namespace) -> int:
+    try:
+        return int(body(args))
+    except _Usage as err:
+        print(f"netspec: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except (_Failed, NetspecError) as err:
+        print(f"netspec: {err}", file=sys.stderr)
+        return EXIT_INVALID
+    except OSError as err:
+        print(f"netspec: {type(err).__name__}: {err}", file=sys.stderr)
+        return EXIT_INVALID
+
+
+def _emit(args: argparse.Namespace) -> int:
+    from .checkpoint import atomic_write
+    from .emit import emit
+
+    kwargs = _kwargs(args.args)
+    shape = _shape(args.input_shape)
+    model, optimizer = make_model(args.target, kwargs)
+    spec = emit(model, optimizer=optimizer, input_shape=shape)
+    for warning in getattr(spec, "emit_warnings", []):
+        print(warning.format(), file=sys.stderr)
+    output = args.output
+    text = spec.to_json() if output and output.lower().endswith(".json") else spec.to_yaml()
+    if output:
+        atomic_write(output, lambda fh: fh.write(text.encode("utf-8")))
+        count = len(getattr(spec, "emit_warnings", []))
+        note = f" ({count} warning(s) above)" if count else ""
+        print(f"wrote {output}{note}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .lint import lint
+
+    model, _ = make_model(args.target, _kwargs(args.args))
+    found = lint(model)
+    for warning in found:
+        print(warning.format())
+    if not found:
+        print(f"{args.target}: ok, every module and tensor is registered")
+        return EXIT_OK
+    print(f"{args.target}: {len(found)} registration problem(s)", file=sys.stderr)
+    return EXIT_INVALID
+
+
+def cmd_emit(args: argparse.Namespace) -> int:
+    """``netspec emit MODULE:FACTORY [--args JSON] [--input-shape 3,224,224] [-o SPEC.yaml]``."""
+    return _run(_emit, args)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """``netspec check MODULE:FACTORY [--args JSON]``: registration lint."""
+    return _run(_check, args)
+
+
+def add_emit_parsers(subparsers: Any) -> None:
+    """Add ``emit`` and ``check`` to ``netspec``'s subcommands (``parser.add_subparsers()``'s result)."""
+    e = subparsers.add_parser(
+        "emit",
+        help="write the spec of an existing model (runs your code)",
+        description=f"Write the spec of the model FACTORY returns. This {USER_CODE_NOTE}; "
+        "every other netspec command only reads data.",
+    )
+    e.add_argument("target", metavar="MODULE:FACTORY", help="e.g. mypackage.models:resnet50 (a function or class)")
+    e.add_argument(
+        "--args", metavar="JSON", help="keyword arguments for FACTORY as a JSON object, e.g. '{\"depth\": 18}'"
+    )
+    e.add_argument("--input-shape", metavar="DIMS", help="per-sample input shape without the batch, e.g. 3,224,224")
+    e.add_argument("-o", "--output", metavar="SPEC", help="file to write (.yaml/.yml or .json); default: stdout")
+    e.set_defaults(run=cmd_emit)
+
+    c = subparsers.add_parser(
+        "check",
+        help="find modules and tensors PyTorch does not register (runs your code)",
+        description=f"Report modules kept in plain lists/dicts and tensors kept as plain attributes. This "
+        f"{USER_CODE_NOTE}. Exit status 1 when something is found.",
+    )
+    c.add_argument("target", metavar="MODULE:FACTORY", help="e.g. mypackage.models:resnet50")
+    c.add_argument("--args", metavar="JSON", help="keyword arguments for FACTORY as a JSON object")
+    c.set_defaults(run=cmd_check)
+
+
+__all__ = ["add_emit_parsers", "cmd_check", "cmd_emit", "load_factory", "make_model"]

@@ -1,0 +1,131 @@
+"""Tracing custom modules for ``netspec.emit``: ``forward`` -> a ``torch.fx`` graph -> Graph statements.
+
+In: an ``nn.Module`` whose class is not in the layer catalogue, and its path in the model (for
+messages). Out: a ``GraphBody`` (inputs, forward statements, outputs, notes) made by
+``emit_graph.render_graph`` from the module's fx graph: a ``GraphModule`` (netspec's own Graph
+modules included) is read as it is; any other module is traced with ``torch.fx`` with every
+submodule as a leaf, once in eval and once in training mode, so that a ``forward`` whose
+computation depends on ``self.training`` is refused (only dropout may follow the mode; such a
+dropout is written without ``training=``, as the Graph language adds it). Arguments with simple
+defaults are fixed to them (and reported). A forward that cannot be traced — control flow on
+tensor values, calls of unregistered modules — raises ``EmitError`` naming the module path, its
+class and the reason.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch.fx as fx
+import torch.nn as nn
+
+from .emit_graph import GraphBody, function_name, label, render_graph
+from .errors import EmitError
+from .graph_ops import DROPOUTS
+from .lint import ModelWarning
+
+TRACE_HINT = (
+    "netspec emits a custom module by symbolic tracing (torch.fx), which cannot follow Python control flow "
+    "that depends on tensor values; register the class with netspec.register to emit it as a layer, or move "
+    "the data-dependent part into a registered layer"
+)
+
+
+class _LeafTracer(fx.Tracer):
+    """Every submodule is a leaf: the traced module's own forward is the only code followed."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return True
+
+
+def _signature_key(graph: fx.Graph) -> list[tuple[Any, ...]]:
+    """A comparable form of a graph, with dropout's ``training`` flag left out."""
+    index = {n: i for i, n in enumerate(graph.nodes)}
+
+    def norm(v: Any) -> Any:
+        return fx.node.map_arg(v, lambda n: ("%", index[n]))
+
+    key = []
+    for n in graph.nodes:
+        kwargs = {k: v for k, v in n.kwargs.items() if not (k == "training" and _is_dropout(n))}
+        key.append((n.op, str(n.target), repr(norm(n.args)), repr(norm(kwargs))))
+    return key
+
+
+def _is_dropout(n: fx.Node) -> bool:
+    return n.op == "call_function" and function_name(n.target) in DROPOUTS
+
+
+def trace(module: nn.Module, path: str) -> tuple[fx.Graph, dict[fx.Node, Any], list[ModelWarning]]:
+    """Trace ``module.forward`` (eval and train mode); returns the graph, dropout ``training`` values, notes.
+
+    A dropout whose ``training`` follows ``self.training`` maps to ``None`` (the Graph language adds it).
+    """
+    notes: list[ModelWarning] = []
+    try:
+        signature = inspect.signature(module.forward)
+    except (TypeError, ValueError) as err:
+        raise EmitError(f"{label(path, module)}: cannot read forward's signature: {err}") from None
+    concrete: dict[str, Any] = {}
+    for p in signature.parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            raise EmitError(
+                f"{label(path, module)}: forward takes *{p.name}; a Graph needs named inputs "
+                "(write forward(self, x, y) instead of forward(self, *args))"
+            )
+        if p.default is not p.empty and (p.default is None or isinstance(p.default, (bool, int, float, str))):
+            concrete[p.name] = p.default
+            notes.append(
+                ModelWarning(
+                    path,
+                    f"{type(module).__name__}.forward argument {p.name!r} is fixed to its default {p.default!r}: "
+                    "Graph inputs have no defaults",
+                    "pass the value through a layer argument if it must vary",
+                )
+            )
+    graphs: dict[bool, fx.Graph] = {}
+    mode = module.training
+    try:
+        for training in (False, True):
+            module.training = training
+            try:
+                graphs[training] = _LeafTracer().trace(module, concrete_args=concrete or None)
+            except Exception as err:
+                reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                if "is not installed as a submodule" in reason:
+                    raise EmitError(
+                        f"{label(path, module)}: forward calls a module that is not registered ({reason}); "
+                        "modules kept in a plain list, dict or tuple are invisible to PyTorch"
+                        "\n    hint: keep them in nn.ModuleList / nn.ModuleDict "
+                        "(netspec check lists every such attribute)"
+                    ) from None
+                raise EmitError(
+                    f"{label(path, module)}: forward cannot be traced: {reason}\n    hint: {TRACE_HINT}"
+                ) from None
+    finally:
+        module.training = mode
+    if _signature_key(graphs[False]) != _signature_key(graphs[True]):
+        raise EmitError(
+            f"{label(path, module)}: forward computes different things in training and eval mode "
+            "(it branches on self.training), which a Graph cannot express; only dropout may depend on the mode"
+        )
+    modes: dict[fx.Node, Any] = {}
+    for evaluated, trained in zip(graphs[False].nodes, graphs[True].nodes, strict=True):
+        if _is_dropout(evaluated):
+            e, t = evaluated.kwargs.get("training"), trained.kwargs.get("training")
+            modes[evaluated] = None if (e is False and t is True) else e
+    return graphs[False], modes, notes
+
+
+def graph_body(module: nn.Module, path: str) -> GraphBody:
+    """Trace (or, for a GraphModule, read) ``module``'s forward and render it as Graph statements."""
+    if isinstance(module, fx.GraphModule):
+        return render_graph(module.graph, module, path)
+    graph, modes, notes = trace(module, path)
+    body = render_graph(graph, module, path, modes)
+    body.notes = notes + body.notes
+    return body
+
+
+__all__ = ["TRACE_HINT", "graph_body", "trace"]
