@@ -374,7 +374,13 @@ SECTIONS = {"build": section_build, "scale": section_scale, "forward": section_f
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke mode: fewer repeats, smaller batch-32 images")
-    parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="torch.set_num_threads")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch.set_num_threads (default 1: on a shared machine, multi-threaded kernels stall whenever "
+        "another process takes a core, which swamps the overheads being measured)",
+    )
     parser.add_argument("--only", nargs="+", choices=list(SECTIONS), help="run only these sections")
     parser.add_argument("--strict", action="store_true", help="exit 1 when any target or check fails")
     args = parser.parse_args(argv)

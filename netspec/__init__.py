@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from .api import Built, build, load
 from .catalog import LAYERS, register
+from .checkpoint import load_checkpoint, save
 from .document import Spec, read
+from .emit import emit
 from .errors import CheckpointError, EmitError, NetspecError, Problem, SpecError
+from .lint import ModelWarning, lint
 
 __version__ = "0.1.0"
 
@@ -20,13 +23,18 @@ __all__ = [
     "Built",
     "CheckpointError",
     "EmitError",
+    "ModelWarning",
     "NetspecError",
     "Problem",
     "Spec",
     "SpecError",
     "__version__",
     "build",
+    "emit",
+    "lint",
     "load",
+    "load_checkpoint",
     "read",
     "register",
+    "save",
 ]

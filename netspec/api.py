@@ -103,5 +103,11 @@ def load(
     device: torch.device | str = "cpu",
     dtype: torch.dtype | str | None = None,
 ) -> Built:
-    """Read and build a spec file (or dict) in one call."""
+    """Read and build a spec file (or dict) in one call; a ``.pt``/``.pth``/``.ckpt``/``.bin`` path is a
+    checkpoint written by ``netspec.save``: model, optimizer and scheduler are rebuilt and resumed."""
+    if isinstance(path, (str, os.PathLike)):
+        from .checkpoint import is_checkpoint_path, load_checkpoint
+
+        if is_checkpoint_path(path):
+            return load_checkpoint(path, device=device, dtype=dtype, overrides=overrides)
     return build(path, device=device, dtype=dtype, overrides=overrides)

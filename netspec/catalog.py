@@ -178,6 +178,9 @@ def describe_class(cls: type[nn.Module], name: str, origin: str) -> LayerType:
         if p.default is None and argtype.kind not in ("any", "union", "none"):
             argtype = ArgType("union", options=(argtype, ArgType("none")))
         params[p.name] = Param(p.name, argtype, p.default)
+    if issubclass(cls, nn.RNN):
+        # RNN takes `nonlinearity` through **kwargs, so no signature shows it.
+        params["nonlinearity"] = Param("nonlinearity", ArgType("literal", values=("tanh", "relu")), "tanh")
     return LayerType(name, cls, params, takes_factory, origin)
 
 

@@ -98,6 +98,11 @@ def cmd_build(args: argparse.Namespace) -> int:
     _check_device(args.device)
     built = build(args.spec, device=args.device, overrides=overrides)
     _print_warnings(built.warnings)
+    if args.from_checkpoint:
+        from .checkpoint import load_weights
+
+        load_weights(built.model, args.from_checkpoint)
+        print(f"loaded weights from {args.from_checkpoint}", file=sys.stderr)
     spec = built.spec
     if args.explain:
         from .training import explain_rows, format_explain
@@ -170,6 +175,12 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--explain", action="store_true", help="one row per parameter: init, frozen, group, lr, weight decay"
     )
+    b.add_argument(
+        "--from-checkpoint",
+        metavar="FILE",
+        help="load the weights from FILE (a state_dict, a {'state_dict': ...} wrapper or a netspec checkpoint; "
+        "strict, a DataParallel 'module.' prefix is stripped)",
+    )
     b.set_defaults(run=cmd_build)
 
     v = sub.add_parser("validate", help="check one or more specs without building")
@@ -180,6 +191,9 @@ def make_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("schema", help="write the JSON Schema of the spec language")
     s.add_argument("-o", "--output", help="file to write (default: stdout)")
     s.set_defaults(run=cmd_schema)
+    from .cli_emit import add_emit_parsers
+
+    add_emit_parsers(sub)
     return parser
 
 

@@ -49,6 +49,15 @@ def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 _Dumper.add_representer(str, _represent_str)
 
 
+def _represent_list(dumper: yaml.SafeDumper, value: list[Any]) -> yaml.SequenceNode:
+    """Lists of long strings (Graph ``forward`` statements) in block style, one per line; short leaf lists in flow."""
+    long_text = any(isinstance(v, str) and len(v) > 24 for v in value)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", value, flow_style=False if long_text else None)
+
+
+_Dumper.add_representer(list, _represent_list)
+
+
 def dump_yaml(data: Any) -> str:
     """Block style at the top, flow style for leaf mappings/lists (``{type: ReLU}``), keys in order."""
     return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=None, allow_unicode=True, width=100)
@@ -63,6 +72,7 @@ class Spec:
         self.resolved = resolved
         self.inferred = inferred
         self.training_warnings: list[Problem] = []
+        self.emit_warnings: list[Any] = []  # set by netspec.emit: what it could not express (lint.ModelWarning)
 
     @property
     def name(self) -> str:

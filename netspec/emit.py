@@ -156,10 +156,6 @@ class _Walker:
 
     def sequence(self, kind: str, module: nn.Module, path: str) -> dict[str, Any]:
         layers = self.children(module, path)
-        if not layers and kind == "Sequential":
-            # An empty Sequential (the usual identity shortcut) passes its input through, exactly like
-            # Identity; shape inference does not yet accept an empty Sequential, Identity it does.
-            return {"type": "Identity"}
         if list(layers) == [str(i) for i in range(len(layers))]:
             return {"type": kind, "layers": list(layers.values())}
         if kind == "ModuleList":  # unreachable: ModuleList names its children 0..n-1

@@ -105,16 +105,6 @@ def _stack(layer_arg: str) -> Callable[[Any, str], dict[str, Any]]:
     return recover
 
 
-def _rnn(m: Any, path: str) -> dict[str, Any]:
-    nonlinearity = getattr(m, "nonlinearity", "tanh")
-    if nonlinearity != "tanh":
-        raise EmitError(
-            f"{where(path, m)}: nonlinearity={nonlinearity!r} cannot be written in a spec (netspec's RNN takes "
-            "the LSTM/GRU arguments only); use the default 'tanh' or register a wrapper class with netspec.register"
-        )
-    return {}
-
-
 def _pool_stride(m: Any, path: str) -> dict[str, Any]:
     # torch stores stride=None as stride=kernel_size
     return {"stride": OMIT} if getattr(m, "stride", None) == getattr(m, "kernel_size", object()) else {}
@@ -127,7 +117,6 @@ _SPECIAL: dict[type[nn.Module], Callable[[Any, str], dict[str, Any]]] = {
     nn.MultiheadAttention: _attention,
     nn.TransformerEncoder: _stack("encoder_layer"),
     nn.TransformerDecoder: _stack("decoder_layer"),
-    nn.RNN: _rnn,
 }
 _POOLS = (
     nn.modules.pooling._MaxPoolNd,

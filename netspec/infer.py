@@ -262,7 +262,8 @@ class Inferrer:
     ) -> tuple[nn.Module | None, Any]:
         call_args: tuple[Any, ...] | None = args
         call_kwargs = kwargs
-        value: Any = None
+        # An empty Sequential is the identity (a ResNet shortcut written as `nn.Sequential()`).
+        value: Any = args[0] if not node.children and len(args) == 1 and not kwargs else None
         modules: dict[str, nn.Module] = {}
         for child in node.children.values():
             if child.kind in ("ModuleList", "ModuleDict", "ParameterList", "ParameterDict"):
