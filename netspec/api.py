@@ -80,14 +80,20 @@ def build(
         if seed is not None:
             torch.manual_seed(seed)
         model = build_tree(spec.inferred.root, device, torch_dtype, copy_graphs(spec.inferred.graphs))
-        training = setup_training(
-            model,
-            init=spec.document.init,
-            freeze=spec.document.freeze,
-            optimizer=spec.document.optimizer,
-            scheduler=spec.document.scheduler,
-            source=spec.source,
-            base_dir=spec.base_dir,
+        doc = spec.document
+        has_training = any(x is not None for x in (doc.init, doc.freeze, doc.optimizer, doc.scheduler))
+        training = (
+            setup_training(
+                model,
+                init=spec.document.init,
+                freeze=spec.document.freeze,
+                optimizer=spec.document.optimizer,
+                scheduler=spec.document.scheduler,
+                source=spec.source,
+                base_dir=spec.base_dir,
+            )
+            if has_training
+            else TrainingSetup()
         )
     loss = None
     if spec.resolved.loss is not None:

@@ -24,7 +24,7 @@ from .errors import Problem, ProblemList, SpecError
 from .infer import Inferred, infer
 from .resolve import Resolved, resolve
 from .shapes import SkipInit
-from .source import Source, apply_overrides, from_data, load_file, parse_scalar
+from .source import Source, apply_overrides, from_data, gc_paused, load_file, parse_scalar
 from .spec import SpecModel, validate_spec
 from .training import setup_training
 
@@ -182,4 +182,5 @@ def read(spec: str | os.PathLike[str] | Mapping[str, Any] | Spec, overrides: Map
         source = load_file(spec)
     if overrides:
         apply_overrides(source, overrides)
-    return validate_source(source)
+    with gc_paused():  # the pipeline allocates many small, acyclic objects; cyclic GC passes only cost time
+        return validate_source(source)

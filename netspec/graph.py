@@ -366,13 +366,20 @@ def make_graph_module(
     class_name: str,
 ) -> fx.GraphModule:
     """A GraphModule whose children, parameters and buffers are registered in spec order, with real types."""
-    gm = fx.GraphModule(nn.Module(), fx.Graph(), class_name=class_name)
+    root = nn.Module()
     for name, child in children.items():
-        gm.add_module(name, child)
+        root.add_module(name, child)
     for name, tensor in tensors.items():
         if isinstance(tensor, nn.Parameter):
-            gm.register_parameter(name, tensor)
+            root.register_parameter(name, tensor)
         else:
-            gm.register_buffer(name, tensor, persistent=buffers_persistent.get(name, True))
-    gm.graph = graph
+            root.register_buffer(name, tensor, persistent=buffers_persistent.get(name, True))
+    gm = fx.GraphModule(root, graph, class_name=class_name)  # generates and compiles forward once
+    # GraphModule copies only what the graph references, in graph order, and fills dotted targets
+    # ("blocks.0") with plain nn.Modules: register exactly the spec's children and tensors instead.
+    for table in ("_modules", "_parameters", "_buffers"):
+        mine = getattr(gm, table)
+        mine.clear()
+        mine.update(getattr(root, table))
+    gm._non_persistent_buffers_set = set(root._non_persistent_buffers_set)
     return gm

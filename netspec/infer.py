@@ -24,7 +24,7 @@ from .checks import check_layer
 from .errors import Problem, ProblemList
 from .graph import compile_statements, route
 from .resolve import RNode
-from .shapes import SkipInit, output_shape, output_shapes
+from .shapes import SkipInit, function_output, output_shape, output_shapes
 from .source import Source
 
 META = torch.device("meta")
@@ -418,7 +418,8 @@ class Inferrer:
                 return outs[key]
             return next(iter(outs.values()), None)
         fn: Callable[..., Any] = n.target  # type: ignore[assignment]
-        return fn(*args, **kwargs)
+        fast = function_output(fn, args, kwargs)
+        return fast if fast is not None else fn(*args, **kwargs)
 
 
 def _freeze(value: Any) -> Any:

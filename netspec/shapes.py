@@ -11,10 +11,12 @@ layer would reject.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 Shape = tuple[int, ...]
@@ -192,6 +194,96 @@ def output_shape(module: nn.Module, inputs: Sequence[object]) -> Shape | None:
         return rule(module, tuple(inputs[0].shape))
     except _NoRule:
         return None
+
+
+def _broadcast(shapes: Sequence[Shape]) -> Shape:
+    rank = max(len(s) for s in shapes)
+    out = []
+    for dims in zip(*((1,) * (rank - len(s)) + tuple(s) for s in shapes), strict=True):
+        sizes = {d for d in dims if d != 1}
+        if len(sizes) > 1:
+            raise ValueError(
+                "the shapes " + ", ".join(str(list(s)) for s in shapes) + " cannot be broadcast together "
+                f"(sizes {sorted(sizes)} at the same dim)"
+            )
+        out.append(sizes.pop() if sizes else 1)
+    return tuple(out)
+
+
+def _binary(a: object, b: object) -> torch.Tensor:
+    tensors = [t for t in (a, b) if isinstance(t, torch.Tensor)]
+    shape = _broadcast([tuple(t.shape) for t in tensors])
+    return torch.empty(shape, dtype=torch.result_type(a, b), device="meta")  # type: ignore[arg-type]
+
+
+def _cat(tensors: Sequence[torch.Tensor], dim: int = 0) -> torch.Tensor:
+    first = tuple(tensors[0].shape)
+    axis = dim % len(first)
+    for t in tensors[1:]:
+        other = tuple(t.shape)
+        if len(other) != len(first) or any(
+            x != y for k, (x, y) in enumerate(zip(first, other, strict=True)) if k != axis
+        ):
+            raise ValueError(f"cat needs equal sizes except in dim {dim}, got {list(first)} and {list(other)}")
+    size = sum(t.shape[axis] for t in tensors)
+    return torch.empty((*first[:axis], size, *first[axis + 1 :]), dtype=tensors[0].dtype, device="meta")
+
+
+_ELEMENTWISE_BINARY = frozenset(
+    {operator.add, operator.sub, operator.mul, operator.truediv, torch.add, torch.sub, torch.mul, torch.div}
+)
+_SAME_SHAPE_FUNCTIONS = frozenset(
+    {
+        F.relu,
+        F.relu6,
+        F.gelu,
+        F.silu,
+        F.mish,
+        F.elu,
+        F.selu,
+        F.leaky_relu,
+        F.hardswish,
+        F.hardsigmoid,
+        F.softplus,
+        F.softmax,
+        F.log_softmax,
+        F.dropout,
+        F.dropout1d,
+        F.dropout2d,
+        F.dropout3d,
+        torch.sigmoid,
+        torch.tanh,
+        torch.relu,
+        torch.sigmoid,
+        F.sigmoid,
+        F.tanh,
+    }
+)
+
+
+def _floats(values: Sequence[object]) -> bool:
+    return all(isinstance(v, torch.Tensor) and v.is_floating_point() for v in values)
+
+
+def function_output(fn: object, args: Sequence[object], kwargs: dict[str, object]) -> torch.Tensor | None:
+    """The meta output of a common statement function without running torch's Python decompositions
+    (whose first use also imports torch._dynamo, about a second); None to run the function itself."""
+    first = args[0] if args else None
+    if fn in (torch.cat, torch.concat) and isinstance(first, (list, tuple)) and first and _floats(first):
+        return _cat(first, int(kwargs.get("dim", args[1] if len(args) > 1 else 0)))  # type: ignore[arg-type]
+    if not isinstance(first, torch.Tensor) or not first.is_floating_point():
+        return None
+    if fn in _ELEMENTWISE_BINARY and len(args) == 2 and not kwargs and isinstance(args[1], (torch.Tensor, int, float)):
+        return _binary(first, args[1])
+    if fn in _SAME_SHAPE_FUNCTIONS:
+        return torch.empty(tuple(first.shape), dtype=first.dtype, device="meta")
+    if fn is torch.flatten and first.dim() > 0:
+        start = int(kwargs.get("start_dim", args[1] if len(args) > 1 else 0)) % first.dim()  # type: ignore[arg-type]
+        end = int(kwargs.get("end_dim", args[2] if len(args) > 2 else -1)) % first.dim()  # type: ignore[arg-type]
+        dims = tuple(first.shape)
+        flat = (*dims[:start], math.prod(dims[start : end + 1]), *dims[end + 1 :])
+        return torch.empty(flat, dtype=first.dtype, device="meta")
+    return None
 
 
 def output_shapes(value: object) -> object:
