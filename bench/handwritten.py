@@ -5,9 +5,9 @@ Each one has exactly the module names (hence ``state_dict`` keys and shapes) of 
 from the spec-built model into the hand-written one before timing ``forward``.
 
 - ``resnet18`` / ``resnet50``: torchvision's layout (``BasicBlock``/``Bottleneck``,
-  ``layer1..4``, ``downsample``, ResNet v1.5 stride on the 3x3). torchvision's constructor
-  also re-initialises every conv with ``kaiming_normal_``; the specs have no ``init:`` rules,
-  so that loop is left out here too and both sides do the same work (PyTorch's default init).
+  ``layer1..4``, ``downsample``, ResNet v1.5 stride on the 3x3), including torchvision's
+  re-initialisation loop (convs ``kaiming_normal_(mode="fan_out")``, BatchNorm ones/zeros),
+  which the specs' ``init:`` rules reproduce, so both sides do the same work.
 - ``vgg11_bn``: ``specs/vgg11.yaml`` (VGG-11 with batch norm for 32x32 inputs).
 - ``GPT``: nanoGPT's modules (``CausalSelfAttention``, ``MLP``, ``Block``) with the flat
   top-level names of ``specs/gpt_block.yaml`` and the same hand-written attention maths.
@@ -85,6 +85,12 @@ class ResNet(nn.Module):
         self.layer4 = self._make_layer(block, 512, layers[3], stride=2)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(512 * block.expansion, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
 
     def _make_layer(
         self, block: type[BasicBlock | Bottleneck], planes: int, blocks: int, stride: int = 1

@@ -13,6 +13,7 @@ import ast
 import dataclasses
 import inspect
 import operator
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -358,12 +359,52 @@ def _statement_problem(source: Source, path: Any, text: str, err: StatementError
     return dataclasses.replace(problem, location=dataclasses.replace(loc, column=column))
 
 
+_INDEXED_CHILD = re.compile(r'getattr\(self\.([A-Za-z]\w*), "(\d+)"\)')
+
+
+def _hoist_indexed_children(body: list[str]) -> list[str]:
+    """``getattr(self.hidden, "3")(h)`` costs two ``nn.Module.__getattr__`` calls per use; a hand-written
+    ``for layer in self.hidden`` costs one iteration step. Fetch each indexed container's elements once
+    at the top of forward (``_hidden = tuple(self.hidden)``) and index that tuple instead."""
+    containers = sorted({m.group(1) for line in body for m in _INDEXED_CHILD.finditer(line)})
+    if not containers:
+        return body
+    rewritten = [_INDEXED_CHILD.sub(lambda m: f"_{m.group(1)}[{m.group(2)}]", line) for line in body]
+    return [f"_{name} = tuple(self.{name})\n" for name in containers] + rewritten
+
+
+def _fast_codegen(previous: Any) -> Any:
+    def transform(body: list[str]) -> list[str]:
+        return _hoist_indexed_children(previous(body) if previous is not None else body)
+
+    return transform
+
+
+class CompiledGraph(fx.GraphModule):
+    """A GraphModule whose forward fetches ModuleList/Sequential elements once per call.
+
+    TorchScript cannot compile ``tuple(self.hidden)``, so ``torch.jit.script`` is handed an
+    equivalent GraphModule with fx's plain code (same children and tensors, not copies).
+    """
+
+    def __prepare_scriptable__(self) -> fx.GraphModule:
+        plain = fx.Graph()
+        plain.output(plain.graph_copy(self.graph, {}))
+        tensors = {**dict(self.named_parameters(recurse=False)), **dict(self.named_buffers(recurse=False))}
+        persistent = {k: k not in self._non_persistent_buffers_set for k in tensors}
+        return make_graph_module(
+            dict(self.named_children()), tensors, persistent, plain, type(self).__name__, fast=False
+        )
+
+
 def make_graph_module(
     children: Mapping[str, nn.Module],
     tensors: Mapping[str, torch.Tensor],
     buffers_persistent: Mapping[str, bool],
     graph: fx.Graph,
     class_name: str,
+    *,
+    fast: bool = True,
 ) -> fx.GraphModule:
     """A GraphModule whose children, parameters and buffers are registered in spec order, with real types."""
     root = nn.Module()
@@ -374,7 +415,10 @@ def make_graph_module(
             root.register_parameter(name, tensor)
         else:
             root.register_buffer(name, tensor, persistent=buffers_persistent.get(name, True))
-    gm = fx.GraphModule(root, graph, class_name=class_name)  # generates and compiles forward once
+    if fast:
+        graph.on_generate_code(_fast_codegen)
+    kind = CompiledGraph if fast else fx.GraphModule
+    gm = kind(root, graph, class_name=class_name)  # generates and compiles forward once
     # GraphModule copies only what the graph references, in graph order, and fills dotted targets
     # ("blocks.0") with plain nn.Modules: register exactly the spec's children and tensors instead.
     for table in ("_modules", "_parameters", "_buffers"):

@@ -268,8 +268,8 @@ __all__ = [
     "Source",
     "apply_overrides",
     "from_data",
+    "gc_paused",
     "load_file",
     "load_text",
-    "gc_paused",
     "parse_scalar",
 ]

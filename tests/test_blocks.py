@@ -177,3 +177,60 @@ def test_error_inside_a_block_body_names_the_instance(tmp_path: Path) -> None:
         netspec.read(spec)
     text = str(err.value)
     assert "blocks.yaml:6:" in text and "p is a probability and must be in [0, 1], got 1.5" in text
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, cin: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = None
+        if stride != 1 or cin != planes:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        return self.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class _ResNet18(nn.Module):
+    """torchvision.models.resnet18, written out: same construction order, same init loop."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.layer1 = nn.Sequential(_BasicBlock(64, 64), _BasicBlock(64, 64))
+        self.layer2 = nn.Sequential(_BasicBlock(64, 128, 2), _BasicBlock(128, 128))
+        self.layer3 = nn.Sequential(_BasicBlock(128, 256, 2), _BasicBlock(256, 256))
+        self.layer4 = nn.Sequential(_BasicBlock(256, 512, 2), _BasicBlock(512, 512))
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(512, 1000)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def test_resnet18_spec_is_torchvision_resnet18_weight_for_weight() -> None:
+    """Same seed, same construction order, same init rules: bit-identical weights and outputs."""
+    built = netspec.load("specs/resnet18.yaml").model.eval()
+    torch.manual_seed(0)
+    hand = _ResNet18().eval()
+    state = hand.state_dict()
+    assert list(built.state_dict()) == list(state)
+    assert all(torch.equal(v, state[k]) for k, v in built.state_dict().items())
+    x = torch.randn(1, 3, 64, 64)
+    torch.testing.assert_close(built(x), hand(x))
