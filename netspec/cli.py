@@ -116,11 +116,12 @@ def cmd_build(args: argparse.Namespace) -> int:
 
         summary = summarize(
             built.model,
-            spec.inferred.meta_model,
+            lambda: spec.inferred.meta_model,
             spec.name,
             tuple(inp.shape) if inp else None,
             DTYPES[inp.dtype] if inp else torch.float32,
             depth=args.depth,
+            shapes=spec.inferred.shapes,
             groups=group_summary(built.training) if built.optimizer is not None else [],
         )
         print(summary.to_json() if args.format == "json" else summary.to_table(), end="")

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import copy
 import json
+import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+import torch.fx as fx
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -178,13 +181,69 @@ def _trace_meta(
     return shapes, macs
 
 
-def summarize(model: nn.Module, meta_model: nn.Module, model_name: str, input_shape: tuple[int, ...] | None,
-              input_dtype: torch.dtype = torch.float32, depth: int | None = None,
-              groups: list[dict[str, Any]] | None = None) -> Summary:  # fmt: skip
-    shapes: dict[str, Any] = {}
+# Leaf layers whose multiply-adds follow from their output shape alone (what the FLOP counter counts for
+# them: the matmul or convolution), and layers that contain no matmul or convolution at all.
+_COUNTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_NO_MACS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+_NO_MATMUL = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.Embedding, nn.PReLU)
+
+
+def _layer_macs(module: nn.Module, out_shape: Any) -> int:
+    """Per-sample multiply-adds of a Linear or Conv from its output shape (batch dim first)."""
+    if not (isinstance(out_shape, tuple) and out_shape and all(isinstance(d, int) for d in out_shape)):
+        return 0
+    outputs = math.prod(out_shape) // out_shape[0]
+    if isinstance(module, nn.Linear):
+        return outputs * module.in_features
+    kernel = math.prod(module.kernel_size)  # type: ignore[arg-type]
+    return outputs * (module.in_channels // module.groups) * kernel  # type: ignore[operator]
+
+
+def _analytic(model: nn.Module, shapes: dict[str, Any]) -> dict[str, int] | None:
+    """MACs from the shapes inference already computed, when every layer is a Linear/Conv or does no
+    matmul; None when a module (a Graph's statements, attention, an RNN, ...) needs the FLOP counter."""
+    leaf_macs: dict[str, int] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, _COUNTED):
+            if name not in shapes:
+                return None
+            leaf_macs[name] = _layer_macs(module, shapes[name])
+        elif isinstance(module, fx.GraphModule):
+            return None  # statements may multiply (@, matmul, einsum)
+        elif isinstance(module, (*_NO_MACS, *_NO_MATMUL)):
+            continue
+        elif any(True for _ in module.parameters(recurse=False)) or next(module.children(), None) is not None:
+            return None  # attention, RNNs, registered classes: only a trace knows
+    totals: dict[str, int] = {}
+    for name, value in leaf_macs.items():
+        parts = name.split(".") if name else []
+        for k in range(len(parts) + 1):
+            prefix = ".".join(parts[:k])
+            totals[prefix] = totals.get(prefix, 0) + value
+    return totals
+
+
+def summarize(
+    model: nn.Module,
+    meta_model: Callable[[], nn.Module],
+    model_name: str,
+    input_shape: tuple[int, ...] | None,
+    input_dtype: torch.dtype = torch.float32,
+    depth: int | None = None,
+    groups: list[dict[str, Any]] | None = None,
+    shapes: dict[str, Any] | None = None,
+) -> Summary:
+    """Rows and totals for ``model``. ``shapes`` (from inference) spares the meta trace for models made only
+    of layers whose MACs follow from their shapes; anything else runs ``meta_model()`` once under torch's
+    FLOP counter."""
     macs: dict[str, int] = {}
     if input_shape is not None:
-        shapes, macs = _trace_meta(meta_model, input_shape, input_dtype)
+        analytic = _analytic(model, shapes) if shapes else None
+        if analytic is not None and shapes is not None:
+            macs = analytic
+        else:
+            shapes, macs = _trace_meta(meta_model(), input_shape, input_dtype)
+    shapes = shapes or {}
     rows: list[Row] = []
     for name, module in model.named_modules():
         level = 0 if not name else name.count(".") + 1
