@@ -20,18 +20,10 @@ from typing import Any
 
 import torch.nn as nn
 
+from .cli import EXIT_INVALID, EXIT_OK, UsageError
 from .errors import NetspecError
 
-EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 USER_CODE_NOTE = "imports MODULE and calls FACTORY: the one kind of netspec command that runs your Python code"
-
-
-class _Usage(Exception):
-    """Wrong command-line input: reported with exit status 2."""
-
-
-class _Failed(Exception):
-    """The user's code failed to import or run: reported with exit status 1."""
 
 
 def _kwargs(text: str | None) -> dict[str, Any]:
@@ -40,11 +32,11 @@ def _kwargs(text: str | None) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as err:
-        raise _Usage(
+        raise UsageError(
             f"--args must be a JSON object, e.g. '{{\"width\": 64}}': {err.msg} at column {err.colno}"
         ) from None
     if not isinstance(value, dict):
-        raise _Usage(f"--args must be a JSON object of keyword arguments, got {type(value).__name__} {text!r}")
+        raise UsageError(f"--args must be a JSON object of keyword arguments, got {type(value).__name__} {text!r}")
     return value
 
 
@@ -57,7 +49,9 @@ def _shape(text: str | None) -> list[int] | None:
     except ValueError:
         dims = []
     if not dims or any(d <= 0 for d in dims):
-        raise _Usage(f"--input-shape expects positive sizes without the batch dimension, e.g. 3,224,224; got {text!r}")
+        raise UsageError(
+            f"--input-shape expects positive sizes without the batch dimension, e.g. 3,224,224; got {text!r}"
+        )
     return dims
 
 
@@ -65,20 +59,20 @@ def load_factory(target: str) -> Any:
     """``package.module:factory`` (``factory`` may be dotted: ``Class.method``) -> the callable."""
     module_name, sep, attr = target.partition(":")
     if not sep or not module_name or not attr:
-        raise _Usage(f"expected MODULE:FACTORY (e.g. mypackage.models:resnet), got {target!r}")
+        raise UsageError(f"expected MODULE:FACTORY (e.g. mypackage.models:resnet), got {target!r}")
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # like `python -m`: modules in the current folder are importable
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
         if err.name and module_name.startswith(err.name):
-            raise _Failed(
+            raise NetspecError(
                 f"cannot import {module_name!r}: no module named {err.name!r} (run from the folder that "
                 "contains it, or install it)"
             ) from None
-        raise _Failed(f"importing {module_name!r} failed: {type(err).__name__}: {err}") from None
+        raise NetspecError(f"importing {module_name!r} failed: {type(err).__name__}: {err}") from None
     except Exception as err:
-        raise _Failed(f"importing {module_name!r} failed: {type(err).__name__}: {err}") from None
+        raise NetspecError(f"importing {module_name!r} failed: {type(err).__name__}: {err}") from None
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -86,10 +80,10 @@ def load_factory(target: str) -> Any:
             from .errors import did_you_mean
 
             hint = did_you_mean(part, names)
-            raise _Failed(f"{module_name} has no attribute {attr!r}" + (f"; {hint}" if hint else ""))
+            raise NetspecError(f"{module_name} has no attribute {attr!r}" + (f"; {hint}" if hint else ""))
         obj = getattr(obj, part)
     if not callable(obj):
-        raise _Failed(f"{target} is a {type(obj).__name__}, not a function or class to call")
+        raise NetspecError(f"{target} is a {type(obj).__name__}, not a function or class to call")
     return obj
 
 
@@ -99,32 +93,18 @@ def make_model(target: str, kwargs: dict[str, Any]) -> tuple[nn.Module, Any]:
     try:
         result = factory(**kwargs)
     except Exception as err:
-        raise _Failed(f"{target}(**{kwargs}) raised {type(err).__name__}: {err}") from None
+        raise NetspecError(f"{target}(**{kwargs}) raised {type(err).__name__}: {err}") from None
     optimizer = None
     if isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], nn.Module):
         result, optimizer = result
     if not isinstance(result, nn.Module):
-        raise _Failed(
+        raise NetspecError(
             f"{target} returned {type(result).__name__} {result!r:.60}; expected an nn.Module (or (model, optimizer))"
         )
     return result, optimizer
 
 
-def _run(body: Any, args: argparse.Namespace) -> int:
-    try:
-        return int(body(args))
-    except _Usage as err:
-        print(f"netspec: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    except (_Failed, NetspecError) as err:
-        print(f"netspec: {err}", file=sys.stderr)
-        return EXIT_INVALID
-    except OSError as err:
-        print(f"netspec: {type(err).__name__}: {err}", file=sys.stderr)
-        return EXIT_INVALID
-
-
-def _emit(args: argparse.Namespace) -> int:
+def cmd_emit(args: argparse.Namespace) -> int:
     from .checkpoint import atomic_write
     from .emit import emit
 
@@ -146,7 +126,7 @@ def _emit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _check(args: argparse.Namespace) -> int:
+def cmd_check(args: argparse.Namespace) -> int:
     from .lint import lint
 
     model, _ = make_model(args.target, _kwargs(args.args))
@@ -158,16 +138,6 @@ def _check(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"{args.target}: {len(found)} registration problem(s)", file=sys.stderr)
     return EXIT_INVALID
-
-
-def cmd_emit(args: argparse.Namespace) -> int:
-    """``netspec emit MODULE:FACTORY [--args JSON] [--input-shape 3,224,224] [-o SPEC.yaml]``."""
-    return _run(_emit, args)
-
-
-def cmd_check(args: argparse.Namespace) -> int:
-    """``netspec check MODULE:FACTORY [--args JSON]``: registration lint."""
-    return _run(_check, args)
 
 
 def add_emit_parsers(subparsers: Any) -> None:
