@@ -25,9 +25,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import secrets
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -35,6 +34,7 @@ from typing import IO, Any
 import torch
 import torch.nn as nn
 
+from .atomic import atomic_write
 from .errors import CheckpointError, SpecError
 
 FORMAT = "netspec-checkpoint"
@@ -61,47 +61,6 @@ def is_checkpoint_path(path: str | os.PathLike[str]) -> bool:
 
 
 # -- writing ----------------------------------------------------------------------------------------------
-
-
-def atomic_write(
-    path: str | os.PathLike[str],
-    write: Callable[[IO[bytes]], None],
-    verify: Callable[[Path], None] | None = None,
-) -> Path:
-    """Write ``path`` through a temporary file in its folder and ``os.replace``: all or nothing.
-
-    ``verify`` sees the complete temporary file before it is renamed and may raise to abandon it.
-    The temporary file is created with mode 0o666 so the umask decides the final permissions,
-    exactly as for a file opened with ``open(path, "wb")``.
-    """
-    target = Path(os.fspath(path)).expanduser()
-    folder = target.parent
-    if not folder.is_dir():
-        raise CheckpointError(f"cannot write {target}: folder {folder} does not exist")
-    tmp = folder / f".{target.name}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if verify is not None:
-            verify(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable; not every platform lets a folder be opened
-        dir_fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return target
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
-    return target
 
 
 def tied_groups(model: nn.Module) -> list[list[str]]:
@@ -165,7 +124,7 @@ def save(built: Any, path: str | os.PathLike[str], epoch: int | None = None, **e
                 f"unpickles ({', '.join(unsafe[:5])}); keep extra= to tensors, numbers, strings, lists and dicts"
             )
 
-    return atomic_write(path, write, verify)
+    return atomic_write(path, write, verify, error=CheckpointError)
 
 
 # -- reading ----------------------------------------------------------------------------------------------
@@ -401,7 +360,6 @@ def load_checkpoint(
 __all__ = [
     "CHECKPOINT_SUFFIXES",
     "CheckpointInfo",
-    "atomic_write",
     "is_checkpoint_path",
     "load_checkpoint",
     "load_state_dict_file",

@@ -11,13 +11,13 @@ import argparse
 import dataclasses
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .atomic import atomic_write
 from .errors import Location, NetspecError, Problem, SpecError
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
@@ -45,33 +45,6 @@ def _parse_set(items: Sequence[str]) -> dict[str, Any]:
             raise SpecError(located) from None
         overrides[key.strip()] = value
     return overrides
-
-
-def _umask() -> int:
-    """The process umask (reading it means setting it, so it is put straight back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: Path, write: Any) -> None:
-    """Write via a temporary file in the same folder, renamed into place: never a half-written file."""
-    path = path.expanduser()
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise NetspecError(f"cannot write {path}: folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            # mkstemp creates the file 0600; give it the mode a plain open() would (0666 less the umask).
-            os.chmod(tmp, 0o666 & ~_umask())
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _print_warnings(problems: Sequence[Problem]) -> None:
@@ -127,7 +100,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         print(summary.to_json() if args.format == "json" else summary.to_table(), end="")
     if args.output:
         out = Path(args.output)
-        atomic_write_bytes(out, lambda fh: torch.save(built.model.state_dict(), fh))
+        atomic_write(out, lambda fh: torch.save(built.model.state_dict(), fh))
         print(f"saved state_dict to {out}", file=sys.stderr)
     return EXIT_OK
 
@@ -154,7 +127,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
     text = schema_text()
     if args.output:
-        atomic_write_bytes(Path(args.output), lambda fh: fh.write(text.encode("utf-8")))
+        atomic_write(Path(args.output), lambda fh: fh.write(text.encode("utf-8")))
     else:
         sys.stdout.write(text)
     return EXIT_OK

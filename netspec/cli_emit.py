@@ -105,7 +105,7 @@ def make_model(target: str, kwargs: dict[str, Any]) -> tuple[nn.Module, Any]:
 
 
 def cmd_emit(args: argparse.Namespace) -> int:
-    from .checkpoint import atomic_write
+    from .atomic import atomic_write
     from .emit import emit
 
     kwargs = _kwargs(args.args)

@@ -21,7 +21,7 @@ import torch
 from conftest import ROOT, SPECS, folder_state
 
 import netspec
-from netspec.cli import atomic_write_bytes
+from netspec.atomic import atomic_write
 from netspec.schema import schema_text
 
 Cli = Callable[..., tuple[int, str, str]]
@@ -184,10 +184,10 @@ def test_output_replaces_an_existing_file_atomically(tmp_path: Path) -> None:
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        atomic_write_bytes(target, failing)
+        atomic_write(target, failing)
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.pt"]
-    atomic_write_bytes(target, lambda fh: fh.write(b"new"))
+    atomic_write(target, lambda fh: fh.write(b"new"))
     assert target.read_bytes() == b"new"
     assert [p.name for p in tmp_path.iterdir()] == ["out.pt"]
 
