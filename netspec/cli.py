@@ -18,13 +18,9 @@ from typing import Any
 import torch
 
 from .atomic import atomic_write
-from .errors import Location, NetspecError, Problem, SpecError
+from .errors import Location, NetspecError, Problem, SpecError, UsageError
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(Exception):
-    pass
 
 
 def _parse_set(items: Sequence[str]) -> dict[str, Any]:

@@ -20,8 +20,8 @@ from typing import Any
 
 import torch.nn as nn
 
-from .cli import EXIT_INVALID, EXIT_OK, UsageError
-from .errors import NetspecError
+from .cli import EXIT_INVALID, EXIT_OK
+from .errors import NetspecError, UsageError
 
 USER_CODE_NOTE = "imports MODULE and calls FACTORY: the one kind of netspec command that runs your Python code"
 

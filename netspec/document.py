@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,11 +23,11 @@ from . import exprs
 from .build import build_tree, copy_graphs
 from .errors import Problem, ProblemList, SpecError
 from .infer import Inferred, infer
-from .resolve import Resolved, resolve
+from .resolve import MAX_ELEMENTS, Resolved, resolve
 from .shapes import SkipInit
 from .source import Source, apply_overrides, from_data, gc_paused, load_file, parse_scalar
 from .spec import SpecModel, validate_spec
-from .training import setup_training
+from .training import check_training, setup_training
 
 # Top-level sections whose ${...} references are plain vars; model and blocks are resolved
 # node by node because they also see block parameters and repeat indices.
@@ -136,20 +137,36 @@ def validate_source(source: Source) -> Spec:
     problems.raise_if_errors()
     if document is None:  # validate_spec reports a problem whenever it returns no document
         raise RuntimeError("spec validation returned neither a document nor a problem")
-    resolved = resolve(document, source)
-    shape = None
-    dtype = "float32"
-    if document.input is not None:
-        dims = [d for d in document.input.shape]
-        bad = [d for d in dims if not isinstance(d, int) or isinstance(d, bool) or d <= 0]
-        if bad:
-            raise SpecError(source.problem(("input", "shape"), f"input.shape needs positive integers, got {dims}"))
-        shape, dtype = tuple(dims), document.input.dtype
-    inferred = infer(resolved.root, source, shape, dtype)
+    try:
+        resolved = resolve(document, source)
+        shape, dtype = _input_shape(document, source)
+        inferred = infer(resolved.root, source, shape, dtype)
+    except SpecError as err:
+        # The model is broken, but training sections can still be checked on their own (names and
+        # arguments of init functions, optimizers, schedulers): report those problems now too.
+        extra = check_training(
+            init=document.init,
+            optimizer=document.optimizer,
+            scheduler=document.scheduler,
+            source=source,
+        )
+        raise SpecError([*err.problems, *(p for p in extra if p.severity == "error")]) from None
     spec = Spec(source, document, resolved, inferred)
     if any(getattr(document, key) is not None for key in ("init", "freeze", "optimizer", "scheduler")):
         spec.training_warnings = _check_training(spec)
     return spec
+
+
+def _input_shape(document: SpecModel, source: Source) -> tuple[tuple[int, ...] | None, str]:
+    if document.input is None:
+        return None, "float32"
+    dims = list(document.input.shape)
+    if any(not isinstance(d, int) or isinstance(d, bool) or d <= 0 for d in dims):
+        raise SpecError(source.problem(("input", "shape"), f"input.shape needs positive integers, got {dims}"))
+    if math.prod(dims) > MAX_ELEMENTS:
+        message = f"input.shape {dims} has {math.prod(dims):,} elements per sample; the limit is {MAX_ELEMENTS:,}"
+        raise SpecError(source.problem(("input", "shape"), message))
+    return tuple(dims), document.input.dtype
 
 
 def _check_training(spec: Spec) -> list[Problem]:
@@ -178,8 +195,11 @@ def read(spec: str | os.PathLike[str] | Mapping[str, Any] | Spec, overrides: Map
         source = from_data(spec.source.data, spec.source.filename)
     elif isinstance(spec, Mapping):
         source = from_data(spec)
-    else:
+    elif isinstance(spec, (str, os.PathLike)):
         source = load_file(spec)
+    else:
+        message = f"a spec is a file path, a mapping or a netspec.Spec, got {type(spec).__name__}"
+        raise SpecError(Problem(message, hint="netspec.read('spec.yaml') or netspec.read({'netspec': 1, ...})"))
     if overrides:
         apply_overrides(source, overrides)
     with gc_paused():  # the pipeline allocates many small, acyclic objects; cyclic GC passes only cost time

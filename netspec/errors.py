@@ -99,6 +99,10 @@ class SpecError(NetspecError, ValueError):
         return body
 
 
+class UsageError(NetspecError):
+    """The command line was used wrongly (exit status 2), as opposed to a spec being invalid (1)."""
+
+
 class CheckpointError(NetspecError, ValueError):
     """A checkpoint file is missing, truncated, tampered with or not a netspec checkpoint."""
 

@@ -29,6 +29,7 @@ from .graph_ops import (
     CONSTANTS,
     DROPOUTS,
     FUNCTIONS,
+    RESERVED_NAMES,
     TENSOR_ATTRIBUTES,
     TENSOR_METHODS,
     UNARY_OPS,
@@ -133,23 +134,27 @@ class _Builder:
         assign = tree.body[0]
         target = assign.targets[0]
         value = self.expr(assign.value)
+        self.assign(target, value)
+
+    def assign(self, target: ast.expr, value: Any) -> None:
+        """``h = ...``, ``a, b = ...`` and nested ``out, (h, c) = lstm(x)``."""
         if isinstance(target, ast.Name):
             self.bind(target, value)
-        elif isinstance(target, ast.Tuple) and all(isinstance(t, ast.Name) for t in target.elts):
+        elif isinstance(target, ast.Tuple) and all(isinstance(t, (ast.Name, ast.Tuple)) for t in target.elts):
             for k, elt in enumerate(target.elts):
-                item = (
-                    value[k]
-                    if isinstance(value, (list, tuple))
-                    else self.node("call_function", operator.getitem, (value, k), {}, name=elt.id)
-                )  # type: ignore[attr-defined]
-                self.bind(elt, item)  # type: ignore[arg-type]
+                if isinstance(value, (list, tuple)):
+                    item = value[k]
+                else:
+                    name = elt.id if isinstance(elt, ast.Name) else None
+                    item = self.node("call_function", operator.getitem, (value, k), {}, name=name)
+                self.assign(elt, item)
         else:
             raise StatementError("assign to a name or a tuple of names", target.col_offset)
 
     def bind(self, target: ast.Name, value: Any) -> None:
         name = target.id
-        if name.startswith("_"):
-            raise StatementError(f"names starting with '_' are reserved: {name!r}", target.col_offset)
+        if name.startswith("_") or name in RESERVED_NAMES:
+            raise StatementError(f"the name {name!r} is reserved; choose another", target.col_offset)
         if name in self.children or name in self.tensors:
             raise StatementError(f"{name!r} is a layer or tensor of this Graph; choose another name", target.col_offset)
         if isinstance(value, fx.Node) and value.op not in ("placeholder", "get_attr") and value.name != name:
@@ -159,7 +164,9 @@ class _Builder:
 
     # -- expressions --------------------------------------------------------------------------
     def expr(self, e: ast.expr) -> Any:
-        if isinstance(e, ast.Constant) and isinstance(e.value, (int, float, str, bool, type(None))):
+        if isinstance(e, ast.Constant) and (
+            isinstance(e.value, (int, float, str, bool, type(None))) or e.value is Ellipsis
+        ):
             return e.value
         if isinstance(e, ast.Name):
             return self.name(e)
@@ -208,9 +215,10 @@ class _Builder:
         if n in FUNCTIONS:
             raise StatementError(f"function {n!r} must be called", e.col_offset)
         known = [*self.env, *self.tensors, *self.children, *FUNCTIONS]
-        raise StatementError(
-            f"name {n!r} is not defined before this statement", e.col_offset, did_you_mean(n, known) or None
-        )
+        hint = did_you_mean(n, known) or None
+        if n in ("torch", "F", "nn", "math"):
+            hint = "functions are written without a module prefix: cat(...), relu(...), flatten(h, 1)"
+        raise StatementError(f"name {n!r} is not defined before this statement", e.col_offset, hint)
 
     def attribute(self, e: ast.Attribute) -> Any:
         if e.attr.startswith("_"):
@@ -352,11 +360,14 @@ def _statement_problem(source: Source, path: Any, text: str, err: StatementError
     loc, line = problem.location, problem.source_line
     if loc is None or line is None or not err.col:
         return problem
-    # Point the caret at the offending part of the statement, not just its start.
-    start = loc.column - 1
-    quoted = line[start : start + 1] in ("'", '"')
-    column = loc.column + err.col + (1 if quoted else 0) + (len(text) - len(text.lstrip()))
-    return dataclasses.replace(problem, location=dataclasses.replace(loc, column=column))
+    # Point the caret at the offending part of the statement when the statement sits on the item's own
+    # line as written (plain or quoted); a folded or multi-line scalar keeps the caret at the item.
+    statement = text.strip()
+    first_line = statement.split("\n", 1)[0]
+    begin = loc.column - 1 + (1 if line[loc.column - 1 : loc.column] in ("'", '"') else 0)
+    if err.col >= len(first_line) or line[begin : begin + len(first_line)] != first_line:
+        return problem
+    return dataclasses.replace(problem, location=dataclasses.replace(loc, column=begin + 1 + err.col))
 
 
 _INDEXED_CHILD = re.compile(r'getattr\(self\.([A-Za-z]\w*), "(\d+)"\)')

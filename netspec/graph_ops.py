@@ -81,3 +81,6 @@ COMPARE_OPS: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
     ast.GtE: operator.ge,
 }
 CONSTANTS: dict[str, float] = {"inf": float("inf"), "pi": 3.141592653589793}
+# Names the generated forward itself uses (its module globals and ``self``): a Graph input or a
+# statement variable with one of these names would shadow them.
+RESERVED_NAMES = frozenset({"self", "torch", "operator", "builtins", "math", "getattr", "route", "inf", "pi"})

@@ -28,6 +28,7 @@ from .shapes import SkipInit, function_output, output_shape, output_shapes
 from .source import Source
 
 META = torch.device("meta")
+FAILED: Any = object()  # a Graph run stopped at a reported problem (None is a legitimate output)
 
 # Constructor arguments the input determines: name -> which dim of the (batched) input gives it.
 CHANNEL_ARGS = ("in_channels", "num_features", "num_channels")
@@ -333,8 +334,10 @@ class Inferrer:
         out = None
         if args is not None:
             out = self.run_graph(node, graph, tensors, args, kwargs or {})
+            if out is FAILED:
+                return None, None
         children = {k: self.finish(c) for k, c in node.children.items()}
-        if any(m is None for m in children.values()) or (args is not None and out is None):
+        if any(m is None for m in children.values()):
             return None, None
         module = assemble(node, children, tensors, graph)  # type: ignore[arg-type]
         self.built[node.name] = module
@@ -350,6 +353,7 @@ class Inferrer:
         args: tuple[Any, ...],
         kwargs: Mapping[str, Any],
     ) -> Any:
+        """The Graph's output on meta tensors, or ``FAILED`` once a problem has been reported."""
         graph_def = node.graph
         if graph_def is None:
             raise RuntimeError(f"{node.name}: a Graph node without statements")
@@ -359,7 +363,7 @@ class Inferrer:
                 f"Graph takes {len(graph_def.inputs)} input(s) ({', '.join(graph_def.inputs)}), "
                 f"called with {len(args) + len(kwargs)}",
             )
-            return None
+            return FAILED
         env: dict[fx.Node, Any] = {}
         inputs = dict(zip(graph_def.inputs, args, strict=False)) | dict(kwargs)
         prefix = f"{node.name}." if node.name else ""
@@ -381,7 +385,7 @@ class Inferrer:
                     kw = fx.node.map_arg(n.kwargs, lambda a: env[a])
                     env[n] = self.run_node(node, n, a, kw, prefix)
                     if env[n] is None and n.op == "call_module":
-                        return None
+                        return FAILED  # the child reported its own problem
                     if n.op != "call_module":
                         self.mark(env[n], Producer(f"statement '{stmt_text.strip()}'"))
             except Exception as err:
@@ -395,8 +399,8 @@ class Inferrer:
                         + node.where(),
                     )
                 )
-                return None
-        return None
+                return FAILED
+        return FAILED
 
     def child_for(self, node: RNode, target: str) -> RNode:
         current = node

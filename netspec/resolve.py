@@ -8,6 +8,8 @@ that the input determines may still be missing; ``infer`` fills them in.
 
 from __future__ import annotations
 
+import keyword
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -19,6 +21,7 @@ from . import exprs
 from .catalog import LAYERS, LayerType, UnknownName
 from .checks import check_layer
 from .errors import Problem, ProblemList, SpecPath, did_you_mean, format_path
+from .graph_ops import RESERVED_NAMES
 from .source import Source
 from .spec import (
     AnyNode,
@@ -38,6 +41,7 @@ from .spec import (
 
 NodeKind = Literal["layer", "Sequential", "ModuleList", "ModuleDict", "Graph", "ParameterList", "ParameterDict"]
 MAX_REPEAT = 100_000
+MAX_ELEMENTS = 2**48  # per tensor: far beyond any device, far below int64 overflow in size arithmetic
 _NODE_ADAPTER: TypeAdapter[Any] = TypeAdapter(Node)
 
 
@@ -250,6 +254,7 @@ class Resolver:
     def graph(self, node: GraphNode, name: str, path: SpecPath, scope: Mapping[str, Any]) -> RNode:
         out = RNode("Graph", name, path)
         self.children(out, node.layers, path + ("layers",), scope)
+        self.graph_inputs(node, path)
         for kind, table in (("parameters", node.parameters), ("buffers", node.buffers)):
             for key, tensor in table.items():
                 if not _check_child_name(key, path + (kind, key), self.source, self.problems):
@@ -267,9 +272,32 @@ class Resolver:
         out.graph = RGraph(list(node.inputs), statements, node.outputs, path + ("outputs",))
         return out
 
+    def graph_inputs(self, node: GraphNode, path: SpecPath) -> None:
+        """Inputs become forward's parameter names: identifiers, distinct, not a layer's or tensor's name."""
+        seen: set[str] = set()
+        owned = {*node.layers, *node.parameters, *node.buffers}
+        for k, input_name in enumerate(node.inputs):
+            if not input_name.isidentifier() or keyword.iskeyword(input_name) or input_name.startswith("_"):
+                message = f"input name {input_name!r} must be an identifier, not a keyword, not starting with '_'"
+            elif input_name in RESERVED_NAMES:
+                message = f"input name {input_name!r} is reserved by the generated forward"
+            elif input_name in seen:
+                message = f"input {input_name!r} is listed twice"
+            elif input_name in owned:
+                message = f"input {input_name!r} has the name of a layer or tensor of this Graph"
+            else:
+                message = ""
+            if message:
+                self.problems.add(self.source.problem((*path, "inputs", k), message))
+            seen.add(input_name)
+
     def tensor(self, tensor: Any, path: SpecPath, scope: Mapping[str, Any]) -> RTensor | None:
         shape = [self.integer(d, scope, path + ("shape", k), "a tensor dimension") for k, d in enumerate(tensor.shape)]
         if any(d is None for d in shape):
+            return None
+        if math.prod(shape) > MAX_ELEMENTS:  # type: ignore[arg-type]
+            message = f"shape {shape} has {math.prod(shape):,} elements; the limit is {MAX_ELEMENTS:,}"  # type: ignore[arg-type]
+            self.problems.add(self.source.problem(path + ("shape",), message))
             return None
         init = self.substitute(tensor.init, scope, path + ("init",))
         is_buffer = hasattr(tensor, "persistent")

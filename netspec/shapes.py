@@ -44,9 +44,6 @@ _SAME_SHAPE: tuple[type[nn.Module], ...] = (
     nn.Threshold,
     nn.LogSigmoid,
     nn.RReLU,
-    nn.Softmax,
-    nn.LogSoftmax,
-    nn.Softmin,
     nn.Identity,
     nn.Dropout,
     nn.Dropout1d,
@@ -55,6 +52,22 @@ _SAME_SHAPE: tuple[type[nn.Module], ...] = (
     nn.AlphaDropout,
     nn.FeatureAlphaDropout,
 )
+
+
+def _dim(dim: object, ndim: int) -> int:
+    """``dim`` normalised the way torch does, or torch's own error for one out of range."""
+    if not isinstance(dim, int) or isinstance(dim, bool):
+        raise _NoRule
+    if not -max(ndim, 1) <= dim < max(ndim, 1):
+        raise ValueError(f"Dimension out of range (expected to be in range of [{-ndim}, {ndim - 1}], but got {dim})")
+    return dim % max(ndim, 1)
+
+
+def _flat(x: Shape, start_dim: object, end_dim: object) -> Shape:
+    start, end = _dim(start_dim, len(x)), _dim(end_dim, len(x))
+    if start > end:
+        raise ValueError("flatten() has invalid args: start_dim cannot come after end_dim")
+    return (*x[:start], math.prod(x[start : end + 1]), *x[end + 1 :])
 
 
 def _tuple(value: int | Sequence[int], n: int) -> tuple[int, ...]:
@@ -119,9 +132,13 @@ def _adaptive(m: nn.Module, x: Shape, n: int) -> Shape:
 
 
 def _flatten(m: nn.Flatten, x: Shape) -> Shape:
-    start = m.start_dim % len(x)
-    end = m.end_dim % len(x)
-    return (*x[:start], math.prod(x[start : end + 1]), *x[end + 1 :])
+    return _flat(x, m.start_dim, m.end_dim)
+
+
+def _softmax(m: nn.Module, x: Shape) -> Shape:
+    if m.dim is not None:  # type: ignore[attr-defined]
+        _dim(m.dim, len(x))  # type: ignore[attr-defined]
+    return x
 
 
 def _linear(m: nn.Linear, x: Shape) -> Shape:
@@ -159,6 +176,9 @@ _RULES: dict[type[nn.Module], Callable[[nn.Module, Shape], Shape]] = {
     nn.Conv3d: _conv,
     nn.Linear: _linear,  # type: ignore[dict-item]
     nn.Flatten: _flatten,
+    nn.Softmax: _softmax,
+    nn.LogSoftmax: _softmax,
+    nn.Softmin: _softmax,
     nn.BatchNorm1d: _batch_norm,
     nn.BatchNorm2d: _batch_norm,  # type: ignore[dict-item]
     nn.BatchNorm3d: _batch_norm,
@@ -216,9 +236,9 @@ def _binary(a: object, b: object) -> torch.Tensor:
     return torch.empty(shape, dtype=torch.result_type(a, b), device="meta")  # type: ignore[arg-type]
 
 
-def _cat(tensors: Sequence[torch.Tensor], dim: int = 0) -> torch.Tensor:
+def _cat(tensors: Sequence[torch.Tensor], dim: object = 0) -> torch.Tensor:
     first = tuple(tensors[0].shape)
-    axis = dim % len(first)
+    axis = _dim(dim, len(first))
     for t in tensors[1:]:
         other = tuple(t.shape)
         if len(other) != len(first) or any(
@@ -268,21 +288,28 @@ def _floats(values: Sequence[object]) -> bool:
 def function_output(fn: object, args: Sequence[object], kwargs: dict[str, object]) -> torch.Tensor | None:
     """The meta output of a common statement function without running torch's Python decompositions
     (whose first use also imports torch._dynamo, about a second); None to run the function itself."""
+    try:
+        return _function_output(fn, args, kwargs)
+    except _NoRule:
+        return None
+
+
+def _function_output(fn: object, args: Sequence[object], kwargs: dict[str, object]) -> torch.Tensor | None:
     first = args[0] if args else None
     if fn in (torch.cat, torch.concat) and isinstance(first, (list, tuple)) and first and _floats(first):
-        return _cat(first, int(kwargs.get("dim", args[1] if len(args) > 1 else 0)))  # type: ignore[arg-type]
+        return _cat(first, kwargs.get("dim", args[1] if len(args) > 1 else 0))  # type: ignore[arg-type]
     if not isinstance(first, torch.Tensor) or not first.is_floating_point():
         return None
     if fn in _ELEMENTWISE_BINARY and len(args) == 2 and not kwargs and isinstance(args[1], (torch.Tensor, int, float)):
         return _binary(first, args[1])
     if fn in _SAME_SHAPE_FUNCTIONS:
+        if fn in (F.softmax, F.log_softmax) and len(args) + len(kwargs) > 1:
+            _dim(kwargs.get("dim", args[1] if len(args) > 1 else None), first.dim())
         return torch.empty(tuple(first.shape), dtype=first.dtype, device="meta")
     if fn is torch.flatten and first.dim() > 0:
-        start = int(kwargs.get("start_dim", args[1] if len(args) > 1 else 0)) % first.dim()  # type: ignore[arg-type]
-        end = int(kwargs.get("end_dim", args[2] if len(args) > 2 else -1)) % first.dim()  # type: ignore[arg-type]
-        dims = tuple(first.shape)
-        flat = (*dims[:start], math.prod(dims[start : end + 1]), *dims[end + 1 :])
-        return torch.empty(flat, dtype=first.dtype, device="meta")
+        start = kwargs.get("start_dim", args[1] if len(args) > 1 else 0)
+        end = kwargs.get("end_dim", args[2] if len(args) > 2 else -1)
+        return torch.empty(_flat(tuple(first.shape), start, end), dtype=first.dtype, device="meta")
     return None
 
 

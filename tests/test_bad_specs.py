@@ -549,3 +549,30 @@ def test_cli_validate_reports_every_invalid_file(cli: Callable[..., tuple[int, s
     assert out == f"{good}: ok\n"
     assert f"{bad1}:5:27: model.layers.drop.p: " in err
     assert f"{bad2}:4:" in err and "did you mean 'Conv2d'" in err
+
+
+@pytest.mark.parametrize("spec", [None, [1, 2], 3])
+def test_a_spec_that_is_not_a_path_or_mapping_is_a_spec_error(spec: object) -> None:
+    with pytest.raises(netspec.SpecError, match=r"a spec is a file path, a mapping or a netspec\.Spec"):
+        netspec.build(spec)  # type: ignore[arg-type]
+
+
+def test_absurd_input_shapes_are_refused_before_anything_is_allocated(tmp_path: Path) -> None:
+    path = tmp_path / "huge.yaml"
+    path.write_text("netspec: 1\ninput: {shape: [1000000000000, 1000000000000]}\nmodel: ReLU\n", encoding="utf-8")
+    with pytest.raises(netspec.SpecError, match=r"huge.yaml:2:9: input.shape: .* elements per sample; the limit is"):
+        netspec.read(path)
+
+
+def test_training_problems_are_reported_with_model_problems(tmp_path: Path) -> None:
+    path = tmp_path / "both.yaml"
+    path.write_text(
+        "netspec: 1\nmodel: {type: Linaer, in_features: 2, out_features: 2}\noptimizer: {type: SGDD, lr: 0.1}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(netspec.SpecError) as err:
+        netspec.read(path)
+    text = str(err.value)
+    assert "2 problems in spec" in text
+    assert "both.yaml:2:" in text and "did you mean 'Linear'" in text
+    assert "both.yaml:3:" in text and "did you mean 'SGD'" in text

@@ -353,3 +353,14 @@ def test_subprocess_invalid_spec_exit_1_without_traceback(tmp_path: Path) -> Non
 def test_subprocess_usage_error_exit_2() -> None:
     proc = run("frobnicate")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "invalid choice" in proc.stderr
+
+
+def test_python_dash_m_netspec_is_the_same_command(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "netspec", "emit", "no_such_module"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 2
+    assert "expected MODULE:FACTORY" in done.stderr and "Traceback" not in done.stderr

@@ -394,3 +394,54 @@ def test_undefined_output_is_an_error(tmp_path: Path) -> None:
     )
     with pytest.raises(SpecError, match=r"spec.yaml:7:\d+: model.outputs: output 'z' is not defined"):
         netspec.read(spec)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "wanted"),
+    [
+        ("[self, y]", "input name 'self' is reserved by the generated forward"),
+        ("[torch]", "input name 'torch' is reserved"),
+        ("[x, x]", "input 'x' is listed twice"),
+        ("[class]", "input name 'class' must be an identifier, not a keyword"),
+        ("[fc]", "input 'fc' has the name of a layer or tensor of this Graph"),
+    ],
+)
+def test_graph_input_names_are_checked(tmp_path: Path, inputs: str, wanted: str) -> None:
+    text = (
+        f"netspec: 1\nmodel:\n  type: Graph\n  inputs: {inputs}\n  layers:\n"
+        "    fc: {type: Linear, in_features: 4, out_features: 4}\n  forward: ['y2 = fc(fc)']\n  outputs: y2\n"
+    )
+    path = tmp_path / "in.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(SpecError) as err:
+        netspec.read(path)
+    assert "in.yaml:4:" in str(err.value) and "model.inputs." in str(err.value) and wanted in str(err.value)
+
+
+def test_nested_unpacking_ellipsis_and_constant_outputs(tmp_path: Path) -> None:
+    spec = write(
+        tmp_path,
+        """
+        netspec: 1
+        input: {shape: [5, 4]}
+        model:
+          type: Graph
+          inputs: [x]
+          layers:
+            lstm: {type: LSTM, hidden_size: 6, batch_first: true}
+          forward:
+            - out, (h, c) = lstm(x)
+            - last = out[..., -1]
+            - nothing = None
+          outputs: [last, h, nothing]
+        """,
+    )
+    model = netspec.load(spec).model
+    last, h, nothing = model(torch.randn(2, 5, 4))
+    assert last.shape == (2, 5) and h.shape == (1, 2, 6) and nothing is None
+
+
+def test_module_prefixed_functions_get_a_hint(tmp_path: Path) -> None:
+    err = graph_error(tmp_path, ["y = torch.relu(x)"])
+    assert "name 'torch' is not defined" in str(err)
+    assert "functions are written without a module prefix" in str(err)

@@ -109,3 +109,33 @@ def test_skip_init_leaves_meta_construction_correct() -> None:
     assert layer.weight.shape == (3, 4) and layer.weight.is_meta
     real = nn.Linear(4, 3)  # outside the mode init runs as usual
     assert real.weight.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    ("layer", "shape"),
+    [
+        (nn.Flatten(start_dim=5), (2, 3, 4)),
+        (nn.Flatten(start_dim=3, end_dim=2), (2, 3, 4, 5)),
+        (nn.Softmax(dim=4), (2, 3)),
+    ],
+)
+def test_rules_reject_dims_torch_rejects(layer: nn.Module, shape: tuple[int, ...]) -> None:
+    with pytest.raises((IndexError, RuntimeError)):
+        layer(torch.randn(shape))
+    with pytest.raises(ValueError, match=r"Dimension out of range|start_dim cannot come after end_dim"):
+        output_shape(layer, (torch.empty(shape, device="meta"),))
+
+
+@pytest.mark.parametrize(
+    ("fn", "args", "kwargs"),
+    [
+        (torch.cat, ([torch.empty(2, 3, device="meta")] * 2,), {"dim": 5}),
+        (torch.flatten, (torch.empty(2, 3, device="meta"), 5), {}),
+        (F.softmax, (torch.empty(2, 3, device="meta"),), {"dim": 7}),
+    ],
+)
+def test_function_rules_reject_dims_out_of_range(
+    fn: object, args: tuple[object, ...], kwargs: dict[str, object]
+) -> None:
+    with pytest.raises(ValueError, match="Dimension out of range"):
+        function_output(fn, args, kwargs)
