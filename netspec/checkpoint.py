@@ -97,6 +97,10 @@ def save(built: Any, path: str | os.PathLike[str], epoch: int | None = None, **e
             )
     if epoch is not None and (not isinstance(epoch, int) or isinstance(epoch, bool)):
         raise CheckpointError(f"epoch must be an int or None, got {type(epoch).__name__} {epoch!r}")
+    if any(t.is_meta for t in built.model.state_dict().values()):
+        raise CheckpointError(
+            "the model was built on the meta device: it has no weights to save; build it on a real device"
+        )
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -128,6 +132,18 @@ def save(built: Any, path: str | os.PathLike[str], epoch: int | None = None, **e
 
 
 # -- reading ----------------------------------------------------------------------------------------------
+
+
+def _all_lines(err: BaseException) -> str:
+    return " ".join(line.strip() for line in str(err).strip().splitlines() if line.strip()) or type(err).__name__
+
+
+def _overridden_hyperparameters(optimizer: Any, overrides: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """Per param group, the values of the hyperparameters an ``optimizer.<name>`` override set (as built)."""
+    names = {key.split(".", 2)[1] for key in overrides or {} if key.startswith("optimizer.") and key.count(".") == 1}
+    if optimizer is None or not names:
+        return []
+    return [{k: group[k] for k in names if k in group} for group in optimizer.param_groups]
 
 
 def _first_line(err: BaseException) -> str:
@@ -334,7 +350,9 @@ def load_checkpoint(
     try:
         built.model.load_state_dict(state or {}, strict=True)
     except RuntimeError as err:
-        raise CheckpointError(f"{file}: cannot load the model state: {_first_line(err)}") from None
+        raise CheckpointError(f"{file}: cannot load the model state: {_all_lines(err)}") from None
+    # Resuming restores the saved hyperparameters too; an explicit override of one must win over them.
+    overridden = _overridden_hyperparameters(built.optimizer, overrides)
     for what in ("optimizer", "scheduler"):
         saved = payload.get(what)
         target = getattr(built, what)
@@ -346,6 +364,8 @@ def load_checkpoint(
             target.load_state_dict(saved)
         except (ValueError, KeyError, RuntimeError, TypeError, IndexError) as err:
             raise CheckpointError(f"{file}: cannot resume the {what}: {_first_line(err)}") from None
+    for group, values in zip(built.optimizer.param_groups if built.optimizer else [], overridden, strict=False):
+        group.update(values)
     epoch = payload.get("epoch")
     extra = payload.get("extra")
     built.checkpoint = CheckpointInfo(  # type: ignore[attr-defined]

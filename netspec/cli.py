@@ -65,6 +65,8 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     overrides = _parse_set(args.set)
     _check_device(args.device)
+    if args.output and torch.device(args.device).type == "meta":
+        raise UsageError("-o needs weights, and --device meta builds none: drop one of them")
     built = build(args.spec, device=args.device, overrides=overrides)
     _print_warnings(built.warnings)
     if args.from_checkpoint:

@@ -21,7 +21,7 @@ import yaml
 
 from . import exprs
 from .build import build_tree, copy_graphs
-from .errors import Problem, ProblemList, SpecError
+from .errors import Problem, ProblemList, SpecError, did_you_mean
 from .infer import Inferred, infer
 from .resolve import MAX_ELEMENTS, Resolved, resolve
 from .shapes import SkipInit
@@ -125,6 +125,20 @@ def _substitute_sections(data: dict[str, Any], source: Source, problems: Problem
     return out
 
 
+def _check_var_overrides(source: Source, overrides: Mapping[str, Any]) -> None:
+    """``--set vars.widht=3`` would add a var nothing uses and change nothing: refuse it by name."""
+    known = source.data.get("vars") if isinstance(source.data, dict) else None
+    known = known if isinstance(known, Mapping) else {}
+    problems = []
+    for key in overrides:
+        parts = key.split(".")
+        if parts[0] == "vars" and len(parts) >= 2 and parts[1] not in known:
+            hint = did_you_mean(parts[1], known) or ("the spec's vars are " + ", ".join(known) if known else None)
+            problems.append(source.problem(("vars",), f"--set {key}: the spec has no var {parts[1]!r}", hint=hint))
+    if problems:
+        raise SpecError(problems)
+
+
 def validate_source(source: Source) -> Spec:
     """Stages 2-4 on an already loaded source; raises ``SpecError`` listing every problem."""
     problems = ProblemList()
@@ -201,6 +215,7 @@ def read(spec: str | os.PathLike[str] | Mapping[str, Any] | Spec, overrides: Map
         message = f"a spec is a file path, a mapping or a netspec.Spec, got {type(spec).__name__}"
         raise SpecError(Problem(message, hint="netspec.read('spec.yaml') or netspec.read({'netspec': 1, ...})"))
     if overrides:
+        _check_var_overrides(source, overrides)
         apply_overrides(source, overrides)
     with gc_paused():  # the pipeline allocates many small, acyclic objects; cyclic GC passes only cost time
         return validate_source(source)

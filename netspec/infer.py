@@ -215,7 +215,7 @@ class Inferrer:
                         where = self.producer(x).describe(int(expected))
                         self.problem(
                             node,
-                            f"{node.name or 'the model'} expects {given} {_NOUN.get(name, name)} but {where}",
+                            f"{node.label} expects {given} {_NOUN.get(name, name)} but {where}",
                             name,
                             hint=f"set {name}: {expected} or omit it to infer it",
                         )
@@ -252,7 +252,7 @@ class Inferrer:
         )
         self.mark(
             out,
-            Producer(node.name or "the model", tuple(first.shape[1:]) if flattening and first is not None else None),
+            Producer(node.label, tuple(first.shape[1:]) if flattening and first is not None else None),
         )
         if flattening and first is not None and self.producer(first).name != "the input":
             self.mark(out, Producer(self.producer(first).name, tuple(first.shape[1:])))

@@ -8,9 +8,11 @@ that the input determines may still be missing; ``infer`` fills them in.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import keyword
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -86,6 +88,7 @@ class RNode:
     graph: RGraph | None = None
     block: str | None = None  # the block name when this node is a block instance
     use_path: SpecPath | None = None  # where the block was used, when ``path`` is inside its body
+    context: str = ""  # the block instances / repeat copies this node is inside, for messages
 
     @property
     def type_name(self) -> str:
@@ -94,8 +97,15 @@ class RNode:
         return self.layer.name if self.layer else self.kind
 
     def where(self) -> str:
-        """How messages name this node when its document path is inside a block body."""
-        return f" (in {self.name or 'the model'}, an instance of block {self.block})" if self.use_path else ""
+        """How messages name this node when its document path (a block body, a repeated layer) is shared."""
+        return f" (in {self.context})" if self.context else ""
+
+    @property
+    def label(self) -> str:
+        """The module path as messages say it: ``classifier.fc1``, ``layer 2``, ``the model``."""
+        if not self.name:
+            return "the model"
+        return f"layer {self.name}" if self.name.isdigit() else self.name
 
 
 # Attributes every nn.Module instance sets in __init__ (_modules, _parameters, training, ...).
@@ -121,10 +131,32 @@ def _check_child_name(name: str, path: SpecPath, source: Source, problems: Probl
     return True
 
 
+class _InContext(ProblemList):
+    """Problems found inside a block body or a repeated layer say which instance or copy they are in:
+    the document path alone (``blocks.Unit.body...``) cannot tell ``layer1.0`` from ``layer2.0``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.context: list[str] = []
+
+    def add(self, problem: Problem) -> None:
+        if self.context and problem.severity == "error":
+            problem = dataclasses.replace(problem, message=f"{problem.message} (in {'; '.join(self.context)})")
+        super().add(problem)
+
+    @contextlib.contextmanager
+    def inside(self, where: str) -> Iterator[None]:
+        self.context.append(where)
+        try:
+            yield
+        finally:
+            self.context.pop()
+
+
 class Resolver:
     """Walks the spec model once, collecting every problem rather than stopping at the first."""
 
-    def __init__(self, spec: SpecModel, source: Source, problems: ProblemList) -> None:
+    def __init__(self, spec: SpecModel, source: Source, problems: _InContext) -> None:
         self.spec = spec
         self.source = source
         self.problems = problems
@@ -156,6 +188,12 @@ class Resolver:
 
     # -- nodes --------------------------------------------------------------------------------
     def node(self, node: AnyNode, name: str, path: SpecPath, scope: Mapping[str, Any]) -> RNode | None:
+        out = self._node(node, name, path, scope)
+        if out is not None and self.problems.context and not out.context:
+            out.context = "; ".join(self.problems.context)
+        return out
+
+    def _node(self, node: AnyNode, name: str, path: SpecPath, scope: Mapping[str, Any]) -> RNode | None:
         if isinstance(node, LayerNode):
             return self.layer(node, name, path, scope)
         if isinstance(node, RepeatItem):
@@ -246,7 +284,8 @@ class Resolver:
             self.problems.add(self.source.problem(path + ("repeat",), f"repeat {count} exceeds {MAX_REPEAT}"))
             return out
         for i in range(count):
-            child = self.node(node.layer, f"{name}.{i}" if name else str(i), path + ("layer",), {**scope, "i": i})
+            with self.problems.inside(f"copy i={i} of {name or 'the model'}"):
+                child = self.node(node.layer, f"{name}.{i}" if name else str(i), path + ("layer",), {**scope, "i": i})
             if child is not None:
                 out.children[str(i)] = child
         return out
@@ -405,7 +444,10 @@ class Resolver:
             return None
         self.block_stack.append(block_name)
         try:
-            out = self.node(block.body, name, ("blocks", block_name, "body"), {**self.vars, **params})
+            with self.problems.inside(
+                f"{name or 'the model'}, an instance of {block_name} used at {format_path(path)}"
+            ):
+                out = self.node(block.body, name, ("blocks", block_name, "body"), {**self.vars, **params})
         finally:
             self.block_stack.pop()
         if out is not None:
@@ -439,7 +481,7 @@ class Resolved:
 
 def resolve(spec: SpecModel, source: Source) -> Resolved:
     """Resolve ``spec``; raises ``SpecError`` with every problem found."""
-    problems = ProblemList()
+    problems = _InContext()
     resolver = Resolver(spec, source, problems)
     root = resolver.node(spec.model, "", ("model",), resolver.vars)
     loss = resolver.node(spec.loss, "", ("loss",), resolver.vars) if spec.loss is not None else None

@@ -576,3 +576,12 @@ def test_training_problems_are_reported_with_model_problems(tmp_path: Path) -> N
     assert "2 problems in spec" in text
     assert "both.yaml:2:" in text and "did you mean 'Linear'" in text
     assert "both.yaml:3:" in text and "did you mean 'SGD'" in text
+
+
+def test_override_of_an_unknown_var_names_the_closest(tmp_path: Path) -> None:
+    path = tmp_path / "v.yaml"
+    path.write_text("netspec: 1\nvars: {width: 8}\nmodel: {type: Linear, in_features: 4, out_features: '${width}'}\n")
+    with pytest.raises(netspec.SpecError) as err:
+        netspec.read(path, {"vars.widht": 3})
+    assert "v.yaml:2:1: vars: --set vars.widht: the spec has no var 'widht'" in str(err.value)
+    assert "did you mean 'width'?" in str(err.value)

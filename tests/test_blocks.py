@@ -234,3 +234,36 @@ def test_resnet18_spec_is_torchvision_resnet18_weight_for_weight() -> None:
     assert all(torch.equal(v, state[k]) for k, v in built.state_dict().items())
     x = torch.randn(1, 3, 64, 64)
     torch.testing.assert_close(built(x), hand(x))
+
+
+def test_errors_in_a_shared_body_name_the_instance_and_the_copy(tmp_path: Path) -> None:
+    spec = write(
+        tmp_path,
+        """
+        netspec: 1
+        input: {shape: [16, 4, 4]}
+        blocks:
+          Unit:
+            params: {g: int}
+            body:
+              type: Sequential
+              layers:
+                norm: {type: GroupNorm, num_groups: "${g}"}
+        model: {type: Sequential, layers: {a: {type: Unit, g: 4}, b: {type: Unit, g: 3}}}
+        """,
+    )
+    with pytest.raises(SpecError, match=r"\(in b, an instance of Unit used at model\.layers\.b\)"):
+        netspec.read(spec)
+    repeated = write(
+        tmp_path,
+        """
+        netspec: 1
+        input: {shape: [8]}
+        model:
+          type: Sequential
+          repeat: 3
+          layer: {type: Linear, in_features: 8, out_features: "${8 if i < 1 else 4}"}
+        """,
+    )
+    with pytest.raises(SpecError, match=r"layer 2 expects 8 input features but layer 1 produces 4 \(in copy i=2"):
+        netspec.read(repeated)

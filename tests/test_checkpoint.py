@@ -339,3 +339,26 @@ def test_weight_file_without_tensors(tmp_path: Path) -> None:
     torch.save({"epoch": 3, "lr": 0.1}, path)
     with pytest.raises(CheckpointError, match=r"meta\.pt holds a dict with keys 'epoch', 'lr', not a state_dict"):
         load_state_dict_file(path)
+
+
+def test_optimizer_override_wins_over_the_resumed_state(tmp_path: Path) -> None:
+    spec = {
+        "netspec": 1,
+        "model": {"type": "Linear", "in_features": 2, "out_features": 2},
+        "optimizer": {"type": "SGD", "lr": 0.001, "momentum": 0.9},
+    }
+    path = tmp_path / "run.pt"
+    netspec.save(netspec.build(spec), path)
+    assert netspec.load(path).optimizer.param_groups[0]["lr"] == pytest.approx(0.001)
+    resumed = netspec.load(path, overrides={"optimizer.lr": 0.5})
+    assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(0.5)
+    assert resumed.optimizer.param_groups[0]["momentum"] == pytest.approx(0.9)
+
+
+def test_a_meta_model_is_not_saved(tmp_path: Path) -> None:
+    built = netspec.build(
+        {"netspec": 1, "model": {"type": "Linear", "in_features": 2, "out_features": 2}}, device="meta"
+    )
+    with pytest.raises(netspec.CheckpointError, match="built on the meta device"):
+        netspec.save(built, tmp_path / "meta.pt")
+    assert list(tmp_path.iterdir()) == []

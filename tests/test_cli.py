@@ -364,3 +364,9 @@ def test_python_dash_m_netspec_is_the_same_command(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "expected MODULE:FACTORY" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_output_with_device_meta_is_a_usage_error(cli: Cli, small: Path, tmp_path: Path) -> None:
+    code, _, err = cli("build", small, "--device", "meta", "-o", tmp_path / "m.pt")
+    assert code == 2 and "--device meta builds none" in err
+    assert not (tmp_path / "m.pt").exists()
