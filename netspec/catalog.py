@@ -100,6 +100,7 @@ class LayerType:
     params: Mapping[str, Param]
     takes_factory_kwargs: bool
     origin: str  # "torch.nn" or "registered"
+    open_kwargs: bool = False  # a registered class taking **kwargs: names beyond its signature pass unchecked
 
     def check_args(self, args: Mapping[str, Any]) -> tuple[dict[str, Any], list[tuple[str | None, str, str | None]]]:
         """Validate argument names and types. Returns converted args and ``(arg, message, hint)`` problems."""
@@ -107,6 +108,9 @@ class LayerType:
         problems: list[tuple[str | None, str, str | None]] = []
         for name, value in args.items():
             param = self.params.get(name)
+            if param is None and self.open_kwargs:
+                converted[name] = value
+                continue
             if param is None:
                 hint = did_you_mean(name, self.params) or (
                     "it takes " + ", ".join(self.params) if self.params else f"{self.name} takes no arguments"
@@ -178,10 +182,16 @@ def describe_class(cls: type[nn.Module], name: str, origin: str) -> LayerType:
         if p.default is None and argtype.kind not in ("any", "union", "none"):
             argtype = ArgType("union", options=(argtype, ArgType("none")))
         params[p.name] = Param(p.name, argtype, p.default)
+    own_init = cls.__dict__.get("__init__")
+    open_kwargs = (
+        origin == "registered"
+        and own_init is not None
+        and any(p.kind is p.VAR_KEYWORD for p in inspect.signature(own_init).parameters.values())
+    )
     if issubclass(cls, nn.RNN):
         # RNN takes `nonlinearity` through **kwargs, so no signature shows it.
         params["nonlinearity"] = Param("nonlinearity", ArgType("literal", values=("tanh", "relu")), "tanh")
-    return LayerType(name, cls, params, takes_factory, origin)
+    return LayerType(name, cls, params, takes_factory, origin, open_kwargs)
 
 
 class LayerCatalogue(Registry[LayerType]):

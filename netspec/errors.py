@@ -57,8 +57,11 @@ class Problem:
     severity: Literal["error", "warning"] = "error"
 
     def format(self, *, show_source: bool = True) -> str:
-        where = str(self.location) if self.location else "<spec>"
-        head = f"{where}: {format_path(self.path)}: " if self.path else f"{where}: "
+        # A problem with no place in a file (a dict spec, a missing file) starts with its path, or the message.
+        parts = [str(self.location)] if self.location else []
+        if self.path:
+            parts.append(format_path(self.path))
+        head = "".join(f"{part}: " for part in parts)
         kind = "warning: " if self.severity == "warning" else ""
         lines = [head + kind + self.message]
         if show_source and self.source_line is not None and self.location is not None:

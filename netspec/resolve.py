@@ -383,7 +383,8 @@ class Resolver:
         for arg, message, hint in found:
             self.problems.add(self.source.problem(path + ((arg,) if arg else ()), message, hint=hint))
         for arg, value in list(args.items()):
-            if layer.params[arg].type.is_node and isinstance(value, (dict, str)):
+            param = layer.params.get(arg)
+            if param is not None and param.type.is_node and isinstance(value, (dict, str)):
                 nested = self.nested(value, f"{name}.{arg}", path + (arg,), scope)
                 if nested is None:
                     del args[arg]

@@ -181,7 +181,7 @@ def load_file(path: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS) -> 
         with open(name, "rb") as fh:
             raw = fh.read(limits.max_bytes + 1)  # the file may have grown since stat
     except FileNotFoundError:
-        raise SpecError(Problem(f"spec file not found: {name}")) from None
+        raise SpecError(Problem(f"{name}: spec file not found")) from None
     except OSError as err:
         raise SpecError(Problem(f"cannot read spec file {name}: {err.strerror}")) from None
     if len(raw) > limits.max_bytes:

@@ -301,3 +301,19 @@ def test_register_refuses_non_modules_and_node_kinds() -> None:
 
 def test_registry_is_restored_after_registering_tests() -> None:
     assert "Scale" not in LAYERS and "MyIdentity" not in LAYERS
+
+
+def test_registered_class_with_kwargs_accepts_any_keyword() -> None:
+    class Configurable(nn.Module):
+        def __init__(self, width: int = 2, **options: object) -> None:
+            super().__init__()
+            self.width, self.options = width, options
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x
+
+    netspec.register(Configurable, name="ConfigurableForTest")
+    model = netspec.build({"netspec": 1, "model": {"type": "ConfigurableForTest", "width": 3, "colour": "red"}}).model
+    assert model.width == 3 and model.options == {"colour": "red"}
+    with pytest.raises(netspec.SpecError, match="expected int"):
+        netspec.build({"netspec": 1, "model": {"type": "ConfigurableForTest", "width": "wide"}})

@@ -259,7 +259,7 @@ def test_validate_one_and_many(cli: Cli, small: Path, tmp_path: Path) -> None:
     assert code == 1
     assert out == f"{small}: ok\n{LENET}: ok\n"
     assert f"{bad}:14:" in err and "features.layers.pool.output_size" in err and "got str 'two'" in err
-    assert f"spec file not found: {missing}" in err
+    assert f"{missing}: spec file not found" in err
 
 
 def test_validate_with_set(cli: Cli, small: Path) -> None:
