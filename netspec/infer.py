@@ -21,7 +21,7 @@ from torch.nn.parameter import is_lazy
 
 from .build import assemble, build_tree, construct_layer, copy_graphs, make_tensor
 from .checks import check_layer
-from .errors import Problem, ProblemList
+from .errors import Problem, ProblemList, SpecError
 from .graph import compile_statements, route
 from .resolve import RNode
 from .shapes import SkipInit, function_output, output_shape, output_shapes
@@ -96,6 +96,7 @@ class Inferrer:
         self.shapes: dict[str, Any] = {}
         self.built: dict[str, nn.Module] = {}
         self.cache: dict[Any, nn.Module] = {}
+        self.has_input = False
         self.tensors: dict[str, list[tuple[int, torch.dtype]]] = {}
         self.producers: dict[int, Producer] = {}
         self._alive: list[Any] = []  # keeps tensors alive so id() keys stay unique
@@ -151,7 +152,13 @@ class Inferrer:
         missing = layer.missing(node.args)
         if missing:
             inferable = [m for m in missing if m in INFERABLE]
-            hint = "give input.shape at the top level so it can be inferred" if inferable and first is None else None
+            hint = None
+            if inferable and first is None:
+                hint = (
+                    "it is not reached from input.shape (an unused layer, or an element called nowhere): write it"
+                    if self.has_input
+                    else "give input.shape at the top level so it can be inferred"
+                )
             self.problem(node, f"{layer.name} is missing required argument(s) {', '.join(missing)}", hint=hint)
             return None
         found = check_layer(layer, node.args)
@@ -481,8 +488,17 @@ def infer(
     inferrer = Inferrer(source, problems)
     args = None
     if input_shape is not None:
+        inputs = root.graph.inputs if root.graph is not None else ["x"]
+        if len(inputs) != 1:
+            message = (
+                f"input.shape describes one input, but the model's Graph takes {len(inputs)} ({', '.join(inputs)}); "
+                "sizes are inferred only from a single tensor input"
+            )
+            hint = "drop input.shape and write in_features/in_channels/... where the other inputs go"
+            raise SpecError(source.problem(("input",), message, hint=hint))
         dtype = DTYPES[input_dtype]
         args = (torch.empty((batch, *input_shape), dtype=dtype, device=META),)
+        inferrer.has_input = True
     with torch.no_grad():
         module, _ = inferrer.node(root, args)
     problems.raise_if_errors()

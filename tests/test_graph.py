@@ -445,3 +445,26 @@ def test_module_prefixed_functions_get_a_hint(tmp_path: Path) -> None:
     err = graph_error(tmp_path, ["y = torch.relu(x)"])
     assert "name 'torch' is not defined" in str(err)
     assert "functions are written without a module prefix" in str(err)
+
+
+def test_input_shape_with_a_multi_input_graph_says_what_to_do(tmp_path: Path) -> None:
+    spec = write(
+        tmp_path,
+        """
+        netspec: 1
+        input: {shape: [8]}
+        model:
+          type: Graph
+          inputs: [x, key]
+          layers:
+            heads: {type: ModuleDict, layers: {a: {type: Linear, out_features: 2}}}
+          forward:
+            - y = heads[key](x)
+          outputs: y
+        """,
+    )
+    with pytest.raises(SpecError) as err:
+        netspec.read(spec)
+    text = str(err.value)
+    assert "spec.yaml:2:1: input: input.shape describes one input, but the model's Graph takes 2 (x, key)" in text
+    assert "give input.shape" not in text
