@@ -370,3 +370,16 @@ def test_output_with_device_meta_is_a_usage_error(cli: Cli, small: Path, tmp_pat
     code, _, err = cli("build", small, "--device", "meta", "-o", tmp_path / "m.pt")
     assert code == 2 and "--device meta builds none" in err
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_build_from_a_plain_dataparallel_state_dict(cli: Cli, small: Path, tmp_path: Path) -> None:
+    reference = netspec.build(netspec.read(small), overrides={"seed": 123}).model.state_dict()
+    weights = tmp_path / "dp.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in reference.items()}}, weights)
+    out = tmp_path / "out.pt"
+    code, _, err = cli("build", small, "--from-checkpoint", weights, "-o", out)
+    assert code == 0, err
+    assert f"loaded weights from {weights}" in err
+    saved = torch.load(out, weights_only=True)
+    assert list(saved) == list(reference)
+    assert all(torch.equal(saved[k], reference[k]) for k in reference)
