@@ -8,7 +8,13 @@ scheduler). ``api`` ties them together; ``cli`` is the command line.
 
 from __future__ import annotations
 
-from .api import Built, build, load
+import warnings
+
+with warnings.catch_warnings():
+    # torch warns at import when NumPy is absent; netspec never uses NumPy, so the warning would only
+    # be noise on every command. Scoped to this import: the caller's warning filters are untouched.
+    warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
+    from .api import Built, build, load
 from .catalog import LAYERS, register
 from .checkpoint import load_checkpoint, save
 from .document import Spec, read
