@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .catalog import LayerType
+from .errors import did_you_mean
 
 Finding = tuple[str | None, str, str | None]
 
@@ -26,7 +27,9 @@ POSITIVE = frozenset(
         "downscale_factor", "kdim", "vdim", "n_classes", "in_size",
     }
 )  # fmt: skip
-PROBABILITIES = frozenset({"p", "dropout"})
+PROBABILITIES = frozenset({"p", "dropout", "label_smoothing"})
+# Losses check `reduction` only when called; KLDivLoss also takes "batchmean".
+REDUCTIONS = ("none", "mean", "sum")
 
 
 def _values(value: Any) -> list[Any]:
@@ -43,6 +46,11 @@ def _generic(layer: LayerType, args: Mapping[str, Any]) -> list[Finding]:
         is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
         if name in PROBABILITIES and is_number and not 0.0 <= value <= 1.0:
             found.append((name, f"{name} is a probability and must be in [0, 1], got {value!r}", None))
+        if name == "reduction" and layer.name.endswith("Loss") and isinstance(value, str):
+            allowed = (*REDUCTIONS, "batchmean") if layer.name == "KLDivLoss" else REDUCTIONS
+            if value not in allowed:
+                found.append((name, f"reduction must be one of {', '.join(map(repr, allowed))}, got {value!r}",
+                              did_you_mean(value, allowed) or None))  # fmt: skip
         negative = any(isinstance(v, int) and v < 0 for v in _values(value))
         if name == "padding" and isinstance(value, (int, list, tuple)) and negative:
             found.append((name, f"padding must not be negative, got {value!r}", None))

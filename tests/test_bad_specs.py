@@ -585,3 +585,19 @@ def test_override_of_an_unknown_var_names_the_closest(tmp_path: Path) -> None:
         netspec.read(path, {"vars.widht": 3})
     assert "v.yaml:2:1: vars: --set vars.widht: the spec has no var 'widht'" in str(err.value)
     assert "did you mean 'width'?" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("loss", "wanted"),
+    [
+        ("{type: CrossEntropyLoss, reduction: avg}", "reduction must be one of 'none', 'mean', 'sum', got 'avg'"),
+        ("{type: CrossEntropyLoss, label_smoothing: 2.0}", "label_smoothing is a probability and must be in [0, 1]"),
+        ("{type: MSELoss, reduction: summ}", "did you mean 'sum'?"),
+    ],
+)
+def test_loss_arguments_torch_checks_only_when_called(tmp_path: Path, loss: str, wanted: str) -> None:
+    path = tmp_path / "loss.yaml"
+    path.write_text(f"netspec: 1\nmodel: ReLU\nloss: {loss}\n", encoding="utf-8")
+    with pytest.raises(netspec.SpecError) as err:
+        netspec.read(path)
+    assert "loss.yaml:3:" in str(err.value) and wanted in str(err.value)
