@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
+from specfiles import write_spec_file
 
 import netspec
 from netspec import SpecError
@@ -72,9 +72,7 @@ def test_sequential_block_matches_hand_written(tmp_path: Path) -> None:
 
 
 def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "blocks.yaml"
-    path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
-    return path
+    return write_spec_file(tmp_path, text, "blocks.yaml")
 
 
 BLOCKS = """

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import textwrap
 import warnings
 from pathlib import Path
 
@@ -10,15 +9,14 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from specfiles import write_spec_file
 
 import netspec
 from netspec import SpecError
 
 
 def write(tmp_path: Path, text: str, name: str = "spec.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
-    return path
+    return write_spec_file(tmp_path, text, name)
 
 
 RESIDUAL = """

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
+from specfiles import write_spec_file
 
 import netspec
 from netspec import SpecError
@@ -58,9 +58,7 @@ loss: {type: CrossEntropyLoss, weight: [1.0, 2.0, 1.0, 1.0], label_smoothing: 0.
 
 
 def write(tmp_path: Path, text: str = SPEC) -> Path:
-    path = tmp_path / "train.yaml"
-    path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
-    return path
+    return write_spec_file(tmp_path, text, "train.yaml")
 
 
 def test_spec_builds_model_optimizer_scheduler_and_loss(tmp_path: Path) -> None:
