@@ -1,28 +1,54 @@
 """netspec: declarative PyTorch models.
 
-Pipeline, one module per stage: ``source`` (text -> data with positions) -> ``spec``
-(pydantic structure) -> ``resolve`` (vars, blocks, repeats) -> ``infer`` (shapes on meta
-tensors) -> ``build`` (registered modules) and ``training`` (init, freeze, optimizer,
-scheduler). ``api`` ties them together; ``cli`` is the command line.
+The pipeline, one package per stage (see ``docs/architecture.md``):
+``frontend`` (text -> source with positions -> pydantic document; torch-free) ->
+``catalog`` (layer types, argument types, checks) -> ``compiler`` (resolve -> infer ->
+build) -> ``training`` (init, freeze, optimizer, scheduler); ``emit`` goes the other way
+(module -> spec), ``io`` reads and writes files, ``cli`` is the command line.
+
+The public names below are exported lazily (PEP 562): ``import netspec`` costs a few
+milliseconds, and torch is imported only when something needs it.
 """
 
 from __future__ import annotations
 
+import importlib
+import threading
 import warnings
+from typing import TYPE_CHECKING
 
-with warnings.catch_warnings():
-    # torch warns at import when NumPy is absent; netspec never uses NumPy, so the warning would only
-    # be noise on every command. Scoped to this import: the caller's warning filters are untouched.
-    warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
+from .version import __version__
+
+if TYPE_CHECKING:
     from .api import Built, build, load
-from .catalog import LAYERS, register
-from .checkpoint import load_checkpoint, save
-from .document import Spec, read
-from .emit import emit
-from .errors import CheckpointError, EmitError, NetspecError, Problem, SpecError
-from .lint import ModelWarning, lint
+    from .catalog.registry import LAYERS, register
+    from .emit.lint import ModelWarning, lint
+    from .emit.walker import emit
+    from .errors import CheckpointError, EmitError, NetspecError, Problem, SpecError
+    from .io.checkpoint import load_checkpoint, save
+    from .spec import Spec, read
 
-__version__ = "0.1.0"
+# public name -> module that defines it
+_EXPORTS = {
+    "Built": "netspec.api",
+    "build": "netspec.api",
+    "load": "netspec.api",
+    "LAYERS": "netspec.catalog.registry",
+    "register": "netspec.catalog.registry",
+    "ModelWarning": "netspec.emit.lint",
+    "lint": "netspec.emit.lint",
+    "emit": "netspec.emit.walker",
+    "CheckpointError": "netspec.errors",
+    "EmitError": "netspec.errors",
+    "NetspecError": "netspec.errors",
+    "Problem": "netspec.errors",
+    "SpecError": "netspec.errors",
+    "load_checkpoint": "netspec.io.checkpoint",
+    "save": "netspec.io.checkpoint",
+    "Spec": "netspec.spec",
+    "read": "netspec.spec",
+}
+_import_lock = threading.Lock()
 
 __all__ = [
     "LAYERS",
@@ -44,3 +70,20 @@ __all__ = [
     "register",
     "save",
 ]
+
+
+def __getattr__(name: str) -> object:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'netspec' has no attribute {name!r}")
+    with _import_lock, warnings.catch_warnings():
+        # torch warns at import when NumPy is absent; netspec never uses NumPy, so the warning would
+        # only be noise. Scoped to this import: the caller's warning filters are untouched.
+        warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
+        value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -17,11 +17,11 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .build import build_tree, copy_graphs
-from .document import Spec, read
+from .compiler.build import build_tree, copy_graphs
+from .compiler.infer import DTYPES, infer
+from .compiler.memory import check_fits
 from .errors import Problem, SpecError
-from .infer import DTYPES, infer
-from .memory import check_fits
+from .spec import Spec, read
 from .training import TrainingSetup, setup_training
 
 
@@ -112,7 +112,7 @@ def load(
     """Read and build a spec file (or dict) in one call; a ``.pt``/``.pth``/``.ckpt``/``.bin`` path is a
     checkpoint written by ``netspec.save``: model, optimizer and scheduler are rebuilt and resumed."""
     if isinstance(path, (str, os.PathLike)):
-        from .checkpoint import is_checkpoint_path, load_checkpoint
+        from .io.checkpoint import is_checkpoint_path, load_checkpoint
 
         if is_checkpoint_path(path):
             return load_checkpoint(path, device=device, dtype=dtype, overrides=overrides)

@@ -12,8 +12,8 @@ import inspect
 import json
 from typing import Any
 
-from .catalog import CONTAINER_TYPES, LAYERS, LayerType
-from .spec import NODE_KINDS, NODE_PLACEHOLDER, PARAM_TYPES, REF_SCHEMA, RepeatItem, SpecModel
+from .catalog.registry import CONTAINER_TYPES, LAYERS, LayerType
+from .frontend.models import NODE_KINDS, NODE_PLACEHOLDER, PARAM_TYPES, REF_SCHEMA, RepeatItem, SpecModel
 
 SCHEMA_ID = "https://netspec.dev/schemas/netspec.schema.json"
 

@@ -1,340 +1,221 @@
-"""Stage 2: the spec model — pydantic v2 classes for the document's structure.
+"""``netspec.Spec``: a validated spec, and its text forms.
 
-In: the plain data of a ``Source`` (after ``--set`` overrides). Out: a ``SpecModel`` whose
-nodes are typed (``LayerNode``, ``SequentialNode``, ``ModuleListNode``, ``ModuleDictNode``,
-``GraphNode``, ``ParameterListNode``, ``ParameterDictNode``), or a list of ``Problem``s, one
-per pydantic error, located in the source. Values may still hold ``${...}`` references;
-layer arguments are checked against the catalogue later, by ``resolve``, once those are
-substituted.
+In: a file path, text or dict (plus ``--set`` overrides). Out: a ``Spec`` that has been
+through every check short of allocating weights — structure (pydantic), resolution (vars,
+blocks, repeats) and inference on meta tensors — and that writes itself back out as
+YAML, JSON or a dict exactly as written (``${...}`` kept, not expanded).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
-
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Discriminator,
-    Field,
-    PlainValidator,
-    StrictInt,
-    StrictStr,
-    Tag,
-    ValidationError,
-    WithJsonSchema,
-)
-
-from .errors import Problem, did_you_mean
-from .source import Source
-from .training.spec import FreezeRule, InitRule, OptimizerSpec, SchedulerSpec
-
-REF_SCHEMA: dict[str, Any] = {"type": "string", "pattern": r"\$\{.+\}"}
-# pydantic insists on resolving every $ref it emits; ``schema`` swaps this marker for {"$ref": "#/$defs/Node"}.
-NODE_PLACEHOLDER: dict[str, Any] = {"x-netspec-node": True}
-
-
-def _is_ref(value: Any) -> bool:
-    return isinstance(value, str) and "${" in value
-
-
-def _typed_or_ref(kind: type, label: str) -> Any:
-    def check(value: Any) -> Any:
-        if _is_ref(value) or (isinstance(value, kind) and not (kind is int and isinstance(value, bool))):
-            return value
-        raise ValueError(f"expected {label} or a ${{...}} reference, got {type(value).__name__} {value!r}")
-
-    schema_type = {int: "integer", bool: "boolean", float: "number"}[kind]
-    return Annotated[Any, PlainValidator(check), WithJsonSchema({"anyOf": [{"type": schema_type}, REF_SCHEMA]})]
-
-
-IntOrRef = _typed_or_ref(int, "an int")
-BoolOrRef = _typed_or_ref(bool, "true or false")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class LayerNode(BaseModel):
-    """A torch.nn layer, a registered class or a block instance; extra keys are its arguments."""
-
-    model_config = ConfigDict(extra="allow")
-    type: StrictStr
-
-    @property
-    def args(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
-
-
-def _layers_kind(value: Any) -> str:
-    return "<list>" if isinstance(value, list) else "<mapping>"
-
-
-NodeList = Annotated[
-    Union[Annotated[list["Node"], Tag("<list>")], Annotated[dict[str, "Node"], Tag("<mapping>")]],
-    Discriminator(_layers_kind),
-]
-
-
-class SequentialNode(_Strict):
-    """``nn.Sequential``: ``layers`` as a list (children 0, 1, ...) or mapping, or ``repeat`` x ``layer``."""
-
-    type: Literal["Sequential"]
-    layers: NodeList | None = None
-    repeat: IntOrRef | None = None
-    layer: Node | None = None
-
-
-class ModuleListNode(_Strict):
-    """``nn.ModuleList``: ``layers`` as a list, or ``repeat`` independent copies of ``layer``."""
-
-    type: Literal["ModuleList"]
-    layers: list[Node] | None = None
-    repeat: IntOrRef | None = None
-    layer: Node | None = None
-
-
-class ModuleDictNode(_Strict):
-    type: Literal["ModuleDict"]
-    layers: dict[str, Node]
-
-
-class TensorSpec(_Strict):
-    """A tensor a Graph (or ParameterList/Dict) owns: its shape and how it is initialised."""
-
-    shape: list[IntOrRef]
-    init: StrictStr | dict[str, Any] = "zeros"
-    requires_grad: BoolOrRef = True
-
-
-class BufferSpec(_Strict):
-    shape: list[IntOrRef]
-    init: StrictStr | dict[str, Any] = "zeros"
-    persistent: BoolOrRef = True
-
-
-class ParameterListNode(_Strict):
-    type: Literal["ParameterList"]
-    parameters: list[TensorSpec]
-
-
-class ParameterDictNode(_Strict):
-    type: Literal["ParameterDict"]
-    parameters: dict[str, TensorSpec]
-
-
-def _statement(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict):
-        raise ValueError(
-            "a forward statement must be a string; YAML read this one as a mapping because it contains ': ' "
-            "(quote the whole statement)"
-        )
-    raise ValueError(f"a forward statement must be a string like 'h = relu(x)', got {type(value).__name__} {value!r}")
-
-
-Statement = Annotated[Any, PlainValidator(_statement), WithJsonSchema({"type": "string"})]
-
-
-def _outputs_kind(value: Any) -> str:
-    return {list: "<list>", dict: "<mapping>"}.get(type(value), "<name>")
-
-
-class GraphNode(_Strict):
-    """Dataflow with named children and ``forward`` statements; compiled to generated code."""
-
-    type: Literal["Graph"]
-    inputs: list[StrictStr]
-    layers: dict[str, Node] = Field(default_factory=dict)
-    parameters: dict[str, TensorSpec] = Field(default_factory=dict)
-    buffers: dict[str, BufferSpec] = Field(default_factory=dict)
-    forward: list[Statement]
-    outputs: Annotated[
-        Union[
-            Annotated[StrictStr, Tag("<name>")],
-            Annotated[list[StrictStr], Tag("<list>")],
-            Annotated[dict[str, StrictStr], Tag("<mapping>")],
-        ],
-        Discriminator(_outputs_kind),
-    ]
-
-
-NODE_KINDS: dict[str, type[BaseModel]] = {
-    "Sequential": SequentialNode,
-    "ModuleList": ModuleListNode,
-    "ModuleDict": ModuleDictNode,
-    "Graph": GraphNode,
-    "ParameterList": ParameterListNode,
-    "ParameterDict": ParameterDictNode,
-}
-
-
-class RepeatItem(_Strict):
-    """``{repeat: N, layer: {...}}`` inside a list of layers: N copies spliced in place (``${i}`` = 0..N-1)."""
-
-    repeat: IntOrRef
-    layer: Node
-
-
-def _node_kind(value: Any) -> str:
-    if isinstance(value, dict) and value.get("type") in NODE_KINDS:
-        return f"<{value['type']}>"
-    if isinstance(value, dict) and "type" not in value and "repeat" in value:
-        return "<repeat>"
-    if isinstance(value, RepeatItem):
-        return "<repeat>"
-    if isinstance(value, BaseModel):
-        kind = getattr(value, "type", None)
-        return f"<{kind}>" if kind in NODE_KINDS else "<layer>"
-    return "<layer>"
-
-
-def _shorthand(value: Any) -> Any:
-    return {"type": value} if isinstance(value, str) else value
-
-
-Node = Annotated[
-    Union[
-        Annotated[SequentialNode, Tag("<Sequential>")],
-        Annotated[ModuleListNode, Tag("<ModuleList>")],
-        Annotated[ModuleDictNode, Tag("<ModuleDict>")],
-        Annotated[GraphNode, Tag("<Graph>")],
-        Annotated[ParameterListNode, Tag("<ParameterList>")],
-        Annotated[ParameterDictNode, Tag("<ParameterDict>")],
-        Annotated[LayerNode, Tag("<layer>")],
-        Annotated["RepeatItem", Tag("<repeat>")],
-    ],
-    Discriminator(_node_kind),
-    BeforeValidator(_shorthand),
-    WithJsonSchema(NODE_PLACEHOLDER),
-]
-AnyNode = (
-    SequentialNode
-    | ModuleListNode
-    | ModuleDictNode
-    | GraphNode
-    | ParameterListNode
-    | ParameterDictNode
-    | LayerNode
-    | RepeatItem
-)
-
-for _cls in (SequentialNode, ModuleListNode, ModuleDictNode, GraphNode, RepeatItem):
-    _cls.model_rebuild()
-
-PARAM_TYPES = ("int", "float", "bool", "str", "list", "dict", "node", "any")
-
-
-class ParamDecl(_Strict):
-    """A block parameter: ``{type: int, default: 1}``; without ``default`` it is required."""
-
-    type: Literal["int", "float", "bool", "str", "list", "dict", "node", "any"] = "any"
-    default: Any = None
-    doc: StrictStr | None = None
-
-    @property
-    def required(self) -> bool:
-        return "default" not in self.model_fields_set
-
-
-def _param_shorthand(value: Any) -> Any:
-    return {"type": value} if isinstance(value, str) else value
-
-
-class BlockSpec(_Strict):
-    """A reusable, parameterised sub-network; ``body`` is any node with ``${param}`` references."""
-
-    params: dict[str, Annotated[ParamDecl, BeforeValidator(_param_shorthand)]] = Field(default_factory=dict)
-    body: Node
-    doc: StrictStr | None = None
-
-
-class InputSpec(_Strict):
-    """The per-sample input shape (batch dimension implied) and dtype used for shape inference."""
-
-    shape: list[IntOrRef]
-    dtype: Literal["float32", "float64", "float16", "bfloat16", "int64", "int32", "bool"] = "float32"
-
-
-class SpecModel(_Strict):
-    """The whole document (contract section 1)."""
-
-    netspec: Literal[1]
-    name: StrictStr | None = None
-    seed: Annotated[StrictInt, Field(ge=0, le=2**64 - 1)] | None = None  # torch.manual_seed's range
-    vars: dict[str, Any] = Field(default_factory=dict)
-    input: InputSpec | None = None
-    model: Node
-    blocks: dict[str, BlockSpec] = Field(default_factory=dict)
-    init: list[InitRule] | None = None
-    freeze: list[FreezeRule] | None = None
-    optimizer: OptimizerSpec | None = None
-    scheduler: SchedulerSpec | None = None
-    loss: Node | None = None
-
-
-def _clean_loc(loc: tuple[Any, ...]) -> tuple[str | int, ...]:
-    """Drop pydantic's union tags (``<Sequential>``) so the path reads as the document's."""
-    return tuple(p for p in loc if not (isinstance(p, str) and p.startswith("<") and p.endswith(">")))
-
-
-def _fields_at(path: tuple[str | int, ...], data: Any) -> list[str]:
-    """Field names allowed where an unknown key was found, for "did you mean"."""
-    node: Any = data
-    for part in path[:-1]:
-        try:
-            node = node[part]
-        except (KeyError, IndexError, TypeError):
-            return []
-    if path[:-1] == ():
-        return list(SpecModel.model_fields)
-    kind = node.get("type") if isinstance(node, dict) else None
-    model = NODE_KINDS.get(kind) if isinstance(kind, str) else None
-    if model is None and len(path) >= 2 and path[-2] in ("parameters", "buffers"):
-        model = TensorSpec
-    return list(model.model_fields) if model is not None else []
-
-
-def problems_from_validation(error: ValidationError, source: Source) -> list[Problem]:
-    """One located ``Problem`` per pydantic error, worded for a spec author."""
-    problems: list[Problem] = []
-    seen: set[tuple[Any, ...]] = set()
-    for err in error.errors(include_url=False):
-        path = _clean_loc(err["loc"])
-        kind = err["type"]
-        if (path, kind) in seen:
-            continue
-        seen.add((path, kind))
-        got = err.get("input")
-        hint = None
-        if kind == "extra_forbidden":
-            key = path[-1] if path else "?"
-            message = f"unknown key {key!r}"
-            hint = did_you_mean(str(key), _fields_at(path, source.data)) or None
-        elif kind == "missing":
-            message = f"missing required key {path[-1]!r}" if path else "missing value"
-        elif kind == "literal_error":
-            message = f"{err['msg'].lower()}, got {got!r}"
-        elif kind in ("model_type", "dict_type", "model_attributes_type"):
-            message = f"expected a mapping, got {type(got).__name__} {got!r}"
-        elif kind == "list_type":
-            message = f"expected a list, got {type(got).__name__} {got!r}"
-        elif kind == "value_error":
-            message = err["msg"].removeprefix("Value error, ")
-        else:
-            message = f"{err['msg']}, got {type(got).__name__} {got!r}"
-        problems.append(source.problem(path, message, hint=hint))
-    return problems
-
-
-def validate_spec(source: Source) -> tuple[SpecModel | None, list[Problem]]:
-    """Validate the structure of ``source.data``. Never raises for user input."""
-    if not isinstance(source.data, dict):
-        return None, [source.problem((), f"a spec must be a mapping, got {type(source.data).__name__}")]
+import copy
+import json
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from .compiler.build import build_tree, copy_graphs
+from .compiler.infer import Inferred, infer
+from .compiler.resolve import MAX_ELEMENTS, Resolved, resolve
+from .compiler.shapes import SkipInit
+from .errors import Problem, ProblemList, SpecError, did_you_mean
+from .frontend import exprs
+from .frontend.models import SpecModel, validate_spec
+from .frontend.source import Source, apply_overrides, from_data, gc_paused, load_file, parse_scalar
+from .training import check_training, setup_training
+
+# Top-level sections whose ${...} references are plain vars; model and blocks are resolved
+# node by node because they also see block parameters and repeat indices.
+_VAR_SECTIONS = ("name", "seed", "input", "init", "freeze", "optimizer", "scheduler")
+
+
+class _Dumper(yaml.SafeDumper):
+    """Quotes every string netspec's YAML 1.2 reader would read as something else (``"1e-3"``)."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
     try:
-        return SpecModel.model_validate(source.data), []
-    except ValidationError as err:
-        return None, problems_from_validation(err, source)
+        plain_is_str = isinstance(parse_scalar(value), str) and value.strip() == value and value != ""
+    except SpecError:
+        plain_is_str = False
+    style = None if plain_is_str else '"'
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
+
+
+def _represent_list(dumper: yaml.SafeDumper, value: list[Any]) -> yaml.SequenceNode:
+    """Lists of long strings (Graph ``forward`` statements) in block style, one per line; short leaf lists in flow."""
+    long_text = any(isinstance(v, str) and len(v) > 24 for v in value)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", value, flow_style=False if long_text else None)
+
+
+_Dumper.add_representer(list, _represent_list)
+
+
+def dump_yaml(data: Any) -> str:
+    """Block style at the top, flow style for leaf mappings/lists (``{type: ReLU}``), keys in order."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=None, allow_unicode=True, width=100)
+
+
+class Spec:
+    """A parsed and validated spec (``netspec.read``); ``netspec.build`` turns it into modules."""
+
+    def __init__(self, source: Source, document: SpecModel, resolved: Resolved, inferred: Inferred) -> None:
+        self.source = source
+        self.document = document
+        self.resolved = resolved
+        self.inferred = inferred
+        self.training_warnings: list[Problem] = []
+        self.emit_warnings: list[Any] = []  # set by netspec.emit: what it could not express (lint.ModelWarning)
+
+    @property
+    def name(self) -> str:
+        if self.document.name:
+            return self.document.name
+        stem = Path(self.source.filename).stem
+        return stem if not stem.startswith("<") else "model"
+
+    @property
+    def warnings(self) -> list[Any]:
+        return [*self.resolved.warnings, *self.inferred.warnings, *self.training_warnings]
+
+    @property
+    def base_dir(self) -> Path:
+        """Relative paths in the spec (``init: from:``) are relative to the spec file's folder."""
+        path = Path(self.source.filename)
+        return path.parent if path.exists() else Path.cwd()
+
+    def to_dict(self) -> dict[str, Any]:
+        return copy.deepcopy(self.source.data)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.source.data, indent=indent, ensure_ascii=False) + "\n"
+
+    def to_yaml(self) -> str:
+        return dump_yaml(self.source.data)
+
+    def __repr__(self) -> str:
+        return f"Spec(name={self.name!r}, file={self.source.filename!r})"
+
+
+def _substitute_sections(data: dict[str, Any], source: Source, problems: ProblemList) -> dict[str, Any]:
+    raw_vars = data.get("vars", {})
+    if not isinstance(raw_vars, Mapping) or not any(exprs.has_refs(data.get(k)) for k in _VAR_SECTIONS):
+        return data
+    try:
+        scope = exprs.resolve_vars(raw_vars)
+    except exprs.ExprError as err:
+        problems.add(source.problem(("vars",), err.message, hint=err.hint))
+        return data
+
+    def report(path: Any, err: exprs.ExprError) -> None:
+        problems.add(source.problem(path, err.message, hint=err.hint))
+
+    out = dict(data)
+    for key in _VAR_SECTIONS:
+        if key in out:
+            out[key] = exprs.substitute_at(out[key], scope, (key,), report)
+    return out
+
+
+def _check_var_overrides(source: Source, overrides: Mapping[str, Any]) -> None:
+    """``--set vars.widht=3`` would add a var nothing uses and change nothing: refuse it by name."""
+    known = source.data.get("vars") if isinstance(source.data, dict) else None
+    known = known if isinstance(known, Mapping) else {}
+    problems = []
+    for key in overrides:
+        parts = key.split(".")
+        if parts[0] == "vars" and len(parts) >= 2 and parts[1] not in known:
+            hint = did_you_mean(parts[1], known) or ("the spec's vars are " + ", ".join(known) if known else None)
+            problems.append(source.problem(("vars",), f"--set {key}: the spec has no var {parts[1]!r}", hint=hint))
+    if problems:
+        raise SpecError(problems)
+
+
+def validate_source(source: Source) -> Spec:
+    """Stages 2-4 on an already loaded source; raises ``SpecError`` listing every problem."""
+    problems = ProblemList()
+    data = source.data
+    if isinstance(data, dict):
+        data = _substitute_sections(data, source, problems)
+    substituted = Source(data, source.filename, source.text, source.positions)
+    document, found = validate_spec(substituted)
+    problems.extend(found)
+    problems.raise_if_errors()
+    if document is None:  # validate_spec reports a problem whenever it returns no document
+        raise RuntimeError("spec validation returned neither a document nor a problem")
+    try:
+        resolved = resolve(document, source)
+        shape, dtype = _input_shape(document, source)
+        inferred = infer(resolved.root, source, shape, dtype)
+    except SpecError as err:
+        # The model is broken, but training sections can still be checked on their own (names and
+        # arguments of init functions, optimizers, schedulers): report those problems now too.
+        extra = check_training(
+            init=document.init,
+            optimizer=document.optimizer,
+            scheduler=document.scheduler,
+            source=source,
+        )
+        raise SpecError([*err.problems, *(p for p in extra if p.severity == "error")]) from None
+    spec = Spec(source, document, resolved, inferred)
+    if any(getattr(document, key) is not None for key in ("init", "freeze", "optimizer", "scheduler")):
+        spec.training_warnings = _check_training(spec)
+    return spec
+
+
+def _input_shape(document: SpecModel, source: Source) -> tuple[tuple[int, ...] | None, str]:
+    if document.input is None:
+        return None, "float32"
+    dims = list(document.input.shape)
+    if any(not isinstance(d, int) or isinstance(d, bool) or d <= 0 for d in dims):
+        raise SpecError(source.problem(("input", "shape"), f"input.shape needs positive integers, got {dims}"))
+    if math.prod(dims) > MAX_ELEMENTS:
+        message = f"input.shape {dims} has {math.prod(dims):,} elements per sample; the limit is {MAX_ELEMENTS:,}"
+        raise SpecError(source.problem(("input", "shape"), message))
+    return tuple(dims), document.input.dtype
+
+
+def _check_training(spec: Spec) -> list[Problem]:
+    """Run the training set-up on a throwaway meta model: patterns, groups and arguments are
+    checked against the real parameter names without allocating anything."""
+    with SkipInit():
+        meta = build_tree(spec.inferred.root, torch.device("meta"), None, copy_graphs(spec.inferred.graphs))
+    doc = spec.document
+    setup = setup_training(
+        meta,
+        init=doc.init,
+        freeze=doc.freeze,
+        optimizer=doc.optimizer,
+        scheduler=doc.scheduler,
+        source=spec.source,
+        base_dir=spec.base_dir,
+    )
+    return list(setup.warnings)
+
+
+def read(spec: str | os.PathLike[str] | Mapping[str, Any] | Spec, overrides: Mapping[str, Any] | None = None) -> Spec:
+    """Parse and validate a spec file (YAML/JSON), a dict, or re-validate a ``Spec`` with overrides."""
+    if isinstance(spec, Spec):
+        if not overrides:
+            return spec
+        source = from_data(spec.source.data, spec.source.filename)
+    elif isinstance(spec, Mapping):
+        source = from_data(spec)
+    elif isinstance(spec, (str, os.PathLike)):
+        source = load_file(spec)
+    else:
+        message = f"a spec is a file path, a mapping or a netspec.Spec, got {type(spec).__name__}"
+        raise SpecError(Problem(message, hint="netspec.read('spec.yaml') or netspec.read({'netspec': 1, ...})"))
+    if overrides:
+        _check_var_overrides(source, overrides)
+        apply_overrides(source, overrides)
+    with gc_paused():  # the pipeline allocates many small, acyclic objects; cyclic GC passes only cost time
+        return validate_source(source)

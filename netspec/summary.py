@@ -21,8 +21,8 @@ import torch.fx as fx
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .memory import human
-from .shapes import output_shapes
+from .compiler.memory import human
+from .compiler.shapes import output_shapes
 
 
 @dataclass

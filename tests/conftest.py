@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import netspec
-from netspec.catalog import LAYERS
+from netspec.catalog.registry import LAYERS
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "specs"
@@ -133,7 +133,7 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str
 
     Whatever happens, no Python traceback may reach stderr.
     """
-    from netspec.cli import main
+    from netspec.cli.main import main
 
     def run(*argv: str | Path) -> tuple[int, str, str]:
         capsys.readouterr()  # drop anything printed before

@@ -15,8 +15,8 @@ import torch.nn as nn
 from conftest import SPECS, problem_lines
 
 import netspec
-from netspec.memory import check_fits, sizes_in_bytes
-from netspec.source import from_data
+from netspec.compiler.memory import check_fits, sizes_in_bytes
+from netspec.frontend.source import from_data
 
 WritePath = Callable[..., Path]
 

@@ -11,9 +11,9 @@ import torch.nn as nn
 
 import netspec
 from netspec import LAYERS, NetspecError, SpecError
-from netspec.argtypes import ArgMismatch, ArgType
-from netspec.catalog import CONTAINER_TYPES, UnknownName
-from netspec.checks import check_layer
+from netspec.catalog.argtypes import ArgMismatch, ArgType
+from netspec.catalog.checks import check_layer
+from netspec.catalog.registry import CONTAINER_TYPES, UnknownName
 
 TORCH_LAYERS = [name for name in LAYERS.names() if LAYERS.get(name).origin == "torch.nn"]
 

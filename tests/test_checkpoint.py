@@ -14,14 +14,14 @@ import torch
 import torch.nn as nn
 
 import netspec
-from netspec.checkpoint import (
+from netspec.errors import CheckpointError, SpecError
+from netspec.io.checkpoint import (
     is_checkpoint_path,
     load_checkpoint,
     load_state_dict_file,
     load_weights,
     save,
 )
-from netspec.errors import CheckpointError, SpecError
 
 SPEC: dict[str, Any] = {
     "netspec": 1,

@@ -21,7 +21,7 @@ import torch
 from conftest import ROOT, SPECS, folder_state
 
 import netspec
-from netspec.atomic import atomic_write
+from netspec.io.atomic import atomic_write
 from netspec.schema import schema_text
 
 Cli = Callable[..., tuple[int, str, str]]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import netspec
-from netspec.cli import main
+from netspec.cli.main import main
 
 MODELS = """
 import torch

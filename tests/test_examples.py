@@ -11,7 +11,7 @@ import torch.nn as nn
 from conftest import SPEC_FILES, SPECS
 
 import netspec
-from netspec.infer import DTYPES
+from netspec.compiler.infer import DTYPES
 
 IDS = [p.name for p in SPEC_FILES]
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from netspec.errors import SpecPath
-from netspec.exprs import (
+from netspec.frontend.exprs import (
     MAX_EXPR_CHARS,
     ExprError,
     evaluate,

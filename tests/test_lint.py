@@ -6,8 +6,8 @@ import torch
 import torch.nn as nn
 
 import netspec
-from netspec.emit import emit
-from netspec.lint import ModelWarning, lint
+from netspec.emit.lint import ModelWarning, lint
+from netspec.emit.walker import emit
 
 
 class ListOfLayers(nn.Module):

@@ -12,8 +12,8 @@ import torch.nn as nn
 from conftest import SCHEMA_FILE, SPEC_FILES
 
 import netspec
+from netspec.frontend.source import load_file
 from netspec.schema import json_schema, schema_text
-from netspec.source import load_file
 
 REGENERATE = "python -m netspec.cli schema -o schemas/netspec.schema.json"
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from netspec.shapes import SkipInit, function_output, output_shape
+from netspec.compiler.shapes import SkipInit, function_output, output_shape
 
 LAYERS = [
     (nn.Conv2d(3, 8, 3), (2, 3, 17, 19)),

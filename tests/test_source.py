@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from netspec.errors import Location, Problem, SpecError
-from netspec.source import (
+from netspec.frontend.source import (
     DEFAULT_LIMITS,
     Limits,
     Source,

@@ -17,7 +17,7 @@ from pydantic import TypeAdapter
 from torch import nn
 
 from netspec.errors import SpecError
-from netspec.source import load_text
+from netspec.frontend.source import load_text
 from netspec.training import (
     FreezeRule,
     InitRule,

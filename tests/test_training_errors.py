@@ -14,7 +14,7 @@ from pydantic import TypeAdapter
 from torch import nn
 
 from netspec.errors import Problem, SpecError
-from netspec.source import load_text
+from netspec.frontend.source import load_text
 from netspec.training import (
     FreezeRule,
     InitRule,

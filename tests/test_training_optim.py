@@ -14,7 +14,7 @@ import torch
 from pydantic import TypeAdapter, ValidationError
 from torch import nn
 
-from netspec.source import load_text
+from netspec.frontend.source import load_text
 from netspec.training import (
     FreezeRule,
     InitRule,

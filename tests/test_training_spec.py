@@ -11,7 +11,7 @@ from specfiles import write_spec_file
 
 import netspec
 from netspec import SpecError
-from netspec.cli import main
+from netspec.cli.main import main
 
 SPEC = """
 netspec: 1

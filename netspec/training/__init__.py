@@ -13,6 +13,7 @@ that need no model (for ``netspec validate``). ``explain_rows`` / ``format_expla
 
 from __future__ import annotations
 
+from ..frontend.training_models import FreezeByType, FreezeRule, InitRule, OptimizerSpec, SchedulerSpec
 from .explain import compress_names, explain_rows, format_explain, group_summary
 from .freeze import apply_freeze, is_eval_frozen, pin_eval, unfreeze_eval
 from .init import init_functions
@@ -20,7 +21,6 @@ from .load import LoadReport
 from .optim import NORM_LAYERS, GradClip, build_optimizer, optimizer_classes
 from .sched import build_scheduler, scheduler_classes
 from .setup import TrainingSetup, apply_init, check_training, setup_training
-from .spec import FreezeByType, FreezeRule, InitRule, OptimizerSpec, SchedulerSpec
 
 __all__ = [
     "NORM_LAYERS",

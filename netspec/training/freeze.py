@@ -26,10 +26,10 @@ from typing import Any
 from torch import nn
 
 from ..errors import ProblemList, SpecError
+from ..frontend.training_models import FreezeByType, FreezeRule
 from .init import as_list, check_types, type_names
 from .kwargs import make_problem, name_list
 from .patterns import model_names, no_match, select, selects
-from .spec import FreezeByType, FreezeRule
 
 _EVAL_CLASSES: dict[type[nn.Module], type[nn.Module]] = {}
 

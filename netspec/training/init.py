@@ -23,10 +23,10 @@ import torch
 from torch import nn
 
 from ..errors import ProblemList, SpecPath, did_you_mean
+from ..frontend.training_models import InitRule
 from .kwargs import check_kwargs, describe, first_line, make_problem, name_list, rule_location
 from .load import LoadReport, load_rule
 from .patterns import model_names, no_match, select, selects
-from .spec import InitRule
 
 
 @cache

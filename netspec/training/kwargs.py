@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import torch
 
-from ..argtypes import describe_value as describe
+from ..catalog.argtypes import describe_value as describe
 from ..errors import Problem, ProblemList, SpecPath, did_you_mean, format_path
 
 

@@ -21,9 +21,9 @@ import torch
 from torch import nn
 
 from ..errors import ProblemList
+from ..frontend.training_models import InitRule
 from .kwargs import first_line, make_problem, name_list
 from .patterns import no_match, select
-from .spec import InitRule
 
 CHECKPOINT_HINT = (
     "from: takes a file written by torch.save(model.state_dict(), path), or a checkpoint dict "

@@ -25,10 +25,10 @@ import torch
 from torch import nn
 
 from ..errors import ProblemList, SpecError, SpecPath, did_you_mean
+from ..frontend.training_models import OptimizerSpec
 from .init import as_list
 from .kwargs import check_kwargs, first_line, make_problem, name_list, signature_params
 from .patterns import model_names, no_match, select
-from .spec import OptimizerSpec
 
 NORM_LAYERS: tuple[type[nn.Module], ...] = (
     nn.modules.batchnorm._NormBase,  # BatchNorm*, InstanceNorm*, SyncBatchNorm and their Lazy forms

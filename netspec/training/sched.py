@@ -20,8 +20,8 @@ import torch
 from torch.optim import lr_scheduler
 
 from ..errors import ProblemList, SpecError, did_you_mean
+from ..frontend.training_models import SchedulerSpec
 from .kwargs import check_kwargs, first_line, make_problem, name_list
-from .spec import SchedulerSpec
 
 Scheduler = lr_scheduler.LRScheduler | lr_scheduler.ReduceLROnPlateau
 

@@ -17,13 +17,13 @@ from torch import nn
 from torch.nn.parameter import is_lazy
 
 from ..errors import Problem, ProblemList, SpecError
+from ..frontend.training_models import FreezeRule, InitRule, OptimizerSpec, SchedulerSpec
 from .freeze import run_freeze
 from .init import plan_rule, run_init
 from .kwargs import make_problem
 from .load import LoadReport
 from .optim import GradClip, resolve_optimizer, run_optimizer
 from .sched import Scheduler, resolve_scheduler, run_scheduler
-from .spec import FreezeRule, InitRule, OptimizerSpec, SchedulerSpec
 
 
 @dataclass

@@ -22,8 +22,9 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from .errors import Problem, ProblemList, did_you_mean
-from .graph_ops import (
+from ..errors import Problem, ProblemList, did_you_mean
+from ..frontend.source import Source
+from .allowlists import (
     BINARY_OPS,
     COMPARE_OPS,
     CONSTANTS,
@@ -36,7 +37,6 @@ from .graph_ops import (
     route,
 )
 from .resolve import RGraph, RNode
-from .source import Source
 
 
 class StatementError(Exception):

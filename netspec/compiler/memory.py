@@ -13,8 +13,8 @@ from collections.abc import Mapping
 
 import torch
 
-from .errors import Problem, SpecError
-from .source import Source
+from ..errors import Problem, SpecError
+from ..frontend.source import Source
 
 
 def element_size(dtype: torch.dtype) -> int:

@@ -18,8 +18,8 @@ from typing import Any, Generic, TypeVar
 import torch
 import torch.nn as nn
 
+from ..errors import NetspecError, did_you_mean
 from .argtypes import ArgMismatch, ArgType, from_annotation
-from .errors import NetspecError, did_you_mean
 
 T = TypeVar("T")
 

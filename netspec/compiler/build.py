@@ -18,7 +18,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from .errors import did_you_mean
+from ..errors import did_you_mean
 from .resolve import RNode, RTensor
 
 _BLOCK_CLASSES: dict[tuple[str, type], type] = {}
@@ -28,7 +28,7 @@ def block_class(name: str, base: type[nn.Module]) -> type[nn.Module]:
     """A subclass of ``base`` named after the block, so ``print(model)`` shows ``BasicBlock(...)``."""
     key = (name, base)
     if key not in _BLOCK_CLASSES:
-        _BLOCK_CLASSES[key] = type(name, (base,), {"__module__": "netspec.blocks", "__qualname__": name})
+        _BLOCK_CLASSES[key] = type(name, (base,), {"__module__": "netspec.compiler.blocks", "__qualname__": name})
     return _BLOCK_CLASSES[key]
 
 
@@ -125,7 +125,7 @@ def assemble(
     elif node.kind == "ParameterDict":
         module = nn.ParameterDict(tensors)
     elif node.kind == "Graph":
-        from .graph import make_graph_module
+        from .statements import make_graph_module
 
         if graph is None:
             raise ValueError(f"{node.name}: Graph without compiled statements")

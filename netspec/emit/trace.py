@@ -20,10 +20,10 @@ from typing import Any
 import torch.fx as fx
 import torch.nn as nn
 
-from .emit_graph import GraphBody, function_name, label, render_graph
-from .errors import EmitError
-from .graph_ops import DROPOUTS
+from ..compiler.allowlists import DROPOUTS
+from ..errors import EmitError
 from .lint import ModelWarning
+from .render import GraphBody, function_name, label, render_graph
 
 TRACE_HINT = (
     "netspec emits a custom module by symbolic tracing (torch.fx), which cannot follow Python control flow "

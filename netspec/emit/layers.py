@@ -24,9 +24,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .argtypes import ArgMismatch, describe_value
-from .catalog import LAYERS, LayerType
-from .errors import EmitError
+from ..catalog.argtypes import ArgMismatch, describe_value
+from ..catalog.registry import LAYERS, LayerType
+from ..errors import EmitError
 
 META = torch.device("meta")
 # "(3, 3)" and "(3,)" print differently from "3" but mean the same to every torch layer.

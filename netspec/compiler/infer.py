@@ -19,13 +19,13 @@ import torch.fx as fx
 import torch.nn as nn
 from torch.nn.parameter import is_lazy
 
+from ..catalog.checks import check_layer
+from ..errors import Problem, ProblemList, SpecError
+from ..frontend.source import Source
 from .build import assemble, build_tree, construct_layer, copy_graphs, make_tensor
-from .checks import check_layer
-from .errors import Problem, ProblemList, SpecError
-from .graph import compile_statements, route
 from .resolve import RNode
 from .shapes import SkipInit, function_output, output_shape, output_shapes
-from .source import Source
+from .statements import compile_statements, route
 
 META = torch.device("meta")
 FAILED: Any = object()  # a Graph run stopped at a reported problem (None is a legitimate output)

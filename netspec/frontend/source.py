@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .errors import Location, Problem, SpecError, SpecPath, did_you_mean, format_path
+from ..errors import Location, Problem, SpecError, SpecPath, did_you_mean, format_path
 from .readers import BREAK, NON_FINITE, kind_of, parse_json, parse_scalar, parse_yaml
 
 

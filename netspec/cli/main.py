@@ -17,14 +17,14 @@ from typing import Any
 
 import torch
 
-from .atomic import atomic_write
-from .errors import Location, NetspecError, Problem, SpecError, UsageError
+from ..errors import Location, NetspecError, Problem, SpecError, UsageError
+from ..io.atomic import atomic_write
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
 
 def _parse_set(items: Sequence[str]) -> dict[str, Any]:
-    from .source import load_text, parse_scalar
+    from ..frontend.source import load_text, parse_scalar
 
     overrides: dict[str, Any] = {}
     for item in items:
@@ -60,8 +60,8 @@ def _check_device(name: str) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from .api import build
-    from .summary import summarize
+    from ..api import build
+    from ..summary import summarize
 
     overrides = _parse_set(args.set)
     _check_device(args.device)
@@ -70,20 +70,20 @@ def cmd_build(args: argparse.Namespace) -> int:
     built = build(args.spec, device=args.device, overrides=overrides)
     _print_warnings(built.warnings)
     if args.from_checkpoint:
-        from .checkpoint import load_weights
+        from ..io.checkpoint import load_weights
 
         load_weights(built.model, args.from_checkpoint)
         print(f"loaded weights from {args.from_checkpoint}", file=sys.stderr)
     spec = built.spec
     if args.explain:
-        from .training import explain_rows, format_explain
+        from ..training import explain_rows, format_explain
 
         print(format_explain(explain_rows(built.training)), end="")
     else:
-        from .training import group_summary
+        from ..training import group_summary
 
         inp = spec.document.input
-        from .infer import DTYPES
+        from ..compiler.infer import DTYPES
 
         summary = summarize(
             built.model,
@@ -104,7 +104,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .document import read
+    from ..spec import read
 
     status = EXIT_OK
     overrides = _parse_set(args.set)
@@ -121,7 +121,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from .schema import schema_text
+    from ..schema import schema_text
 
     text = schema_text()
     if args.output:
@@ -163,7 +163,7 @@ def make_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("schema", help="write the JSON Schema of the spec language")
     s.add_argument("-o", "--output", help="file to write (default: stdout)")
     s.set_defaults(run=cmd_schema)
-    from .cli_emit import add_emit_parsers
+    from .emit import add_emit_parsers
 
     add_emit_parsers(sub)
     return parser

@@ -28,14 +28,14 @@ import torch.fx as fx
 import torch.nn as nn
 from torch.nn.parameter import is_lazy
 
-from .build import TENSOR_INITS
-from .document import Spec, read
-from .emit_blocks import BlockTable
-from .emit_layers import LayerVerifier, catalogue_entry, layer_args, where
-from .emit_trace import graph_body
-from .emit_training import freeze_section, optimizer_section
-from .errors import EmitError, SpecError
+from ..compiler.build import TENSOR_INITS
+from ..errors import EmitError, SpecError
+from ..spec import Spec, read
+from .blocks import BlockTable
+from .layers import LayerVerifier, catalogue_entry, layer_args, where
 from .lint import ModelWarning, lint
+from .trace import graph_body
+from .training import freeze_section, optimizer_section
 
 _PLAIN_GRAPH_NAMES = frozenset({"Graph", "GraphModule"})
 

@@ -30,8 +30,8 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import EmitError
-from .graph_ops import CONSTANTS, DROPOUTS, FUNCTIONS, TENSOR_ATTRIBUTES, TENSOR_METHODS, route
+from ..compiler.allowlists import CONSTANTS, DROPOUTS, FUNCTIONS, TENSOR_ATTRIBUTES, TENSOR_METHODS, route
+from ..errors import EmitError
 from .lint import ModelWarning
 
 _BINOPS: dict[Callable[..., Any], tuple[str, int]] = {

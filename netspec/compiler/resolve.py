@@ -19,13 +19,11 @@ from typing import Any, Literal
 import torch.nn as nn
 from pydantic import TypeAdapter, ValidationError
 
-from . import exprs
-from .catalog import LAYERS, LayerType, UnknownName
-from .checks import check_layer
-from .errors import Problem, ProblemList, SpecPath, did_you_mean, format_path
-from .graph_ops import RESERVED_NAMES
-from .source import Source
-from .spec import (
+from ..catalog.checks import check_layer
+from ..catalog.registry import LAYERS, LayerType, UnknownName
+from ..errors import Problem, ProblemList, SpecPath, did_you_mean, format_path
+from ..frontend import exprs
+from ..frontend.models import (
     AnyNode,
     BlockSpec,
     GraphNode,
@@ -40,6 +38,8 @@ from .spec import (
     SpecModel,
     problems_from_validation,
 )
+from ..frontend.source import Source
+from .allowlists import RESERVED_NAMES
 
 NodeKind = Literal["layer", "Sequential", "ModuleList", "ModuleDict", "Graph", "ParameterList", "ParameterDict"]
 MAX_REPEAT = 100_000

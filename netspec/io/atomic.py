@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from .errors import NetspecError
+from ..errors import NetspecError
 
 
 def atomic_write(

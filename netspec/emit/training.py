@@ -19,13 +19,13 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .emit_layers import same_value
-from .errors import EmitError, ProblemList
+from ..errors import EmitError, ProblemList
+from ..frontend.training_models import OptimizerSpec
+from ..training.explain import compress_names
+from ..training.optim import optimizer_classes, run_optimizer
+from ..training.patterns import select
+from .layers import same_value
 from .lint import ModelWarning
-from .training.explain import compress_names
-from .training.optim import optimizer_classes, run_optimizer
-from .training.patterns import select
-from .training.spec import OptimizerSpec
 
 _NEVER = frozenset({"params"})
 

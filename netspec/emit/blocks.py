@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from .catalog import CONTAINER_TYPES, LAYERS, REQUIRED
+from ..catalog.registry import CONTAINER_TYPES, LAYERS, REQUIRED
 
 _NODE_KEYS = frozenset({"layers", "layer"})  # where child nodes live in container / Graph nodes
 Position = tuple[Any, ...]  # a path into a body down to one layer argument

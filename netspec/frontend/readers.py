@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from .errors import Location, Problem, SpecError, SpecPath
+from ..errors import Location, Problem, SpecError, SpecPath
 
 if TYPE_CHECKING:
     from .source import Limits, Source

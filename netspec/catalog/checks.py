@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .catalog import LayerType
-from .errors import did_you_mean
+from ..errors import did_you_mean
+from .registry import LayerType
 
 Finding = tuple[str | None, str, str | None]
 

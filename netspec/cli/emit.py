@@ -20,8 +20,8 @@ from typing import Any
 
 import torch.nn as nn
 
-from .cli import EXIT_INVALID, EXIT_OK
-from .errors import NetspecError, UsageError
+from ..errors import NetspecError, UsageError
+from .main import EXIT_INVALID, EXIT_OK
 
 USER_CODE_NOTE = "imports MODULE and calls FACTORY: the one kind of netspec command that runs your Python code"
 
@@ -77,7 +77,7 @@ def load_factory(target: str) -> Any:
     for part in attr.split("."):
         if not hasattr(obj, part):
             names = [n for n in dir(obj) if not n.startswith("_")]
-            from .errors import did_you_mean
+            from ..errors import did_you_mean
 
             hint = did_you_mean(part, names)
             raise NetspecError(f"{module_name} has no attribute {attr!r}" + (f"; {hint}" if hint else ""))
@@ -105,8 +105,8 @@ def make_model(target: str, kwargs: dict[str, Any]) -> tuple[nn.Module, Any]:
 
 
 def cmd_emit(args: argparse.Namespace) -> int:
-    from .atomic import atomic_write
-    from .emit import emit
+    from ..emit.walker import emit
+    from ..io.atomic import atomic_write
 
     kwargs = _kwargs(args.args)
     shape = _shape(args.input_shape)
@@ -127,7 +127,7 @@ def cmd_emit(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .lint import lint
+    from ..emit.lint import lint
 
     model, _ = make_model(args.target, _kwargs(args.args))
     found = lint(model)

@@ -34,8 +34,8 @@ from typing import IO, Any
 import torch
 import torch.nn as nn
 
+from ..errors import CheckpointError, SpecError
 from .atomic import atomic_write
-from .errors import CheckpointError, SpecError
 
 FORMAT = "netspec-checkpoint"
 FORMAT_VERSION = 1
@@ -88,7 +88,7 @@ def save(built: Any, path: str | os.PathLike[str], epoch: int | None = None, **e
     Returns the path written. Raises ``CheckpointError`` when the folder does not exist or ``extra``
     holds something ``load_checkpoint`` could not read without executing code.
     """
-    from . import __version__
+    from ..version import __version__
 
     for attr in ("model", "spec", "optimizer", "scheduler"):
         if not hasattr(built, attr):
@@ -284,7 +284,7 @@ def _retie(model: nn.Module, groups: Any, file: Path) -> None:
 
 
 def _embedded_spec(payload: Mapping[str, Any], file: Path, overrides: Mapping[str, Any] | None) -> Any:
-    from .document import read
+    from ..spec import read
 
     data = payload.get("spec")
     if not isinstance(data, Mapping):
@@ -315,7 +315,7 @@ def load_checkpoint(
     ``CheckpointError`` for a file that is not a netspec checkpoint or whose state does not fit its
     spec, and ``SpecError`` when the embedded spec (with ``overrides``) is invalid.
     """
-    from .api import build
+    from ..api import build
 
     file = Path(os.fspath(path)).expanduser()
     payload = read_file(file)

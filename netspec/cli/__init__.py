@@ -1,0 +1,1 @@
+"""The ``netspec`` command line: one module per command group; ``main`` parses and dispatches."""

@@ -1,0 +1,1 @@
+"""Files netspec reads and writes: checkpoints, weight files, and the atomic writer."""
