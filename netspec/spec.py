@@ -14,20 +14,21 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 import yaml
 
-from .compiler.build import build_tree, copy_graphs
-from .compiler.infer import Inferred, infer
-from .compiler.resolve import MAX_ELEMENTS, Resolved, resolve
-from .compiler.shapes import SkipInit
 from .errors import Problem, ProblemList, SpecError, did_you_mean
 from .frontend import exprs
 from .frontend.models import SpecModel, validate_spec
 from .frontend.source import Source, apply_overrides, from_data, gc_paused, load_file, parse_scalar
-from .training import check_training, setup_training
+
+if TYPE_CHECKING:
+    from .compiler.infer import Inferred
+    from .compiler.resolve import Resolved
+
+# The compiler (and with it torch) is imported only once the document has passed the front end:
+# `netspec validate` of a file with a YAML or structural error never imports torch.
 
 # Top-level sections whose ${...} references are plain vars; model and blocks are resolved
 # node by node because they also see block parameters and repeat indices.
@@ -151,6 +152,10 @@ def validate_source(source: Source) -> Spec:
     problems.raise_if_errors()
     if document is None:  # validate_spec reports a problem whenever it returns no document
         raise RuntimeError("spec validation returned neither a document nor a problem")
+    from .compiler.infer import infer
+    from .compiler.resolve import resolve
+    from .training import check_training
+
     try:
         resolved = resolve(document, source)
         shape, dtype = _input_shape(document, source)
@@ -172,6 +177,8 @@ def validate_source(source: Source) -> Spec:
 
 
 def _input_shape(document: SpecModel, source: Source) -> tuple[tuple[int, ...] | None, str]:
+    from .compiler.resolve import MAX_ELEMENTS
+
     if document.input is None:
         return None, "float32"
     dims = list(document.input.shape)
@@ -186,6 +193,12 @@ def _input_shape(document: SpecModel, source: Source) -> tuple[tuple[int, ...] |
 def _check_training(spec: Spec) -> list[Problem]:
     """Run the training set-up on a throwaway meta model: patterns, groups and arguments are
     checked against the real parameter names without allocating anything."""
+    import torch
+
+    from .compiler.build import build_tree, copy_graphs
+    from .compiler.shapes import SkipInit
+    from .training import setup_training
+
     with SkipInit():
         meta = build_tree(spec.inferred.root, torch.device("meta"), None, copy_graphs(spec.inferred.graphs))
     doc = spec.document

@@ -5,7 +5,8 @@ In: ``MODULE:FACTORY`` (a Python module path and a callable in it — a function
 Out: ``emit`` writes the model's spec (YAML, or JSON for a ``.json`` file; stdout without
 ``-o``) atomically and prints on stderr what it could not express exactly; ``check`` prints
 the registration lint findings (modules or tensors PyTorch does not register). These are the
-only netspec commands that import and run user code. Exit status: 0 success (``check``: no
+only netspec commands that import and run user code; torch is imported when they run, not
+when the parser is made. Exit status: 0 success (``check``: no
 findings), 1 a model that cannot be expressed (``check``: findings), 2 wrong usage.
 """
 
@@ -16,12 +17,13 @@ import importlib
 import json
 import os
 import sys
-from typing import Any
-
-import torch.nn as nn
+from typing import TYPE_CHECKING, Any
 
 from ..errors import NetspecError, UsageError
-from .main import EXIT_INVALID, EXIT_OK
+from .common import EXIT_INVALID, EXIT_OK
+
+if TYPE_CHECKING:
+    import torch.nn as nn
 
 USER_CODE_NOTE = "imports MODULE and calls FACTORY: the one kind of netspec command that runs your Python code"
 
@@ -89,6 +91,8 @@ def load_factory(target: str) -> Any:
 
 def make_model(target: str, kwargs: dict[str, Any]) -> tuple[nn.Module, Any]:
     """Call the factory; it returns a module, or ``(module, optimizer)``."""
+    import torch.nn as nn
+
     factory = load_factory(target)
     try:
         result = factory(**kwargs)
@@ -140,7 +144,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_INVALID
 
 
-def add_emit_parsers(subparsers: Any) -> None:
+def add_parsers(subparsers: Any) -> None:
     """Add ``emit`` and ``check`` to ``netspec``'s subcommands (``parser.add_subparsers()``'s result)."""
     e = subparsers.add_parser(
         "emit",
@@ -167,4 +171,4 @@ def add_emit_parsers(subparsers: Any) -> None:
     c.set_defaults(run=cmd_check)
 
 
-__all__ = ["add_emit_parsers", "cmd_check", "cmd_emit", "load_factory", "make_model"]
+__all__ = ["add_parsers", "cmd_check", "cmd_emit", "load_factory", "make_model"]

@@ -1,0 +1,137 @@
+"""The ``build``, ``validate`` and ``schema`` subcommands of the ``netspec`` command line.
+
+In: spec files, ``--set`` overrides, a device. Out: ``build`` prints the summary table (or
+JSON, or the ``--explain`` rows) and may save the state_dict; ``validate`` prints
+``FILE: ok`` per valid spec; ``schema`` writes the JSON Schema. Exit status as in
+``netspec.cli.common``. torch is imported only by the command that needs it: ``validate``
+of a file with a YAML or structural error, ``schema`` and ``--help`` never import it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import NetspecError, UsageError
+from ..io.atomic import atomic_write
+from .common import EXIT_INVALID, EXIT_OK, add_set_argument, parse_set, print_warnings
+
+
+def check_device(name: str) -> None:
+    """Refuse a device this machine does not have (--device cuda without CUDA) as a user error, not a crash."""
+    import torch
+
+    try:
+        device = torch.device(name)
+        if device.type != "meta":
+            torch.empty(0, device=device)
+    except (RuntimeError, ValueError, AssertionError, TypeError) as err:
+        # torch raises RuntimeError (bad string, backend missing), AssertionError ("Torch not compiled
+        # with CUDA enabled"), ValueError/TypeError for malformed indices.
+        lines = str(err).strip().splitlines()
+        raise NetspecError(f"device {name!r} is not available: {lines[0] if lines else type(err).__name__}") from None
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..api import build
+    from ..compiler.infer import DTYPES
+    from ..summary import summarize
+    from ..training import explain_rows, format_explain, group_summary
+
+    overrides = parse_set(args.set)
+    check_device(args.device)
+    if args.output and torch.device(args.device).type == "meta":
+        raise UsageError("-o needs weights, and --device meta builds none: drop one of them")
+    built = build(args.spec, device=args.device, overrides=overrides)
+    print_warnings(built.warnings)
+    if args.from_checkpoint:
+        from ..io.checkpoint import load_weights
+
+        load_weights(built.model, args.from_checkpoint)
+        print(f"loaded weights from {args.from_checkpoint}", file=sys.stderr)
+    spec = built.spec
+    if args.explain:
+        print(format_explain(explain_rows(built.training)), end="")
+    else:
+        inp = spec.document.input
+        summary = summarize(
+            built.model,
+            lambda: spec.inferred.meta_model,
+            spec.name,
+            tuple(inp.shape) if inp else None,
+            DTYPES[inp.dtype] if inp else torch.float32,
+            depth=args.depth,
+            shapes=spec.inferred.shapes,
+            groups=group_summary(built.training) if built.optimizer is not None else [],
+        )
+        print(summary.to_json() if args.format == "json" else summary.to_table(), end="")
+    if args.output:
+        out = Path(args.output)
+        atomic_write(out, lambda fh: torch.save(built.model.state_dict(), fh))
+        print(f"saved state_dict to {out}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from ..spec import read
+
+    status = EXIT_OK
+    overrides = parse_set(args.set)
+    for path in args.specs:
+        try:
+            spec = read(path, overrides)
+        except NetspecError as err:
+            print(str(err), file=sys.stderr)
+            status = EXIT_INVALID
+            continue
+        print_warnings(spec.warnings)
+        print(f"{path}: ok")
+    return status
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from ..schema import schema_text
+
+    text = schema_text()
+    if args.output:
+        atomic_write(Path(args.output), lambda fh: fh.write(text.encode("utf-8")))
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def add_parsers(subparsers: Any) -> None:
+    """Add ``build``, ``validate`` and ``schema`` to ``netspec``'s subcommands."""
+    b = subparsers.add_parser("build", help="validate, build and print the summary")
+    b.add_argument("spec", help="spec file (.yaml, .yml or .json)")
+    b.add_argument("-o", "--output", help="save the built model's state_dict here (atomically)")
+    add_set_argument(b, "override a value, e.g. vars.width=128")
+    b.add_argument("--device", default="cpu", help="device to build on (cpu, cuda, cuda:1, meta)")
+    b.add_argument("--format", choices=("table", "json"), default="table")
+    b.add_argument("--depth", type=int, default=None, help="fold modules nested deeper than N")
+    b.add_argument(
+        "--explain", action="store_true", help="one row per parameter: init, frozen, group, lr, weight decay"
+    )
+    b.add_argument(
+        "--from-checkpoint",
+        metavar="FILE",
+        help="load the weights from FILE (a state_dict, a {'state_dict': ...} wrapper or a netspec checkpoint; "
+        "strict, a DataParallel 'module.' prefix is stripped)",
+    )
+    b.set_defaults(run=cmd_build)
+
+    v = subparsers.add_parser("validate", help="check one or more specs without building")
+    v.add_argument("specs", nargs="+")
+    add_set_argument(v)
+    v.set_defaults(run=cmd_validate)
+
+    s = subparsers.add_parser("schema", help="write the JSON Schema of the spec language")
+    s.add_argument("-o", "--output", help="file to write (default: stdout)")
+    s.set_defaults(run=cmd_schema)
+
+
+__all__ = ["add_parsers", "check_device", "cmd_build", "cmd_schema", "cmd_validate"]
