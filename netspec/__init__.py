@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING
 from .version import __version__
 
 if TYPE_CHECKING:
-    from .api import Built, build, load
+    from .api import Built, build, load, load_checkpoint
     from .catalog.registry import LAYERS, register
     from .emit.lint import ModelWarning, lint
     from .emit.walker import emit
     from .errors import CheckpointError, EmitError, NetspecError, Problem, SpecError
-    from .io.checkpoint import load_checkpoint, save
+    from .io.checkpoint import save
     from .spec import Spec, read
 
 # public name -> module that defines it
@@ -43,7 +43,7 @@ _EXPORTS = {
     "NetspecError": "netspec.errors",
     "Problem": "netspec.errors",
     "SpecError": "netspec.errors",
-    "load_checkpoint": "netspec.io.checkpoint",
+    "load_checkpoint": "netspec.api",
     "save": "netspec.io.checkpoint",
     "Spec": "netspec.spec",
     "read": "netspec.spec",

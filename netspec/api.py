@@ -1,13 +1,15 @@
-"""The Python API: ``read``, ``build``, ``load`` and the ``Built`` result.
+"""The Python API: ``build``, ``load``, ``load_checkpoint`` and the ``Built`` result.
 
-In: a spec (path, dict or ``Spec``), overrides, a device and dtype. Out: ``Built`` — the
-model with every weight allocated on ``device`` (bit-identical for a given ``seed``), its
-training set-up (optimizer, scheduler, gradient clipping) and its loss module. The memory
-a model needs is estimated on meta tensors and checked before anything is allocated.
+In: a spec (path, dict or ``Spec``; ``read`` is ``netspec.spec``'s), overrides, a device and
+dtype — or a checkpoint file. Out: ``Built`` — the model with every weight allocated on
+``device`` (bit-identical for a given ``seed``), its training set-up (optimizer, scheduler,
+gradient clipping) and its loss module; from a checkpoint, with the saved state restored. The
+memory a model needs is estimated on meta tensors and checked before anything is allocated.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import nullcontext
@@ -17,10 +19,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .compiler.build import build_tree, copy_graphs
+from .compiler.build import build_model
 from .compiler.infer import DTYPES, infer
-from .compiler.memory import check_fits
 from .errors import Problem, SpecError
+from .io.checkpoint import CheckpointInfo, embedded_spec, is_checkpoint_path, read_checkpoint, restore
 from .spec import Spec, read
 from .training import TrainingSetup, setup_training
 
@@ -36,6 +38,7 @@ class Built:
     loss: nn.Module | None = None
     training: TrainingSetup | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    checkpoint: CheckpointInfo | None = None  # set by load_checkpoint: epoch, extra, versions
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.model, self.optimizer, self.scheduler))
@@ -70,8 +73,6 @@ def build(
     spec = read(spec, overrides)
     device = torch.device(device)
     torch_dtype = _resolve_dtype(dtype)
-    if device.type != "meta":
-        check_fits(spec.inferred.tensors, device, torch_dtype, spec.source)
     seed = spec.document.seed
     # Seeding must not disturb the caller's global RNG streams: fork them, CPU and the target GPU.
     gpus = [device.index or 0] if device.type == "cuda" else []
@@ -79,7 +80,7 @@ def build(
     with rng:
         if seed is not None:
             torch.manual_seed(seed)
-        model = build_tree(spec.inferred.root, device, torch_dtype, copy_graphs(spec.inferred.graphs))
+        model = build_model(spec.inferred, spec.source, device, torch_dtype)
         doc = spec.document
         has_training = any(x is not None for x in (doc.init, doc.freeze, doc.optimizer, doc.scheduler))
         training = (
@@ -98,7 +99,7 @@ def build(
     loss = None
     if spec.resolved.loss is not None:
         loss_inferred = infer(spec.resolved.loss, spec.source, None)
-        loss = build_tree(loss_inferred.root, device, torch_dtype, copy_graphs(loss_inferred.graphs))
+        loss = build_model(loss_inferred, spec.source, device, torch_dtype)
     return Built(model, training.optimizer, training.scheduler, spec, loss, training, device)
 
 
@@ -111,9 +112,32 @@ def load(
 ) -> Built:
     """Read and build a spec file (or dict) in one call; a ``.pt``/``.pth``/``.ckpt``/``.bin`` path is a
     checkpoint written by ``netspec.save``: model, optimizer and scheduler are rebuilt and resumed."""
-    if isinstance(path, (str, os.PathLike)):
-        from .io.checkpoint import is_checkpoint_path, load_checkpoint
-
-        if is_checkpoint_path(path):
-            return load_checkpoint(path, device=device, dtype=dtype, overrides=overrides)
+    if isinstance(path, (str, os.PathLike)) and is_checkpoint_path(path):
+        return load_checkpoint(path, device=device, dtype=dtype, overrides=overrides)
     return build(path, device=device, dtype=dtype, overrides=overrides)
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str],
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Built:
+    """Rebuild the ``Built`` saved at ``path`` by ``netspec.save``: model (strict state), optimizer and
+    scheduler resumed.
+
+    The embedded spec goes through the same validation as a spec file; ``built.checkpoint`` is a
+    ``CheckpointInfo`` with the epoch, ``extra`` and versions. Raises ``CheckpointError`` for a file
+    that is not a netspec checkpoint or whose state does not fit its spec, and ``SpecError`` when the
+    embedded spec (with ``overrides``) is invalid.
+    """
+    file, payload = read_checkpoint(path)
+    try:
+        spec = read(embedded_spec(payload, file), overrides)
+    except SpecError as err:
+        where = f" (in the spec embedded in {file})"
+        raise SpecError([dataclasses.replace(p, message=p.message + where) for p in err.problems]) from None
+    built = build(spec, device=device, dtype=dtype)
+    built.checkpoint = restore(built.model, built.optimizer, built.scheduler, payload, file, overrides)
+    return built

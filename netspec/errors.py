@@ -33,6 +33,17 @@ def did_you_mean(name: str, candidates: Iterable[str], n: int = 3) -> str:
     return "did you mean " + " or ".join(repr(c) for c in close) + "?"
 
 
+def first_line(err: BaseException) -> str:
+    """The first non-blank line of an exception's message (its type name when it has none)."""
+    lines = [line for line in str(err).strip().splitlines() if line.strip()]
+    return lines[0].strip() if lines else type(err).__name__
+
+
+def all_lines(err: BaseException) -> str:
+    """An exception's whole message on one line (its type name when it has none)."""
+    return " ".join(line.strip() for line in str(err).strip().splitlines() if line.strip()) or type(err).__name__
+
+
 @dataclass(frozen=True)
 class Location:
     """A 1-based line and column in a named file."""

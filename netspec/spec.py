@@ -195,12 +195,12 @@ def _check_training(spec: Spec) -> list[Problem]:
     checked against the real parameter names without allocating anything."""
     import torch
 
-    from .compiler.build import build_tree, copy_graphs
+    from .compiler.build import build_model
     from .compiler.shapes import SkipInit
     from .training import setup_training
 
     with SkipInit():
-        meta = build_tree(spec.inferred.root, torch.device("meta"), None, copy_graphs(spec.inferred.graphs))
+        meta = build_model(spec.inferred, spec.source, torch.device("meta"), None)
     doc = spec.document
     setup = setup_training(
         meta,

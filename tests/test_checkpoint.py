@@ -14,14 +14,10 @@ import torch
 import torch.nn as nn
 
 import netspec
+from netspec.api import load_checkpoint
 from netspec.errors import CheckpointError, SpecError
-from netspec.io.checkpoint import (
-    is_checkpoint_path,
-    load_checkpoint,
-    load_state_dict_file,
-    load_weights,
-    save,
-)
+from netspec.io.checkpoint import is_checkpoint_path, save
+from netspec.io.weights import load_state_dict_file, load_weights
 
 SPEC: dict[str, Any] = {
     "netspec": 1,
@@ -251,7 +247,7 @@ def test_plain_state_dict_is_not_a_netspec_checkpoint(tmp_path: Path) -> None:
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(CheckpointError, match=r"checkpoint file not found: .*gone\.pt"):
+    with pytest.raises(CheckpointError, match=r"file not found: .*gone\.pt"):
         load_checkpoint(tmp_path / "gone.pt")
 
 

@@ -365,9 +365,19 @@ def test_from_always_uses_weights_only_on_cpu(tmp_path: Path, monkeypatch: pytes
 
 
 def test_from_suggests_strip_prefix_when_nothing_loads(tmp_path: Path) -> None:
-    torch.save({"module." + k: v for k, v in make_model().state_dict().items()}, tmp_path / "w.pt")
+    torch.save({"backbone." + k: v for k, v in make_model().state_dict().items()}, tmp_path / "w.pt")
     message = fails(make_model(), "{init: [{from: w.pt}]}", tmp_path)
-    assert "loaded nothing" in message and "strip_prefix: 'module.'" in message
+    assert "loaded nothing" in message and "strip_prefix: 'backbone.'" in message
+
+
+def test_from_strips_the_dataparallel_prefix_like_from_checkpoint(tmp_path: Path) -> None:
+    # nn.DataParallel(model).state_dict() names every tensor "module.<name>": both readers strip it.
+    donor = make_model()
+    torch.save(nn.DataParallel(donor).state_dict(), tmp_path / "dp.pt")
+    model = make_model()
+    (report,) = build(model, "{init: [{from: dp.pt}]}", tmp_path).load_reports
+    assert report.missing == [] and report.unexpected == [] and len(report.loaded) == len(donor.state_dict())
+    assert all(torch.equal(v, donor.state_dict()[k]) for k, v in model.state_dict().items())
 
 
 # --- freeze ---------------------------------------------------------------------------------

@@ -49,7 +49,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     built = build(args.spec, device=args.device, overrides=overrides)
     print_warnings(built.warnings)
     if args.from_checkpoint:
-        from ..io.checkpoint import load_weights
+        from ..io.weights import load_weights
 
         load_weights(built.model, args.from_checkpoint)
         print(f"loaded weights from {args.from_checkpoint}", file=sys.stderr)

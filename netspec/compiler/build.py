@@ -1,160 +1,25 @@
-"""Stage 5: build — resolved nodes (with final arguments) -> registered ``nn.Module``s.
+"""Stage 5: build — an inferred tree -> the real model on the target device.
 
-In: ``RNode``s whose arguments ``infer`` has completed, a device and a dtype. Out: modules in
-which every child, parameter and buffer is registered exactly as hand-written PyTorch would
-register them (``nn.Sequential`` with its names, ``nn.ModuleList``, ``nn.ModuleDict``,
-``GraphModule`` with generated forward code), block instances carrying the block's name as
-their class name. The same functions build the meta model used for checks and the real one.
+In: an ``Inferred`` (every argument final, Graph statements compiled), the ``Source`` (for
+locations), a device and a dtype. Out: the ``nn.Module`` with every weight allocated on the
+device. On a real device the memory the model needs (counted on meta tensors during
+inference) is checked first, so a model that cannot fit fails before anything is allocated.
+Weight values follow torch's global RNG: seeding is the caller's (``api.build``).
 """
 
 from __future__ import annotations
 
-import math
-from collections import OrderedDict
-from collections.abc import Mapping
-from typing import Any
-
 import torch
-import torch.fx as fx
 import torch.nn as nn
 
-from ..errors import did_you_mean
-from .resolve import RNode, RTensor
-
-_BLOCK_CLASSES: dict[tuple[str, type], type] = {}
-
-
-def block_class(name: str, base: type[nn.Module]) -> type[nn.Module]:
-    """A subclass of ``base`` named after the block, so ``print(model)`` shows ``BasicBlock(...)``."""
-    key = (name, base)
-    if key not in _BLOCK_CLASSES:
-        _BLOCK_CLASSES[key] = type(name, (base,), {"__module__": "netspec.compiler.blocks", "__qualname__": name})
-    return _BLOCK_CLASSES[key]
+from ..frontend.source import Source
+from .construct import build_tree, copy_graphs
+from .infer import Inferred
+from .memory import check_fits
 
 
-def sinusoidal(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """The fixed Transformer position encoding over the last two dims (positions, features)."""
-    if len(shape) < 2:
-        raise ValueError(f"sinusoidal needs at least 2 dims (positions, features), got shape {list(shape)}")
-    positions, dim = shape[-2], shape[-1]
-    pos = torch.arange(positions, dtype=torch.float32, device=device).unsqueeze(1)
-    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32, device=device) * (-math.log(10000.0) / dim))
-    table = torch.zeros(positions, dim, dtype=torch.float32, device=device)
-    table[:, 0::2] = torch.sin(pos * freq)
-    table[:, 1::2] = torch.cos(pos * freq[: dim // 2])
-    return table.expand(shape).to(dtype).clone()
-
-
-def _tril(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A causal mask: ones on and below the diagonal of the last two dims (nanoGPT's ``bias`` buffer)."""
-    if len(shape) < 2:
-        raise ValueError(f"tril needs at least 2 dims, got shape {list(shape)}")
-    return torch.ones(shape, dtype=dtype, device=device).tril()
-
-
-def _sinusoidal_or_meta(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    if device.type == "meta":
-        if len(shape) < 2:
-            raise ValueError(f"sinusoidal needs at least 2 dims (positions, features), got shape {list(shape)}")
-        return torch.empty(shape, dtype=dtype, device=device)
-    return sinusoidal(shape, dtype, device)
-
-
-# Initialisers beyond torch.nn.init for tensors a Graph owns.
-TENSOR_INITS = {"sinusoidal": _sinusoidal_or_meta, "tril": _tril}
-
-
-def init_fn_name(init: str | Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    if isinstance(init, str):
-        return init, {}
-    args = dict(init)
-    return str(args.pop("fn", "")), args
-
-
-def make_tensor(spec: RTensor, device: torch.device, dtype: torch.dtype | None) -> torch.Tensor:
-    """Allocate and initialise a Graph-owned tensor (``init`` names are torch.nn.init's, plus sinusoidal)."""
-    dtype = dtype or torch.get_default_dtype()
-    name, args = init_fn_name(spec.init)
-    if name in TENSOR_INITS:
-        if args:
-            raise ValueError(f"init {name!r} takes no arguments, got {', '.join(args)}")
-        tensor = TENSOR_INITS[name](spec.shape, dtype, device)
-    else:
-        fn = getattr(nn.init, name + "_", None)
-        if fn is None or name.startswith("_"):
-            known = sorted(
-                {n[:-1] for n in dir(nn.init) if n.endswith("_") and not n.startswith("_")} | set(TENSOR_INITS)
-            )
-            raise ValueError(
-                f"unknown init {name!r}; " + (did_you_mean(name, known) or "expected one of " + ", ".join(known))
-            )
-        tensor = torch.empty(spec.shape, dtype=dtype, device=device)
-        with torch.no_grad():
-            fn(tensor, **args)  # on meta this checks arguments and rank without computing anything
-    if spec.is_buffer:
-        return tensor
-    return nn.Parameter(tensor, requires_grad=spec.trainable)
-
-
-def construct_layer(
-    node: RNode, device: torch.device, dtype: torch.dtype | None, nested: Mapping[str, nn.Module]
-) -> nn.Module:
-    """Instantiate one catalogue layer; ``nested`` holds already-built module arguments."""
-    if node.layer is None:
-        raise ValueError(f"{node.name}: not a layer node")
-    kwargs = {k: nested.get(k, v) for k, v in node.args.items()}
-    module = node.layer.construct(kwargs, device, dtype)
-    if node.block:
-        module.__class__ = block_class(node.block, type(module))
-    return module
-
-
-def assemble(
-    node: RNode, children: Mapping[str, nn.Module], tensors: Mapping[str, torch.Tensor], graph: fx.Graph | None
-) -> nn.Module:
-    """Put built children (and owned tensors) into the container ``node`` describes."""
-    module: nn.Module
-    if node.kind == "Sequential":
-        module = nn.Sequential(OrderedDict(children))
-    elif node.kind == "ModuleList":
-        module = nn.ModuleList(children.values())
-    elif node.kind == "ModuleDict":
-        module = nn.ModuleDict(children)
-    elif node.kind == "ParameterList":
-        module = nn.ParameterList(tensors.values())
-    elif node.kind == "ParameterDict":
-        module = nn.ParameterDict(tensors)
-    elif node.kind == "Graph":
-        from .statements import make_graph_module
-
-        if graph is None:
-            raise ValueError(f"{node.name}: Graph without compiled statements")
-        persistent = {k: t.persistent for k, t in node.tensors.items()}
-        return make_graph_module(children, tensors, persistent, graph, node.block or "Graph")
-    else:
-        raise ValueError(f"{node.name}: cannot assemble a {node.kind}")
-    if node.block:
-        module.__class__ = block_class(node.block, type(module))
-    return module
-
-
-def copy_graphs(graphs: Mapping[str, fx.Graph]) -> dict[str, fx.Graph]:
-    """Fresh copies, so the meta model and every real build own their graph (fx graphs have one owner)."""
-    copies: dict[str, fx.Graph] = {}
-    for name, graph in graphs.items():
-        new = fx.Graph()
-        new.output(new.graph_copy(graph, {}))
-        copies[name] = new
-    return copies
-
-
-def build_tree(
-    node: RNode, device: torch.device, dtype: torch.dtype | None, graphs: Mapping[str, fx.Graph]
-) -> nn.Module:
-    """Build ``node`` and everything below it, in document order (so a seed fixes every weight)."""
-    if node.kind == "layer":
-        nested = {k: build_tree(v, device, dtype, graphs) for k, v in node.args.items() if isinstance(v, RNode)}
-        return construct_layer(node, device, dtype, nested)
-    children = {k: build_tree(c, device, dtype, graphs) for k, c in node.children.items()}
-    tensors = {k: make_tensor(t, device, dtype) for k, t in node.tensors.items()}
-    return assemble(node, children, tensors, graphs.get(node.name))
+def build_model(inferred: Inferred, source: Source, device: torch.device, dtype: torch.dtype | None) -> nn.Module:
+    """The model ``inferred`` describes, built on ``device`` (its own copy of every fx graph)."""
+    if device.type != "meta":
+        check_fits(inferred.tensors, device, dtype, source)
+    return build_tree(inferred.root, device, dtype, copy_graphs(inferred.graphs))

@@ -1,9 +1,10 @@
 """Stage 4: infer — shapes propagated on meta tensors, omitted sizes filled in, every layer checked.
 
-In: a resolved tree (``RNode``) and, optionally, the per-sample input shape. Out: the same
-tree with every argument final (``in_channels``/``in_features``/``num_features``/... taken
-from the input), a complete model built on the ``meta`` device (no memory, no init cost),
-the compiled fx graphs of every Graph node, and each module's output shape. Problems —
+In: a resolved tree (``RNode``) and, optionally, the per-sample input shape. Out: a new tree
+(the resolved one is left unchanged) with every argument final (``in_channels``,
+``in_features``, ``num_features``, ... taken from the input), a complete model built on the
+``meta`` device (no memory, no init cost), the compiled fx graphs of every Graph node, and
+each module's output shape. Problems —
 mismatched sizes naming both layers, impossible arguments, failing statements — are
 collected and raised together as one ``SpecError``.
 """
@@ -22,7 +23,7 @@ from torch.nn.parameter import is_lazy
 from ..catalog.checks import check_layer
 from ..errors import Problem, ProblemList, SpecError
 from ..frontend.source import Source
-from .build import assemble, build_tree, construct_layer, copy_graphs, make_tensor
+from .construct import assemble, build_tree, construct_layer, copy_graphs, make_tensor
 from .resolve import RNode
 from .shapes import SkipInit, function_output, output_shape, output_shapes
 from .statements import compile_statements, route
@@ -483,7 +484,11 @@ DTYPES: dict[str, torch.dtype] = {
 def infer(
     root: RNode, source: Source, input_shape: tuple[int, ...] | None, input_dtype: str = "float32", batch: int = 2
 ) -> Inferred:
-    """Run inference over the whole tree; raises ``SpecError`` with every problem found."""
+    """Run inference over a copy of ``root``; raises ``SpecError`` with every problem found.
+
+    ``root`` is left as resolve made it: the returned ``Inferred.root`` is a new tree.
+    """
+    root = root.copy()
     problems = ProblemList()
     inferrer = Inferrer(source, problems)
     args = None

@@ -107,6 +107,16 @@ class RNode:
             return "the model"
         return f"layer {self.name}" if self.name.isdigit() else self.name
 
+    def copy(self) -> RNode:
+        """A copy of this subtree whose arguments can be completed without touching this one.
+
+        Arguments and children are copied node by node; what later stages only read (layer
+        entries, paths, owned tensor specs, Graph statements) is shared.
+        """
+        args = {k: v.copy() if isinstance(v, RNode) else v for k, v in self.args.items()}
+        children = {k: c.copy() for k, c in self.children.items()}
+        return dataclasses.replace(self, args=args, children=children, tensors=dict(self.tensors))
+
 
 # Attributes every nn.Module instance sets in __init__ (_modules, _parameters, training, ...).
 _MODULE_INSTANCE_ATTRIBUTES = frozenset(vars(nn.Module()))

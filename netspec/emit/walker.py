@@ -28,7 +28,7 @@ import torch.fx as fx
 import torch.nn as nn
 from torch.nn.parameter import is_lazy
 
-from ..compiler.build import TENSOR_INITS
+from ..compiler.construct import TENSOR_INITS
 from ..errors import EmitError, SpecError
 from ..spec import Spec, read
 from .blocks import BlockTable

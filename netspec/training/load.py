@@ -5,14 +5,15 @@ In: one ``from:`` rule (file path relative to the spec's directory, optional ``m
 loaded / missing / unexpected / shape-mismatched names, with the tensors copied into the
 model, or ``Problem``s (missing file, not a checkpoint, nothing loaded, shape mismatch).
 
-Files are always read with ``torch.load(path, map_location="cpu", weights_only=True)``, so a
-checkpoint can never run code. A raw ``state_dict`` is accepted, and so is a dict holding it
-under ``"state_dict"`` or ``"model"`` (the usual training-checkpoint layouts).
+Files are read by the one weights reader, ``io.weights`` (``weights_only=True``, so a file can
+never run code): every layout ``netspec build --from-checkpoint`` accepts is accepted here —
+a raw ``state_dict``, ``{"state_dict": ...}``, ``{"model_state_dict": ...}``, ``{"model": ...}``,
+a netspec checkpoint — and a DataParallel ``module.`` prefix is stripped unless the rule gives
+its own ``strip_prefix``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,14 +21,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ProblemList
+from ..errors import CheckpointError, ProblemList
 from ..frontend.training_models import InitRule
-from .kwargs import first_line, make_problem, name_list
+from ..io.weights import DATA_PARALLEL_PREFIX, load_state_dict_file
+from .kwargs import make_problem, name_list
 from .patterns import no_match, select
 
 CHECKPOINT_HINT = (
     "from: takes a file written by torch.save(model.state_dict(), path), or a checkpoint dict "
-    "with a 'state_dict' or 'model' entry"
+    "with a 'state_dict', 'model_state_dict' or 'model' entry"
 )
 
 
@@ -49,40 +51,6 @@ class LoadReport:
             f"{self.file}: loaded {len(self.loaded)}, missing {len(self.missing)}, "
             f"unexpected {len(self.unexpected)}, shape-mismatched (skipped) {len(self.mismatched)}"
         )
-
-
-class _Unreadable(Exception):
-    def __init__(self, message: str, hint: str) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-
-
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of a checkpoint file; raises ``_Unreadable`` with a message and a hint."""
-    if not path.exists():
-        raise _Unreadable(f"file not found: {str(path)!r}", "from: paths are relative to the spec's folder")
-    if not path.is_file():
-        raise _Unreadable(f"{str(path)!r} is not a file", CHECKPOINT_HINT)
-    try:
-        obj: Any = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many kinds for a bad file; all mean "not a checkpoint"
-        message = f"cannot read {str(path)!r} as a PyTorch checkpoint: {first_line(err)}"
-        raise _Unreadable(message, CHECKPOINT_HINT) from err
-    if isinstance(obj, Mapping):
-        for key in ("state_dict", "model"):
-            if isinstance(obj.get(key), Mapping):
-                obj = obj[key]
-                break
-    if not isinstance(obj, Mapping):
-        message = f"{str(path)!r} holds a {type(obj).__name__}, expected a state_dict (names -> tensors)"
-        raise _Unreadable(message, CHECKPOINT_HINT)
-    tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-    if not tensors:
-        keys = name_list(map(str, obj), 6) or "none"
-        message = f"{str(path)!r} holds no tensors (its keys: {keys}), expected a state_dict"
-        raise _Unreadable(message, CHECKPOINT_HINT)
-    return tensors
 
 
 def _prefix_hint(file_keys: list[str], model_keys: list[str]) -> str:
@@ -111,13 +79,15 @@ def load_rule(
     file = Path(raw).expanduser()
     if not file.is_absolute():
         file = Path(base_dir) / file
+    prefix = rule.strip_prefix
     try:
-        tensors = read_state_dict(file)
-    except _Unreadable as err:
-        problems.add(make_problem(source, (*path, "from"), err.message, err.hint))
+        # The rule's own strip_prefix replaces the default DataParallel one (and is checked below).
+        tensors = load_state_dict_file(file, None if prefix else DATA_PARALLEL_PREFIX)
+    except CheckpointError as err:
+        hint = "from: paths are relative to the spec's folder" if not file.exists() else CHECKPOINT_HINT
+        problems.add(make_problem(source, (*path, "from"), str(err), hint))
         return None
 
-    prefix = rule.strip_prefix
     if prefix:
         if not any(k.startswith(prefix) for k in tensors):
             example = next(iter(tensors))
