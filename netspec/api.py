@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from .compiler.build import build_model
 from .compiler.infer import DTYPES, infer
-from .errors import Problem, SpecError
+from .errors import NetspecError, Problem, SpecError
 from .io.checkpoint import CheckpointInfo, embedded_spec, is_checkpoint_path, read_checkpoint, restore
 from .spec import Spec, read
 from .training import TrainingSetup, setup_training
@@ -53,6 +53,18 @@ class Built:
     def warnings(self) -> list[Problem]:
         return self.spec.warnings
 
+    def restore_rng(self) -> None:
+        """Put back the RNG states saved in the checkpoint this was loaded from (CPU, every CUDA device,
+        Python's ``random``, NumPy's when it was saved and is imported), so a resumed run draws what the
+        uninterrupted run would have drawn. ``NetspecError`` when there are none to restore."""
+        from .io.rng import restore_rng_state
+
+        info = self.checkpoint
+        if info is None or info.rng is None:
+            where = f"{info.path} holds no RNG state" if info is not None else "this was not loaded from a checkpoint"
+            raise NetspecError(f"restore_rng: nothing to restore: {where} (netspec.save records them in .pt files)")
+        restore_rng_state(info.rng)
+
 
 def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     if dtype is None or isinstance(dtype, torch.dtype):
@@ -68,9 +80,12 @@ def build(
     device: torch.device | str = "cpu",
     dtype: torch.dtype | str | None = None,
     overrides: Mapping[str, Any] | None = None,
+    search_path: Sequence[str | os.PathLike[str]] | None = None,
 ) -> Built:
-    """Build the model, optimizer, scheduler and loss a spec describes. ``device="meta"`` allocates nothing."""
-    spec = read(spec, overrides)
+    """Build the model, optimizer, scheduler and loss a spec describes. ``device="meta"`` allocates nothing.
+
+    ``search_path``: the folders ``extends`` and ``imports`` may read from (default: the spec's folder)."""
+    spec = read(spec, overrides, search_path=search_path)
     device = torch.device(device)
     torch_dtype = _resolve_dtype(dtype)
     seed = spec.document.seed
@@ -109,12 +124,14 @@ def load(
     *,
     device: torch.device | str = "cpu",
     dtype: torch.dtype | str | None = None,
+    search_path: Sequence[str | os.PathLike[str]] | None = None,
 ) -> Built:
-    """Read and build a spec file (or dict) in one call; a ``.pt``/``.pth``/``.ckpt``/``.bin`` path is a
-    checkpoint written by ``netspec.save``: model, optimizer and scheduler are rebuilt and resumed."""
+    """Read and build a spec file (or dict) in one call; a ``.pt``/``.pth``/``.ckpt``/``.bin`` or
+    ``.safetensors`` path is a checkpoint written by ``netspec.save``: model, optimizer and scheduler are
+    rebuilt and resumed (its embedded spec is self-contained, so ``search_path`` is not used)."""
     if isinstance(path, (str, os.PathLike)) and is_checkpoint_path(path):
         return load_checkpoint(path, device=device, dtype=dtype, overrides=overrides)
-    return build(path, device=device, dtype=dtype, overrides=overrides)
+    return build(path, device=device, dtype=dtype, overrides=overrides, search_path=search_path)
 
 
 def load_checkpoint(
@@ -138,6 +155,13 @@ def load_checkpoint(
     except SpecError as err:
         where = f" (in the spec embedded in {file})"
         raise SpecError([dataclasses.replace(p, message=p.message + where) for p in err.problems]) from None
-    built = build(spec, device=device, dtype=dtype)
+    saved_dtype = payload.get("dtype")
+    if dtype is None and isinstance(saved_dtype, str) and saved_dtype in DTYPES:
+        dtype = saved_dtype  # resume in the dtype it was saved in
+    # Building draws from the global RNG (init functions, when the spec has no seed): the caller's
+    # streams must come out as they went in. built.restore_rng() is how a run asks for the saved ones.
+    gpus = list(range(torch.cuda.device_count())) if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=gpus):
+        built = build(spec, device=device, dtype=dtype)
     built.checkpoint = restore(built.model, built.optimizer, built.scheduler, payload, file, overrides)
     return built

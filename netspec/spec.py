@@ -12,7 +12,7 @@ import copy
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +20,8 @@ import yaml
 
 from .errors import Problem, ProblemList, SpecError, did_you_mean
 from .frontend import exprs
+from .frontend.compose import compose
+from .frontend.fingerprint import fingerprint
 from .frontend.models import SpecModel, validate_spec
 from .frontend.source import Source, apply_overrides, from_data, gc_paused, load_file, parse_scalar
 
@@ -92,6 +94,11 @@ class Spec:
         """Relative paths in the spec (``init: from:``) are relative to the spec file's folder."""
         path = Path(self.source.filename)
         return path.parent if path.exists() else Path.cwd()
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 (hex) of the canonical form of the merged spec; see ``frontend.fingerprint``."""
+        return fingerprint(self.source.data)
 
     def to_dict(self) -> dict[str, Any]:
         return copy.deepcopy(self.source.data)
@@ -214,19 +221,38 @@ def _check_training(spec: Spec) -> list[Problem]:
     return list(setup.warnings)
 
 
-def read(spec: str | os.PathLike[str] | Mapping[str, Any] | Spec, overrides: Mapping[str, Any] | None = None) -> Spec:
-    """Parse and validate a spec file (YAML/JSON), a dict, or re-validate a ``Spec`` with overrides."""
-    if isinstance(spec, Spec):
-        if not overrides:
-            return spec
-        source = from_data(spec.source.data, spec.source.filename)
-    elif isinstance(spec, Mapping):
+def load_source(
+    spec: str | os.PathLike[str] | Mapping[str, Any],
+    search_path: Sequence[str | os.PathLike[str]] | None = None,
+) -> Source:
+    """Stage 1 for a file or dict: parsed, then ``extends``/``imports`` merged in (no validation yet)."""
+    if isinstance(spec, Mapping):
         source = from_data(spec)
     elif isinstance(spec, (str, os.PathLike)):
         source = load_file(spec)
     else:
         message = f"a spec is a file path, a mapping or a netspec.Spec, got {type(spec).__name__}"
         raise SpecError(Problem(message, hint="netspec.read('spec.yaml') or netspec.read({'netspec': 1, ...})"))
+    with gc_paused():
+        return compose(source, search_path)
+
+
+def read(
+    spec: str | os.PathLike[str] | Mapping[str, Any] | Spec,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    search_path: Sequence[str | os.PathLike[str]] | None = None,
+) -> Spec:
+    """Parse and validate a spec file (YAML/JSON), a dict, or re-validate a ``Spec`` with overrides.
+
+    ``extends`` and ``imports`` are merged first, reading files only from ``search_path`` (default:
+    the spec's folder; the working directory for a dict); ``overrides`` apply after merging."""
+    if isinstance(spec, Spec):
+        if not overrides:
+            return spec
+        source = spec.source.copy()
+    else:
+        source = load_source(spec, search_path)
     if overrides:
         _check_var_overrides(source, overrides)
         apply_overrides(source, overrides)

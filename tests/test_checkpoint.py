@@ -292,8 +292,9 @@ def test_newer_format_is_refused(tmp_path: Path) -> None:
 
 
 def test_is_checkpoint_path() -> None:
-    assert all(is_checkpoint_path(p) for p in ("run.pt", "a/b.PTH", "x.ckpt", Path("model.bin")))
-    assert not any(is_checkpoint_path(p) for p in ("spec.yaml", "spec.json", "weights.safetensors"))
+    paths = ("run.pt", "a/b.PTH", "x.ckpt", Path("model.bin"), "weights.safetensors")
+    assert all(is_checkpoint_path(p) for p in paths)
+    assert not any(is_checkpoint_path(p) for p in ("spec.yaml", "spec.json", "weights.npz"))
 
 
 # -- plain weight files (--from-checkpoint) ----------------------------------------------------------------

@@ -274,6 +274,13 @@ class SpecModel(_Strict):
     optimizer: OptimizerSpec | None = None
     scheduler: SchedulerSpec | None = None
     loss: Node | None = None
+    # Composition (contract section 6): merged away by frontend.compose before validation; here for the schema.
+    extends: StrictStr | list[StrictStr] | None = Field(
+        default=None, description="spec file(s) this one patches, merged in order; relative to this file"
+    )
+    imports: StrictStr | list[StrictStr] | None = Field(
+        default=None, description="block-library files whose blocks this spec may use; relative to this file"
+    )
 
 
 def _clean_loc(loc: tuple[Any, ...]) -> tuple[str | int, ...]:

@@ -4,7 +4,9 @@ In: YAML or JSON text (``load_text``), a ``.yaml``/``.yml``/``.json`` file (``lo
 mapping (``from_data``), plus ``--set`` style overrides (``apply_overrides``, ``parse_scalar``).
 Out: a ``Source``: plain Python data (insertion-ordered dicts, lists, str, int, float, bool, None), the
 original text, and the 1-based ``Location`` of every mapping key and sequence item keyed by spec path,
-so that later stages can point at the exact line of whatever they reject.
+so that later stages can point at the exact line of whatever they reject. Each ``Location`` names its
+file, so a spec merged from several files (``frontend.compose``) keeps, for every key and item, the file
+and line it was written in; ``texts`` holds those other files' text for quoting.
 
 YAML is read with the YAML 1.2 core schema (``yes`` stays a string, ``1e-3`` is a float) and plain tags
 only. Size, nesting depth and alias expansion are bounded, and both parsers are iterative, so hostile or
@@ -51,7 +53,9 @@ class Source:
     filename: str
     text: str | None
     positions: dict[SpecPath, Location] = field(default_factory=dict)
-    _lines: list[str] | None = field(default=None, init=False, repr=False, compare=False)
+    # The text of every other file a merged spec's positions name (extends, imports), by file name.
+    texts: dict[str, str] = field(default_factory=dict)
+    _lines: dict[str, list[str]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def locate(self, path: SpecPath) -> Location | None:
         """Location of the longest prefix of ``path`` that has one."""
@@ -62,13 +66,22 @@ class Source:
                 return loc
         return None
 
-    def line_text(self, line: int) -> str | None:
-        """The 1-based ``line`` of the text, without its line break."""
-        if self.text is None:
+    def line_text(self, line: int, file: str | None = None) -> str | None:
+        """The 1-based ``line`` of the text of ``file`` (default: this source's own), without its line break."""
+        file = self.filename if file is None else file
+        text = self.text if file == self.filename else self.texts.get(file)
+        if text is None:
             return None
-        if self._lines is None:
-            self._lines = BREAK.split(self.text)
-        return self._lines[line - 1] if 1 <= line <= len(self._lines) else None
+        lines = self._lines.get(file)
+        if lines is None:
+            lines = self._lines[file] = BREAK.split(text)
+        return lines[line - 1] if 1 <= line <= len(lines) else None
+
+    def copy(self) -> Source:
+        """An independent copy: data deep-copied, positions and texts copied."""
+        return Source(
+            _to_plain(self.data, (), DEFAULT_LIMITS), self.filename, self.text, dict(self.positions), dict(self.texts)
+        )
 
     def problem(self, path: SpecPath, message: str, *, hint: str | None = None, warning: bool = False) -> Problem:
         """A Problem at ``path``, located and quoted from the text where possible."""
@@ -78,8 +91,8 @@ class Source:
     def _problem_at(self, loc: Location | None, path: SpecPath, message: str, hint: str | None = None) -> Problem:
         line = None
         # Override locations name a pseudo-file; quoting a line of the real text there would mislead.
-        if loc is not None and loc.file == self.filename:
-            line = self.line_text(loc.line)
+        if loc is not None and (loc.file == self.filename or loc.file in self.texts):
+            line = self.line_text(loc.line, loc.file)
             if line is not None and len(line) > _MAX_SHOWN:  # e.g. minified JSON: show the caret's part
                 line = line[:_MAX_SHOWN] + " ..." if loc.column < _MAX_SHOWN else None
         return Problem(message, tuple(path), loc, line, hint)

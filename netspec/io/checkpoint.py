@@ -12,6 +12,13 @@ Reading: ``read_checkpoint`` (file -> payload, through the one weights reader ``
 so never executing code), ``embedded_spec`` (payload -> spec data) and ``restore`` (payload ->
 state of a model rebuilt from that spec, optimizer and scheduler resumed, tied parameters
 re-tied). ``netspec.load_checkpoint`` (in ``api``, which can build) chains the three.
+
+Besides the weights, a ``.pt`` checkpoint records the model's dtype, the fingerprint of its
+embedded spec and the RNG states at save time (``io.rng``; ``built.restore_rng()`` puts them
+back). A ``.safetensors`` path writes a pickle-free weights file instead (``io.safetensors_file``).
+The embedded spec is the merged, self-contained spec minus its ``init: from:`` rules (their
+weights are in the file); on reading, an embedded spec that names any other file (``init:
+from:``, ``extends``, ``imports``) is refused.
 """
 
 from __future__ import annotations
@@ -26,13 +33,16 @@ from typing import IO, Any
 import torch
 import torch.nn as nn
 
-from ..errors import CheckpointError, all_lines, first_line
+from ..errors import CheckpointError, Problem, SpecError, all_lines, first_line
+from ..frontend.compose import refuse_composition
+from ..frontend.fingerprint import fingerprint
 from .atomic import atomic_write
+from .rng import capture_rng_state
 from .weights import describe, holds_weights, mismatch_report, read_file, tensors_in
 
 FORMAT = "netspec-checkpoint"
 FORMAT_VERSION = 1
-CHECKPOINT_SUFFIXES = frozenset({".pt", ".pth", ".ckpt", ".bin"})
+CHECKPOINT_SUFFIXES = frozenset({".pt", ".pth", ".ckpt", ".bin", ".safetensors"})
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,9 @@ class CheckpointInfo:
     epoch: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, Any] = field(default_factory=dict)
+    dtype: str | None = None  # the weights' floating dtype when saved ("float32")
+    fingerprint: str | None = None  # of the embedded spec
+    rng: dict[str, Any] | None = field(default=None, repr=False)  # RNG states at save time (.pt only)
 
 
 def is_checkpoint_path(path: str | os.PathLike[str]) -> bool:
@@ -51,6 +64,32 @@ def is_checkpoint_path(path: str | os.PathLike[str]) -> bool:
 
 
 # -- writing ----------------------------------------------------------------------------------------------
+
+
+def embedded_spec_data(spec: Any) -> dict[str, Any]:
+    """The merged spec a checkpoint embeds: ``init: from:`` rules dropped, their weights being in the file."""
+    data = spec.to_dict()
+    init = data.get("init")
+    if isinstance(init, list):
+        kept = [rule for rule in init if not (isinstance(rule, Mapping) and "from" in rule)]
+        if kept:
+            data["init"] = kept
+        else:
+            del data["init"]
+    return data
+
+
+def model_dtype(model: nn.Module) -> str | None:
+    """The floating-point dtype of the model's weights (``"float32"``), ``"mixed: a, b"``, or None."""
+    found = sorted({str(t.dtype).removeprefix("torch.") for t in model.state_dict().values() if t.is_floating_point()})
+    if not found:
+        return None
+    return found[0] if len(found) == 1 else "mixed: " + ", ".join(found)
+
+
+def parameter_count(model: nn.Module) -> int:
+    """Elements of the model's parameters, each tied tensor counted once."""
+    return sum(p.numel() for p in model.parameters())
 
 
 def tied_groups(model: nn.Module) -> list[list[str]]:
@@ -91,11 +130,21 @@ def save(built: Any, path: str | os.PathLike[str], epoch: int | None = None, **e
         raise CheckpointError(
             "the model was built on the meta device: it has no weights to save; build it on a real device"
         )
+    spec = embedded_spec_data(built.spec)
+    versions = {"netspec": str(__version__), "torch": str(torch.__version__), "format": FORMAT_VERSION}
+    if Path(os.fspath(path)).suffix.lower() == ".safetensors":
+        from .safetensors_file import save_safetensors
+
+        return save_safetensors(built, path, spec, versions, epoch, dict(extra))
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "versions": {"netspec": str(__version__), "torch": str(torch.__version__), "format": FORMAT_VERSION},
-        "spec": built.spec.to_dict(),
+        "versions": versions,
+        "spec": spec,
+        "fingerprint": fingerprint(spec),
+        "dtype": model_dtype(built.model),
+        "parameters": parameter_count(built.model),
+        "rng": capture_rng_state(),
         "model": built.model.state_dict(),
         "tied": tied_groups(built.model),
         "optimizer": built.optimizer.state_dict() if built.optimizer is not None else None,
@@ -131,7 +180,12 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[Path, Mapping[str, An
     to rebuild the model from.
     """
     file = Path(os.fspath(path)).expanduser()
-    payload = read_file(file)
+    if file.suffix.lower() == ".safetensors":
+        from .safetensors_file import read_safetensors
+
+        payload: Any = read_safetensors(file)
+    else:
+        payload = read_file(file)
     if not isinstance(payload, Mapping) or payload.get("format") != FORMAT:
         if holds_weights(payload):
             raise CheckpointError(
@@ -150,16 +204,20 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[Path, Mapping[str, An
 
 
 def embedded_spec(payload: Mapping[str, Any], file: Path) -> dict[str, Any]:
-    """The spec a checkpoint holds, as plain data, without ``init: from:`` rules (the weights are here)."""
+    """The spec a checkpoint holds, as plain data. It must stand alone: ``SpecError`` when it names another
+    file (``extends``, ``imports``, ``init: from:`` — ``save`` drops the last, the weights being in the file)."""
     data = payload.get("spec")
     if not isinstance(data, Mapping):
         raise CheckpointError(f"{file}: the checkpoint holds no spec (found {type(data).__name__})")
     data = dict(data)
-    # Weights come from the checkpoint: init rules that read other files would only make it depend on them.
-    if isinstance(data.get("init"), list):
-        data["init"] = [r for r in data["init"] if not (isinstance(r, Mapping) and "from" in r)] or None
-        if data["init"] is None:
-            del data["init"]
+    problems = refuse_composition(data, "a checkpoint's spec")
+    init = data.get("init")
+    for i, rule in enumerate(init if isinstance(init, list) else []):
+        if isinstance(rule, Mapping) and "from" in rule:
+            message = "init: from: is not allowed in a checkpoint's spec: it reads no other file"
+            problems.append(Problem(message, ("init", i, "from"), hint="the weights are in the checkpoint itself"))
+    if problems:
+        raise SpecError(problems)
     return data
 
 
@@ -233,6 +291,9 @@ def restore(
         epoch if isinstance(epoch, int) else None,
         dict(extra) if isinstance(extra, Mapping) else {},
         dict(payload.get("versions") or {}),
+        payload.get("dtype") if isinstance(payload.get("dtype"), str) else None,
+        payload.get("fingerprint") if isinstance(payload.get("fingerprint"), str) else None,
+        payload.get("rng") if isinstance(payload.get("rng"), Mapping) else None,
     )
 
 
@@ -241,7 +302,10 @@ __all__ = [
     "FORMAT",
     "CheckpointInfo",
     "embedded_spec",
+    "embedded_spec_data",
     "is_checkpoint_path",
+    "model_dtype",
+    "parameter_count",
     "read_checkpoint",
     "restore",
     "save",

@@ -77,7 +77,8 @@ def read_file(path: str | os.PathLike[str]) -> Any:
                 f"refusing to load {file}: {what}. netspec loads checkpoints with weights_only=True and never "
                 "executes code from a file; this is not a checkpoint netspec wrote, or it was tampered with"
             ) from None
-        if "central directory" in text or isinstance(err, EOFError) or "unexpected EOF" in text:
+        # A cut-off zip fails in the reader's seek (OSError EINVAL) or while looking for its directory.
+        if "central directory" in text or isinstance(err, (EOFError, OSError)) or "unexpected EOF" in text:
             reason = first_line(err).split(". ")[0]
             raise CheckpointError(f"{file} is truncated or corrupted ({reason}); write it again") from None
         raise CheckpointError(
