@@ -140,6 +140,10 @@ def test_json_format_has_the_same_rows_and_totals(cli: Cli) -> None:
         "params": 156,
         "trainable": 156,
         "macs": 117_600,
+        "input_shape": None,  # input shapes need --columns input (a meta trace)
+        "kernel": [5, 5],
+        "memory": 6 * 28 * 28 * 4,  # its float32 output per sample
+        "connected": [],  # only children a Graph calls are connected to something
     }
     assert by_name["classifier.fc1"]["macs"] == 48_000
     assert sum(r["params"] for r in data["layers"] if r["type"] in ("Conv2d", "Linear")) == totals["params"]

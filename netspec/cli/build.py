@@ -38,10 +38,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     import torch
 
     from ..api import build
-    from ..compiler.infer import DTYPES
-    from ..summary import summarize
-    from ..training import explain_rows, format_explain, group_summary
+    from ..summary import DEFAULT_COLUMNS, summarize_built
+    from ..training import explain_rows, format_explain
 
+    columns = _columns(args.columns) if args.columns is not None else DEFAULT_COLUMNS
     overrides = parse_set(args.set)
     check_device(args.device)
     if args.output and torch.device(args.device).type == "meta":
@@ -53,27 +53,31 @@ def cmd_build(args: argparse.Namespace) -> int:
 
         load_weights(built.model, args.from_checkpoint)
         print(f"loaded weights from {args.from_checkpoint}", file=sys.stderr)
-    spec = built.spec
     if args.explain:
         print(format_explain(explain_rows(built.training)), end="")
     else:
-        inp = spec.document.input
-        summary = summarize(
-            built.model,
-            lambda: spec.inferred.meta_model,
-            spec.name,
-            tuple(inp.shape) if inp else None,
-            DTYPES[inp.dtype] if inp else torch.float32,
-            depth=args.depth,
-            shapes=spec.inferred.shapes,
-            groups=group_summary(built.training) if built.optimizer is not None else [],
-        )
+        summary = summarize_built(built, depth=args.depth, columns=columns)
         print(summary.to_json() if args.format == "json" else summary.to_table(), end="")
     if args.output:
         out = Path(args.output)
         atomic_write(out, lambda fh: torch.save(built.model.state_dict(), fh))
         print(f"saved state_dict to {out}", file=sys.stderr)
     return EXIT_OK
+
+
+def _columns(text: str) -> tuple[str, ...]:
+    """``--columns output,params``: checked before anything is built, so a typo is a usage error."""
+    from ..errors import did_you_mean
+    from ..summary import COLUMNS
+
+    names = tuple(c.strip() for c in text.split(",") if c.strip())
+    if not names:
+        raise UsageError(f"--columns needs at least one of {', '.join(COLUMNS)}")
+    for name in names:
+        if name not in COLUMNS:
+            hint = did_you_mean(name, COLUMNS) or f"the columns are {', '.join(COLUMNS)}"
+            raise UsageError(f"--columns: unknown column {name!r}; {hint}")
+    return names
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -113,6 +117,13 @@ def add_parsers(subparsers: Any) -> None:
     b.add_argument("--device", default="cpu", help="device to build on (cpu, cuda, cuda:1, meta)")
     b.add_argument("--format", choices=("table", "json"), default="table")
     b.add_argument("--depth", type=int, default=None, help="fold modules nested deeper than N")
+    b.add_argument(
+        "--columns",
+        default=None,
+        metavar="COL,COL",
+        help="summary columns, from input,output,kernel,params,macs,trainable,memory,connected "
+        "(default: output,params,macs,trainable)",
+    )
     b.add_argument(
         "--explain", action="store_true", help="one row per parameter: init, frozen, group, lr, weight decay"
     )

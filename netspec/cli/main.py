@@ -25,6 +25,7 @@ from .common import EXIT_INVALID, EXIT_OK, EXIT_USAGE
 COMMAND_GROUPS = (
     "build",  # build, validate, schema
     "emit",  # emit, check
+    "draw",  # draw, schedule
 )
 
 

@@ -43,6 +43,25 @@ class TrainingSetup:
     param_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # every parameter, model order
     warnings: list[Problem] = field(default_factory=list)  # e.g. an init fn that skipped 1-D biases
 
+    def __repr__(self) -> str:
+        """One line: what was set up, not every tensor name (a ResNet's set-up would print pages)."""
+        parts = []
+        if self.optimizer is not None:
+            groups = len(self.optimizer.param_groups)
+            parts.append(f"optimizer={type(self.optimizer).__name__} ({groups} group{'s' * (groups != 1)})")
+        if self.scheduler is not None:
+            parts.append(f"scheduler={type(self.scheduler).__name__} per {self.scheduler_interval}")
+        if self.clip is not None:
+            parts.append(f"clip={self.clip}")
+        if self.frozen:
+            parts.append(f"frozen={len(self.frozen)} tensors")
+        if self.eval_modules:
+            parts.append(f"eval={len(self.eval_modules)} modules")
+        if self.load_reports:
+            parts.append(f"loaded={len(self.load_reports)} files")
+        parts.append(f"params={len(self.param_shapes)} tensors")
+        return "TrainingSetup(" + ", ".join(parts) + ")"
+
     def clip_gradients(self, model: nn.Module) -> float | None:
         """Apply ``clip_grad``; the total gradient norm for norm clipping, else ``None``."""
         return None if self.clip is None else self.clip.apply(model)
