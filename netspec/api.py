@@ -20,7 +20,8 @@ import torch
 import torch.nn as nn
 
 from .compiler.build import build_model
-from .compiler.infer import DTYPES, infer
+from .compiler.infer import infer
+from .compiler.meta import DTYPES
 from .errors import NetspecError, Problem, SpecError
 from .io.checkpoint import CheckpointInfo, embedded_spec, is_checkpoint_path, read_checkpoint, restore
 from .spec import Spec, read

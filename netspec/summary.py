@@ -492,7 +492,7 @@ def _call_text(name: str, args: dict[str, Any]) -> str:
 
 def summarize_built(built: Built, depth: int | None = None, columns: tuple[str, ...] = DEFAULT_COLUMNS) -> Summary:
     """The summary ``netspec build`` prints: the table for ``built``, its optimizer groups and training footer."""
-    from .compiler.infer import DTYPES
+    from .compiler.meta import DTYPES
     from .training import group_summary
 
     spec = built.spec

@@ -11,7 +11,7 @@ import torch.nn as nn
 from conftest import SPEC_FILES, SPECS
 
 import netspec
-from netspec.compiler.infer import DTYPES
+from netspec.compiler.meta import DTYPES
 
 IDS = [p.name for p in SPEC_FILES]
 

@@ -21,52 +21,28 @@ import torch.nn as nn
 from torch.nn.parameter import is_lazy
 
 from ..catalog.checks import check_layer
-from ..errors import Problem, ProblemList, SpecError
+from ..errors import Problem, ProblemList, SpecError, first_line
 from ..frontend.source import Source
 from .construct import assemble, build_tree, construct_layer, copy_graphs, make_tensor
+from .meta import (
+    CHANNEL_ARGS,
+    DTYPES,
+    FEATURE_ARGS,
+    INFERABLE,
+    META,
+    NOUN,
+    SHAPE_ARGS,
+    Producer,
+    cache_key,
+    kwargs_text,
+    shape_text,
+    tensors_of,
+)
 from .resolve import RNode
 from .shapes import SkipInit, function_output, output_shape, output_shapes
 from .statements import compile_statements, route
 
-META = torch.device("meta")
 FAILED: Any = object()  # a Graph run stopped at a reported problem (None is a legitimate output)
-
-# Constructor arguments the input determines: name -> which dim of the (batched) input gives it.
-CHANNEL_ARGS = ("in_channels", "num_features", "num_channels")
-FEATURE_ARGS = ("in_features", "in1_features", "embed_dim", "input_size", "d_model")
-SHAPE_ARGS = ("normalized_shape",)
-INFERABLE = CHANNEL_ARGS + FEATURE_ARGS + SHAPE_ARGS + ("in2_features",)
-_NOUN = {
-    "in_channels": "input channels",
-    "num_features": "features (channels)",
-    "num_channels": "channels",
-    "in_features": "input features",
-    "in1_features": "input features",
-    "embed_dim": "embedding features",
-    "input_size": "input features",
-    "d_model": "model features",
-}
-
-
-def dims(t: torch.Tensor) -> str:
-    return "×".join(str(d) for d in t.shape[1:]) or "scalar"
-
-
-def shape_text(shape: torch.Size | tuple[int, ...]) -> str:
-    return "[" + ", ".join(["B", *(str(d) for d in shape[1:])]) + "]"
-
-
-@dataclass
-class Producer:
-    """Who made a tensor, for messages: ``features.pool2 produces 16×4×4=256``."""
-
-    name: str
-    unflattened: tuple[int, ...] | None = None
-
-    def describe(self, size: int) -> str:
-        if self.unflattened and len(self.unflattened) > 1:
-            return f"{self.name} produces {'×'.join(map(str, self.unflattened))}={size}"
-        return f"{self.name} produces {size}"
 
 
 @dataclass
@@ -111,7 +87,7 @@ class Inferrer:
         return self.producers.get(id(t), Producer("the input"))
 
     def mark(self, value: Any, producer: Producer) -> None:
-        for t in _tensors(value):
+        for t in tensors_of(value):
             self.producers[id(t)] = producer
             self._alive.append(t)
 
@@ -175,21 +151,21 @@ class Inferrer:
                     return None
                 nested[key] = module
         # Layers with the same type and arguments behave the same on meta tensors: build one of each.
-        key = None if nested else _cache_key(node)
+        key = None if nested else cache_key(node)
         module = self.cache.get(key) if key is not None else None
         if module is None:
             try:
                 with SkipInit():
                     module = construct_layer(node, META, None, nested)
             except Exception as err:
-                self.problem(node, f"{layer.name}({_kwargs_text(node.args)}) cannot be constructed: {_first_line(err)}")
+                self.problem(node, f"{layer.name}({kwargs_text(node.args)}) cannot be constructed: {first_line(err)}")
                 return None
             if key is not None:
                 self.cache[key] = module
-        self.record_tensors(node.name, module)
+        self.recordtensors_of(node.name, module)
         return module
 
-    def record_tensors(self, name: str, module: nn.Module) -> None:
+    def recordtensors_of(self, name: str, module: nn.Module) -> None:
         """Sizes of a module's parameters and buffers, for the memory check before allocating."""
         # Lazy modules' tensors have no size until their first forward; they count as nothing here.
         self.tensors[name] = [(t.numel(), t.dtype) for t in (*module.parameters(), *module.buffers()) if not is_lazy(t)]
@@ -223,7 +199,7 @@ class Inferrer:
                         where = self.producer(x).describe(int(expected))
                         self.problem(
                             node,
-                            f"{node.label} expects {given} {_NOUN.get(name, name)} but {where}",
+                            f"{node.label} expects {given} {NOUN.get(name, name)} but {where}",
                             name,
                             hint=f"set {name}: {expected} or omit it to infer it",
                         )
@@ -247,7 +223,7 @@ class Inferrer:
             inputs = ", ".join(
                 f"{shape_text(a.shape)} from {self.producer(a).name}" for a in args if isinstance(a, torch.Tensor)
             )
-            self.problem(node, f"{node.type_name} failed on input {inputs or 'of this call'}: {_first_line(err)}")
+            self.problem(node, f"{node.type_name} failed on input {inputs or 'of this call'}: {first_line(err)}")
             return None
         self.shapes[node.name] = output_shapes(out)
         first = next((a for a in args if isinstance(a, torch.Tensor)), None)
@@ -300,12 +276,12 @@ class Inferrer:
         children = {k: self.finish(c) for k, c in node.children.items()}
         if any(m is None for m in children.values()):
             return None
-        tensors = self.owned_tensors(node)
+        tensors = self.ownedtensors_of(node)
         if tensors is None:
             return None
         return assemble(node, children, tensors, None)  # type: ignore[arg-type]
 
-    def owned_tensors(self, node: RNode) -> dict[str, torch.Tensor] | None:
+    def ownedtensors_of(self, node: RNode) -> dict[str, torch.Tensor] | None:
         out: dict[str, torch.Tensor] = {}
         for key, spec in node.tensors.items():
             try:
@@ -314,7 +290,7 @@ class Inferrer:
                 self.problems.add(
                     self.source.problem(
                         spec.path + ("init",),
-                        f"cannot initialise {key!r} of shape {list(spec.shape)}: {_first_line(err)}",
+                        f"cannot initialise {key!r} of shape {list(spec.shape)}: {first_line(err)}",
                     )
                 )
         if out:
@@ -336,7 +312,7 @@ class Inferrer:
         if graph is None:
             return None, None
         self.graphs[node.name] = graph
-        tensors = self.owned_tensors(node)
+        tensors = self.ownedtensors_of(node)
         if tensors is None:
             return None, None
         out = None
@@ -397,13 +373,13 @@ class Inferrer:
                     if n.op != "call_module":
                         self.mark(env[n], Producer(f"statement '{stmt_text.strip()}'"))
             except Exception as err:
-                desc = ", ".join(shape_text(x.shape) for x in _tensors((a, kw))) if n.op != "placeholder" else ""
+                desc = ", ".join(shape_text(x.shape) for x in tensors_of((a, kw))) if n.op != "placeholder" else ""
                 self.problems.add(
                     self.source.problem(
                         stmt_path,
                         f"'{stmt_text.strip()}' failed"
                         + (f" on inputs {desc}" if desc else "")
-                        + f": {_first_line(err)}"
+                        + f": {first_line(err)}"
                         + node.where(),
                     )
                 )
@@ -432,53 +408,6 @@ class Inferrer:
         fn: Callable[..., Any] = n.target  # type: ignore[assignment]
         fast = function_output(fn, args, kwargs)
         return fast if fast is not None else fn(*args, **kwargs)
-
-
-def _freeze(value: Any) -> Any:
-    if isinstance(value, (list, tuple)):
-        return tuple(_freeze(v) for v in value)
-    if isinstance(value, dict):
-        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
-    if isinstance(value, torch.Tensor):
-        raise TypeError("tensors are not cached")
-    return value
-
-
-def _cache_key(node: RNode) -> Any:
-    try:
-        return (node.layer.name if node.layer else None, node.block, _freeze(node.args))
-    except TypeError:
-        return None
-
-
-def _tensors(value: Any) -> list[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, (list, tuple)):
-        return [t for v in value for t in _tensors(v)]
-    if isinstance(value, dict):
-        return [t for v in value.values() for t in _tensors(v)]
-    return []
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
-
-
-def _kwargs_text(args: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={'<node>' if isinstance(v, RNode) else repr(v)}" for k, v in args.items())
-
-
-DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "float64": torch.float64,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "int64": torch.int64,
-    "int32": torch.int32,
-    "bool": torch.bool,
-}
 
 
 def infer(

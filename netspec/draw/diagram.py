@@ -401,7 +401,7 @@ def make_diagram(spec: Spec, depth: int | None = None, expand: bool = False) -> 
     inp = spec.document.input
     shapes = _Shapes()
     if inp is not None and len(spec.resolved.root.graph.inputs if spec.resolved.root.graph else [None]) == 1:
-        from ..compiler.infer import DTYPES
+        from ..compiler.meta import DTYPES
 
         shapes = _trace_shapes(built.model, tuple(inp.shape), DTYPES[inp.dtype])
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import Location, Problem, ProblemList, SpecError, SpecPath, did_you_mean, format_path
-from .readers import kind_of
+from .scalars import kind_of
 from .source import Source, load_file
 
 REPLACE, REMOVE = "_replace_", "_remove_"

@@ -10,7 +10,7 @@ substituted.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import (
     BaseModel,
@@ -225,13 +225,16 @@ AnyNode = (
 for _cls in (SequentialNode, ModuleListNode, ModuleDictNode, GraphNode, RepeatItem):
     _cls.model_rebuild()
 
-PARAM_TYPES = ("int", "float", "bool", "str", "list", "dict", "node", "any")
+ParamType = Literal["int", "float", "bool", "str", "list", "dict", "node", "any"]
+PARAM_TYPES: tuple[str, ...] = get_args(ParamType)
+DType = Literal["float32", "float64", "float16", "bfloat16", "int64", "int32", "bool"]
+DTYPE_NAMES: tuple[str, ...] = get_args(DType)  # netspec.compiler.meta maps them to torch dtypes
 
 
 class ParamDecl(_Strict):
     """A block parameter: ``{type: int, default: 1}``; without ``default`` it is required."""
 
-    type: Literal["int", "float", "bool", "str", "list", "dict", "node", "any"] = "any"
+    type: ParamType = "any"
     default: Any = None
     doc: StrictStr | None = None
 
@@ -256,7 +259,7 @@ class InputSpec(_Strict):
     """The per-sample input shape (batch dimension implied) and dtype used for shape inference."""
 
     shape: list[IntOrRef]
-    dtype: Literal["float32", "float64", "float16", "bfloat16", "int64", "int32", "bool"] = "float32"
+    dtype: DType = "float32"
 
 
 class SpecModel(_Strict):
