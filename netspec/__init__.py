@@ -13,7 +13,9 @@ milliseconds, and torch is imported only when something needs it.
 from __future__ import annotations
 
 import importlib
+import sys
 import threading
+import types
 import warnings
 from typing import TYPE_CHECKING
 
@@ -72,18 +74,46 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    module_name = _EXPORTS.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'netspec' has no attribute {name!r}")
+def _load(name: str) -> object:
     with _import_lock, warnings.catch_warnings():
         # torch warns at import when NumPy is absent; netspec never uses NumPy, so the warning would
         # only be noise. Scoped to this import: the caller's warning filters are untouched.
         warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
-        value = getattr(importlib.import_module(module_name), name)
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __getattr__(name: str) -> object:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'netspec' has no attribute {name!r}")
+    value = _load(name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
     return __all__
+
+
+class _Netspec(types.ModuleType):
+    """``netspec.emit`` is the function although a subpackage has the same name: the import system
+    sets ``netspec.emit`` to the subpackage when it first imports it (``netspec.lint`` does), which
+    would otherwise make ``netspec.emit(model)`` fail with "'module' object is not callable".
+    The subpackage stays importable (``from netspec.emit.walker import emit``)."""
+
+    @property
+    def emit(self) -> object:
+        override = self.__dict__.get("_emit_override")
+        return override if override is not None else _load("emit")
+
+    @emit.setter
+    def emit(self, value: object) -> None:
+        if isinstance(value, types.ModuleType) and value.__name__ == "netspec.emit":
+            return  # the import system registering the subpackage: keep the function
+        self.__dict__["_emit_override"] = value  # e.g. a test's monkeypatch
+
+    @emit.deleter
+    def emit(self) -> None:
+        self.__dict__.pop("_emit_override", None)
+
+
+sys.modules[__name__].__class__ = _Netspec

@@ -118,13 +118,11 @@ def expect_spec_error(tmp_path: Path) -> Callable[..., netspec.SpecError]:
 @pytest.fixture
 def clean_registry() -> Iterator[None]:
     """Undo ``netspec.register`` calls made by a test, so the catalogue is the same for every test."""
-    LAYERS._scan()
-    saved = dict(LAYERS._entries)
+    saved = LAYERS.snapshot()
     try:
         yield
     finally:
-        LAYERS._entries.clear()
-        LAYERS._entries.update(saved)
+        LAYERS.restore(saved)
 
 
 @pytest.fixture

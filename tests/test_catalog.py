@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-import inspect
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +15,7 @@ import torch.nn as nn
 
 import netspec
 from netspec import LAYERS, NetspecError, SpecError
-from netspec.catalog.argtypes import ArgMismatch, ArgType
+from netspec.catalog.argtypes import ArgMismatch
 from netspec.catalog.checks import check_layer
 from netspec.catalog.registry import CONTAINER_TYPES, UnknownName
 
@@ -91,21 +95,94 @@ def test_catalogue_is_every_public_torch_nn_module_class() -> None:
         assert name in LAYERS
 
 
-@pytest.mark.parametrize("name", TORCH_LAYERS)
-def test_entry_has_a_module_class_and_typed_params(name: str) -> None:
+# What a spec may pass to some layers, written out by hand from torch's documentation:
+# argument -> (accepted values as the error messages spell them, default; REQ for required).
+REQ = "required"
+EXPECTED_PARAMS: dict[str, dict[str, tuple[str, Any]]] = {
+    "Linear": {"in_features": ("int", REQ), "out_features": ("int", REQ), "bias": ("bool", True)},
+    "Conv2d": {
+        "in_channels": ("int", REQ),
+        "out_channels": ("int", REQ),
+        "kernel_size": ("int or [int, int]", REQ),
+        "stride": ("int or [int, int]", 1),
+        "padding": ("str or int or [int, int]", 0),
+        "dilation": ("int or [int, int]", 1),
+        "groups": ("int", 1),
+        "bias": ("bool", True),
+        "padding_mode": ("one of 'zeros', 'reflect', 'replicate', 'circular'", "zeros"),
+    },
+    "ReLU": {"inplace": ("bool", False)},
+    "Dropout": {"p": ("float", 0.5), "inplace": ("bool", False)},
+    "Identity": {},
+    "AvgPool1d": {
+        "kernel_size": ("int or [int]", REQ),
+        "stride": ("int or [int] or null", None),
+        "padding": ("int or [int]", 0),
+        "ceil_mode": ("bool", False),
+        "count_include_pad": ("bool", True),
+    },
+    "RNN": {  # num_layers ... proj_size come from RNNBase; nonlinearity is taken through **kwargs
+        "input_size": ("int", REQ),
+        "hidden_size": ("int", REQ),
+        "num_layers": ("int", 1),
+        "bias": ("bool", True),
+        "batch_first": ("bool", False),
+        "dropout": ("float", 0.0),
+        "bidirectional": ("bool", False),
+        "proj_size": ("int", 0),
+        "nonlinearity": ("one of 'tanh', 'relu'", "tanh"),
+    },
+    "MultiheadAttention": {  # torch leaves embed_dim/num_heads unannotated
+        "embed_dim": ("int", REQ),
+        "num_heads": ("int", REQ),
+        "dropout": ("float", 0.0),
+        "bias": ("bool", True),
+        "add_bias_kv": ("bool", False),
+        "add_zero_attn": ("bool", False),
+        "kdim": ("int or null", None),
+        "vdim": ("int or null", None),
+        "batch_first": ("bool", False),
+    },
+    "Embedding": {
+        "num_embeddings": ("int", REQ),
+        "embedding_dim": ("int", REQ),
+        "padding_idx": ("int or null", None),
+        "max_norm": ("float or null", None),
+        "norm_type": ("float", 2.0),
+        "scale_grad_by_freq": ("bool", False),
+        "sparse": ("bool", False),
+    },
+}
+# Layers whose constructor takes device=/dtype= (built in place) and layers that take neither.
+FACTORY_KWARGS = {"Linear": True, "Conv2d": True, "LSTM": True, "ReLU": False, "Dropout": False, "Upsample": False}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_PARAMS))
+def test_entry_has_the_arguments_torch_documents(name: str) -> None:
     layer = LAYERS.get(name)
-    assert layer.name == name
-    assert layer.cls is getattr(nn, name)
-    assert inspect.isclass(layer.cls) and issubclass(layer.cls, nn.Module)
-    signature = inspect.signature(layer.cls.__init__).parameters
-    for param_name, param in layer.params.items():
-        assert param.name == param_name
-        assert isinstance(param.type, ArgType)
-        assert param.type.describe()
-        assert param.type.json_schema() is not None
-        assert param_name not in ("device", "dtype", "self")
-        if param_name in signature:  # (RNN/LSTM/GRU forward *args to RNNBase)
-            assert param.required == (signature[param_name].default is inspect.Parameter.empty)
+    assert layer.name == name and layer.cls is getattr(nn, name) and layer.origin == "torch.nn"
+    got = {p.name: (p.type.describe(), REQ if p.required else p.default) for p in layer.params.values()}
+    assert got == EXPECTED_PARAMS[name]
+
+
+@pytest.mark.parametrize(("name", "takes"), sorted(FACTORY_KWARGS.items()))
+def test_entry_knows_whether_the_class_takes_device_and_dtype(name: str, takes: bool) -> None:
+    assert LAYERS.get(name).takes_factory_kwargs is takes
+
+
+@pytest.mark.parametrize("name", TORCH_LAYERS)
+def test_every_torch_default_passes_its_own_argument_check(name: str) -> None:
+    """Writing torch's default out (``stride: null`` on AvgPool1d) is accepted: the argument types
+    derived from the signature admit every value the signature itself uses."""
+    layer = LAYERS.get(name)
+    for param in layer.params.values():
+        if param.required or callable(param.default):  # Transformer's activation=F.relu: not spellable
+            continue
+        default = list(param.default) if isinstance(param.default, tuple) else param.default
+        try:
+            param.type.check(default)
+        except ArgMismatch as err:
+            pytest.fail(f"{name}.{param.name}: torch's default {param.default!r} is refused: {err}")
 
 
 @pytest.mark.filterwarnings("ignore")
@@ -317,3 +394,90 @@ def test_registered_class_with_kwargs_accepts_any_keyword() -> None:
     assert model.width == 3 and model.options == {"colour": "red"}
     with pytest.raises(netspec.SpecError, match="expected int"):
         netspec.build({"netspec": 1, "model": {"type": "ConfigurableForTest", "width": "wide"}})
+
+
+# -- thread safety and the registry version --------------------------------------------------------
+
+FIRST_LOOKUPS = """
+import json, sys, threading
+from netspec.catalog.registry import LAYERS
+
+names = sys.argv[1:]
+assert LAYERS.version == 0, "the catalogue was scanned before the threads started"
+barrier = threading.Barrier(len(names))
+failures = []
+
+def first_lookup(name):
+    barrier.wait()  # every thread asks at the same moment, while the catalogue is still empty
+    try:
+        if name not in LAYERS:
+            failures.append(f"{name}: not in the catalogue")
+        elif LAYERS.get(name).cls.__name__ != name:
+            failures.append(f"{name}: wrong class")
+    except Exception as err:
+        failures.append(f"{name}: {type(err).__name__}: {err}")
+
+threads = [threading.Thread(target=first_lookup, args=(n,)) for n in names]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(json.dumps({"failures": failures, "size": len(LAYERS)}))
+"""
+
+# Spread over dir(torch.nn), so that names late in the scan are asked for too.
+SIXTEEN = [
+    "AdaptiveAvgPool2d", "BatchNorm2d", "Conv2d", "Dropout", "Embedding", "GELU", "GRU", "LayerNorm",
+    "Linear", "LSTM", "MultiheadAttention", "ReLU", "Softmax", "TransformerEncoderLayer", "Upsample", "ZeroPad2d",
+]  # fmt: skip
+
+
+def test_sixteen_threads_doing_the_first_lookup_at_once_all_find_their_layer(tmp_path: Path) -> None:
+    """The first scan of torch.nn is locked: no thread sees a half-filled catalogue ("unknown layer type")."""
+    root = Path(__file__).resolve().parent.parent
+    for _ in range(3):  # fresh interpreters: the scan really is the first each time
+        proc = subprocess.run(
+            [sys.executable, "-c", FIRST_LOOKUPS, *SIXTEEN],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(root)},
+            cwd=tmp_path,
+            timeout=120,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        result = json.loads(proc.stdout.splitlines()[-1])
+        assert result["failures"] == []
+        assert result["size"] == len(TORCH_LAYERS)
+
+
+@pytest.mark.usefixtures("clean_registry")
+def test_register_bumps_the_version_and_replace_reaches_the_class_lookup() -> None:
+    from netspec.emit.layers import catalogue_entry
+
+    before = LAYERS.version
+    netspec.register(Scale)
+    assert LAYERS.version > before
+    entry = catalogue_entry(Scale)
+    assert entry is not None and entry.name == "Scale"
+    at = LAYERS.version
+    netspec.register(Other, name="Scale", replace=True)  # same name, same catalogue size
+    assert LAYERS.version > at
+    assert catalogue_entry(Scale) is None  # the old class is no longer a catalogue layer
+    replaced = catalogue_entry(Other)
+    assert replaced is not None and replaced.name == "Scale" and replaced.cls is Other
+    assert catalogue_entry(nn.Conv2d) is LAYERS.get("Conv2d")
+
+
+@pytest.mark.usefixtures("clean_registry")
+def test_emit_follows_a_replaced_registration() -> None:
+    class Before(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x
+
+    netspec.register(Before, name="Custom")
+    first = netspec.emit(nn.Sequential(Before()))  # fills the class table while Before is "Custom"
+    assert first.to_dict()["model"]["layers"] == ["Custom"]
+    netspec.register(Other, name="Custom", replace=True)
+    spec = netspec.emit(nn.Sequential(Other()))
+    assert spec.to_dict()["model"]["layers"] == ["Custom"]

@@ -107,3 +107,25 @@ def test_import_netspec_and_read_errors_never_import_torch(bad_files: dict[str, 
     proc, _ = imported_modules("-c", code, cwd=bad_files["structure"].parent)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.splitlines() == ["missing required key 'type'", "False"]
+
+
+def test_netspec_emit_stays_the_function_after_its_subpackage_is_imported() -> None:
+    """``netspec.lint`` imports the ``netspec.emit`` subpackage; ``netspec.emit(model)`` must still work."""
+    code = (
+        "import torch.nn as nn, netspec\n"
+        "netspec.lint(nn.Linear(2, 3))\n"
+        "import netspec.emit.layers\n"
+        "from netspec.emit.walker import emit\n"
+        "assert netspec.emit is emit, netspec.emit\n"
+        "print(netspec.emit(nn.Sequential(nn.ReLU())).to_dict()['model'])\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "{'type': 'Sequential', 'layers': ['ReLU']}"

@@ -4,12 +4,19 @@ In: ``torch.nn`` (scanned once, lazily) and classes added with ``netspec.registe
 Out: ``LayerType`` records (class, constructor parameters with ``ArgType``s and defaults)
 looked up by name through an explicit ``Registry`` that refuses duplicates and answers
 unknown names with "did you mean".
+
+Thread safety: writes (``register``, the first scan of torch.nn) hold the registry's lock;
+the scan is double-checked and publishes its entries before it marks itself done, so a
+lookup racing the first scan waits for it instead of seeing a half-filled catalogue. Every
+write bumps ``Registry.version``: a cache derived from a registry stores the version it
+was built at and rebuilds when it differs (``register(..., replace=True)`` included).
 """
 
 from __future__ import annotations
 
 import fnmatch
 import inspect
+import threading
 import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -51,12 +58,32 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, T] = {}
+        self._lock = threading.RLock()
+        self._version = 0
+
+    @property
+    def version(self) -> int:
+        """Bumped by every change of the entries; caches derived from the registry compare it."""
+        return self._version
 
     def register(self, name: str, entry: T, *, replace: bool = False) -> T:
-        if name in self._entries and not replace:
-            raise NetspecError(f"{self.kind} {name!r} is already registered; pass replace=True to override it")
-        self._entries[name] = entry
+        with self._lock:
+            if name in self._entries and not replace:
+                raise NetspecError(f"{self.kind} {name!r} is already registered; pass replace=True to override it")
+            self._entries[name] = entry
+            self._version += 1
         return entry
+
+    def snapshot(self) -> dict[str, T]:
+        """A copy of the entries, for ``restore`` (tests undo their ``register`` calls with it)."""
+        with self._lock:
+            return dict(self._entries)
+
+    def restore(self, entries: Mapping[str, T]) -> None:
+        """Replace every entry with ``entries`` (a ``snapshot``); bumps the version."""
+        with self._lock:
+            self._entries = dict(entries)
+            self._version += 1
 
     def get(self, name: str) -> T:
         try:
@@ -179,8 +206,10 @@ def describe_class(cls: type[nn.Module], name: str, origin: str) -> LayerType:
             argtype = from_annotation(inspect.Parameter.empty, p.default)
         if argtype.kind == "any" and p.name in _UNANNOTATED_INTS:
             argtype = ArgType("int")
-        if p.default is None and argtype.kind not in ("any", "union", "none"):
-            argtype = ArgType("union", options=(argtype, ArgType("none")))
+        takes_none = argtype.kind in ("any", "none") or any(o.kind == "none" for o in argtype.options)
+        if p.default is None and not takes_none:
+            # torch's default is None (AvgPool1d's stride): writing it out must be accepted too
+            argtype = ArgType("union", options=(*(argtype.options or (argtype,)), ArgType("none")))
         params[p.name] = Param(p.name, argtype, p.default)
     own_init = cls.__dict__.get("__init__")
     open_kwargs = (
@@ -200,17 +229,29 @@ class LayerCatalogue(Registry[LayerType]):
     def __init__(self) -> None:
         super().__init__("layer type")
         self._scanned = False
+        self._by_class: tuple[int, dict[type[nn.Module], LayerType]] | None = None
 
     def _scan(self) -> None:
-        if self._scanned:
+        if self._scanned:  # the fast path: set only after the scanned entries are in place
             return
-        self._scanned = True
-        for name in dir(nn):
-            obj = getattr(nn, name)
-            if name.startswith("_") or name in CONTAINER_TYPES or name in _NOT_LAYERS:
-                continue
-            if isinstance(obj, type) and issubclass(obj, nn.Module) and name not in self._entries:
-                self._entries[name] = describe_class(obj, name, "torch.nn")
+        with self._lock:
+            if self._scanned:  # another thread finished the scan while this one waited
+                return
+            found: dict[str, LayerType] = {}
+            for name in dir(nn):
+                obj = getattr(nn, name)
+                if name.startswith("_") or name in CONTAINER_TYPES or name in _NOT_LAYERS:
+                    continue
+                if isinstance(obj, type) and issubclass(obj, nn.Module):
+                    found[name] = describe_class(obj, name, "torch.nn")
+            # classes registered before the first scan keep their names
+            self._entries = {**found, **self._entries}
+            self._version += 1
+            self._scanned = True
+
+    def snapshot(self) -> dict[str, LayerType]:
+        self._scan()
+        return super().snapshot()
 
     def get(self, name: str) -> LayerType:
         self._scan()
@@ -237,6 +278,21 @@ class LayerCatalogue(Registry[LayerType]):
         if name in CONTAINER_TYPES:
             raise NetspecError(f"{name!r} is a netspec node kind and cannot be registered as a layer")
         return super().register(name, entry, replace=replace)
+
+    def by_class(self) -> dict[type[nn.Module], LayerType]:
+        """Class -> entry (torch.nn's own name wins over an alias registered for the same class), cached
+        per ``version``."""
+        cached = self._by_class
+        if cached is not None and cached[0] == self.version:
+            return cached[1]
+        with self._lock:
+            self._scan()
+            table: dict[type[nn.Module], LayerType] = {}
+            for entry in self._entries.values():
+                if entry.cls not in table or entry.origin == "torch.nn":
+                    table[entry.cls] = entry
+            self._by_class = (self.version, table)
+        return table
 
 
 LAYERS = LayerCatalogue()

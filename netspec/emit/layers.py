@@ -236,21 +236,12 @@ def layer_args(module: nn.Module, layer: LayerType, path: str, nested: EmitNeste
     return args
 
 
-_BY_CLASS: dict[type[nn.Module], LayerType] = {}
-_BY_CLASS_SIZE = [-1]  # catalogue size when _BY_CLASS was filled; netspec.register grows it
-
-
 def catalogue_entry(cls: type[nn.Module]) -> LayerType | None:
-    """The catalogue entry whose class is exactly ``cls`` (torch.nn or registered under any name), else None."""
-    if _BY_CLASS_SIZE[0] != len(LAYERS):
-        _BY_CLASS.clear()
-        for name in LAYERS:
-            entry = LAYERS.get(name)
-            # torch.nn's own name wins over an alias registered for the same class
-            if entry.cls not in _BY_CLASS or entry.origin == "torch.nn":
-                _BY_CLASS[entry.cls] = entry
-        _BY_CLASS_SIZE[0] = len(LAYERS)
-    return _BY_CLASS.get(cls)
+    """The catalogue entry whose class is exactly ``cls`` (torch.nn or registered under any name), else None.
+
+    The class table follows the catalogue's version: a ``netspec.register`` call, ``replace=True``
+    included, is seen by the next lookup."""
+    return LAYERS.by_class().get(cls)
 
 
 # -- verification ---------------------------------------------------------------------------------------
