@@ -152,7 +152,8 @@ def load_checkpoint(
     """
     file, payload = read_checkpoint(path)
     try:
-        spec = read(embedded_spec(payload, file), overrides)
+        # read_files=False: init: from: is dropped however written, and no file is read or even looked at.
+        spec = read(embedded_spec(payload, file), overrides, read_files=False)
     except SpecError as err:
         where = f" (in the spec embedded in {file})"
         raise SpecError([dataclasses.replace(p, message=p.message + where) for p in err.problems]) from None

@@ -76,6 +76,7 @@ class Spec:
         self.resolved = resolved
         self.inferred = inferred
         self.training_warnings: list[Problem] = []
+        self.reads_files = True  # False for a checkpoint's embedded spec: init: from: is refused unread
         self.emit_warnings: list[Any] = []  # set by netspec.emit: what it could not express (lint.ModelWarning)
 
     @property
@@ -90,8 +91,13 @@ class Spec:
         return [*self.resolved.warnings, *self.inferred.warnings, *self.training_warnings]
 
     @property
-    def base_dir(self) -> Path:
-        """Relative paths in the spec (``init: from:``) are relative to the spec file's folder."""
+    def base_dir(self) -> Path | None:
+        """Relative paths in the spec (``init: from:``) are relative to the spec file's folder.
+
+        ``None`` for a spec that may read no files (one embedded in a checkpoint).
+        """
+        if not self.reads_files:
+            return None
         path = Path(self.source.filename)
         return path.parent if path.exists() else Path.cwd()
 
@@ -147,8 +153,12 @@ def _check_var_overrides(source: Source, overrides: Mapping[str, Any]) -> None:
         raise SpecError(problems)
 
 
-def validate_source(source: Source) -> Spec:
-    """Stages 2-4 on an already loaded source; raises ``SpecError`` listing every problem."""
+def validate_source(source: Source, *, read_files: bool = True) -> Spec:
+    """Stages 2-4 on an already loaded source; raises ``SpecError`` listing every problem.
+
+    ``read_files=False`` (a checkpoint's embedded spec) drops every ``init: from:`` rule, however it
+    was written (after ``${}`` substitution and validation), and makes any other file read an error.
+    """
     problems = ProblemList()
     data = source.data
     if isinstance(data, dict):
@@ -163,6 +173,9 @@ def validate_source(source: Source) -> Spec:
     from .compiler.resolve import resolve
     from .training import check_training
 
+    if not read_files and document.init:
+        kept = [rule for rule in document.init if rule.from_ is None]
+        document = document.model_copy(update={"init": kept or None})
     try:
         resolved = resolve(document, source)
         shape, dtype = _input_shape(document, source)
@@ -178,6 +191,7 @@ def validate_source(source: Source) -> Spec:
         )
         raise SpecError([*err.problems, *(p for p in extra if p.severity == "error")]) from None
     spec = Spec(source, document, resolved, inferred)
+    spec.reads_files = read_files
     if any(getattr(document, key) is not None for key in ("init", "freeze", "optimizer", "scheduler")):
         spec.training_warnings = _check_training(spec)
     return spec
@@ -242,13 +256,17 @@ def read(
     overrides: Mapping[str, Any] | None = None,
     *,
     search_path: Sequence[str | os.PathLike[str]] | None = None,
+    read_files: bool = True,
 ) -> Spec:
     """Parse and validate a spec file (YAML/JSON), a dict, or re-validate a ``Spec`` with overrides.
 
     ``extends`` and ``imports`` are merged first, reading files only from ``search_path`` (default:
-    the spec's folder; the working directory for a dict); ``overrides`` apply after merging."""
+    the spec's folder; the working directory for a dict); ``overrides`` apply after merging.
+    ``read_files=False`` for a spec from an untrusted place (a checkpoint): ``init: from:`` is
+    dropped unread, however it is written."""
     if isinstance(spec, Spec):
-        if not overrides:
+        read_files = read_files and spec.reads_files
+        if not overrides and read_files == spec.reads_files:
             return spec
         source = spec.source.copy()
     else:
@@ -257,4 +275,4 @@ def read(
         _check_var_overrides(source, overrides)
         apply_overrides(source, overrides)
     with gc_paused():  # the pipeline allocates many small, acyclic objects; cyclic GC passes only cost time
-        return validate_source(source)
+        return validate_source(source, read_files=read_files)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NetspecError, UsageError
-from ..io.atomic import atomic_write
+from ..io.atomic import atomic_write, check_target
 from .common import EXIT_INVALID, EXIT_OK, add_set_argument, parse_set, print_warnings
 
 
@@ -44,8 +44,11 @@ def cmd_build(args: argparse.Namespace) -> int:
     columns = _columns(args.columns) if args.columns is not None else DEFAULT_COLUMNS
     overrides = parse_set(args.set)
     check_device(args.device)
-    if args.output and torch.device(args.device).type == "meta":
-        raise UsageError("-o needs weights, and --device meta builds none: drop one of them")
+    inputs = [p for p in (args.spec, args.from_checkpoint) if p]
+    if args.output is not None:
+        if torch.device(args.device).type == "meta":
+            raise UsageError("-o needs weights, and --device meta builds none: drop one of them")
+        check_target(args.output, inputs)  # before the build: nothing is written for a bad -o
     built = build(args.spec, device=args.device, overrides=overrides)
     print_warnings(built.warnings)
     if args.from_checkpoint:
@@ -58,9 +61,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     else:
         summary = summarize_built(built, depth=args.depth, columns=columns)
         print(summary.to_json() if args.format == "json" else summary.to_table(), end="")
-    if args.output:
+    if args.output is not None:
         out = Path(args.output)
-        atomic_write(out, lambda fh: torch.save(built.model.state_dict(), fh))
+        atomic_write(out, lambda fh: torch.save(built.model.state_dict(), fh), inputs=inputs)
         print(f"saved state_dict to {out}", file=sys.stderr)
     return EXIT_OK
 
@@ -100,9 +103,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_schema(args: argparse.Namespace) -> int:
     from ..schema import schema_text
 
+    if args.output is not None:
+        check_target(args.output)
     text = schema_text()
-    if args.output:
-        atomic_write(Path(args.output), lambda fh: fh.write(text.encode("utf-8")))
+    if args.output is not None:
+        atomic_write(args.output, lambda fh: fh.write(text.encode("utf-8")))
     else:
         sys.stdout.write(text)
     return EXIT_OK

@@ -110,8 +110,10 @@ def make_model(target: str, kwargs: dict[str, Any]) -> tuple[nn.Module, Any]:
 
 def cmd_emit(args: argparse.Namespace) -> int:
     from ..emit.walker import emit
-    from ..io.atomic import atomic_write
+    from ..io.atomic import atomic_write, check_target
 
+    if args.output is not None:
+        check_target(args.output)  # before the model is made: nothing is written for a bad -o
     kwargs = _kwargs(args.args)
     shape = _shape(args.input_shape)
     model, optimizer = make_model(args.target, kwargs)
@@ -120,7 +122,7 @@ def cmd_emit(args: argparse.Namespace) -> int:
         print(warning.format(), file=sys.stderr)
     output = args.output
     text = spec.to_json() if output and output.lower().endswith(".json") else spec.to_yaml()
-    if output:
+    if output is not None:
         atomic_write(output, lambda fh: fh.write(text.encode("utf-8")))
         count = len(getattr(spec, "emit_warnings", []))
         note = f" ({count} warning(s) above)" if count else ""

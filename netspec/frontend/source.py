@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import stat
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
@@ -76,14 +77,23 @@ def load_file(path: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS) -> 
         raise SpecError(Problem(message, hint=did_you_mean(ext, _EXTENSIONS) or None))
     too_big = Problem(f"{name} is larger than the limit of {limits.max_bytes} bytes")
     try:
-        if os.stat(name).st_size > limits.max_bytes:
-            raise SpecError(too_big)
-        with open(name, "rb") as fh:
-            raw = fh.read(limits.max_bytes + 1)  # the file may have grown since stat
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses anything but a file.
+        fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except FileNotFoundError:
         raise SpecError(Problem(f"{name}: spec file not found")) from None
     except OSError as err:
         raise SpecError(Problem(f"cannot read spec file {name}: {err.strerror}")) from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise SpecError(Problem(f"{name}: a spec must be a regular file, not {file_kind(info.st_mode)}"))
+    with os.fdopen(fd, "rb") as fh:
+        if info.st_size > limits.max_bytes:
+            raise SpecError(too_big)
+        try:
+            raw = fh.read(limits.max_bytes + 1)  # the file may have grown since fstat
+        except OSError as err:
+            raise SpecError(Problem(f"cannot read spec file {name}: {err.strerror}")) from None
     if len(raw) > limits.max_bytes:
         raise SpecError(too_big)
     try:
@@ -96,6 +106,19 @@ def load_file(path: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS) -> 
             Problem(f"invalid UTF-8 at byte offset {err.start}", location=loc, hint="save the file as UTF-8")
         ) from None
     return load_text(text, name, _EXTENSIONS[ext], limits)  # type: ignore[arg-type]
+
+
+def file_kind(mode: int) -> str:
+    """``"a folder"``, ``"a character device"``, ... for an ``st_mode`` that is not a regular file."""
+    kinds = (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((name for test, name in kinds if test(mode)), "a special file")
 
 
 def from_data(data: Mapping[str, Any], filename: str = "<dict>") -> Source:
@@ -122,6 +145,7 @@ __all__ = [
     "Limits",
     "Source",
     "apply_overrides",
+    "file_kind",
     "from_data",
     "gc_paused",
     "load_file",

@@ -44,8 +44,19 @@ class _Frame:
         self.key: str | None = None  # None while the next node is a key
 
 
-def parse_yaml(src: Source, limits: Limits) -> None:
-    """Fill ``src.data`` and ``src.positions`` from parser events, keeping open containers on a stack."""
+# libyaml (0.2.5+) stops at its own nesting limit of about 1000 flow levels while scanning ahead,
+# before netspec's smaller limit is reached: its message is replaced with netspec's own, and a text
+# up to this size is parsed again with PyYAML's pure-Python parser, which reaches netspec's limit at
+# the exact place (the spec path of the first level too deep).
+_LIBYAML_NESTING = "exceeded maximum nesting depth"
+_REPARSE_BYTES = 1 << 20
+
+
+def parse_yaml(src: Source, limits: Limits, *, pure: bool = False) -> None:
+    """Fill ``src.data`` and ``src.positions`` from parser events, keeping open containers on a stack.
+
+    ``pure`` uses PyYAML's Python parser even where libyaml is available.
+    """
     problems: list[Problem] = []
     fname = src.filename
 
@@ -57,8 +68,9 @@ def parse_yaml(src: Source, limits: Limits) -> None:
     anchors: dict[str, tuple[Any, int]] = {}  # name -> (value, node count including alias expansion)
     root: Any = None
     nodes = aliases = documents = 0
-    loader_cls = yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader
+    loader_cls = yaml.CSafeLoader if yaml.__with_libyaml__ and not pure else yaml.SafeLoader
     loader = None
+    reparse = False
     try:
         loader = loader_cls(src.text)
         while loader.check_event():
@@ -151,7 +163,10 @@ def parse_yaml(src: Source, limits: Limits) -> None:
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         message = err.problem or err.context or "invalid YAML"
-        if err.context and err.problem:
+        if message == _LIBYAML_NESTING:
+            reparse = loader_cls is not yaml.SafeLoader and (mark is None or mark.index <= _REPARSE_BYTES)
+            message = f"nested more than {limits.max_depth} levels deep (max nesting depth)"
+        elif err.context and err.problem:
             at = f" at line {err.context_mark.line + 1}" if err.context_mark else ""
             message += f" ({err.context}{at})"
         line = src.line_text(mark.line + 1) if mark is not None else None
@@ -170,6 +185,10 @@ def parse_yaml(src: Source, limits: Limits) -> None:
     finally:
         if loader is not None:
             loader.dispose()
+    if reparse:
+        src.positions.clear()
+        parse_yaml(src, limits, pure=True)
+        return
     if problems:
         raise SpecError(problems)
     if documents == 0:

@@ -15,16 +15,18 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import stat
 import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 import torch.nn as nn
 
 from ..errors import CheckpointError, first_line
+from ..frontend.source import file_kind
 
 WRAPPERS = ("state_dict", "model_state_dict", "model")  # tried in this order
 DATA_PARALLEL_PREFIX = "module."
@@ -45,45 +47,79 @@ LOAD_ERRORS = (
 )
 
 
+# torch.save stores every record uncompressed, so the records of a real checkpoint add up to about its
+# size on disk. A tampered archive with deflated records could inflate 1000-fold (3.9 MB -> 4.2 GB):
+# the sizes its central directory declares are checked before torch reads anything.
+MAX_INFLATION = 2
+INFLATION_SLACK = 16 * 1024 * 1024
+
+
+def _check_inflated_size(fh: IO[bytes], size: int, file: Path) -> None:
+    try:
+        infos = zipfile.ZipFile(fh).infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
+        raise CheckpointError(f"{file} is truncated or corrupted ({first_line(err)}); write it again") from None
+    total = sum(info.file_size for info in infos)
+    if total > MAX_INFLATION * size + INFLATION_SLACK:
+        biggest = max(infos, key=lambda info: info.file_size)
+        raise CheckpointError(
+            f"refusing to load {file}: its records would inflate to {total:,} bytes from {size:,} on disk "
+            f"({biggest.filename!r} alone to {biggest.file_size:,}); torch.save stores records uncompressed, "
+            "so this file was not written by torch.save or was tampered with"
+        )
+
+
 def read_file(path: str | os.PathLike[str]) -> Any:
     """``torch.load(path, weights_only=True)`` on the CPU, its failures turned into ``CheckpointError``."""
     file = Path(os.fspath(path)).expanduser()
-    if not file.exists():
-        raise CheckpointError(f"file not found: {file}")
-    if not file.is_file():
-        raise CheckpointError(f"{file} is not a file")
-    if file.stat().st_size == 0:
-        raise CheckpointError(f"{file} is empty: not a checkpoint (was it written completely?)")
-    with open(file, "rb") as fh:
-        head = fh.read(4)
-    if head != b"PK\x03\x04" and head[:1] != b"\x80":  # torch.save writes a zip archive (or, long ago, a pickle)
-        raise CheckpointError(
-            f"{file} is not a PyTorch checkpoint: it is neither a zip archive nor a pickle (it starts with {head!r})"
-        )
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # noise before our own error
-            return torch.load(file, map_location="cpu", weights_only=True)
-    except LOAD_ERRORS as err:
-        text = str(err)
-        if "Weights only load failed" in text or "weights_only" in text:
-            found = _GLOBAL.search(text)
-            detail = _UNSUPPORTED.search(text)
-            if found:
-                what = f"it asks to run Python code ({found.group(1)}) while loading"
-            else:
-                what = "it holds pickled Python objects" + (f" ({detail.group(1).strip()})" if detail else "")
+        # O_NONBLOCK: a FIFO must not hang the read; fstat then refuses anything but a regular file.
+        fd = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:
+        raise CheckpointError(f"file not found: {file}") from None
+    except OSError as err:
+        raise CheckpointError(f"cannot read {file}: {err.strerror}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise CheckpointError(f"{file} is not a file: it is {file_kind(info.st_mode)}")
+    with os.fdopen(fd, "rb") as fh:
+        size = info.st_size
+        if size == 0:
+            raise CheckpointError(f"{file} is empty: not a checkpoint (was it written completely?)")
+        head = fh.read(4)
+        if head != b"PK\x03\x04" and head[:1] != b"\x80":  # torch.save writes a zip archive (or, long ago, a pickle)
             raise CheckpointError(
-                f"refusing to load {file}: {what}. netspec loads checkpoints with weights_only=True and never "
-                "executes code from a file; this is not a checkpoint netspec wrote, or it was tampered with"
+                f"{file} is not a PyTorch checkpoint: it is neither a zip archive nor a pickle "
+                f"(it starts with {head!r})"
+            )
+        if head == b"PK\x03\x04":
+            _check_inflated_size(fh, size, file)
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Detected pickle protocol")  # noise before our own error
+                fh.seek(0)
+                return torch.load(fh, map_location="cpu", weights_only=True)
+        except LOAD_ERRORS as err:
+            text = str(err)
+            if "Weights only load failed" in text or "weights_only" in text:
+                found = _GLOBAL.search(text)
+                detail = _UNSUPPORTED.search(text)
+                if found:
+                    what = f"it asks to run Python code ({found.group(1)}) while loading"
+                else:
+                    what = "it holds pickled Python objects" + (f" ({detail.group(1).strip()})" if detail else "")
+                raise CheckpointError(
+                    f"refusing to load {file}: {what}. netspec loads checkpoints with weights_only=True and never "
+                    "executes code from a file; this is not a checkpoint netspec wrote, or it was tampered with"
+                ) from None
+            # A cut-off zip fails in the reader's seek (OSError EINVAL) or while looking for its directory.
+            if "central directory" in text or isinstance(err, (EOFError, OSError)) or "unexpected EOF" in text:
+                reason = first_line(err).split(". ")[0]
+                raise CheckpointError(f"{file} is truncated or corrupted ({reason}); write it again") from None
+            raise CheckpointError(
+                f"{file} is not a PyTorch checkpoint ({type(err).__name__}: {first_line(err)[:160]})"
             ) from None
-        # A cut-off zip fails in the reader's seek (OSError EINVAL) or while looking for its directory.
-        if "central directory" in text or isinstance(err, (EOFError, OSError)) or "unexpected EOF" in text:
-            reason = first_line(err).split(". ")[0]
-            raise CheckpointError(f"{file} is truncated or corrupted ({reason}); write it again") from None
-        raise CheckpointError(
-            f"{file} is not a PyTorch checkpoint ({type(err).__name__}: {first_line(err)[:160]})"
-        ) from None
 
 
 def tensors_in(obj: Any) -> dict[str, torch.Tensor] | None:

@@ -303,10 +303,13 @@ def run_init(
     model: nn.Module,
     rules: list[InitRule] | None,
     source: Any,
-    base_dir: Path,
+    base_dir: Path | None,
     problems: ProblemList,
 ) -> tuple[dict[str, str], list[LoadReport]]:
-    """Apply every rule, adding problems instead of raising. Returns (sources, load reports)."""
+    """Apply every rule, adding problems instead of raising. Returns (sources, load reports).
+
+    ``base_dir`` is the folder ``from:`` paths are relative to; ``None`` when the spec may read no files.
+    """
     sources: dict[str, str] = {}
     reports: list[LoadReport] = []
     names = model_names(model)

@@ -69,12 +69,16 @@ def load_rule(
     index: int,
     *,
     source: Any,
-    base_dir: Path,
+    base_dir: Path | None,
     location: str,
     problems: ProblemList,
 ) -> LoadReport | None:
     """Apply one ``from:`` rule; ``None`` (with problems added) when it cannot be applied."""
     path = ("init", index)
+    if base_dir is None:  # e.g. a checkpoint's embedded spec: touch no file, not even to see if it exists
+        message = "init: from: cannot read files here: this spec's weights come from its checkpoint"
+        problems.add(make_problem(source, (*path, "from"), message, "remove the from: rule"))
+        return None
     raw = str(rule.from_)
     file = Path(raw).expanduser()
     if not file.is_absolute():

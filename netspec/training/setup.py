@@ -76,7 +76,7 @@ def apply_init(
     model: nn.Module,
     rules: list[InitRule] | None,
     source: Any,
-    base_dir: Path,
+    base_dir: Path | None,
     *,
     reports: list[LoadReport] | None = None,
     warnings: list[Problem] | None = None,
@@ -88,7 +88,7 @@ def apply_init(
     Raises ``SpecError`` with every problem.
     """
     problems = ProblemList()
-    sources, loaded = run_init(model, rules, source, Path(base_dir), problems)
+    sources, loaded = run_init(model, rules, source, base_dir, problems)
     _raise(problems)
     if reports is not None:
         reports.extend(loaded)
@@ -105,11 +105,11 @@ def setup_training(
     optimizer: OptimizerSpec | None,
     scheduler: SchedulerSpec | None,
     source: Any,
-    base_dir: Path,
+    base_dir: Path | None,
 ) -> TrainingSetup:
     """Run init, freeze, optimizer and scheduler in that order; one ``SpecError`` for all problems."""
     problems = ProblemList()
-    sources, reports = run_init(model, init, source, Path(base_dir), problems)
+    sources, reports = run_init(model, init, source, base_dir, problems)
     frozen, pinned = run_freeze(model, freeze, source, problems)
     opt, group_of, clip, labels = run_optimizer(model, optimizer, frozen, source, problems)
     sched, interval = run_scheduler(opt, scheduler, source, problems, optimizer_in_spec=optimizer is not None)
