@@ -156,8 +156,8 @@ def _check_var_overrides(source: Source, overrides: Mapping[str, Any]) -> None:
 def validate_source(source: Source, *, read_files: bool = True) -> Spec:
     """Stages 2-4 on an already loaded source; raises ``SpecError`` listing every problem.
 
-    ``read_files=False`` (a checkpoint's embedded spec) drops every ``init: from:`` rule, however it
-    was written (after ``${}`` substitution and validation), and makes any other file read an error.
+    ``read_files=False`` (a checkpoint's embedded spec) refuses every ``init: from:`` rule, however it
+    was written (after ``${}`` substitution and validation), without looking at the file.
     """
     problems = ProblemList()
     data = source.data
@@ -173,9 +173,12 @@ def validate_source(source: Source, *, read_files: bool = True) -> Spec:
     from .compiler.resolve import resolve
     from .training import check_training
 
-    if not read_files and document.init:
-        kept = [rule for rule in document.init if rule.from_ is None]
-        document = document.model_copy(update={"init": kept or None})
+    if not read_files:  # however it was written (${} included): refused unread, the same for every path
+        for i, rule in enumerate(document.init or []):
+            if rule.from_ is not None:
+                message = "init: from: is not allowed in a checkpoint's spec: it reads no other file"
+                problems.add(source.problem(("init", i, "from"), message, hint="the weights are in the checkpoint"))
+        problems.raise_if_errors()
     try:
         resolved = resolve(document, source)
         shape, dtype = _input_shape(document, source)
@@ -263,7 +266,7 @@ def read(
     ``extends`` and ``imports`` are merged first, reading files only from ``search_path`` (default:
     the spec's folder; the working directory for a dict); ``overrides`` apply after merging.
     ``read_files=False`` for a spec from an untrusted place (a checkpoint): ``init: from:`` is
-    dropped unread, however it is written."""
+    refused unread, however it is written."""
     if isinstance(spec, Spec):
         read_files = read_files and spec.reads_files
         if not overrides and read_files == spec.reads_files:

@@ -240,10 +240,7 @@ def _tampered(tmp_path: Path, init: object, extra_vars: dict[str, object] | None
     return path
 
 
-@pytest.mark.parametrize(
-    "form",
-    ["list", "substituted", "quoted-key"],
-)
+@pytest.mark.parametrize("form", ["list", "substituted", "quoted-key"])
 def test_embedded_spec_never_reads_init_from_files(tmp_path: Path, form: str, monkeypatch: pytest.MonkeyPatch) -> None:
     import netspec.training.load as load_module
 
@@ -253,7 +250,7 @@ def test_embedded_spec_never_reads_init_from_files(tmp_path: Path, form: str, mo
     monkeypatch.setattr(load_module, "load_state_dict_file", no_reading)
     real = tmp_path / "real.pt"
     torch.save({"weight": torch.full((1, 2), 7.0), "bias": torch.full((1,), 7.0)}, real)
-    outcomes = []
+    messages = []
     for target in (real, tmp_path / "missing.pt"):
         if form == "list":
             path = _tampered(tmp_path, [{"from": str(target)}])
@@ -261,11 +258,14 @@ def test_embedded_spec_never_reads_init_from_files(tmp_path: Path, form: str, mo
             path = _tampered(tmp_path, "${rules}", {"rules": [{"from": str(target)}]})
         else:
             path = _tampered(tmp_path, [{"from": str(target), "match": "*"}])
-        built = netspec.load(path)
-        # The checkpoint's own weights, never the file's 7s; and the same outcome whether the file exists.
-        assert not torch.equal(built.model.weight, torch.full((1, 2), 7.0))
-        outcomes.append((built.model.weight.tolist(), [str(w) for w in built.warnings]))
-    assert outcomes[0] == outcomes[1]
+        with pytest.raises(netspec.SpecError) as info:
+            netspec.load(path)
+        text = str(info.value)
+        assert "init.0.from: init: from: is not allowed in a checkpoint's spec: it reads no other file" in text
+        messages.append(text.replace(str(target), "X"))
+    # The same answer whether the named file exists or not: nothing about the filesystem leaks.
+    assert messages[0] == messages[1]
+    assert "not found" not in messages[0] and "real.pt" not in messages[0]
 
 
 def test_checkpoint_records_that_would_inflate_are_refused_before_reading(tmp_path: Path) -> None:
