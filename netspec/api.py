@@ -22,7 +22,7 @@ import torch.nn as nn
 from .compiler.build import build_model
 from .compiler.infer import infer
 from .compiler.meta import DTYPES
-from .errors import NetspecError, Problem, SpecError
+from .errors import CheckpointError, NetspecError, Problem, SpecError
 from .io.checkpoint import CheckpointInfo, embedded_spec, is_checkpoint_path, read_checkpoint, restore
 from .spec import Spec, read
 from .training import TrainingSetup, setup_training
@@ -40,6 +40,14 @@ class Built:
     training: TrainingSetup | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     checkpoint: CheckpointInfo | None = None  # set by load_checkpoint: epoch, extra, versions
+    notes: list[Problem] = field(default_factory=list)  # warnings of this build (an ignored distributed:)
+    strategy: str | None = None  # "fsdp" or "ddp" when built under a process group
+
+    @property
+    def module(self) -> nn.Module:
+        """The model itself: ``model`` without a ``DistributedDataParallel`` wrapper (keys without ``module.``)."""
+        inner = getattr(self.model, "module", None)
+        return inner if self.strategy == "ddp" and isinstance(inner, nn.Module) else self.model
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.model, self.optimizer, self.scheduler))
@@ -52,7 +60,7 @@ class Built:
 
     @property
     def warnings(self) -> list[Problem]:
-        return self.spec.warnings
+        return [*self.spec.warnings, *self.notes]
 
     def restore_rng(self) -> None:
         """Put back the RNG states saved in the checkpoint this was loaded from (CPU, every CUDA device,
@@ -75,28 +83,66 @@ def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     return DTYPES[dtype]
 
 
+def _distributed(spec: Spec) -> tuple[Any, Any, list[Problem]]:
+    """The ``distributed:`` section and this rank's context; both ``None`` (and one warning) without a group."""
+    dspec = spec.document.distributed
+    if dspec is None:
+        return None, None, []
+    from .distributed.context import current
+
+    ctx = current()
+    if ctx is None:
+        message = (
+            f"distributed: strategy {dspec.strategy} is ignored: no process group (a plain python run); "
+            "the model is built on one device"
+        )
+        hint = "launch with torchrun --nproc-per-node N to shard or replicate it"
+        return None, None, [spec.source.problem(("distributed",), message, hint=hint, warning=True)]
+    return dspec, ctx, []
+
+
 def build(
     spec: Spec | Mapping[str, Any] | str | os.PathLike[str],
     *,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
     dtype: torch.dtype | str | None = None,
     overrides: Mapping[str, Any] | None = None,
     search_path: Sequence[str | os.PathLike[str]] | None = None,
 ) -> Built:
     """Build the model, optimizer, scheduler and loss a spec describes. ``device="meta"`` allocates nothing.
 
-    ``search_path``: the folders ``extends`` and ``imports`` may read from (default: the spec's folder)."""
+    ``search_path``: the folders ``extends`` and ``imports`` may read from (default: the spec's folder).
+
+    ``device`` defaults to the CPU; under a process group with a ``distributed:`` section, to the
+    rank's device (``cuda:LOCAL_RANK`` with NCCL, the CPU with gloo): FSDP builds on meta, shards,
+    allocates each rank's shards and writes the values one process would make (same seed, same bits);
+    DDP builds whole on every rank and wraps the model in ``DistributedDataParallel``."""
     spec = read(spec, overrides, search_path=search_path)
-    device = torch.device(device)
     torch_dtype = _resolve_dtype(dtype)
+    on_meta = device is not None and torch.device(device).type == "meta"
+    dspec, ctx, notes = (None, None, []) if on_meta else _distributed(spec)
+    if ctx is not None:
+        if device is not None and torch.device(device) != ctx.device:
+            message = f"under the process group this rank builds on {ctx.device}, not {device}"
+            raise SpecError(Problem(message, ("distributed",), hint="leave device= unset under torchrun"))
+        device = ctx.device
+    device = torch.device("cpu" if device is None else device)
+    fsdp = dspec is not None and dspec.strategy == "fsdp"
     seed = spec.document.seed
     # Seeding must not disturb the caller's global RNG streams: fork them, CPU and the target GPU.
     gpus = [device.index or 0] if device.type == "cuda" else []
+    if fsdp:
+        from .distributed import materialize, prepare_fsdp
+
+        model = prepare_fsdp(spec, dspec, ctx, torch_dtype)  # checked, sharded and allocated, not yet filled
     rng = torch.random.fork_rng(devices=gpus) if seed is not None else nullcontext()
     with rng:
         if seed is not None:
             torch.manual_seed(seed)
-        model = build_model(spec.inferred, spec.source, device, torch_dtype)
+        if fsdp:
+            materialize(spec, model, ctx, torch_dtype)  # the values one process makes, in the same RNG order
+        else:
+            model = build_model(spec.inferred, spec.source, device, torch_dtype)
         doc = spec.document
         has_training = any(x is not None for x in (doc.init, doc.freeze, doc.optimizer, doc.scheduler))
         training = (
@@ -112,18 +158,25 @@ def build(
             if has_training
             else TrainingSetup()
         )
+    if dspec is not None and dspec.strategy == "ddp":
+        from .distributed import wrap_ddp
+
+        model = wrap_ddp(model, ctx, spec.source)
     loss = None
     if spec.resolved.loss is not None:
         loss_inferred = infer(spec.resolved.loss, spec.source, None)
         loss = build_model(loss_inferred, spec.source, device, torch_dtype)
-    return Built(model, training.optimizer, training.scheduler, spec, loss, training, device)
+    strategy = None if dspec is None else dspec.strategy
+    return Built(
+        model, training.optimizer, training.scheduler, spec, loss, training, device, notes=notes, strategy=strategy
+    )
 
 
 def load(
     path: str | os.PathLike[str] | Mapping[str, Any],
     overrides: Mapping[str, Any] | None = None,
     *,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
     dtype: torch.dtype | str | None = None,
     search_path: Sequence[str | os.PathLike[str]] | None = None,
 ) -> Built:
@@ -132,13 +185,18 @@ def load(
     rebuilt and resumed (its embedded spec is self-contained, so ``search_path`` is not used)."""
     if isinstance(path, (str, os.PathLike)) and is_checkpoint_path(path):
         return load_checkpoint(path, device=device, dtype=dtype, overrides=overrides)
+    if isinstance(path, (str, os.PathLike)):
+        from .io.dcp import find_dcp
+
+        if find_dcp(path) is not None:  # a directory netspec.save wrote (torch.distributed.checkpoint)
+            return load_dcp(path, device=device, dtype=dtype, overrides=overrides)
     return build(path, device=device, dtype=dtype, overrides=overrides, search_path=search_path)
 
 
 def load_checkpoint(
     path: str | os.PathLike[str],
     *,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
     dtype: torch.dtype | str | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> Built:
@@ -165,5 +223,35 @@ def load_checkpoint(
     gpus = list(range(torch.cuda.device_count())) if torch.cuda.is_available() and torch.cuda.is_initialized() else []
     with torch.random.fork_rng(devices=gpus):
         built = build(spec, device=device, dtype=dtype)
-    built.checkpoint = restore(built.model, built.optimizer, built.scheduler, payload, file, overrides)
+    if built.strategy == "fsdp":
+        raise CheckpointError(
+            f"{file} is a single-file checkpoint and the spec shards the model with FSDP here; save it again to a "
+            "directory (netspec.save(built, DIR)), which loads at any world size"
+        )
+    built.checkpoint = restore(built.module, built.optimizer, built.scheduler, payload, file, overrides)
+    return built
+
+
+def load_dcp(
+    path: str | os.PathLike[str],
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Built:
+    """Rebuild and resume a checkpoint directory written by ``netspec.save(built, DIR)`` at this world
+    size: sharded by FSDP under a process group, whole without one (``dcp.load`` reshards)."""
+    from .io.dcp import read_dcp, restore_dcp
+
+    folder, meta, interrupted = read_dcp(path)
+    try:
+        spec = read(embedded_spec(meta, folder), overrides)
+    except SpecError as err:
+        where = f" (in the spec embedded in {folder})"
+        raise SpecError([dataclasses.replace(p, message=p.message + where) for p in err.problems]) from None
+    built = build(spec, device=device, dtype=dtype)
+    built.checkpoint = restore_dcp(built.module, built.optimizer, built.scheduler, folder, meta, overrides)
+    if interrupted:
+        message = f"{path} is missing (a save was interrupted); resumed from the previous checkpoint {folder}"
+        built.notes.append(Problem(message, severity="warning"))
     return built

@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from ..errors import Problem, did_you_mean
+from .distributed_models import DistributedSpec
 from .source import Source
 from .training_models import FreezeRule, InitRule, OptimizerSpec, SchedulerSpec
 
@@ -284,6 +285,7 @@ class SpecModel(_Strict):
     imports: StrictStr | list[StrictStr] | None = Field(
         default=None, description="block-library files whose blocks this spec may use; relative to this file"
     )
+    distributed: DistributedSpec | None = None
 
 
 def _clean_loc(loc: tuple[Any, ...]) -> tuple[str | int, ...]:

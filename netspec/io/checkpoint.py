@@ -92,6 +92,12 @@ def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def is_directory_path(path: str | os.PathLike[str]) -> bool:
+    """Whether ``netspec.save`` writes a checkpoint directory (DCP) at ``path``: no file suffix, or a folder."""
+    target = Path(os.fspath(path)).expanduser()
+    return target.suffix == "" or target.is_dir()
+
+
 def tied_groups(model: nn.Module) -> list[list[str]]:
     """Names of parameters that are one tensor (``head.weight = embed.weight``), one list per tensor."""
     groups: dict[int, list[str]] = {}
@@ -126,7 +132,18 @@ def save(built: Any, path: str | os.PathLike[str], epoch: int | None = None, **e
             )
     if epoch is not None and (not isinstance(epoch, int) or isinstance(epoch, bool)):
         raise CheckpointError(f"epoch must be an int or None, got {type(epoch).__name__} {epoch!r}")
-    if any(t.is_meta for t in built.model.state_dict().values()):
+    strategy = getattr(built, "strategy", None)
+    if is_directory_path(path):  # a directory: torch.distributed.checkpoint, resumable at any world size
+        from .dcp import save_dcp
+
+        return save_dcp(built, path, epoch, dict(extra))
+    if strategy == "fsdp":
+        raise CheckpointError(
+            f"cannot save {path}: the model is sharded by FSDP; save to a directory (no file suffix), which "
+            "writes a torch.distributed.checkpoint that loads at any world size"
+        )
+    model = getattr(built, "module", built.model)  # DDP: the wrapped model, keys without "module."
+    if any(t.is_meta for t in model.state_dict().values()):
         raise CheckpointError(
             "the model was built on the meta device: it has no weights to save; build it on a real device"
         )
@@ -142,11 +159,11 @@ def save(built: Any, path: str | os.PathLike[str], epoch: int | None = None, **e
         "versions": versions,
         "spec": spec,
         "fingerprint": fingerprint(spec),
-        "dtype": model_dtype(built.model),
-        "parameters": parameter_count(built.model),
+        "dtype": model_dtype(model),
+        "parameters": parameter_count(model),
         "rng": capture_rng_state(),
-        "model": built.model.state_dict(),
-        "tied": tied_groups(built.model),
+        "model": model.state_dict(),
+        "tied": tied_groups(model),
         "optimizer": built.optimizer.state_dict() if built.optimizer is not None else None,
         "scheduler": built.scheduler.state_dict() if built.scheduler is not None else None,
         "epoch": epoch,
@@ -167,6 +184,14 @@ def save(built: Any, path: str | os.PathLike[str], epoch: int | None = None, **e
                 f"unpickles ({', '.join(unsafe[:5])}); keep extra= to tensors, numbers, strings, lists and dicts"
             )
 
+    if strategy == "ddp":  # every rank holds the same state: rank 0 writes, the others wait for the file
+        import torch.distributed as dist
+
+        written = Path(os.fspath(path)).expanduser()
+        if dist.get_rank() == 0:
+            written = atomic_write(path, write, verify, error=CheckpointError)
+        dist.barrier()
+        return written
     return atomic_write(path, write, verify, error=CheckpointError)
 
 
@@ -304,6 +329,7 @@ __all__ = [
     "embedded_spec",
     "embedded_spec_data",
     "is_checkpoint_path",
+    "is_directory_path",
     "model_dtype",
     "parameter_count",
     "read_checkpoint",

@@ -27,6 +27,7 @@ from ..frontend.training_models import InitRule
 from .kwargs import check_kwargs, describe, first_line, make_problem, name_list, rule_location
 from .load import LoadReport, load_rule
 from .patterns import model_names, no_match, select, selects
+from .sharded import fill_full
 
 
 @cache
@@ -202,7 +203,7 @@ def _run(call: InitCall, tensor: torch.Tensor) -> str | None:
     if tensor.is_meta:  # building on "meta" allocates nothing, so there is nothing to fill
         return None
     try:
-        call.func(tensor, **call.kwargs)
+        fill_full(tensor, lambda full: call.func(full, **call.kwargs))  # an FSDP shard: the whole tensor, then its part
     except Exception as err:  # each nn.init function raises its own kinds for unsuitable tensors
         return first_line(err)
     return None

@@ -26,6 +26,7 @@ from ..frontend.training_models import InitRule
 from ..io.weights import DATA_PARALLEL_PREFIX, load_state_dict_file
 from .kwargs import make_problem, name_list
 from .patterns import no_match, select
+from .sharded import write_full
 
 CHECKPOINT_HINT = (
     "from: takes a file written by torch.save(model.state_dict(), path), or a checkpoint dict "
@@ -154,5 +155,5 @@ def load_rule(
         for key in report.loaded:
             target = targets[key]
             if not target.is_meta:
-                target.copy_(tensors[key])
+                write_full(target, tensors[key])  # an FSDP shard keeps its part
     return report

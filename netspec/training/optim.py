@@ -29,6 +29,7 @@ from ..frontend.training_models import OptimizerSpec
 from .init import as_list
 from .kwargs import check_kwargs, first_line, make_problem, name_list, signature_params
 from .patterns import model_names, no_match, select
+from .sharded import is_sharded
 
 NORM_LAYERS: tuple[type[nn.Module], ...] = (
     nn.modules.batchnorm._NormBase,  # BatchNorm*, InstanceNorm*, SyncBatchNorm and their Lazy forms
@@ -68,7 +69,12 @@ class GradClip:
         """Clip ``model``'s gradients in place; the total norm before clipping for norm clipping."""
         params = [p for p in model.parameters() if p.grad is not None]
         if self.kind == "norm" and self.max_norm is not None:
-            total = torch.nn.utils.clip_grad_norm_(params, self.max_norm, norm_type=self.norm_type)
+            # clip_grad_norm_ in two steps, so that FSDP's sharded gradients (DTensors) get the norm of the
+            # whole gradient: their partial norms are reduced across ranks by full_tensor().
+            total = torch.nn.utils.get_total_norm([p.grad for p in params], norm_type=self.norm_type)
+            if is_sharded(total):
+                total = total.full_tensor()  # type: ignore[attr-defined]
+            torch.nn.utils.clip_grads_with_norm_(params, self.max_norm, total)
             return float(total)
         if self.max_value is not None:
             torch.nn.utils.clip_grad_value_(params, self.max_value)

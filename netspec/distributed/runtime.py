@@ -1,0 +1,116 @@
+"""Building a spec under a process group: FSDP2 (``fully_shard``) or ``DistributedDataParallel``.
+
+In: a validated ``Spec`` with a ``distributed:`` section, this rank's ``DistContext`` and the
+build dtype. Out, for ``fsdp``: ``prepare_fsdp`` — the model built on meta, checked (nothing
+left uninitialised, every ``shard`` pattern matching, ties inside one unit, usable
+mixed-precision dtypes), sharded bottom-up with ``fully_shard`` and then the root, and
+allocated with ``to_empty`` on the rank's device; ``materialize`` (run inside the build's
+seeded RNG context) then writes the values a single-process build would have made. For
+``ddp``: ``wrap_ddp`` checks with one all-reduce that every rank built the same weights and
+wraps the model in ``DistributedDataParallel``. ``unwrap`` gives the module whose state_dict
+keys carry no ``module.``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..compiler.build import copy_graphs
+from ..errors import ProblemList, SpecError
+from ..frontend.distributed_models import DistributedSpec
+from ..training.kwargs import make_problem, name_list
+from ..training.setup import apply_init
+from .context import DistContext
+from .materialize import build_meta_tracked, replay
+from .units import check_precision, check_ties, unit_names
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a ``DistributedDataParallel`` wrapper (itself otherwise)."""
+    inner = getattr(model, "module", None)
+    if isinstance(model, nn.parallel.DistributedDataParallel) and isinstance(inner, nn.Module):
+        return inner
+    return model
+
+
+def _uninitialised_problems(spec: Any, model: nn.Module, unfilled: list[str], problems: ProblemList) -> None:
+    """Tensors a constructor left empty must be set by an ``init:`` rule (checked on meta)."""
+    if not unfilled:
+        return
+    covered = apply_init(model, spec.document.init, spec.source, spec.base_dir)  # on meta: names only
+    missing = [name for name in unfilled if name not in covered]
+    if not missing:
+        return
+    owners = {}
+    for name in missing:
+        owner = name.rpartition(".")[0]
+        module = model.get_submodule(owner) if owner else model
+        owners.setdefault(type(module).__name__, []).append(name)
+    for cls, names in owners.items():
+        message = (
+            f"{name_list(names, 5)} would be left uninitialised: {cls} creates them with torch.empty and "
+            "fills nothing, and no init: rule selects them"
+        )
+        hint = f"add an init rule, e.g. {{match: {names[0]!r}, fn: normal}}, or fill them in {cls}.__init__"
+        problems.add(make_problem(spec.source, ("model",), message, hint))
+
+
+def prepare_fsdp(spec: Any, dspec: DistributedSpec, ctx: DistContext, dtype: torch.dtype | None) -> nn.Module:
+    """Meta build, checks, ``fully_shard`` bottom-up then the root, ``to_empty`` on the rank's device.
+
+    Raises ``SpecError`` (every problem, before any memory is allocated)."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    model, unfilled = build_meta_tracked(spec.inferred.root, copy_graphs(spec.inferred.graphs), dtype)
+    problems = ProblemList()
+    _uninitialised_problems(spec, model, unfilled, problems)
+    units = unit_names(model, dspec, spec.source, problems)
+    check_ties(model, units, spec.source, problems)
+    param_dtype, reduce_dtype = check_precision(dspec, ctx.device, ctx.backend, spec.source, problems)
+    if problems.errors:
+        raise SpecError(problems.errors)
+    mesh = init_device_mesh(ctx.device.type, (ctx.world_size,))
+    policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce_dtype)
+    for name in units:
+        module = model.get_submodule(name) if name else model
+        fully_shard(module, mesh=mesh, reshard_after_forward=dspec.reshard_after_forward, mp_policy=policy)
+    model.to_empty(device=ctx.device)
+    return model
+
+
+def materialize(spec: Any, model: nn.Module, ctx: DistContext, dtype: torch.dtype | None) -> None:
+    """Write the single-process build's values into the sharded model (inside the seeded RNG context)."""
+    replay(spec.inferred.root, model, ctx.device, dtype, copy_graphs(spec.inferred.graphs))
+
+
+@torch.no_grad()
+def checksum(model: nn.Module) -> float:
+    """A position-sensitive float64 sum of every parameter and buffer."""
+    total = 0.0
+    for i, tensor in enumerate([*model.parameters(), *model.buffers()]):
+        values = tensor.detach().to(torch.float64).flatten()
+        weights = torch.arange(values.numel(), dtype=torch.float64, device=values.device).remainder_(97).add_(1)
+        total += (i + 1) * float((values * weights).sum())
+    return total
+
+
+def wrap_ddp(model: nn.Module, ctx: DistContext, source: Any) -> nn.Module:
+    """Check (one all-reduce) that every rank holds the same weights, then wrap in DDP."""
+    mine = checksum(model)
+    both = torch.tensor([mine, -mine], dtype=torch.float64, device=ctx.device)
+    dist.all_reduce(both, op=dist.ReduceOp.MAX)
+    highest, lowest = float(both[0]), -float(both[1])
+    if highest != lowest:
+        message = (
+            f"ranks built different weights (checksums range from {lowest!r} to {highest!r}; rank {ctx.rank}: "
+            f"{mine!r}): DDP needs the same initial weights everywhere"
+        )
+        hint = "give the spec a seed: (and the same overrides on every rank)"
+        raise SpecError(make_problem(source, ("distributed", "strategy"), message, hint))
+    device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)

@@ -1,0 +1,129 @@
+"""FSDP units: which modules ``distributed.shard`` selects, and the checks made before sharding.
+
+In: a model (built on meta, so nothing is allocated), the ``DistributedSpec`` and the spec's
+``Source``. Out: the unit module names, bottom-up (deepest first; the root is always the
+last unit), or problems: a ``shard`` pattern that matches no module (with the closest
+names), a tied parameter whose names fall in different units, a mixed-precision dtype the
+device cannot all-gather or reduce in. ``netspec plan`` uses the same functions, so a spec
+that plans builds.
+
+A pattern is matched against whole module names (``layers.*`` selects ``layers.0``); each
+match is one unit, and a module inside a match of the *same* pattern is not another unit (so
+``layers.*`` gives one unit per layer, not one per Linear inside it). Several patterns may
+nest units (``["layers.*", "layers.*.mlp"]``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ProblemList
+from ..frontend.distributed_models import DistributedSpec
+from ..training.kwargs import make_problem
+from ..training.patterns import is_glob, no_match, selects
+
+DTYPE_NAMES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+
+
+def _matches(pattern: str, name: str) -> bool:
+    from fnmatch import fnmatchcase
+
+    return fnmatchcase(name, pattern) if is_glob(pattern) else name == pattern
+
+
+def unit_names(model: nn.Module, spec: DistributedSpec, source: Any, problems: ProblemList) -> list[str]:
+    """Module names that become FSDP units, deepest first, ending with the root ``""``."""
+    modules = [name for name, _ in model.named_modules() if name]
+    chosen: list[str] = []
+    for i, pattern in enumerate(spec.shard):
+        hits = [n for n in modules if _matches(pattern, n)]
+        if not hits:
+            message, hint = no_match(pattern, modules, "module")
+            problems.add(make_problem(source, ("distributed", "shard", i), message, hint))
+            continue
+        outermost = [n for n in hits if not any(h != n and selects(h, n) for h in hits)]
+        chosen += [n for n in outermost if n not in chosen]
+    depth = {name: name.count(".") for name in chosen}
+    order = {name: i for i, name in enumerate(modules)}
+    return [*sorted(chosen, key=lambda n: (-depth[n], order[n])), ""]
+
+
+def owner_unit(name: str, units: list[str]) -> str:
+    """The innermost unit containing the tensor ``name`` (the root ``""`` contains everything)."""
+    best = ""
+    for unit in units:
+        if unit and (name.startswith(unit + ".")) and len(unit) > len(best):
+            best = unit
+    return best
+
+
+def tied_names(model: nn.Module) -> list[list[str]]:
+    """Parameter names that share one tensor, one list per tensor (``lm_head.weight``, ``wte.weight``)."""
+    groups: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        groups.setdefault(id(param), []).append(name)
+    return [names for names in groups.values() if len(names) > 1]
+
+
+def check_ties(model: nn.Module, units: list[str], source: Any, problems: ProblemList) -> None:
+    """A tied parameter must belong to one unit: FSDP frees a unit's parameters after its use."""
+    for names in tied_names(model):
+        owners = {name: owner_unit(name, units) for name in names}
+        if len(set(owners.values())) > 1:
+            parts = ", ".join(f"{n!r} in unit {owners[n] or '<root>'!r}" for n in names)
+            message = f"tied parameters fall in different FSDP units: {parts}"
+            common = _common_prefix(names)
+            hint = (
+                f"shard a module that contains all of them ({common!r}), or leave them to the root unit"
+                if common
+                else "leave the modules holding them out of shard: so the root unit owns the tensor"
+            )
+            path: tuple[str | int, ...] = ("tie",) if _has(source, "tie") else ("distributed", "shard")
+            problems.add(make_problem(source, path, message, hint))
+
+
+def _has(source: Any, key: str) -> bool:
+    data = getattr(source, "data", None)
+    return isinstance(data, dict) and key in data
+
+
+def _common_prefix(names: list[str]) -> str:
+    parts = [n.split(".")[:-1] for n in names]
+    common: list[str] = []
+    for level in zip(*parts, strict=False):
+        if len(set(level)) != 1:
+            break
+        common.append(level[0])
+    return ".".join(common)
+
+
+def check_precision(
+    spec: DistributedSpec, device: torch.device, backend: str, source: Any, problems: ProblemList
+) -> tuple[torch.dtype | None, torch.dtype | None]:
+    """The policy's dtypes, or problems for one the device or backend cannot use (checked before any
+    collective runs: gloo aborts the process on a bfloat16 or float16 reduce-scatter)."""
+    mp = spec.mixed_precision
+    if mp is None:
+        return None, None
+    out: list[torch.dtype | None] = []
+    for key in ("param_dtype", "reduce_dtype"):
+        name = getattr(mp, key)
+        if name is None:
+            out.append(None)
+            continue
+        dtype = DTYPE_NAMES[name]
+        reason = None
+        if device.type == "cuda":
+            if dtype is torch.bfloat16 and not torch.cuda.is_bf16_supported():
+                reason = f"{torch.cuda.get_device_name(device)} has no bfloat16 support"
+        elif "gloo" in backend and dtype in (torch.bfloat16, torch.float16):
+            reason = "the gloo backend (CPU) cannot all-gather or reduce-scatter it"
+        if reason:
+            message = f"mixed_precision.{key} {name} cannot be used on {device} with {backend}: {reason}"
+            hint = "use float32 here, or run on GPUs with NCCL (torchrun on a CUDA machine)"
+            problems.add(make_problem(source, ("distributed", "mixed_precision", key), message, hint))
+        out.append(dtype)
+    return out[0], out[1]
