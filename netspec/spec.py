@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 # Top-level sections whose ${...} references are plain vars; model and blocks are resolved
 # node by node because they also see block parameters and repeat indices.
-_VAR_SECTIONS = ("name", "seed", "input", "init", "freeze", "optimizer", "scheduler")
+_VAR_SECTIONS = ("name", "seed", "input", "init", "freeze", "optimizer", "scheduler", "distributed")
 
 
 class _Dumper(yaml.SafeDumper):

@@ -29,7 +29,7 @@ import torch.fx as fx
 import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from ..compiler.build import build_tree, make_tensor
+from ..compiler.construct import build_tree, make_tensor
 from ..compiler.resolve import RNode
 from ..training.sharded import write_full
 

@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..compiler.build import copy_graphs
+from ..compiler.construct import copy_graphs
 from ..errors import ProblemList, SpecError
 from ..frontend.distributed_models import DistributedSpec
 from ..training.kwargs import make_problem, name_list
