@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from handwritten import resnet50  # the torchvision-layout ResNet-50 the build benchmark uses too
 
 from netspec import build
-from netspec.emit.walker import emit
+from netspec.emitter.walker import emit
 
 
 def deep_mlp(pairs: int = 500, width: int = 64) -> nn.Sequential:

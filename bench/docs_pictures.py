@@ -8,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import netspec
-from netspec.draw import render
-from netspec.draw.formats import render_svg
+from netspec.viz import render
+from netspec.viz.formats import render_svg
 
 ROOT = Path(__file__).resolve().parents[1]
 

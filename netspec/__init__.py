@@ -13,9 +13,7 @@ milliseconds, and torch is imported only when something needs it.
 from __future__ import annotations
 
 import importlib
-import sys
 import threading
-import types
 import warnings
 from typing import TYPE_CHECKING
 
@@ -24,11 +22,12 @@ from .version import __version__
 if TYPE_CHECKING:
     from .api import Built, build, load, load_checkpoint
     from .catalog.registry import LAYERS, register
-    from .emit.lint import ModelWarning, lint
-    from .emit.walker import emit
+    from .emitter.lint import ModelWarning, lint
+    from .emitter.walker import emit
     from .errors import CheckpointError, EmitError, NetspecError, Problem, SpecError
     from .io.checkpoint import save
     from .spec import Spec, read
+    from .viz import draw
 
 # public name -> module that defines it
 _EXPORTS = {
@@ -37,9 +36,9 @@ _EXPORTS = {
     "load": "netspec.api",
     "LAYERS": "netspec.catalog.registry",
     "register": "netspec.catalog.registry",
-    "ModelWarning": "netspec.emit.lint",
-    "lint": "netspec.emit.lint",
-    "emit": "netspec.emit.walker",
+    "ModelWarning": "netspec.emitter.lint",
+    "lint": "netspec.emitter.lint",
+    "emit": "netspec.emitter.walker",
     "CheckpointError": "netspec.errors",
     "EmitError": "netspec.errors",
     "NetspecError": "netspec.errors",
@@ -49,6 +48,7 @@ _EXPORTS = {
     "save": "netspec.io.checkpoint",
     "Spec": "netspec.spec",
     "read": "netspec.spec",
+    "draw": "netspec.viz",
 }
 _import_lock = threading.Lock()
 
@@ -64,6 +64,7 @@ __all__ = [
     "SpecError",
     "__version__",
     "build",
+    "draw",
     "emit",
     "lint",
     "load",
@@ -92,28 +93,3 @@ def __getattr__(name: str) -> object:
 
 def __dir__() -> list[str]:
     return __all__
-
-
-class _Netspec(types.ModuleType):
-    """``netspec.emit`` is the function although a subpackage has the same name: the import system
-    sets ``netspec.emit`` to the subpackage when it first imports it (``netspec.lint`` does), which
-    would otherwise make ``netspec.emit(model)`` fail with "'module' object is not callable".
-    The subpackage stays importable (``from netspec.emit.walker import emit``)."""
-
-    @property
-    def emit(self) -> object:
-        override = self.__dict__.get("_emit_override")
-        return override if override is not None else _load("emit")
-
-    @emit.setter
-    def emit(self, value: object) -> None:
-        if isinstance(value, types.ModuleType) and value.__name__ == "netspec.emit":
-            return  # the import system registering the subpackage: keep the function
-        self.__dict__["_emit_override"] = value  # e.g. a test's monkeypatch
-
-    @emit.deleter
-    def emit(self) -> None:
-        self.__dict__.pop("_emit_override", None)
-
-
-sys.modules[__name__].__class__ = _Netspec

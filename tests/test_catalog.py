@@ -453,7 +453,7 @@ def test_sixteen_threads_doing_the_first_lookup_at_once_all_find_their_layer(tmp
 
 @pytest.mark.usefixtures("clean_registry")
 def test_register_bumps_the_version_and_replace_reaches_the_class_lookup() -> None:
-    from netspec.emit.layers import catalogue_entry
+    from netspec.emitter.layers import catalogue_entry
 
     before = LAYERS.version
     netspec.register(Scale)

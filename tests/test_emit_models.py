@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import netspec
-from netspec.emit.walker import emit
+from netspec.emitter.walker import emit
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 import netspec
-from netspec.emit.walker import emit
+from netspec.emitter.walker import emit
 from netspec.errors import EmitError
 
 

@@ -6,8 +6,8 @@ import torch
 import torch.nn as nn
 
 import netspec
-from netspec.emit.lint import ModelWarning, lint
-from netspec.emit.walker import emit
+from netspec.emitter.lint import ModelWarning, lint
+from netspec.emitter.walker import emit
 
 
 class ListOfLayers(nn.Module):

@@ -110,12 +110,13 @@ def test_import_netspec_and_read_errors_never_import_torch(bad_files: dict[str, 
 
 
 def test_netspec_emit_stays_the_function_after_its_subpackage_is_imported() -> None:
-    """``netspec.lint`` imports the ``netspec.emit`` subpackage; ``netspec.emit(model)`` must still work."""
+    """``netspec.lint`` imports the emitter subpackage; ``netspec.emit(model)`` must still work (the package
+    is named ``emitter`` so that importing it cannot replace the function; see also test_public_names)."""
     code = (
         "import torch.nn as nn, netspec\n"
         "netspec.lint(nn.Linear(2, 3))\n"
-        "import netspec.emit.layers\n"
-        "from netspec.emit.walker import emit\n"
+        "import netspec.emitter.layers\n"
+        "from netspec.emitter.walker import emit\n"
         "assert netspec.emit is emit, netspec.emit\n"
         "print(netspec.emit(nn.Sequential(nn.ReLU())).to_dict()['model'])\n"
     )

@@ -15,8 +15,8 @@ from .common import EXIT_OK, add_set_argument, parse_set
 
 
 def cmd_draw(args: argparse.Namespace) -> int:
-    from ..draw import draw, render
     from ..spec import read
+    from ..viz import draw, render
 
     spec = read(args.spec, parse_set(args.set))
     if args.output:

@@ -109,7 +109,7 @@ def make_model(target: str, kwargs: dict[str, Any]) -> tuple[nn.Module, Any]:
 
 
 def cmd_emit(args: argparse.Namespace) -> int:
-    from ..emit.walker import emit
+    from ..emitter.walker import emit
     from ..io.atomic import atomic_write, check_target
 
     if args.output is not None:
@@ -133,7 +133,7 @@ def cmd_emit(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from ..emit.lint import lint
+    from ..emitter.lint import lint
 
     model, _ = make_model(args.target, _kwargs(args.args))
     found = lint(model)
