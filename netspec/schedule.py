@@ -93,6 +93,12 @@ def plot(schedule: Schedule, path: Path) -> bytes:
         raise ScheduleError(
             f"writing {path.suffix} needs matplotlib: pip install 'netspec[plot]' (or write .csv, which needs nothing)"
         ) from None
+    # A fixed salt for the SVG's element ids: the same schedule gives the same file.
+    with plt.rc_context({"svg.hashsalt": "netspec"}):
+        return _draw(plt, schedule, path)
+
+
+def _draw(plt: Any, schedule: Schedule, path: Path) -> bytes:
     fig, ax = plt.subplots(figsize=(7, 3.6), dpi=100)
     try:
         steps = range(len(schedule.lrs))

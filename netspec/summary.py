@@ -452,11 +452,7 @@ def training_footer(built: Built) -> list[tuple[str, str]]:
             text += f"; warm-up {sched.warmup.steps} {sched.interval}s from {sched.warmup.start_factor:g}× lr"
         lines.append(("Scheduler", text))
     if setup is not None and setup.clip is not None:
-        clip = setup.clip
-        if clip.kind == "norm":
-            lines.append(("Gradient clipping", f"norm ≤ {clip.max_norm:g} (L{clip.norm_type:g})"))
-        else:
-            lines.append(("Gradient clipping", f"values to ±{clip.max_value:g}"))
+        lines.append(("Gradient clipping", setup.clip.describe()))
     if built.loss is not None and doc.loss is not None:
         lines.append(("Loss", _call_text(type(built.loss).__name__, _extra_args(doc.loss, ("type",)))))
     if setup is not None and setup.eval_modules:

@@ -65,6 +65,12 @@ class GradClip:
     norm_type: float = 2.0
     max_value: float | None = None
 
+    def describe(self) -> str:
+        """``norm ≤ 1 (L2)`` or ``values to ±0.5``: what the summary and reprs print."""
+        if self.kind == "norm":
+            return f"norm ≤ {self.max_norm:g} (L{self.norm_type:g})"
+        return f"values to ±{self.max_value:g}"
+
     def apply(self, model: nn.Module) -> float | None:
         """Clip ``model``'s gradients in place; the total norm before clipping for norm clipping."""
         params = [p for p in model.parameters() if p.grad is not None]

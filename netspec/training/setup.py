@@ -52,7 +52,7 @@ class TrainingSetup:
         if self.scheduler is not None:
             parts.append(f"scheduler={type(self.scheduler).__name__} per {self.scheduler_interval}")
         if self.clip is not None:
-            parts.append(f"clip={self.clip}")
+            parts.append(f"clip={self.clip.describe()}")
         if self.frozen:
             parts.append(f"frozen={len(self.frozen)} tensors")
         if self.eval_modules:
