@@ -98,8 +98,8 @@ def test_depth_opens_blocks_and_folds_by_default_to_stay_readable(write_spec: Ca
     path = write_spec(f"netspec: 1\ninput: {{shape: [4]}}\nmodel:\n  type: Sequential\n  layers:\n{body}\n")
     diagram = make_diagram(netspec.read(path))
     boxes = sum(1 for _ in diagram.boxes())
-    assert diagram.depth == 1 and boxes == 25, (diagram.depth, boxes)
-    assert sum(1 for _ in make_diagram(netspec.read(path), depth=2).boxes()) == 100
+    assert diagram.depth == 1 and boxes == 25 + 2, (diagram.depth, boxes)  # the blocks, input and output
+    assert sum(1 for _ in make_diagram(netspec.read(path), depth=2).boxes()) == 100 + 2
 
 
 def test_graph_routing_and_op_nodes_come_from_the_statements() -> None:
@@ -232,3 +232,30 @@ def test_docs_picture_matches_regeneration() -> None:
     from netspec.viz.formats import render_svg
 
     assert committed == render_svg(DOCS_DOT.read_text())
+
+
+def _docs_pictures() -> object:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("docs_pictures", ROOT / "bench" / "docs_pictures.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_docs_mermaid_block_matches_regeneration() -> None:
+    pictures = _docs_pictures()
+    text = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    block = pictures.MERMAID_BLOCK.search(text)  # type: ignore[attr-defined]
+    assert block is not None
+    assert block.group(2) == pictures.lenet_mermaid()  # type: ignore[attr-defined]
+
+
+def test_docs_schedule_picture_matches_regeneration() -> None:
+    matplotlib = pytest.importorskip("matplotlib")
+    committed = (ROOT / "docs" / "images" / "gpt_block_lr.svg").read_bytes()
+    made_by = re.search(rb"Matplotlib v(\S+),", committed)
+    if made_by is None or made_by.group(1).decode() != matplotlib.__version__:
+        pytest.skip(f"the docs plot was made by matplotlib {made_by.group(1) if made_by else '?'}")
+    assert committed == _docs_pictures().gpt_schedule_svg()  # type: ignore[attr-defined]

@@ -301,7 +301,7 @@ class _Builder:
                 connect(n, ins)
                 exits[n.name] = outs
             elif (n.op == "call_function" and n.target is operator.getitem) or (
-                n.op in ("call_function", "call_method") and n.name in shapes and shapes[n.name] is None
+                n.op in ("call_function", "call_method") and n.name in shapes and not _holds_tensor(shapes[n.name])
             ):  # indexing a tuple, or a non-tensor value (h.size(1)): edges pass through to its users
                 exits[n.name] = [i for a in _node_args(n) for i in exits.get(a.name, [])]
             elif n.op in ("call_function", "call_method"):
@@ -319,6 +319,18 @@ class _Builder:
                 connect(n, [box.id])
                 graph_exit = [box.id]
         return entry, graph_exit
+
+
+def _holds_tensor(shape: object) -> bool:
+    """Whether a recorded output (``output_shapes``: a tensor's shape is a tuple of ints) holds a tensor;
+    ``h.shape`` or ``h.size(1)`` record only Nones."""
+    if isinstance(shape, tuple) and shape and all(isinstance(d, int) for d in shape):
+        return True
+    if isinstance(shape, (tuple, list)):
+        return any(_holds_tensor(s) for s in shape)
+    if isinstance(shape, dict):
+        return any(_holds_tensor(s) for s in shape.values())
+    return shape == ()  # a 0-d tensor
 
 
 def _short_name(name: str) -> str:
@@ -407,9 +419,16 @@ def make_diagram(spec: Spec, depth: int | None = None, expand: bool = False) -> 
 
     def at(level: int) -> Diagram:
         builder = _Builder(spec, built.model, level, expand, shapes)
-        root, _, _ = builder.node(spec.resolved.root, 0)
+        root, entry, exit_ = builder.node(spec.resolved.root, 0)
         if isinstance(root, Box):  # a single layer: still a frame with a title
             root = Cluster(builder.new_id("root", cluster=True), spec.name, "", root.type, root.params, items=[root])
+        if spec.resolved.root.graph is None:  # a Graph draws its own inputs and outputs; a chain gets them here
+            source = Box(builder.new_id("input"), "input", "input")
+            sink = Box(builder.new_id("output"), "output", "output")
+            root.items = [source, *root.items, sink]
+            into = format_shape((TRACE_BATCH, *inp.shape)) if inp is not None else ""
+            builder.edges += [Edge(source.id, dst, into) for dst in entry]
+            builder.edges += [Edge(src, sink.id, builder.shape_label("")) for src in exit_]
         return Diagram(spec.name, root, builder.edges, level, expand)
 
     if depth is not None:

@@ -199,15 +199,18 @@ _CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 1.5rem; color: #212121; }
 h1 { font-size: 1.3rem; margin: 0 0 1rem 0; }
 .layout { display: flex; gap: 2rem; align-items: flex-start; flex-wrap: wrap; }
-.diagram { flex: 1 1 480px; overflow: auto; border: 1px solid #e0e0e0; border-radius: 6px; padding: .5rem; }
+.diagram { flex: 1 1 480px; overflow: auto; border: 1px solid #e0e0e0; border-radius: 6px; padding: .5rem;
+  text-align: center; }
 .diagram svg { max-width: 100%; height: auto; }
 .summary { flex: 0 1 auto; overflow-x: auto; }
 table { border-collapse: collapse; font-size: .8rem; }
 th, td { padding: .2rem .6rem; text-align: right; border-bottom: 1px solid #eeeeee; white-space: nowrap; }
 th { background: #fafafa; position: sticky; top: 0; }
-td:first-child, th:first-child { text-align: left; font-family: ui-monospace, Menlo, Consolas, monospace; }
+td:first-child, th:first-child { text-align: left; font-family: ui-monospace, Menlo, Consolas, monospace;
+  white-space: pre; }
 tfoot td { font-weight: 600; text-align: left; }
-.legend { font-size: .8rem; color: #616161; margin-top: .5rem; }
+.legend { font-size: .8rem; color: #616161; margin-top: .5rem; text-align: left; }
+tfoot td { white-space: normal; }
 """
 
 
