@@ -3,7 +3,7 @@
 The pipeline, one package per stage (see ``docs/architecture.md``):
 ``frontend`` (text -> source with positions -> pydantic document; torch-free) ->
 ``catalog`` (layer types, argument types, checks) -> ``compiler`` (resolve -> infer ->
-build) -> ``training`` (init, freeze, optimizer, scheduler); ``emit`` goes the other way
+build) -> ``training`` (init, freeze, optimizer, scheduler); ``emitter`` goes the other way
 (module -> spec), ``io`` reads and writes files, ``cli`` is the command line.
 
 The public names below are exported lazily (PEP 562): ``import netspec`` costs a few
