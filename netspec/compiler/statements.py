@@ -246,21 +246,40 @@ class _Builder:
                 )
         if isinstance(e, ast.Subscript):
             parent = self.child_path(e.value)
-            if (parent and isinstance(e.slice, ast.Constant)) or (parent and isinstance(e.slice, ast.UnaryOp)):
-                key = self.expr(e.slice)
-                keys = list(parent[1].children)  # type: ignore[index]
-                if isinstance(key, int) and not isinstance(key, bool):
-                    if not -len(keys) <= key < len(keys):
-                        raise StatementError(
-                            f"index {key} out of range for {parent[0]} ({len(keys)} children)", e.col_offset
-                        )  # type: ignore[index]
-                    key = keys[key]
-                if key not in parent[1].children:  # type: ignore[index]
-                    raise StatementError(
-                        f"{parent[0]} has no child {key!r}", e.col_offset, did_you_mean(str(key), keys) or None
-                    )  # type: ignore[index]
-                return f"{parent[0]}.{key}", parent[1].children[key]  # type: ignore[index]
+            if parent is None:
+                return None
+            key = self.index(e.slice)
+            if isinstance(key, fx.Node):
+                raise StatementError(
+                    f"{parent[0]}[...] is indexed by a tensor computed in forward; index a child by a constant "
+                    "position or name, or route by a forward input: heads[key](h)",
+                    e.slice.col_offset,
+                )
+            return self.child_key(parent, key, e.slice.col_offset)
         return None
+
+    def child_key(self, parent: tuple[str, Child], key: Any, col: int) -> tuple[str, Child]:
+        """``blocks[2]``, ``blocks[-1]``, ``seq['conv']``, ``heads['16']`` with a constant (folded) key."""
+        path, child = parent
+        keys = list(child.children)
+        if isinstance(key, int) and not isinstance(key, bool):
+            if not -len(keys) <= key < len(keys):
+                shown = str(key) if len(str(key)) <= 20 else str(key)[:8] + "…"
+                raise StatementError(
+                    f"index {shown} is out of range for {path} ({len(keys)} children: positions "
+                    f"{-len(keys)}..{len(keys) - 1})",
+                    col,
+                )
+            key = keys[key]
+        elif not isinstance(key, str):
+            raise StatementError(
+                f"{path} is indexed by {type(key).__name__} {key!r}; a child is indexed by its position (int) "
+                "or its name (str)",
+                col,
+            )
+        if key not in child.children:
+            raise StatementError(f"{path} has no child {key!r}", col, did_you_mean(key, keys) or None)
+        return f"{path}.{key}", child.children[key]
 
     def call(self, e: ast.Call) -> Any:
         if any(isinstance(a, ast.Starred) for a in e.args) or any(k.arg is None for k in e.keywords):
@@ -268,14 +287,24 @@ class _Builder:
         args = tuple(self.expr(a) for a in e.args)
         kwargs = {k.arg: self.expr(k.value) for k in e.keywords if k.arg}
         func = e.func
-        # heads[key](h): route through a ModuleDict by a forward input
-        if isinstance(func, ast.Subscript) and not isinstance(func.slice, (ast.Constant, ast.UnaryOp)):
+        target: tuple[str, Child] | None = None
+        if isinstance(func, ast.Subscript):
             parent = self.child_path(func.value)
             if parent is not None:
-                key = self.expr(func.slice)
-                self.used.add(parent[0].split(".")[0])
-                return self.node("call_function", route, (self.attr(parent[0]), key, *args), kwargs)
-        target = self.child_path(func)
+                key = self.index(func.slice)
+                if isinstance(key, fx.Node) and key.op == "placeholder":
+                    # heads[key](h): route through a ModuleDict by a forward input
+                    self.used.add(parent[0].split(".")[0])
+                    return self.node("call_function", route, (self.attr(parent[0]), key, *args), kwargs)
+                if isinstance(key, fx.Node):
+                    raise StatementError(
+                        f"{parent[0]}[...] is indexed by a value computed in forward; index a child by a "
+                        "constant position or name, or route by a forward input: heads[key](h)",
+                        func.slice.col_offset,
+                    )
+                target = self.child_key(parent, key, func.slice.col_offset)
+        else:
+            target = self.child_path(func)
         if target is not None:
             path, child = target
             self.used.add(path.split(".")[0])
@@ -373,22 +402,50 @@ def _statement_problem(source: Source, path: Any, text: str, err: StatementError
 _INDEXED_CHILD = re.compile(r'getattr\(self\.([A-Za-z]\w*), "(\d+)"\)')
 
 
-def _hoist_indexed_children(body: list[str]) -> list[str]:
+def hoistable_positions(children: Mapping[str, nn.Module]) -> dict[str, dict[str, int]]:
+    """For each child ModuleList/Sequential whose names are exactly ``"0".."n-1"`` in order: name -> position.
+
+    Only these may be indexed as ``tuple(self.X)[i]``: in a mapping-form Sequential (keys ``"1", "0"``) or a
+    ModuleDict with digit keys (``"8", "16"``) the name is not the position, and they keep ``getattr``."""
+    out: dict[str, dict[str, int]] = {}
+    for name, child in children.items():
+        if not isinstance(child, (nn.ModuleList, nn.Sequential)):
+            continue
+        keys = list(child._modules)
+        if keys == [str(i) for i in range(len(keys))]:
+            out[name] = {key: i for i, key in enumerate(keys)}
+    return out
+
+
+def _hoist_indexed_children(body: list[str], positions: Mapping[str, Mapping[str, int]]) -> list[str]:
     """``getattr(self.hidden, "3")(h)`` costs two ``nn.Module.__getattr__`` calls per use; a hand-written
-    ``for layer in self.hidden`` costs one iteration step. Fetch each indexed container's elements once
-    at the top of forward (``_hidden = tuple(self.hidden)``) and index that tuple instead."""
-    containers = sorted({m.group(1) for line in body for m in _INDEXED_CHILD.finditer(line)})
-    if not containers:
+    ``for layer in self.hidden`` costs one iteration step. Fetch each hoistable container's elements once
+    at the top of forward (``_hidden = tuple(self.hidden)``) and index that tuple by the element's position
+    (``positions``, from the registered children); every other ``getattr`` stays as fx wrote it."""
+    used: set[str] = set()
+
+    def replace(m: re.Match[str]) -> str:
+        container, key = m.group(1), m.group(2)
+        position = positions.get(container, {}).get(key)
+        if position is None:
+            return m.group(0)
+        used.add(container)
+        return f"_{container}[{position}]"
+
+    rewritten = [_INDEXED_CHILD.sub(replace, line) for line in body]
+    if not used:
         return body
-    rewritten = [_INDEXED_CHILD.sub(lambda m: f"_{m.group(1)}[{m.group(2)}]", line) for line in body]
-    return [f"_{name} = tuple(self.{name})\n" for name in containers] + rewritten
+    return [f"_{name} = tuple(self.{name})\n" for name in sorted(used)] + rewritten
 
 
-def _fast_codegen(previous: Any) -> Any:
-    def transform(body: list[str]) -> list[str]:
-        return _hoist_indexed_children(previous(body) if previous is not None else body)
+def _fast_codegen(positions: Mapping[str, Mapping[str, int]]) -> Callable[[Any], Any]:
+    def install(previous: Any) -> Any:
+        def transform(body: list[str]) -> list[str]:
+            return _hoist_indexed_children(previous(body) if previous is not None else body, positions)
 
-    return transform
+        return transform
+
+    return install
 
 
 class CompiledGraph(fx.GraphModule):
@@ -427,7 +484,7 @@ def make_graph_module(
         else:
             root.register_buffer(name, tensor, persistent=buffers_persistent.get(name, True))
     if fast:
-        graph.on_generate_code(_fast_codegen)
+        graph.on_generate_code(_fast_codegen(hoistable_positions(children)))
     kind = CompiledGraph if fast else fx.GraphModule
     gm = kind(root, graph, class_name=class_name)  # generates and compiles forward once
     # GraphModule copies only what the graph references, in graph order, and fills dotted targets
