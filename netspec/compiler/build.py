@@ -22,4 +22,4 @@ def build_model(inferred: Inferred, source: Source, device: torch.device, dtype:
     """The model ``inferred`` describes, built on ``device`` (its own copy of every fx graph)."""
     if device.type != "meta":
         check_fits(inferred.tensors, device, dtype, source)
-    return build_tree(inferred.root, device, dtype, copy_graphs(inferred.graphs))
+    return build_tree(inferred.root, device, dtype, copy_graphs(inferred.graphs), inferred.lazy_inputs)

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 import torch.fx as fx
 import torch.nn as nn
+from torch.nn.modules.lazy import LazyModuleMixin
 
 from ..errors import did_you_mean
 from .blocks import block_class
@@ -140,13 +141,31 @@ def copy_graphs(graphs: Mapping[str, fx.Graph]) -> dict[str, fx.Graph]:
     return copies
 
 
+def materialize_lazy(module: nn.Module, input_shapes: tuple[torch.Size, ...]) -> None:
+    """Give a lazy module (``LazyLinear``, ...) the sizes its first input gave it during inference, now,
+    so that the seed fixes its weights and the optimizer sees real parameters (torch's own first-forward
+    step, run on meta inputs of the recorded shapes: only their shapes are read)."""
+    if isinstance(module, LazyModuleMixin) and module.has_uninitialized_params():
+        module._infer_parameters(module, tuple(torch.empty(s, device="meta") for s in input_shapes))
+
+
 def build_tree(
-    node: RNode, device: torch.device, dtype: torch.dtype | None, graphs: Mapping[str, fx.Graph]
+    node: RNode,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    graphs: Mapping[str, fx.Graph],
+    lazy_inputs: Mapping[str, tuple[torch.Size, ...]] | None = None,
 ) -> nn.Module:
-    """Build ``node`` and everything below it, in document order (so a seed fixes every weight)."""
+    """Build ``node`` and everything below it, in document order (so a seed fixes every weight).
+
+    ``lazy_inputs``: the input shapes inference saw for each lazy layer, which is materialised with them."""
+    lazy = lazy_inputs or {}
     if node.kind == "layer":
-        nested = {k: build_tree(v, device, dtype, graphs) for k, v in node.args.items() if isinstance(v, RNode)}
-        return construct_layer(node, device, dtype, nested)
-    children = {k: build_tree(c, device, dtype, graphs) for k, c in node.children.items()}
+        nested = {k: build_tree(v, device, dtype, graphs, lazy) for k, v in node.args.items() if isinstance(v, RNode)}
+        module = construct_layer(node, device, dtype, nested)
+        if node.name in lazy:
+            materialize_lazy(module, lazy[node.name])
+        return module
+    children = {k: build_tree(c, device, dtype, graphs, lazy) for k, c in node.children.items()}
     tensors = {k: make_tensor(t, device, dtype) for k, t in node.tensors.items()}
     return assemble(node, children, tensors, graphs.get(node.name))

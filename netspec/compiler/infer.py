@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import torch.fx as fx
 import torch.nn as nn
+from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import is_lazy
 
 from ..catalog.checks import check_layer
@@ -39,7 +40,7 @@ from .meta import (
     tensors_of,
 )
 from .resolve import RNode
-from .shapes import SkipInit, function_output, output_shape, output_shapes
+from .shapes import ShapeRuleBug, SkipInit, function_output, output_shape, output_shapes
 from .statements import compile_statements, route
 
 FAILED: Any = object()  # a Graph run stopped at a reported problem (None is a legitimate output)
@@ -54,6 +55,7 @@ class Inferred:
     shapes: dict[str, Any] = field(default_factory=dict)  # module name -> output shape(s)
     warnings: list[Problem] = field(default_factory=list)
     tensors: dict[str, list[tuple[int, torch.dtype]]] = field(default_factory=dict)  # module -> (numel, dtype)
+    lazy_inputs: dict[str, tuple[torch.Size, ...]] = field(default_factory=dict)  # lazy layer -> its input shapes
     _meta_model: nn.Module | None = field(default=None, repr=False)
 
     @property
@@ -61,7 +63,7 @@ class Inferred:
         """The whole model on the meta device (built on first use: inference shares identical layers)."""
         if self._meta_model is None:
             with SkipInit():
-                self._meta_model = build_tree(self.root, META, None, copy_graphs(self.graphs))
+                self._meta_model = build_tree(self.root, META, None, copy_graphs(self.graphs), self.lazy_inputs)
         return self._meta_model
 
 
@@ -76,6 +78,7 @@ class Inferrer:
         self.has_input = False
         self.tensors: dict[str, list[tuple[int, torch.dtype]]] = {}
         self.producers: dict[int, Producer] = {}
+        self.lazy_inputs: dict[str, tuple[torch.Size, ...]] = {}
         self._alive: list[Any] = []  # keeps tensors alive so id() keys stay unique
 
     # -- helpers ------------------------------------------------------------------------------
@@ -151,7 +154,7 @@ class Inferrer:
                     return None
                 nested[key] = module
         # Layers with the same type and arguments behave the same on meta tensors: build one of each.
-        key = None if nested else cache_key(node)
+        key = None if nested or _lazy_class(layer.cls) else cache_key(node)
         module = self.cache.get(key) if key is not None else None
         if module is None:
             try:
@@ -213,12 +216,15 @@ class Inferrer:
         return ok
 
     def call(self, node: RNode, module: nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None) -> Any:
+        lazy = _is_lazy(module)
         try:
             shape = None if kwargs else output_shape(module, args)
             if shape is not None:
                 out = torch.empty(shape, dtype=args[0].dtype, device=META)
             else:
                 out = module(*args, **(kwargs or {}))
+        except ShapeRuleBug:
+            raise  # netspec's own bug: the internal-error path, not the user's problem list
         except Exception as err:
             inputs = ", ".join(
                 f"{shape_text(a.shape)} from {self.producer(a).name}" for a in args if isinstance(a, torch.Tensor)
@@ -226,6 +232,10 @@ class Inferrer:
             self.problem(node, f"{node.type_name} failed on input {inputs or 'of this call'}: {first_line(err)}")
             return None
         self.shapes[node.name] = output_shapes(out)
+        if lazy:
+            # Its first input fixed its sizes: the real build materialises the same ones (construct.materialize_lazy).
+            self.lazy_inputs[node.name] = tuple(a.shape for a in args if isinstance(a, torch.Tensor))
+            self.record_tensors(node.name, module)
         first = next((a for a in args if isinstance(a, torch.Tensor)), None)
         flattening = (
             isinstance(out, torch.Tensor)
@@ -372,6 +382,8 @@ class Inferrer:
                         return FAILED  # the child reported its own problem
                     if n.op != "call_module":
                         self.mark(env[n], Producer(f"statement '{stmt_text.strip()}'"))
+            except ShapeRuleBug:
+                raise
             except Exception as err:
                 desc = ", ".join(shape_text(x.shape) for x in tensors_of((a, kw))) if n.op != "placeholder" else ""
                 self.problems.add(
@@ -410,6 +422,14 @@ class Inferrer:
         return fast if fast is not None else fn(*args, **kwargs)
 
 
+def _lazy_class(cls: type) -> bool:
+    return isinstance(cls, type) and issubclass(cls, LazyModuleMixin)
+
+
+def _is_lazy(module: nn.Module) -> bool:
+    return isinstance(module, LazyModuleMixin) and module.has_uninitialized_params()
+
+
 def infer(
     root: RNode, source: Source, input_shape: tuple[int, ...] | None, input_dtype: str = "float32", batch: int = 2
 ) -> Inferred:
@@ -438,4 +458,4 @@ def infer(
     problems.raise_if_errors()
     if module is None:
         raise RuntimeError("inference produced no model without reporting a problem")  # internal invariant
-    return Inferred(root, inferrer.graphs, inferrer.shapes, problems.warnings, inferrer.tensors)
+    return Inferred(root, inferrer.graphs, inferrer.shapes, problems.warnings, inferrer.tensors, inferrer.lazy_inputs)

@@ -6,6 +6,12 @@ ops on meta tensors costs 0.1-1 ms each in torch 2.x (Python decompositions), so
 10,000-layer spec would take seconds to check; these formulas are the ones the torch docs
 give for each layer, and each raises ``ValueError`` with torch's wording for inputs the
 layer would reject.
+
+A rule applies to a class only when that class runs the rule's own ``forward`` (a subclass that
+overrides ``forward``, like timm's ``Conv2dSame``, runs on meta instead), and never to a lazy
+module before its first input. A rule rejects a wrong input by raising ``ShapeError``; any other
+exception from a rule is a bug in netspec and is raised as ``ShapeRuleBug``, never reported as
+the user's mistake.
 """
 
 from __future__ import annotations
@@ -17,9 +23,23 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.modules.lazy import LazyModuleMixin
 from torch.overrides import TorchFunctionMode
 
 Shape = tuple[int, ...]
+
+
+class _NoRule(Exception):
+    pass
+
+
+class ShapeError(ValueError):
+    """The input is one the layer (or function) rejects: the user's mistake, with torch's wording."""
+
+
+class ShapeRuleBug(RuntimeError):
+    """A shape rule failed in a way it should not: a bug in netspec, not in the spec."""
+
 
 _SAME_SHAPE: tuple[type[nn.Module], ...] = (
     nn.ReLU,
@@ -59,14 +79,14 @@ def _dim(dim: object, ndim: int) -> int:
     if not isinstance(dim, int) or isinstance(dim, bool):
         raise _NoRule
     if not -max(ndim, 1) <= dim < max(ndim, 1):
-        raise ValueError(f"Dimension out of range (expected to be in range of [{-ndim}, {ndim - 1}], but got {dim})")
+        raise ShapeError(f"Dimension out of range (expected to be in range of [{-ndim}, {ndim - 1}], but got {dim})")
     return dim % max(ndim, 1)
 
 
 def _flat(x: Shape, start_dim: object, end_dim: object) -> Shape:
     start, end = _dim(start_dim, len(x)), _dim(end_dim, len(x))
     if start > end:
-        raise ValueError("flatten() has invalid args: start_dim cannot come after end_dim")
+        raise ShapeError("flatten() has invalid args: start_dim cannot come after end_dim")
     return (*x[:start], math.prod(x[start : end + 1]), *x[end + 1 :])
 
 
@@ -81,15 +101,11 @@ def _spatial(x: Shape, n: int, layer: str) -> tuple[Shape, Shape]:
     return x[:2], x[2:]
 
 
-class _NoRule(Exception):
-    pass
-
-
 def _conv(m: nn.Module, x: Shape) -> Shape:
     n = len(m.kernel_size)  # type: ignore[arg-type]
     (batch, channels), spatial = _spatial(x, n, type(m).__name__)
     if channels != m.in_channels:
-        raise ValueError(f"expected input with {m.in_channels} channels, got {channels}")
+        raise ShapeError(f"expected input with {m.in_channels} channels, got {channels}")
     if isinstance(m.padding, str):
         if m.padding == "same":
             return (batch, m.out_channels, *spatial)  # type: ignore[return-value]
@@ -100,7 +116,7 @@ def _conv(m: nn.Module, x: Shape) -> Shape:
     for size, k, s, p, d in zip(spatial, m.kernel_size, m.stride, padding, m.dilation, strict=True):  # type: ignore[arg-type]
         length = (size + 2 * p - d * (k - 1) - 1) // s + 1
         if length <= 0:
-            raise ValueError(f"input spatial size {list(spatial)} is too small for kernel {list(m.kernel_size)}")  # type: ignore[arg-type]
+            raise ShapeError(f"input spatial size {list(spatial)} is too small for kernel {list(m.kernel_size)}")  # type: ignore[arg-type]
         out.append(length)
     return (batch, m.out_channels, *out)  # type: ignore[return-value]
 
@@ -114,13 +130,13 @@ def _pool(m: nn.Module, x: Shape, n: int) -> Shape:
     out = []
     for size, k, s, p, d in zip(spatial, kernel, stride, padding, dilation, strict=True):
         if p > k // 2:
-            raise ValueError(f"pad should be at most half of effective kernel size, but got pad={p}, kernel_size={k}")
+            raise ShapeError(f"pad should be at most half of effective kernel size, but got pad={p}, kernel_size={k}")
         span = size + 2 * p - d * (k - 1) - 1
         length = (math.ceil(span / s) if m.ceil_mode else span // s) + 1  # type: ignore[attr-defined]
         if m.ceil_mode and (length - 1) * s >= size + p:  # type: ignore[attr-defined]
             length -= 1
         if length <= 0:
-            raise ValueError(f"output size is too small: input {list(spatial)}, kernel {list(kernel)}")
+            raise ShapeError(f"output size is too small: input {list(spatial)}, kernel {list(kernel)}")
         out.append(length)
     return (*head, *out)
 
@@ -143,14 +159,17 @@ def _softmax(m: nn.Module, x: Shape) -> Shape:
 
 def _linear(m: nn.Linear, x: Shape) -> Shape:
     if x[-1] != m.in_features:
-        raise ValueError(f"expected {m.in_features} input features, got {x[-1]}")
+        raise ShapeError(f"expected {m.in_features} input features, got {x[-1]}")
     return (*x[:-1], m.out_features)
 
 
 def _batch_norm(m: nn.Module, x: Shape) -> Shape:
-    m._check_input_dim(torch.empty((0,) * len(x), device="meta"))  # type: ignore[operator]
+    try:
+        m._check_input_dim(torch.empty((0,) * len(x), device="meta"))  # type: ignore[operator]
+    except ValueError as err:
+        raise ShapeError(str(err)) from None
     if len(x) < 2 or x[1] != m.num_features:
-        raise ValueError(f"expected input with {m.num_features} channels, got shape {list(x)}")
+        raise ShapeError(f"expected input with {m.num_features} channels, got shape {list(x)}")
     return x
 
 
@@ -185,24 +204,37 @@ _RULES: dict[type[nn.Module], Callable[[nn.Module, Shape], Shape]] = {
 }
 
 
-def _rule_for(module: nn.Module) -> Callable[[nn.Module, Shape], Shape] | None:
-    kind = type(module)
-    for klass in kind.__mro__:  # block classes subclass the layer they wrap
-        if klass in _RULES:
-            return _RULES[klass]
-        if klass in _POOLS:
-            return lambda m, x, n=_POOLS[klass]: _pool(m, x, n)  # type: ignore[misc]
-        if klass in _ADAPTIVE:
-            return lambda m, x, n=_ADAPTIVE[klass]: _adaptive(m, x, n)  # type: ignore[misc]
-        if klass in _SAME_SHAPE:
-            return lambda m, x: x
+def _rule_owner(kind: type[nn.Module]) -> type[nn.Module] | None:
+    """The first class in ``kind``'s MRO with a rule (block classes subclass the layer they wrap)."""
+    for klass in kind.__mro__:
+        if klass in _RULES or klass in _POOLS or klass in _ADAPTIVE or klass in _SAME_SHAPE:
+            return klass
         if klass is nn.Module:
             break
     return None
 
 
+def _rule_for(module: nn.Module) -> Callable[[nn.Module, Shape], Shape] | None:
+    kind = type(module)
+    klass = _rule_owner(kind)
+    # A subclass with its own forward (timm's Conv2dSame pads first) computes something else.
+    if klass is None or kind.forward is not klass.forward:
+        return None
+    if isinstance(module, LazyModuleMixin) and module.has_uninitialized_params():
+        return None  # its sizes come from its first input: run it
+    if klass in _RULES:
+        return _RULES[klass]
+    if klass in _POOLS:
+        return lambda m, x, n=_POOLS[klass]: _pool(m, x, n)  # type: ignore[misc]
+    if klass in _ADAPTIVE:
+        return lambda m, x, n=_ADAPTIVE[klass]: _adaptive(m, x, n)  # type: ignore[misc]
+    return lambda m, x: x
+
+
 def output_shape(module: nn.Module, inputs: Sequence[object]) -> Shape | None:
-    """The output shape for a single floating-point tensor input, or None to fall back to running it."""
+    """The output shape for a single floating-point tensor input, or None to fall back to running it.
+
+    Raises ``ShapeError`` for an input the layer rejects and ``ShapeRuleBug`` when a rule itself fails."""
     if len(inputs) != 1 or not isinstance(inputs[0], torch.Tensor) or not inputs[0].is_floating_point():
         return None
     if getattr(module, "padding_mode", "zeros") != "zeros" or getattr(module, "return_indices", False):
@@ -214,6 +246,13 @@ def output_shape(module: nn.Module, inputs: Sequence[object]) -> Shape | None:
         return rule(module, tuple(inputs[0].shape))
     except _NoRule:
         return None
+    except ShapeError:
+        raise
+    except Exception as err:
+        raise ShapeRuleBug(
+            f"netspec's shape rule for {type(module).__name__} failed on input {list(inputs[0].shape)}: "
+            f"{type(err).__name__}: {err}"
+        ) from err
 
 
 def _broadcast(shapes: Sequence[Shape]) -> Shape:
@@ -222,7 +261,7 @@ def _broadcast(shapes: Sequence[Shape]) -> Shape:
     for dims in zip(*((1,) * (rank - len(s)) + tuple(s) for s in shapes), strict=True):
         sizes = {d for d in dims if d != 1}
         if len(sizes) > 1:
-            raise ValueError(
+            raise ShapeError(
                 "the shapes " + ", ".join(str(list(s)) for s in shapes) + " cannot be broadcast together "
                 f"(sizes {sorted(sizes)} at the same dim)"
             )
@@ -244,7 +283,7 @@ def _cat(tensors: Sequence[torch.Tensor], dim: object = 0) -> torch.Tensor:
         if len(other) != len(first) or any(
             x != y for k, (x, y) in enumerate(zip(first, other, strict=True)) if k != axis
         ):
-            raise ValueError(f"cat needs equal sizes except in dim {dim}, got {list(first)} and {list(other)}")
+            raise ShapeError(f"cat needs equal sizes except in dim {dim}, got {list(first)} and {list(other)}")
     size = sum(t.shape[axis] for t in tensors)
     return torch.empty((*first[:axis], size, *first[axis + 1 :]), dtype=tensors[0].dtype, device="meta")
 
@@ -292,6 +331,11 @@ def function_output(fn: object, args: Sequence[object], kwargs: dict[str, object
         return _function_output(fn, args, kwargs)
     except _NoRule:
         return None
+    except ShapeError:
+        raise
+    except Exception as err:
+        name = getattr(fn, "__name__", repr(fn))
+        raise ShapeRuleBug(f"netspec's shape rule for {name} failed: {type(err).__name__}: {err}") from err
 
 
 def _function_output(fn: object, args: Sequence[object], kwargs: dict[str, object]) -> torch.Tensor | None:
