@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,6 +101,15 @@ def _distributed(spec: Spec) -> tuple[Any, Any, list[Problem]]:
     return dspec, ctx, []
 
 
+def seed_fork() -> AbstractContextManager[None]:
+    """``torch.random.fork_rng`` over the CPU and every visible device of the current accelerator."""
+    accelerator = torch.accelerator.current_accelerator() if hasattr(torch, "accelerator") else None
+    kind = accelerator.type if accelerator is not None else "cuda"
+    module = torch.get_device_module(kind)
+    count = module.device_count() if hasattr(module, "device_count") else 0
+    return torch.random.fork_rng(devices=list(range(count)), device_type=kind)
+
+
 def build(
     spec: Spec | Mapping[str, Any] | str | os.PathLike[str],
     *,
@@ -129,13 +138,13 @@ def build(
     device = torch.device("cpu" if device is None else device)
     fsdp = dspec is not None and dspec.strategy == "fsdp"
     seed = spec.document.seed
-    # Seeding must not disturb the caller's global RNG streams: fork them, CPU and the target GPU.
-    gpus = [device.index or 0] if device.type == "cuda" else []
     if fsdp:
         from .distributed import materialize, prepare_fsdp
 
         model = prepare_fsdp(spec, dspec, ctx, torch_dtype)  # checked, sharded and allocated, not yet filled
-    rng = torch.random.fork_rng(devices=gpus) if seed is not None else nullcontext()
+    # Seeding must not disturb the caller's global RNG streams. torch.manual_seed seeds the CPU and every
+    # device of the accelerator (a seed queued for a CUDA not yet initialised included): fork them all.
+    rng = seed_fork() if seed is not None else nullcontext()
     with rng:
         if seed is not None:
             torch.manual_seed(seed)

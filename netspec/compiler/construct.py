@@ -23,6 +23,7 @@ from torch.nn.modules.lazy import LazyModuleMixin
 
 from ..errors import did_you_mean
 from .blocks import block_class
+from .fill import build_dtype, fill
 from .resolve import RNode, RTensor
 from .statements import make_graph_module
 
@@ -84,8 +85,7 @@ def make_tensor(spec: RTensor, device: torch.device, dtype: torch.dtype | None) 
                 f"unknown init {name!r}; " + (did_you_mean(name, known) or "expected one of " + ", ".join(known))
             )
         tensor = torch.empty(spec.shape, dtype=dtype, device=device)
-        with torch.no_grad():
-            fn(tensor, **args)  # on meta this checks arguments and rank without computing anything
+        fill(fn, tensor, args)  # on meta: every check, no computing; other float dtypes: drawn in float32
     if spec.is_buffer:
         return tensor
     return nn.Parameter(tensor, requires_grad=spec.trainable)
@@ -156,16 +156,18 @@ def build_tree(
     graphs: Mapping[str, fx.Graph],
     lazy_inputs: Mapping[str, tuple[torch.Size, ...]] | None = None,
 ) -> nn.Module:
-    """Build ``node`` and everything below it, in document order (so a seed fixes every weight).
+    """Build ``node`` and everything below it, in document order (so a seed fixes every weight, and
+    fixes the same weights for float32, float64, bfloat16 and float16 builds up to their rounding).
 
     ``lazy_inputs``: the input shapes inference saw for each lazy layer, which is materialised with them."""
     lazy = lazy_inputs or {}
     if node.kind == "layer":
         nested = {k: build_tree(v, device, dtype, graphs, lazy) for k, v in node.args.items() if isinstance(v, RNode)}
-        module = construct_layer(node, device, dtype, nested)
+        # Weights are drawn in float32 and cast: one seed, the same weights in every floating dtype.
+        module = construct_layer(node, device, build_dtype(dtype), nested)
         if node.name in lazy:
             materialize_lazy(module, lazy[node.name])
-        return module
+        return module.to(dtype) if dtype is not None and build_dtype(dtype) != dtype else module
     children = {k: build_tree(c, device, dtype, graphs, lazy) for k, c in node.children.items()}
     tensors = {k: make_tensor(t, device, dtype) for k, t in node.tensors.items()}
     return assemble(node, children, tensors, graphs.get(node.name))

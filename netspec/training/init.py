@@ -7,7 +7,9 @@ each tensor name that a rule set to the ``file:line`` of the last rule that set 
 nothing, a function that cannot handle a tensor, an unreadable checkpoint …).
 
 Rules apply in order, so a later rule overrides an earlier one. Randomness comes from
-torch's global RNG, so the caller seeds it (same seed -> bit-identical tensors).
+torch's global RNG, so the caller seeds it (same seed -> bit-identical tensors; float64 and
+bfloat16 tensors are drawn in float32 and cast, so they match a float32 build up to rounding).
+On the meta model validation uses, every function runs its argument checks without filling.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from ..compiler.fill import fill
 from ..errors import ProblemList, SpecPath, did_you_mean
 from ..frontend.training_models import InitRule
 from .kwargs import check_kwargs, describe, first_line, make_problem, name_list, rule_location
@@ -200,10 +203,10 @@ def plan_rule(rule: InitRule, index: int, source: Any, problems: ProblemList) ->
 
 def _run(call: InitCall, tensor: torch.Tensor) -> str | None:
     """Apply ``call`` to ``tensor``; the error text when the function cannot handle it."""
-    if tensor.is_meta:  # building on "meta" allocates nothing, so there is nothing to fill
-        return None
     try:
-        fill_full(tensor, lambda full: call.func(full, **call.kwargs))  # an FSDP shard: the whole tensor, then its part
+        # An FSDP shard: the whole tensor, then its part. On meta nothing is filled but every argument is
+        # checked; non-float32 tensors are drawn in float32 and cast.
+        fill_full(tensor, lambda full: fill(call.func, full, call.kwargs))
     except Exception as err:  # each nn.init function raises its own kinds for unsuitable tensors
         return first_line(err)
     return None
