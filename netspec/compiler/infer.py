@@ -235,7 +235,7 @@ class Inferrer:
         if lazy:
             # Its first input fixed its sizes: the real build materialises the same ones (construct.materialize_lazy).
             self.lazy_inputs[node.name] = tuple(a.shape for a in args if isinstance(a, torch.Tensor))
-            self.record_tensors(node.name, module)
+            self.recordtensors_of(node.name, module)
         first = next((a for a in args if isinstance(a, torch.Tensor)), None)
         flattening = (
             isinstance(out, torch.Tensor)
