@@ -17,7 +17,6 @@ import torch
 import torch.nn as nn
 
 import netspec
-from netspec.emit.walker import emit
 
 
 def lin(i: int, o: int) -> dict[str, Any]:
@@ -206,7 +205,7 @@ def test_emit_of_a_digit_keyed_moduledict_round_trips_and_runs(tmp_path: Path) -
     torch.manual_seed(0)
     model = FPN()
     file = tmp_path / "fpn.yaml"
-    file.write_text(emit(model, input_shape=(3, 8, 8)).to_yaml(), encoding="utf-8")
+    file.write_text(netspec.emit(model, input_shape=(3, 8, 8)).to_yaml(), encoding="utf-8")
     rebuilt = netspec.build(file).model
     assert list(rebuilt.lateral) == ["8", "16"]
     rebuilt.load_state_dict(model.state_dict(), strict=True)
