@@ -18,13 +18,14 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from torch.optim.swa_utils import SWALR, AveragedModel
 
 from .compiler.build import build_model
 from .compiler.infer import infer
 from .compiler.meta import DTYPES
 from .errors import CheckpointError, NetspecError, Problem, SpecError
 from .io.checkpoint import CheckpointInfo, embedded_spec, is_checkpoint_path, read_checkpoint, restore
-from .spec import Spec, read
+from .spec import TRAINING_SECTIONS, Spec, read, training_sections
 from .training import TrainingSetup, setup_training
 
 
@@ -73,6 +74,30 @@ class Built:
             where = f"{info.path} holds no RNG state" if info is not None else "this was not loaded from a checkpoint"
             raise NetspecError(f"restore_rng: nothing to restore: {where} (netspec.save records them in .pt files)")
         restore_rng_state(info.rng)
+
+    @property
+    def averaged(self) -> AveragedModel | None:
+        """The spec's ``average:`` copy of the model (a ``torch.optim.swa_utils.AveragedModel``), or None."""
+        averager = self.training.averager if self.training is not None else None
+        return None if averager is None else averager.averaged
+
+    @property
+    def swa_scheduler(self) -> SWALR | None:
+        """For ``average: {type: swa}``, the ``SWALR`` scheduler to step instead of ``scheduler`` once SWA runs."""
+        averager = self.training.averager if self.training is not None else None
+        return None if averager is None else averager.scheduler
+
+    def update_average(self) -> bool:
+        """Call after each optimizer step (EMA) or epoch (SWA): fold the model into ``averaged``.
+
+        Returns whether it averaged: always for ``ema``; for ``swa``, False for the first ``start``
+        calls, then True (step ``swa_scheduler`` instead of ``scheduler`` from then on).
+        Raises ``NetspecError`` when the spec has no ``average:`` section.
+        """
+        averager = self.training.averager if self.training is not None else None
+        if averager is None:
+            raise NetspecError("update_average(): the spec has no average: section (e.g. {type: ema, decay: 0.9999})")
+        return averager.update(self.module)
 
 
 def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
@@ -152,18 +177,9 @@ def build(
             materialize(spec, model, ctx, torch_dtype)  # the values one process makes, in the same RNG order
         else:
             model = build_model(spec.inferred, spec.source, device, torch_dtype)
-        doc = spec.document
-        has_training = any(x is not None for x in (doc.init, doc.freeze, doc.optimizer, doc.scheduler))
+        has_training = any(getattr(spec.document, key) is not None for key in TRAINING_SECTIONS)
         training = (
-            setup_training(
-                model,
-                init=spec.document.init,
-                freeze=spec.document.freeze,
-                optimizer=spec.document.optimizer,
-                scheduler=spec.document.scheduler,
-                source=spec.source,
-                base_dir=spec.base_dir,
-            )
+            setup_training(model, **training_sections(spec), source=spec.source, base_dir=spec.base_dir)
             if has_training
             else TrainingSetup()
         )
@@ -237,7 +253,8 @@ def load_checkpoint(
             f"{file} is a single-file checkpoint and the spec shards the model with FSDP here; save it again to a "
             "directory (netspec.save(built, DIR)), which loads at any world size"
         )
-    built.checkpoint = restore(built.module, built.optimizer, built.scheduler, payload, file, overrides)
+    averager = built.training.averager if built.training is not None else None
+    built.checkpoint = restore(built.module, built.optimizer, built.scheduler, payload, file, overrides, averager)
     return built
 
 

@@ -34,7 +34,22 @@ if TYPE_CHECKING:
 
 # Top-level sections whose ${...} references are plain vars; model and blocks are resolved
 # node by node because they also see block parameters and repeat indices.
-_VAR_SECTIONS = ("name", "seed", "input", "init", "freeze", "optimizer", "scheduler", "distributed")
+_VAR_SECTIONS = (
+    "name",
+    "seed",
+    "input",
+    "init",
+    "freeze",
+    "optimizer",
+    "scheduler",
+    "tie",
+    "eval",
+    "checkpoint_activations",
+    "average",
+    "distributed",
+)
+# The sections that need the model to be checked (``setup_training`` on a meta model).
+TRAINING_SECTIONS = ("init", "freeze", "optimizer", "scheduler", "tie", "eval", "checkpoint_activations", "average")
 
 
 class _Dumper(yaml.SafeDumper):
@@ -195,7 +210,7 @@ def validate_source(source: Source, *, read_files: bool = True) -> Spec:
         raise SpecError([*err.problems, *(p for p in extra if p.severity == "error")]) from None
     spec = Spec(source, document, resolved, inferred)
     spec.reads_files = read_files
-    if any(getattr(document, key) is not None for key in ("init", "freeze", "optimizer", "scheduler")):
+    if any(getattr(document, key) is not None for key in TRAINING_SECTIONS):
         spec.training_warnings = _check_training(spec)
     return spec
 
@@ -225,17 +240,13 @@ def _check_training(spec: Spec) -> list[Problem]:
 
     with SkipInit():
         meta = build_model(spec.inferred, spec.source, torch.device("meta"), None)
-    doc = spec.document
-    setup = setup_training(
-        meta,
-        init=doc.init,
-        freeze=doc.freeze,
-        optimizer=doc.optimizer,
-        scheduler=doc.scheduler,
-        source=spec.source,
-        base_dir=spec.base_dir,
-    )
+    setup = setup_training(meta, **training_sections(spec), source=spec.source, base_dir=spec.base_dir)
     return list(setup.warnings)
+
+
+def training_sections(spec: Spec) -> dict[str, Any]:
+    """The document's training sections as ``setup_training`` keyword arguments."""
+    return {key: getattr(spec.document, key) for key in TRAINING_SECTIONS}
 
 
 def load_source(

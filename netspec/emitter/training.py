@@ -31,8 +31,9 @@ _NEVER = frozenset({"params"})
 
 
 def all_parameter_names(model: nn.Module) -> list[str]:
-    """Every parameter name, tied ones under each of their names (as the rebuilt, untied model has them)."""
-    return [name for name, _ in model.named_parameters(remove_duplicate=False)]
+    """Every parameter name, a tied tensor under its first name only (emit writes ``tie:`` for the others,
+    so the rebuilt model lists it the same way)."""
+    return [name for name, _ in model.named_parameters()]
 
 
 def patterns_for(members: Iterable[str], universe: list[str]) -> list[str]:
@@ -45,7 +46,7 @@ def patterns_for(members: Iterable[str], universe: list[str]) -> list[str]:
 
 def freeze_section(model: nn.Module) -> list[str]:
     """``freeze:`` entries for every parameter with ``requires_grad=False`` (empty when none)."""
-    named = list(model.named_parameters(remove_duplicate=False))
+    named = list(model.named_parameters())  # a tied tensor once, under its first name, as the rebuilt model
     frozen = [n for n, p in named if not p.requires_grad]
     return patterns_for(frozen, [n for n, _ in named]) if frozen else []
 
@@ -89,7 +90,7 @@ def optimizer_section(model: nn.Module, optimizer: torch.optim.Optimizer) -> tup
         if default is inspect.Parameter.empty or not same_value(_plain(value), _plain(default)):
             section[key] = _written(value, key, where)
 
-    named = list(model.named_parameters(remove_duplicate=False))
+    named = list(model.named_parameters())  # a tied tensor once, under its first name, as the rebuilt model
     names_of: dict[int, list[str]] = {}
     for n, p in named:
         names_of.setdefault(id(p), []).append(n)

@@ -10,7 +10,7 @@ optimizer and the per-sample input shape. Out: a ``Spec`` that has been through 
 the meta device before returning), with repeated custom submodules as ``blocks:`` (see
 ``emit_blocks``), frozen parameters as ``freeze:`` and the optimizer as ``optimizer:``.
 
-What could not be expressed exactly (lint findings, tied weights, arguments fixed to their
+What could not be expressed exactly (lint findings, arguments fixed to their
 defaults, buffers whose values no ``init`` reproduces) is returned as ``ModelWarning``s in
 ``spec.emit_warnings``; what cannot be expressed at all raises ``EmitError`` naming the module
 path, its class and the reason.
@@ -339,14 +339,8 @@ def emit(
         warnings += notes
     warnings += walker.notes
     tied = _tied(model)
-    if tied:
-        warnings.append(
-            ModelWarning(
-                tied[0][1],
-                f"shares its tensor with {tied[0][0]} ({len(tied)} tied parameter(s)); "
-                "a spec cannot tie parameters, so the rebuilt model has independent copies",
-            )
-        )
+    if tied:  # the later name becomes the first's, as the model's own __init__ did it
+        data["tie"] = {later: first for first, later in tied}
     if len(walker.dtypes) > 1 or (walker.dtypes and torch.get_default_dtype() not in walker.dtypes):
         kinds = ", ".join(sorted(str(d).removeprefix("torch.") for d in walker.dtypes))
         warnings.append(

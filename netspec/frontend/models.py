@@ -29,7 +29,7 @@ from pydantic import (
 from ..errors import Problem, did_you_mean
 from .distributed_models import DistributedSpec
 from .source import Source
-from .training_models import FreezeRule, InitRule, OptimizerSpec, SchedulerSpec
+from .training_models import AverageSpec, EvalRule, FreezeRule, InitRule, OptimizerSpec, SchedulerSpec
 
 REF_SCHEMA: dict[str, Any] = {"type": "string", "pattern": r"\$\{.+\}"}
 # pydantic insists on resolving every $ref it emits; ``schema`` swaps this marker for {"$ref": "#/$defs/Node"}.
@@ -286,6 +286,10 @@ class SpecModel(_Strict):
         default=None, description="block-library files whose blocks this spec may use; relative to this file"
     )
     distributed: DistributedSpec | None = None
+    tie: dict[StrictStr, StrictStr] | None = None
+    eval: list[EvalRule] | None = None
+    checkpoint_activations: list[StrictStr] | None = None
+    average: AverageSpec | None = None
 
 
 def _clean_loc(loc: tuple[Any, ...]) -> tuple[str | int, ...]:

@@ -80,16 +80,19 @@ class InitRule(_Open):
       name (``zeros``) or ``{fn: normal, std: 0.1}``;
     * ``{type|match, fn: xavier_uniform, <its arguments>}`` applies to the selected
       parameters themselves;
-    * ``{from: file.pt, match?, strip_prefix?, skip_mismatched?, strict?}`` loads tensors.
+    * ``{from: file.pt, match?, strip_prefix?, rename?, skip_mismatched?, strict?}`` loads tensors.
+
+    ``match`` is one glob or a list of them (a name is selected when any selects it).
     """
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
     type: StrOrList | None = None
-    match: StrictStr | None = None
+    match: StrOrList | None = None
     fn: StrictStr | None = None
     from_: StrictStr | None = Field(default=None, alias="from")
     strip_prefix: StrictStr | None = None
+    rename: dict[StrictStr, StrictStr] | None = None
     skip_mismatched: StrictBool | None = None
     strict: StrictBool | None = None
 
@@ -111,6 +114,56 @@ FreezeRule = Annotated[
     Annotated[StrictStr, Tag("<pattern>")] | Annotated[FreezeByType, Tag("<by-type>")],
     Discriminator(_freeze_kind),
 ]
+
+
+class EvalByType(_Strict):
+    """``eval: [{type: BatchNorm2d, match?: "backbone.*"}]``: modules kept in eval mode, by class."""
+
+    type: StrOrList
+    match: StrictStr | None = None
+
+
+def _eval_kind(value: Any) -> str:
+    return "<by-type>" if isinstance(value, (dict, EvalByType)) else "<pattern>"
+
+
+# ``eval:`` entries: a module path / glob on module names, or a by-type entry.
+EvalRule = Annotated[
+    Annotated[StrictStr, Tag("<pattern>")] | Annotated[EvalByType, Tag("<by-type>")],
+    Discriminator(_eval_kind),
+]
+
+
+class AverageSpec(_Strict):
+    """``average:``: an EMA or SWA copy of the weights (``torch.optim.swa_utils.AveragedModel``).
+
+    ``{type: ema, decay: 0.9999}``: every ``update_average()`` call moves the copy (parameters
+    and buffers) by ``1 - decay`` towards the model. ``{type: swa, start: 10, lr: 0.05}``: the
+    first ``start`` calls of ``update_average()`` only count; from then on each call adds the
+    model to an equal-weight running mean of the parameters (buffers are not averaged: run
+    ``torch.optim.swa_utils.update_bn``), and ``SWALR`` anneals to ``lr`` over
+    ``anneal_epochs`` of its steps.
+    """
+
+    type: Literal["ema", "swa"]
+    decay: StrictFloat | None = Field(default=None, gt=0, lt=1)
+    start: StrictInt | None = Field(default=None, ge=0)
+    lr: StrictFloat | None = Field(default=None, gt=0)
+    anneal_epochs: StrictInt | None = Field(default=None, ge=1)
+    anneal_strategy: Literal["cos", "linear"] | None = None
+
+    @model_validator(mode="after")
+    def _keys_fit_type(self) -> AverageSpec:
+        if self.type == "ema":
+            wrong = [k for k in ("start", "lr", "anneal_epochs", "anneal_strategy") if getattr(self, k) is not None]
+            if wrong:
+                raise ValueError(f"{', '.join(wrong)} only apply to type: swa; ema takes decay")
+        else:
+            if self.decay is not None:
+                raise ValueError("decay only applies to type: ema; swa takes start, lr, anneal_epochs, anneal_strategy")
+            if self.lr is None:
+                raise ValueError("type: swa needs lr (the SWALR learning rate), e.g. {type: swa, start: 10, lr: 0.05}")
+        return self
 
 
 class ParamGroupSpec(_Open):
@@ -181,7 +234,10 @@ class SchedulerSpec(_Open):
 
 
 __all__ = [
+    "AverageSpec",
     "ClipGradSpec",
+    "EvalByType",
+    "EvalRule",
     "FreezeByType",
     "FreezeRule",
     "InitFn",

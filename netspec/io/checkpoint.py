@@ -2,11 +2,12 @@
 
 ``save(built, path, epoch=None, **extra)`` writes one ``torch.save`` file holding the spec (as
 plain data), the model's state_dict, the optimizer's and scheduler's state_dicts, ``epoch``,
-``extra``, which parameters are tied, and the versions that wrote it (netspec, torch, checkpoint
-format). The file appears atomically — written to a temporary file in the same folder, flushed,
-then renamed over ``path`` — so an error never leaves a half-written checkpoint, and it gets
-the ordinary permissions the umask gives new files. A checkpoint that could not be read back
-(``extra`` holding arbitrary Python objects) is refused at save time.
+``extra``, which parameters are tied, the ``average:`` copy (EMA / SWA) and the versions that
+wrote it (netspec, torch, checkpoint format). The file appears atomically — written to a
+temporary file in the same folder, flushed, then renamed over ``path`` — so an error never
+leaves a half-written checkpoint, and it gets the ordinary permissions the umask gives new
+files. A checkpoint that could not be read back (``extra`` holding arbitrary Python objects)
+is refused at save time.
 
 Reading: ``read_checkpoint`` (file -> payload, through the one weights reader ``io.weights``,
 so never executing code), ``embedded_spec`` (payload -> spec data) and ``restore`` (payload ->
@@ -166,6 +167,7 @@ def save(built: Any, path: str | os.PathLike[str], epoch: int | None = None, **e
         "tied": tied_groups(model),
         "optimizer": built.optimizer.state_dict() if built.optimizer is not None else None,
         "scheduler": built.scheduler.state_dict() if built.scheduler is not None else None,
+        "average": _averager_state(built),
         "epoch": epoch,
         "extra": dict(extra),
     }
@@ -193,6 +195,26 @@ def save(built: Any, path: str | os.PathLike[str], epoch: int | None = None, **e
         dist.barrier()
         return written
     return atomic_write(path, write, verify, error=CheckpointError)
+
+
+def _averager_state(built: Any) -> dict[str, Any] | None:
+    """The ``average:`` copy (weights, ``n_averaged``, update count, SWALR state), or None."""
+    averager = getattr(getattr(built, "training", None), "averager", None)
+    return None if averager is None else averager.state_dict()
+
+
+def _resume_average(averager: Any, saved: Any, file: Path) -> None:
+    """Put the saved ``average:`` copy back into the rebuilt one (``training.average.Averager``)."""
+    if saved is None:
+        return
+    if averager is None:
+        raise CheckpointError(f"{file} holds an averaged model (average:) but the spec builds none")
+    if not isinstance(saved, Mapping):
+        raise CheckpointError(f"{file}: 'average' must be a mapping, got {type(saved).__name__}")
+    try:
+        averager.load_state_dict(saved)
+    except (ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{file}: cannot resume the averaged model: {first_line(err)}") from None
 
 
 # -- reading ----------------------------------------------------------------------------------------------
@@ -277,10 +299,12 @@ def restore(
     payload: Mapping[str, Any],
     file: Path,
     overrides: Mapping[str, Any] | None = None,
+    averager: Any = None,
 ) -> CheckpointInfo:
     """Put a checkpoint's state into a model rebuilt from its spec: tied parameters re-tied, the
     state loaded strictly, optimizer and scheduler resumed (an ``optimizer.<name>`` override wins
-    over the saved value). Returns what else the checkpoint says."""
+    over the saved value), the ``average:`` copy (``averager``) resumed. Returns what else the
+    checkpoint says."""
     state = tensors_in(payload.get("model"))
     if state is None and not isinstance(payload.get("model"), Mapping):
         raise CheckpointError(f"{file}: the checkpoint holds no model state_dict")
@@ -307,6 +331,7 @@ def restore(
             target.load_state_dict(saved)
         except (ValueError, KeyError, RuntimeError, TypeError, IndexError) as err:
             raise CheckpointError(f"{file}: cannot resume the {what}: {first_line(err)}") from None
+    _resume_average(averager, payload.get("average"), file)
     for group, values in zip(optimizer.param_groups if optimizer else [], overridden, strict=False):
         group.update(values)
     epoch = payload.get("epoch")

@@ -26,7 +26,7 @@ from typing import Any
 from torch import nn
 
 from ..errors import ProblemList, SpecError
-from ..frontend.training_models import FreezeByType, FreezeRule
+from ..frontend.training_models import EvalByType, EvalRule, FreezeByType, FreezeRule
 from .init import as_list, check_types, type_names
 from .kwargs import make_problem, name_list
 from .patterns import model_names, no_match, select, selects
@@ -182,6 +182,70 @@ def run_freeze(
     for module in to_pin:
         pin_eval(module)
     return frozen, pinned
+
+
+def _ancestors(name: str) -> list[str]:
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def select_modules(
+    model: nn.Module, pattern: str, path: tuple[str | int, ...], source: Any, problems: ProblemList
+) -> list[str]:
+    """Module names ``pattern`` selects (outermost only); a problem naming the closest names when none."""
+    modules = [name for name, _ in model.named_modules() if name]
+    chosen = select(pattern, modules)
+    if not chosen:
+        message, hint = no_match(pattern, modules, "module")
+        problems.add(make_problem(source, path, message, hint))
+    return [n for n in chosen if not any(a in set(chosen) for a in _ancestors(n))]
+
+
+def run_eval(model: nn.Module, rules: list[EvalRule] | None, source: Any, problems: ProblemList) -> set[str]:
+    """``eval:``: pin the selected modules in eval mode; their parameters stay trainable.
+
+    Entries are module paths / globs on module names, or ``{type: ..., match?: ...}``.
+    Returns the pinned module names ("" for the root); nothing is pinned when an entry is wrong.
+    """
+    before = len(problems.errors)
+    chosen: dict[str, nn.Module] = {}
+    modules = dict(model.named_modules())
+    for index, rule in enumerate(rules or []):
+        path: tuple[str | int, ...] = ("eval", index)
+        if isinstance(rule, str):
+            for name in select_modules(model, rule, path, source, problems):
+                chosen.setdefault(name, modules[name])
+            continue
+        if not isinstance(rule, EvalByType):
+            problems.add(make_problem(source, path, f"expected a module pattern or {{type: ...}}, got {rule!r}"))
+            continue
+        types = as_list(rule.type)
+        if not check_types(types, model, (*path, "type"), source, problems):
+            continue
+        names = [n for n in modules if n]
+        if rule.match is not None and not select(rule.match, names):
+            message, hint = no_match(rule.match, names, "module")
+            problems.add(make_problem(source, (*path, "match"), message, hint))
+            continue
+        wanted = set(types)
+        hits = [
+            name
+            for name, module in modules.items()
+            if type_names(module) & wanted and (rule.match is None or (name and selects(rule.match, name)))
+        ]
+        if not hits:
+            present = sorted({type(m).__name__ for m in model.modules()})
+            where = f" matching {rule.match!r}" if rule.match is not None else ""
+            message = f"no module of type {name_list(types)}{where} in the model"
+            problems.add(make_problem(source, (*path, "type"), message, f"the model has: {name_list(present)}"))
+            continue
+        for name in hits:
+            chosen.setdefault(name, modules[name])
+    if len(problems.errors) > before:
+        return set()
+    for module in chosen.values():
+        pin_eval(module)
+    return set(chosen)
 
 
 def apply_freeze(model: nn.Module, rules: list[FreezeRule] | None, source: Any) -> set[str]:

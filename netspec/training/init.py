@@ -108,7 +108,7 @@ class InitPlan:
     index: int
     kind: Literal["keys", "fn", "from"]
     types: list[str]
-    match: str | None
+    match: list[str] | None  # globs; a name is selected when any of them selects it
     calls: dict[str, InitCall]
 
 
@@ -167,12 +167,12 @@ def plan_rule(rule: InitRule, index: int, source: Any, problems: ProblemList) ->
         bad = [k for k in ("type", "fn") if k in set_keys] + list(extras)
         for key in bad:
             message = f"a from: rule loads tensors by name and takes no {key!r}"
-            allowed = ["match", "strip_prefix", "skip_mismatched", "strict"]
+            allowed = ["match", "strip_prefix", "rename", "skip_mismatched", "strict"]
             hint = did_you_mean(key, allowed) or f"it takes {', '.join(allowed)}; put {key!r} in another rule"
             problems.add(make_problem(source, (*path, key), message, hint))
-        return None if bad else InitPlan(index, "from", [], rule.match, {})
+        return None if bad else InitPlan(index, "from", [], _matches(rule), {})
     ok = True
-    for key in ("strip_prefix", "skip_mismatched", "strict"):
+    for key in ("strip_prefix", "rename", "skip_mismatched", "strict"):
         if key in set_keys:
             problems.add(make_problem(source, (*path, key), f"{key!r} only applies to a from: rule"))
             ok = False
@@ -185,7 +185,7 @@ def plan_rule(rule: InitRule, index: int, source: Any, problems: ProblemList) ->
         call = _resolve_fn(rule.fn, extras, (*path, "fn"), path, source, problems)
         if call is None or not ok:
             return None
-        return InitPlan(index, "fn", types, rule.match, {"": call})
+        return InitPlan(index, "fn", types, _matches(rule), {"": call})
     if not extras:
         message = "rule sets nothing: expected weight:, bias:, another parameter or buffer name, or fn:"
         hint = "e.g. {type: Linear, weight: xavier_uniform, bias: zeros}"
@@ -198,7 +198,16 @@ def plan_rule(rule: InitRule, index: int, source: Any, problems: ProblemList) ->
             ok = False
         else:
             calls[key] = call
-    return InitPlan(index, "keys", types, rule.match, calls) if ok else None
+    return InitPlan(index, "keys", types, _matches(rule), calls) if ok else None
+
+
+def _matches(rule: InitRule) -> list[str] | None:
+    return None if rule.match is None else as_list(rule.match)
+
+
+def selects_any(patterns: list[str] | None, name: str) -> bool:
+    """Whether any of ``patterns`` selects ``name`` (None selects everything)."""
+    return patterns is None or any(selects(p, name) for p in patterns)
 
 
 def _run(call: InitCall, tensor: torch.Tensor) -> str | None:
@@ -220,7 +229,7 @@ def _cannot(call: InitCall, index: int, name: str, tensor: torch.Tensor, error: 
 def _selection(plan: InitPlan) -> str:
     return " and ".join(
         ([f"type {name_list(plan.types)}"] if plan.types else [])
-        + ([f"match {plan.match!r}"] if plan.match is not None else [])
+        + ([f"match {name_list(map(repr, plan.match))}"] if plan.match is not None else [])
     )
 
 
@@ -230,7 +239,7 @@ def _apply_keys(model: nn.Module, plan: InitPlan, source: Any, problems: Problem
         (mname, module)
         for mname, module in model.named_modules()
         if (not plan.types or type_names(module) & set(plan.types))
-        and (plan.match is None or any(selects(plan.match, _join(mname, k)) for k in plan.calls))
+        and (plan.match is None or any(selects_any(plan.match, _join(mname, k)) for k in plan.calls))
     ]
     if not chosen:
         message = f"rule selects no module: {_selection(plan)} match nothing together"
@@ -248,7 +257,7 @@ def _apply_keys(model: nn.Module, plan: InitPlan, source: Any, problems: Problem
         for mname, module in owners:
             tensor = module._parameters.get(key) if key in module._parameters else module._buffers.get(key)
             full = _join(mname, key)
-            if tensor is None or (plan.match is not None and not selects(plan.match, full)):
+            if tensor is None or not selects_any(plan.match, full):
                 continue
             error = _run(call, tensor)
             if error is None:
@@ -266,7 +275,7 @@ def _apply_fn(model: nn.Module, plan: InitPlan, source: Any, problems: ProblemLi
     chosen = [
         (name, param)
         for name, param in model.named_parameters()
-        if (plan.match is None or selects(plan.match, name))
+        if selects_any(plan.match, name)
         and (typed is None or "" in typed or any(owner in typed for owner in _owners(name)))
     ]
     if not chosen:
@@ -324,10 +333,12 @@ def run_init(
             types = as_list(rule.type)
             if types and not check_types(types, model, ("init", index, "type"), source, problems):
                 selectors_ok = False
-            if rule.match is not None and not select(rule.match, names):
-                message, hint = no_match(rule.match, names)
-                problems.add(make_problem(source, ("init", index, "match"), message, hint))
-                selectors_ok = False
+            for j, pattern in enumerate(as_list(rule.match)):
+                if not select(pattern, names):
+                    message, hint = no_match(pattern, names)
+                    where = ("init", index, "match", j) if isinstance(rule.match, list) else ("init", index, "match")
+                    problems.add(make_problem(source, where, message, hint))
+                    selectors_ok = False
         if plan is None or not selectors_ok:
             continue
         location = rule_location(source, ("init", index))

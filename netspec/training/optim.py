@@ -90,6 +90,43 @@ class GradClip:
 Bucket = tuple[str, list[str], dict[str, Any]]  # label, parameter names, param-group options
 
 
+NO_DECAY_NAMES = ("bias", "norm", "1d", "embedding")
+
+
+def is_norm_layer(module: nn.Module) -> bool:
+    """torch's normalisation layers and their subclasses (registered ones included), and any class
+    named ``...Norm`` (a hand-written ``RMSNorm``, ``LlamaRMSNorm``, timm's ``LayerNorm2d``)."""
+    return isinstance(module, NORM_LAYERS) or type(module).__name__.endswith("Norm")
+
+
+def _owned(model: nn.Module, kinds: Any, canonical: dict[int, str]) -> set[str]:
+    """Names (as the optimizer lists them) of the direct parameters of modules ``kinds`` accepts."""
+    return {canonical[id(p)] for m in model.modules() if kinds(m) for p in m.parameters(recurse=False)}
+
+
+def no_decay_names(model: nn.Module, entry: str, names: list[str]) -> list[str] | None:
+    """The parameters of ``names`` that the keyword ``entry`` selects; None when it is no keyword.
+
+    ``bias``: names ending in ``bias`` (``in_proj_bias`` too); ``norm``: parameters of
+    normalisation layers (``is_norm_layer``); ``1d``: fewer than two dimensions (timm's rule);
+    ``embedding``: parameters of ``nn.Embedding`` / ``nn.EmbeddingBag`` layers and subclasses.
+    A tied tensor is selected when any of the modules sharing it is.
+    """
+    params = dict(model.named_parameters())
+    canonical = {id(p): n for n, p in params.items()}
+    if entry == "bias":
+        found = {n for n in names if n.endswith("bias")}
+    elif entry == "norm":
+        found = _owned(model, is_norm_layer, canonical)
+    elif entry == "embedding":
+        found = _owned(model, lambda m: isinstance(m, (nn.Embedding, nn.EmbeddingBag)), canonical)
+    elif entry == "1d":
+        found = {n for n in names if n in params and params[n].dim() < 2}
+    else:
+        return None
+    return [n for n in names if n in found]
+
+
 def split_no_decay(
     model: nn.Module,
     entries: list[str],
@@ -100,31 +137,25 @@ def split_no_decay(
 ) -> list[Bucket]:
     """THE no-decay rule, in one place: split each bucket into decayed and no-decay parts.
 
-    ``bias`` = every parameter whose own name is ``bias``; ``norm`` = the direct parameters of
-    normalisation layers (``NORM_LAYERS``); anything else is a parameter pattern. A bucket
-    with non-zero weight decay becomes its other parameters, then ``<label> (no_decay)`` with
+    Entries are the keywords of ``no_decay_names`` or parameter patterns. A bucket with
+    non-zero weight decay becomes its other parameters, then ``<label> (no_decay)`` with
     ``weight_decay: 0``; empty parts are dropped.
     """
     names = [n for _, members, _ in buckets for n in members]
     chosen: set[str] = set()
-    wanted = set(names)
     for j, entry in enumerate(entries):
-        if entry == "bias":
-            chosen |= {n for n in names if n.rsplit(".", 1)[-1] == "bias"}
-        elif entry == "norm":
-            for mname, module in model.named_modules():
-                if isinstance(module, NORM_LAYERS):
-                    prefix = f"{mname}." if mname else ""
-                    chosen |= {prefix + p for p, _ in module.named_parameters(recurse=False)} & wanted
-        else:
-            hits = select(entry, names)
-            if not hits:
-                pool = model_names(model)
-                message, hint = no_match(entry, pool)
-                keyword = did_you_mean(entry, ["bias", "norm"])
-                message = f"no_decay entry {entry!r} is not 'bias', 'norm' or a matching pattern: {message}"
-                problems.add(make_problem(source, ("optimizer", "no_decay", j), message, keyword or hint))
-            chosen |= set(hits)
+        keyword = no_decay_names(model, entry, names)
+        if keyword is not None:
+            chosen |= set(keyword)
+            continue
+        hits = select(entry, names)
+        if not hits:
+            pool = model_names(model)
+            message, hint = no_match(entry, pool)
+            close = did_you_mean(entry, NO_DECAY_NAMES)
+            message = f"no_decay entry {entry!r} is not bias, norm, 1d, embedding or a matching pattern: {message}"
+            problems.add(make_problem(source, ("optimizer", "no_decay", j), message, close or hint))
+        chosen |= set(hits)
     out: list[Bucket] = []
     for label, members, opts in buckets:
         if not chosen or not opts.get("weight_decay", base_wd):

@@ -2,7 +2,8 @@
 
 In: a pattern from ``init.match``, ``freeze``, ``optimizer.groups.params`` or ``no_decay``
 and the dotted names of a model. Out: the names it selects, or the closest real names when
-it selects none.
+it selects none; and the other way round, ``compress_names``: the fewest patterns covering a
+set of names (for summaries, load reports and emitted specs).
 
 Semantics (contract section 3):
 
@@ -109,3 +110,58 @@ def no_match(pattern: str, names: Iterable[str], what: str = "parameter or modul
     else:
         hint = f"did you mean {near[0]!r}?"
     return message, hint
+
+
+def compress_names(members: Iterable[str], universe: Iterable[str]) -> list[str]:
+    """The fewest module prefixes (then ``*.leaf`` globs) that cover ``members`` exactly.
+
+    ``universe`` is every parameter name; a prefix is used only when everything under it is a
+    member. ``["*"]`` when ``members`` is everything.
+    """
+    chosen = set(members)
+    names = list(universe)
+    if not chosen:
+        return []
+    if set(names) <= chosen:
+        return ["*"]
+    out: list[str] = []
+
+    def walk(prefix: str, under: list[str]) -> None:
+        inside = [n for n in under if n in chosen]
+        if not inside:
+            return
+        if len(inside) == len(under):
+            out.append(prefix)
+            return
+        children: dict[str, list[str]] = {}
+        for name in under:
+            rest = name[len(prefix) + 1 :] if prefix else name
+            child = (prefix + "." if prefix else "") + rest.split(".")[0]
+            children.setdefault(child, []).append(name)
+        for child, sub in children.items():
+            walk(child, sub)
+
+    walk("", names)
+    return _collapse_leaves(out, chosen, names)
+
+
+def _collapse_leaves(entries: list[str], chosen: set[str], names: list[str]) -> list[str]:
+    """Replace three or more ``x.y.bias`` entries by a ``*.bias``-style glob when that is exact."""
+    leaves: dict[str, list[str]] = {}
+    for entry in entries:
+        if entry in chosen and "." in entry:
+            leaves.setdefault(entry.rsplit(".", 1)[1], []).append(entry)
+    result = list(entries)
+    for leaf, group in leaves.items():
+        if len(group) < 3:
+            continue
+        candidates = [f"*.{leaf}", *sorted({f"{g.split('.', 1)[0]}.*.{leaf}" for g in group})]
+        for glob in candidates:
+            hits = set(select(glob, names))
+            if hits <= chosen and set(group) & hits:
+                covered = [e for e in result if e in hits]
+                if len(covered) >= 2:
+                    first = result.index(covered[0])
+                    result = [e for e in result if e not in hits]
+                    result.insert(min(first, len(result)), glob)
+    return result

@@ -1,9 +1,14 @@
-"""``setup_training``: the four training stages in order, with every problem reported at once.
+"""``setup_training``: the training stages in order, with every problem reported at once.
 
-In: a constructed model and the spec's ``init``, ``freeze``, ``optimizer`` and ``scheduler``
-sections, the ``Source`` (for locations) and the spec's directory (for ``from:`` paths).
-Out: a ``TrainingSetup`` (optimizer, scheduler, clipping, and what each rule did, for
+In: a constructed model and the spec's ``tie``, ``init``, ``freeze``, ``eval``, ``optimizer``,
+``scheduler``, ``checkpoint_activations`` and ``average`` sections, the ``Source`` (for
+locations) and the spec's directory (for ``from:`` paths). Out: a ``TrainingSetup``
+(optimizer, scheduler, clipping, the averaged copy, and what each rule did, for
 ``explain``); or one ``SpecError`` holding the problems of all stages.
+
+Order: ties first (so every later stage sees one shared tensor), then init, freeze, eval,
+optimizer, scheduler, activation checkpointing and last the average (a copy of the
+initialised model).
 """
 
 from __future__ import annotations
@@ -17,13 +22,16 @@ from torch import nn
 from torch.nn.parameter import is_lazy
 
 from ..errors import Problem, ProblemList, SpecError
-from ..frontend.training_models import FreezeRule, InitRule, OptimizerSpec, SchedulerSpec
-from .freeze import run_freeze
+from ..frontend.training_models import AverageSpec, EvalRule, FreezeRule, InitRule, OptimizerSpec, SchedulerSpec
+from .activations import run_checkpoint_activations
+from .average import Averager, build_averager
+from .freeze import run_eval, run_freeze
 from .init import plan_rule, run_init
 from .kwargs import make_problem
 from .load import LoadReport
 from .optim import GradClip, resolve_optimizer, run_optimizer
 from .sched import Scheduler, resolve_scheduler, run_scheduler
+from .tie import run_ties, tied_names
 
 
 @dataclass
@@ -39,7 +47,11 @@ class TrainingSetup:
     group_of: dict[str, int] = field(default_factory=dict)  # trainable name -> optimizer.param_groups index
     load_reports: list[LoadReport] = field(default_factory=list)  # one per `from:` rule
     group_labels: list[str] = field(default_factory=list)  # per param group: "groups.0", "default (no_decay)"
-    eval_modules: set[str] = field(default_factory=set)  # modules pinned to eval mode by freeze
+    eval_modules: set[str] = field(default_factory=set)  # modules pinned to eval mode by freeze or eval
+    ties: dict[str, str] = field(default_factory=dict)  # tie: key -> the parameter it shares
+    checkpointed: list[str] = field(default_factory=list)  # modules under activation checkpointing
+    averager: Averager | None = None  # average: the EMA / SWA copy
+    shared: dict[str, list[str]] = field(default_factory=dict)  # tied tensors: first name -> its other names
     param_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # every parameter, model order
     warnings: list[Problem] = field(default_factory=list)  # e.g. an init fn that skipped 1-D biases
 
@@ -106,13 +118,21 @@ def setup_training(
     scheduler: SchedulerSpec | None,
     source: Any,
     base_dir: Path | None,
+    tie: dict[str, str] | None = None,
+    eval: list[EvalRule] | None = None,
+    checkpoint_activations: list[str] | None = None,
+    average: AverageSpec | None = None,
 ) -> TrainingSetup:
-    """Run init, freeze, optimizer and scheduler in that order; one ``SpecError`` for all problems."""
+    """Run every stage in order (see the module docstring); one ``SpecError`` for all problems."""
     problems = ProblemList()
+    ties = run_ties(model, tie, source, problems)
     sources, reports = run_init(model, init, source, base_dir, problems)
     frozen, pinned = run_freeze(model, freeze, source, problems)
+    pinned |= run_eval(model, eval, source, problems)
     opt, group_of, clip, labels = run_optimizer(model, optimizer, frozen, source, problems)
     sched, interval = run_scheduler(opt, scheduler, source, problems, optimizer_in_spec=optimizer is not None)
+    checkpointed = run_checkpoint_activations(model, checkpoint_activations, source, problems)
+    averager = build_averager(model, average, opt, source, problems) if not problems.errors else None
     _raise(problems)
     return TrainingSetup(
         optimizer=opt,
@@ -125,6 +145,10 @@ def setup_training(
         load_reports=reports,
         group_labels=labels,
         eval_modules=pinned,
+        ties=ties,
+        checkpointed=checkpointed,
+        averager=averager,
+        shared=tied_names(model),
         param_shapes={name: () if is_lazy(p) else tuple(p.shape) for name, p in model.named_parameters()},
         warnings=problems.warnings,
     )
