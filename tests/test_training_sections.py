@@ -17,7 +17,7 @@ from specfiles import write_spec_file
 import netspec
 from netspec import SpecError
 from netspec.cli.main import main
-from netspec.emit.walker import emit
+from netspec.emitter.walker import emit
 
 # -- tie --------------------------------------------------------------------------------------------------
 
