@@ -22,6 +22,7 @@ from .version import __version__
 if TYPE_CHECKING:
     from .api import Built, build, load, load_checkpoint
     from .catalog.registry import LAYERS, register
+    from .diff import diff
     from .emitter.lint import ModelWarning, lint
     from .emitter.walker import emit
     from .errors import CheckpointError, EmitError, NetspecError, Problem, SpecError
@@ -34,6 +35,7 @@ _EXPORTS = {
     "Built": "netspec.api",
     "build": "netspec.api",
     "load": "netspec.api",
+    "diff": "netspec.diff",
     "LAYERS": "netspec.catalog.registry",
     "register": "netspec.catalog.registry",
     "ModelWarning": "netspec.emitter.lint",
@@ -64,6 +66,7 @@ __all__ = [
     "SpecError",
     "__version__",
     "build",
+    "diff",
     "draw",
     "emit",
     "lint",

@@ -16,14 +16,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from .errors import Problem, ProblemList, SpecError, did_you_mean
 from .frontend import exprs
 from .frontend.compose import compose
 from .frontend.fingerprint import fingerprint
 from .frontend.models import SpecModel, validate_spec
-from .frontend.source import Source, apply_overrides, from_data, gc_paused, load_file, parse_scalar
+from .frontend.source import Source, apply_overrides, from_data, gc_paused, load_file
+from .frontend.yamlout import dump_yaml
 
 if TYPE_CHECKING:
     from .compiler.infer import Inferred
@@ -50,36 +49,6 @@ _VAR_SECTIONS = (
 )
 # The sections that need the model to be checked (``setup_training`` on a meta model).
 TRAINING_SECTIONS = ("init", "freeze", "optimizer", "scheduler", "tie", "eval", "checkpoint_activations", "average")
-
-
-class _Dumper(yaml.SafeDumper):
-    """Quotes every string netspec's YAML 1.2 reader would read as something else (``"1e-3"``)."""
-
-
-def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    try:
-        plain_is_str = isinstance(parse_scalar(value), str) and value.strip() == value and value != ""
-    except SpecError:
-        plain_is_str = False
-    style = None if plain_is_str else '"'
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_Dumper.add_representer(str, _represent_str)
-
-
-def _represent_list(dumper: yaml.SafeDumper, value: list[Any]) -> yaml.SequenceNode:
-    """Lists of long strings (Graph ``forward`` statements) in block style, one per line; short leaf lists in flow."""
-    long_text = any(isinstance(v, str) and len(v) > 24 for v in value)
-    return dumper.represent_sequence("tag:yaml.org,2002:seq", value, flow_style=False if long_text else None)
-
-
-_Dumper.add_representer(list, _represent_list)
-
-
-def dump_yaml(data: Any) -> str:
-    """Block style at the top, flow style for leaf mappings/lists (``{type: ReLU}``), keys in order."""
-    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=None, allow_unicode=True, width=100)
 
 
 class Spec:
@@ -282,10 +251,16 @@ def read(
         read_files = read_files and spec.reads_files
         if not overrides and read_files == spec.reads_files:
             return spec
-        source = spec.source.copy()
-    else:
-        source = load_source(spec, search_path)
+        return read_source(spec.source, overrides)
+    return read_source(load_source(spec, search_path), overrides, copy=False)
+
+
+def read_source(source: Source, overrides: Mapping[str, Any] | None = None, *, copy: bool = True) -> Spec:
+    """Validate a loaded (and composed) source with ``overrides`` applied to a copy of it (``copy=False``:
+    to the source itself). ``netspec sweep`` composes once and validates each point with this."""
     if overrides:
+        if copy:
+            source = source.copy()
         _check_var_overrides(source, overrides)
         apply_overrides(source, overrides)
     with gc_paused():  # the pipeline allocates many small, acyclic objects; cyclic GC passes only cost time

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import NetspecError, UsageError
 from ..io.atomic import atomic_write, check_target
-from .common import EXIT_INVALID, EXIT_OK, add_set_argument, parse_set, print_warnings
+from .common import EXIT_INVALID, EXIT_OK, add_search_path_argument, add_set_argument, parse_set, print_warnings
 
 
 def check_device(name: str) -> None:
@@ -49,7 +49,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         if torch.device(args.device).type == "meta":
             raise UsageError("-o needs weights, and --device meta builds none: drop one of them")
         check_target(args.output, inputs)  # before the build: nothing is written for a bad -o
-    built = build(args.spec, device=args.device, overrides=overrides)
+    built = build(args.spec, device=args.device, overrides=overrides, search_path=args.search_path)
     print_warnings(built.warnings)
     if args.from_checkpoint:
         from ..io.weights import load_weights
@@ -90,7 +90,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     overrides = parse_set(args.set)
     for path in args.specs:
         try:
-            spec = read(path, overrides)
+            spec = read(path, overrides, search_path=args.search_path)
         except NetspecError as err:
             print(str(err), file=sys.stderr)
             status = EXIT_INVALID
@@ -138,11 +138,13 @@ def add_parsers(subparsers: Any) -> None:
         help="load the weights from FILE (a state_dict, a {'state_dict': ...} wrapper or a netspec checkpoint; "
         "strict, a DataParallel 'module.' prefix is stripped)",
     )
+    add_search_path_argument(b)
     b.set_defaults(run=cmd_build)
 
     v = subparsers.add_parser("validate", help="check one or more specs without building")
     v.add_argument("specs", nargs="+")
     add_set_argument(v)
+    add_search_path_argument(v)
     v.set_defaults(run=cmd_validate)
 
     s = subparsers.add_parser("schema", help="write the JSON Schema of the spec language")

@@ -23,25 +23,45 @@ def add_set_argument(parser: argparse.ArgumentParser, help: str | None = None) -
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=help)
 
 
-def parse_set(items: Sequence[str]) -> dict[str, Any]:
-    """``["vars.width=128", "input.shape=[3,64,64]"]`` -> ``{"vars.width": 128, "input.shape": [3, 64, 64]}``."""
+def split_set(item: str) -> tuple[str, str]:
+    """``"KEY=VALUE"`` -> ``("KEY", "VALUE")``, both stripped; ``UsageError`` without a key and ``=``."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise UsageError(f"--set expects KEY=VALUE, got {item!r}")
+    return key.strip(), text.strip()
+
+
+def parse_value(key: str, text: str) -> Any:
+    """One ``--set`` value: a YAML 1.2 scalar, or a flow list/mapping (``[3,64,64]``) or quoted string."""
     from ..frontend.source import load_text, parse_scalar
 
+    # Flow collections and quoted strings go through the same YAML reader as spec files.
+    try:
+        return load_text(text, f"--set {key}").data if text[:1] in "[{'\"" else parse_scalar(text)
+    except SpecError as err:  # name the --set item a bad scalar came from (.nan), as flow values are named
+        where = Location(f"--set {key}", 1, 1)
+        located = [p if p.location else dataclasses.replace(p, location=where) for p in err.problems]
+        raise SpecError(located) from None
+
+
+def parse_set(items: Sequence[str]) -> dict[str, Any]:
+    """``["vars.width=128", "input.shape=[3,64,64]"]`` -> ``{"vars.width": 128, "input.shape": [3, 64, 64]}``."""
     overrides: dict[str, Any] = {}
     for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--set expects KEY=VALUE, got {item!r}")
-        text = text.strip()
-        # Flow collections (--set input.shape=[3,64,64]) go through the same YAML reader as spec files.
-        try:
-            value = load_text(text, f"--set {key}").data if text[:1] in "[{" else parse_scalar(text)
-        except SpecError as err:  # name the --set item a bad scalar came from (.nan), as flow values are named
-            where = Location(f"--set {key}", 1, 1)
-            located = [p if p.location else dataclasses.replace(p, location=where) for p in err.problems]
-            raise SpecError(located) from None
-        overrides[key.strip()] = value
+        key, text = split_set(item)
+        overrides[key] = parse_value(key, text)
     return overrides
+
+
+def add_search_path_argument(parser: argparse.ArgumentParser) -> None:
+    """The repeatable ``--search-path DIR``: folders ``extends`` and ``imports`` may read from."""
+    parser.add_argument(
+        "--search-path",
+        action="append",
+        default=None,
+        metavar="DIR",
+        help="a folder extends/imports may read from (repeatable; default: the spec's folder)",
+    )
 
 
 def print_warnings(problems: Sequence[Problem]) -> None:
@@ -50,4 +70,14 @@ def print_warnings(problems: Sequence[Problem]) -> None:
         print(p.format(), file=sys.stderr)
 
 
-__all__ = ["EXIT_INVALID", "EXIT_OK", "EXIT_USAGE", "add_set_argument", "parse_set", "print_warnings"]
+__all__ = [
+    "EXIT_INVALID",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "add_search_path_argument",
+    "add_set_argument",
+    "parse_set",
+    "parse_value",
+    "print_warnings",
+    "split_set",
+]

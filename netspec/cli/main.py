@@ -26,6 +26,9 @@ COMMAND_GROUPS = (
     "build",  # build, validate, schema
     "emit",  # emit, check
     "draw",  # draw, schedule
+    "show",  # show
+    "diff",  # diff
+    "sweep",  # sweep
 )
 
 

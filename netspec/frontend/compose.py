@@ -222,7 +222,8 @@ class _Composer:
                 _copy_positions(lib.positions, body, here, into.positions)
         if blocks and "blocks" not in into.data:
             into.data["blocks"] = blocks
-            into.positions.setdefault(("blocks",), into.positions.get(("imports",)) or Location(source.filename, 1, 1))
+            named_at = source.positions.get(("imports",)) or Location(source.filename, 1, 1)
+            into.positions.setdefault(("blocks",), named_at)
 
     def quote(self, loc: Location | None) -> str | None:
         if loc is None or loc.file not in self.texts:
@@ -248,10 +249,10 @@ class _Composer:
         """``child`` (raw, with markers) merged onto ``base``; positions of the result go to ``out``."""
         if path in source.positions:
             out[path] = source.positions[path]
-        elif path in base_pos:
-            out[path] = base_pos[path]
         if not isinstance(child, dict) or not isinstance(base, dict):
             return self.take(child, source, path, out, replacing=True)
+        if path not in source.positions and path in base_pos:
+            out[path] = base_pos[path]  # a mapping both wrote (a dict child has no positions)
         replace = child.get(REPLACE)
         if REMOVE in child:
             self.problems.add(

@@ -220,7 +220,7 @@ def _resume_average(averager: Any, saved: Any, file: Path) -> None:
 # -- reading ----------------------------------------------------------------------------------------------
 
 
-def read_checkpoint(path: str | os.PathLike[str]) -> tuple[Path, Mapping[str, Any]]:
+def read_checkpoint(path: str | os.PathLike[str], *, mmap: bool = False) -> tuple[Path, Mapping[str, Any]]:
     """The file and payload of a netspec checkpoint; ``CheckpointError`` for anything else.
 
     A plain weights file is refused with a pointer to ``--from-checkpoint``: it holds no spec
@@ -230,9 +230,9 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[Path, Mapping[str, An
     if file.suffix.lower() == ".safetensors":
         from .safetensors_file import read_safetensors
 
-        payload: Any = read_safetensors(file)
+        payload: Any = read_safetensors(file, tensors=not mmap)
     else:
-        payload = read_file(file)
+        payload = read_file(file, mmap=mmap)
     if not isinstance(payload, Mapping) or payload.get("format") != FORMAT:
         if holds_weights(payload):
             raise CheckpointError(
@@ -248,6 +248,61 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[Path, Mapping[str, An
             "— upgrade netspec to load it"
         )
     return file, payload
+
+
+@dataclass(frozen=True)
+class CheckpointSummary:
+    """What ``inspect_checkpoint`` tells about a checkpoint without building its model or reading its tensors."""
+
+    path: str
+    kind: str  # "pt" or "safetensors"
+    spec: dict[str, Any]
+    epoch: int | None
+    versions: dict[str, Any]
+    fingerprint: str | None
+    dtype: str | None
+    parameters: int | None  # elements of the parameters, tied ones once; None when the file does not say
+    weights: dict[str, tuple[int, ...]]  # state_dict key -> shape
+
+    def metadata(self) -> dict[str, Any]:
+        """Everything but the spec and the weight shapes, JSON-ready."""
+        return {
+            "path": self.path,
+            "kind": self.kind,
+            "epoch": self.epoch,
+            "versions": self.versions,
+            "fingerprint": self.fingerprint,
+            "dtype": self.dtype,
+            "parameters": self.parameters,
+            "tensors": len(self.weights),
+        }
+
+
+def _text(payload: Mapping[str, Any], key: str) -> str | None:
+    value = payload.get(key)
+    return value if isinstance(value, str) else None
+
+
+def inspect_checkpoint(path: str | os.PathLike[str]) -> CheckpointSummary:
+    """The embedded spec (not validated here) and metadata of a checkpoint; tensors are mapped, not read."""
+    file, payload = read_checkpoint(path, mmap=True)
+    spec = embedded_spec(payload, file)
+    state = payload.get("model")
+    weights = {
+        k: tuple(v.shape) for k, v in (state.items() if isinstance(state, Mapping) else ()) if hasattr(v, "shape")
+    }
+    epoch, params = payload.get("epoch"), payload.get("parameters")
+    return CheckpointSummary(
+        str(file),
+        "safetensors" if file.suffix.lower() == ".safetensors" else "pt",
+        spec,
+        epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None,
+        dict(payload.get("versions") or {}),
+        _text(payload, "fingerprint"),
+        _text(payload, "dtype"),
+        params if isinstance(params, int) and not isinstance(params, bool) else None,
+        weights,
+    )
 
 
 def embedded_spec(payload: Mapping[str, Any], file: Path) -> dict[str, Any]:
@@ -351,8 +406,10 @@ __all__ = [
     "CHECKPOINT_SUFFIXES",
     "FORMAT",
     "CheckpointInfo",
+    "CheckpointSummary",
     "embedded_spec",
     "embedded_spec_data",
+    "inspect_checkpoint",
     "is_checkpoint_path",
     "is_directory_path",
     "model_dtype",

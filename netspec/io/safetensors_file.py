@@ -154,17 +154,24 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     return out
 
 
-def read_safetensors(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A payload like a ``.pt`` checkpoint's (``model`` holds every name, tied ones too; no optimizer state)."""
+def read_safetensors(path: str | os.PathLike[str], *, tensors: bool = True) -> dict[str, Any]:
+    """A payload like a ``.pt`` checkpoint's (``model`` holds every name, tied ones too; no optimizer state).
+
+    ``tensors=False`` reads the header only: ``model`` then maps each name to a meta tensor of its shape."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     file = Path(os.fspath(path)).expanduser()
     payload = read_metadata(file)
-    try:
-        state: dict[str, torch.Tensor] = load_file(str(file), device="cpu")
-    except (SafetensorError, OSError, RuntimeError) as err:
-        raise CheckpointError(f"{file} is truncated or corrupted: {err}") from None
+    state: dict[str, torch.Tensor]
+    if not tensors:
+        header, _ = read_header(file)
+        state = {k: torch.empty(v.get("shape", []), device="meta") for k, v in header.items() if isinstance(v, dict)}
+    else:
+        try:
+            state = load_file(str(file), device="cpu")
+        except (SafetensorError, OSError, RuntimeError) as err:
+            raise CheckpointError(f"{file} is truncated or corrupted: {err}") from None
     tied = payload.get("tied") or []
     for group in tied if isinstance(tied, list) else []:
         if isinstance(group, list) and group and all(isinstance(n, str) for n in group) and group[0] in state:
