@@ -19,9 +19,9 @@ from typing import Any
 
 import torch.nn as nn
 
-from .errors import SpecError, format_path
+from .errors import SpecError, SpecPath, format_path
 from .figures import Figures, figures
-from .frontend.origins import leaves, origin, show_file
+from .frontend.origins import origin, show_file
 from .io.checkpoint import inspect_checkpoint, is_checkpoint_path
 from .spec import Spec, read
 
@@ -207,29 +207,33 @@ def _describe(module: nn.Module) -> str:
 
 
 def _value_changes(a: Side, b: Side) -> list[ValueChange]:
-    left = dict(leaves(a.spec.source.data))
-    right = dict(leaves(b.spec.source.data))
-    changes = []
+    """Differing values, walking both specs together: mappings key by key, equal-length lists item by
+    item; where the two differ in kind (``ReLU`` against ``{type: GELU}``), the whole value is one change."""
+    changes: list[ValueChange] = []
 
-    def where(side: Side, path: Any) -> str | None:
+    def where(side: Side, path: SpecPath) -> str | None:
         return origin(side.spec.source, path) or (side.label if side.checkpoint else None)
 
-    for path in [*left, *(p for p in right if p not in left)]:
-        in_a, in_b = path in left, path in right
-        va, vb = left.get(path), right.get(path)
-        if in_a and in_b and type(va) is type(vb) and va == vb:
-            continue
-        kind = "changed" if in_a and in_b else ("removed" if in_a else "added")
-        changes.append(
-            ValueChange(
-                format_path(path),
-                va,
-                vb,
-                where(a, path) if in_a else None,
-                where(b, path) if in_b else None,
-                kind,
-            )
-        )
+    def walk(va: Any, vb: Any, path: SpecPath) -> None:
+        if isinstance(va, dict) and isinstance(vb, dict):
+            for key in [*va, *(k for k in vb if k not in va)]:
+                here = (*path, key)
+                if key not in vb:
+                    changes.append(ValueChange(format_path(here), va[key], None, where(a, here), None, "removed"))
+                elif key not in va:
+                    changes.append(ValueChange(format_path(here), None, vb[key], None, where(b, here), "added"))
+                else:
+                    walk(va[key], vb[key], here)
+        elif isinstance(va, list) and isinstance(vb, list) and len(va) == len(vb) and va != vb:
+            if all(not isinstance(v, (dict, list)) for v in (*va, *vb)):  # a shape: one value
+                changes.append(ValueChange(format_path(path), va, vb, where(a, path), where(b, path), "changed"))
+            else:
+                for i, (ia, ib) in enumerate(zip(va, vb, strict=True)):
+                    walk(ia, ib, (*path, i))
+        elif type(va) is not type(vb) or va != vb:
+            changes.append(ValueChange(format_path(path), va, vb, where(a, path), where(b, path), "changed"))
+
+    walk(a.spec.source.data, b.spec.source.data, ())
     return changes
 
 
@@ -265,14 +269,14 @@ def diff(
     result.values = _value_changes(left, right)
     result.modules = _module_changes(left, right)
     result.figures_a, result.figures_b = figures(left.spec), figures(right.spec)
-    for key, shape in left.weights.items():
-        if key not in right.weights:
-            result.only_in_a.append(key)
-        elif right.weights[key] != shape:
-            result.shape_mismatch.append((key, shape, right.weights[key]))
+    for key, shape in right.weights.items():  # in B's order: the model being warm-started
+        if key not in left.weights:
+            result.only_in_b.append(key)
+        elif left.weights[key] != shape:
+            result.shape_mismatch.append((key, left.weights[key], shape))
         else:
             result.loadable.append(key)
-    result.only_in_b = [k for k in right.weights if k not in left.weights]
+    result.only_in_a = [k for k in left.weights if k not in right.weights]
     return result
 
 

@@ -306,6 +306,8 @@ class _Composer:
             if REMOVE in value:
                 self.problems.add(source.problem((*path, REMOVE), f"{REMOVE} only removes a key the base has"))
             value = {k: v for k, v in value.items() if k not in MARKERS}
+            if path in source.positions:
+                out[path] = source.positions[path]
             copied = {}
             for key, item in value.items():
                 self.check_no_markers(source, item, (*path, key), "a replaced value")
