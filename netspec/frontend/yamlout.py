@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from ..errors import SpecError
-from .readers import parse_scalar
+from .scalars import parse_scalar
 
 
 class _Dumper(yaml.SafeDumper):

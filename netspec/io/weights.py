@@ -100,7 +100,9 @@ def read_file(path: str | os.PathLike[str], *, mmap: bool = False) -> Any:
 =======
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")  # noise before our own error
-            return torch.load(file, map_location="cpu", weights_only=True, mmap=mmap)
+            if mmap:
+                return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+            return torch.load(file, map_location="cpu", weights_only=True)
     except LOAD_ERRORS as err:
         text = str(err)
         if "Weights only load failed" in text or "weights_only" in text:
