@@ -251,11 +251,13 @@ def read(
         read_files = read_files and spec.reads_files
         if not overrides and read_files == spec.reads_files:
             return spec
-        return read_source(spec.source, overrides)
-    return read_source(load_source(spec, search_path), overrides, copy=False)
+        return read_source(spec.source, overrides, read_files=read_files)
+    return read_source(load_source(spec, search_path), overrides, copy=False, read_files=read_files)
 
 
-def read_source(source: Source, overrides: Mapping[str, Any] | None = None, *, copy: bool = True) -> Spec:
+def read_source(
+    source: Source, overrides: Mapping[str, Any] | None = None, *, copy: bool = True, read_files: bool = True
+) -> Spec:
     """Validate a loaded (and composed) source with ``overrides`` applied to a copy of it (``copy=False``:
     to the source itself). ``netspec sweep`` composes once and validates each point with this."""
     if overrides:

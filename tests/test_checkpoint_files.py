@@ -287,6 +287,8 @@ def test_edited_checkpoint_spec_is_flagged_by_show(tmp_path: Path, capsys: pytes
 
 
 def test_atomic_write_refuses_a_non_regular_target(tmp_path: Path) -> None:
-    (tmp_path / "run.pt").mkdir()
+    import os
+
+    os.mkfifo(tmp_path / "run.safetensors")  # the .safetensors writer goes through the same check
     with pytest.raises(CheckpointError, match="not a regular file"):
-        netspec.save(netspec.build(TIED), tmp_path / "run.pt")
+        netspec.save(netspec.build(TIED), tmp_path / "run.safetensors")

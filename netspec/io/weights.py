@@ -47,7 +47,6 @@ LOAD_ERRORS = (
 )
 
 
-<<<<<<< HEAD
 # torch.save stores every record uncompressed, so the records of a real checkpoint add up to about its
 # size on disk. A tampered archive with deflated records could inflate 1000-fold (3.9 MB -> 4.2 GB):
 # the sizes its central directory declares are checked before torch reads anything.
@@ -70,17 +69,12 @@ def _check_inflated_size(fh: IO[bytes], size: int, file: Path) -> None:
         )
 
 
-def read_file(path: str | os.PathLike[str]) -> Any:
-    """``torch.load(path, weights_only=True)`` on the CPU, its failures turned into ``CheckpointError``."""
-=======
 def read_file(path: str | os.PathLike[str], *, mmap: bool = False) -> Any:
     """``torch.load(path, weights_only=True)`` on the CPU, its failures turned into ``CheckpointError``.
 
     ``mmap=True`` maps the tensors' bytes instead of reading them (``netspec show`` of a checkpoint)."""
->>>>>>> 1d0274e (show, diff and sweep: library (frontend/origins, figures, diff, sweep) and CLI modules; --search-path on build/validate; checkpoint inspection without reading tensors)
     file = Path(os.fspath(path)).expanduser()
     try:
-<<<<<<< HEAD
         # O_NONBLOCK: a FIFO must not hang the read; fstat then refuses anything but a regular file.
         fd = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except FileNotFoundError:
@@ -97,22 +91,6 @@ def read_file(path: str | os.PathLike[str], *, mmap: bool = False) -> Any:
             raise CheckpointError(f"{file} is empty: not a checkpoint (was it written completely?)")
         head = fh.read(4)
         if head != b"PK\x03\x04" and head[:1] != b"\x80":  # torch.save writes a zip archive (or, long ago, a pickle)
-=======
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # noise before our own error
-            if mmap:
-                return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
-            return torch.load(file, map_location="cpu", weights_only=True)
-    except LOAD_ERRORS as err:
-        text = str(err)
-        if "Weights only load failed" in text or "weights_only" in text:
-            found = _GLOBAL.search(text)
-            detail = _UNSUPPORTED.search(text)
-            if found:
-                what = f"it asks to run Python code ({found.group(1)}) while loading"
-            else:
-                what = "it holds pickled Python objects" + (f" ({detail.group(1).strip()})" if detail else "")
->>>>>>> 1d0274e (show, diff and sweep: library (frontend/origins, figures, diff, sweep) and CLI modules; --search-path on build/validate; checkpoint inspection without reading tensors)
             raise CheckpointError(
                 f"{file} is not a PyTorch checkpoint: it is neither a zip archive nor a pickle "
                 f"(it starts with {head!r})"
@@ -123,6 +101,8 @@ def read_file(path: str | os.PathLike[str], *, mmap: bool = False) -> Any:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Detected pickle protocol")  # noise before our own error
                 fh.seek(0)
+                if mmap:  # torch maps a file by name; it was checked to be a regular file above
+                    return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
                 return torch.load(fh, map_location="cpu", weights_only=True)
         except LOAD_ERRORS as err:
             text = str(err)
