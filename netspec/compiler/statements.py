@@ -36,6 +36,7 @@ from .allowlists import (
     UNARY_OPS,
     route,
 )
+from .graph_records import NodeRecord, graph_from_records, graph_records
 from .resolve import RGraph, RNode
 
 
@@ -455,6 +456,17 @@ class CompiledGraph(fx.GraphModule):
     equivalent GraphModule with fx's plain code (same children and tensors, not copies).
     """
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle the fx graph itself (``graph_records``), the children, tensors and module state:
+        fx's own ``GraphModule.__reduce__`` re-traces the generated code on load, which loses the
+        class name and breaks on statements such as a buffer slice."""
+        state = {k: v for k, v in self.__dict__.items() if k not in _REBUILT_BY_FX}
+        children, params, buffers = state.pop("_modules"), state.pop("_parameters"), state.pop("_buffers")
+        persistent = {k: k not in self._non_persistent_buffers_set for k in buffers}
+        tensors = {**params, **buffers}
+        args = (dict(children), tensors, persistent, graph_records(self.graph), type(self).__name__)
+        return (_rebuild_compiled_graph, args, state)
+
     def __prepare_scriptable__(self) -> fx.GraphModule:
         plain = fx.Graph()
         plain.output(plain.graph_copy(self.graph, {}))
@@ -463,6 +475,21 @@ class CompiledGraph(fx.GraphModule):
         return make_graph_module(
             dict(self.named_children()), tensors, persistent, plain, type(self).__name__, fast=False
         )
+
+
+# What GraphModule's constructor sets from the graph (code, line map, tracer): rebuilt, not pickled.
+_REBUILT_BY_FX = frozenset({"_graph", "_code", "_lineno_map", "_prologue_start", "_tracer_cls", "_tracer_extras"})
+
+
+def _rebuild_compiled_graph(
+    children: Mapping[str, nn.Module],
+    tensors: Mapping[str, torch.Tensor],
+    persistent: Mapping[str, bool],
+    records: tuple[NodeRecord, ...],
+    class_name: str,
+) -> fx.GraphModule:
+    """Unpickling entry point of ``CompiledGraph``: the module rebuilt from its graph's records."""
+    return make_graph_module(children, tensors, persistent, graph_from_records(records), class_name)
 
 
 def make_graph_module(
