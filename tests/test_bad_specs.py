@@ -367,7 +367,7 @@ def test_unknown_var_is_reported_once_without_cascading(expect_spec_error: Expec
 
 def test_var_cycle(expect_spec_error: ExpectError) -> None:
     text = "netspec: 1\nvars: {a: '${b}', b: '${a}'}\nmodel: {type: Linear, in_features: 4, out_features: '${a}'}\n"
-    expect_spec_error(text, line=2, path="vars", words=("cycle", "a -> b -> a"))
+    expect_spec_error(text, line=2, path="vars.a", words=("cycle", "a -> b -> a"))
 
 
 def test_expression_cannot_import(expect_spec_error: ExpectError) -> None:

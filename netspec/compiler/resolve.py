@@ -12,17 +12,19 @@ import contextlib
 import dataclasses
 import keyword
 import math
+from collections import ChainMap
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch.nn as nn
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from ..catalog.checks import check_layer
 from ..catalog.registry import LAYERS, LayerType, UnknownName
-from ..errors import Problem, ProblemList, SpecPath, did_you_mean, format_path
+from ..errors import Problem, ProblemList, SpecError, SpecPath, did_you_mean, format_path
 from ..frontend import exprs
+from ..frontend.budget import Budget, BudgetExceeded
 from ..frontend.models import (
     AnyNode,
     BlockSpec,
@@ -30,7 +32,6 @@ from ..frontend.models import (
     LayerNode,
     ModuleDictNode,
     ModuleListNode,
-    Node,
     ParameterDictNode,
     ParameterListNode,
     RepeatItem,
@@ -40,11 +41,12 @@ from ..frontend.models import (
 )
 from ..frontend.source import Source
 from .allowlists import RESERVED_NAMES
+from .expansion import NODE_ADAPTER, check_expansion
 
 NodeKind = Literal["layer", "Sequential", "ModuleList", "ModuleDict", "Graph", "ParameterList", "ParameterDict"]
 MAX_REPEAT = 100_000
 MAX_ELEMENTS = 2**48  # per tensor: far beyond any device, far below int64 overflow in size arithmetic
-_NODE_ADAPTER: TypeAdapter[Any] = TypeAdapter(Node)
+MAX_NESTING = 100  # nodes inside nodes, block bodies included: far past real models, well inside Python's stack
 
 
 @dataclass
@@ -173,10 +175,15 @@ class Resolver:
         self.block_stack: list[str] = []
         self.failed: set[SpecPath] = set()  # paths whose ${...} did not evaluate: reported once, not re-checked
         self.vars: dict[str, Any] = {}
+        self.budget = Budget()
+        self.depth = 0
+        self.estimator: Any = None  # expansion.Estimator, set by resolve() once the vars are known
         try:
-            self.vars = exprs.resolve_vars(spec.vars)
-        except exprs.ExprError as err:
-            problems.add(source.problem(("vars",), err.message, hint=err.hint))
+            self.vars = exprs.resolve_vars(spec.vars, budget=self.budget)
+        except exprs.ExprError as err:  # at the var's own line
+            problems.add(source.problem(("vars", *err.path), err.message, hint=err.hint))
+        except BudgetExceeded as err:
+            problems.add(source.problem(("vars", *err.path), err.message, hint=err.hint))
         for name in spec.blocks:
             if name in LAYERS and LAYERS.get(name).origin == "torch.nn":
                 problems.add(source.problem(("blocks", name), f"block name {name!r} shadows torch.nn.{name}"))
@@ -187,7 +194,10 @@ class Resolver:
             self.failed.add(at)
             self.problems.add(self.source.problem(at, err.message, hint=err.hint))
 
-        return exprs.substitute_at(value, scope, path, report)
+        result = exprs.substitute_at(value, scope, path, report)
+        if exprs.has_refs(value):
+            self.budget.charge_value(result, path)  # "${big}" used a thousand times costs a thousand times
+        return result
 
     def integer(self, value: Any, scope: Mapping[str, Any], path: SpecPath, what: str, low: int = 0) -> int | None:
         value = self.substitute(value, scope, path)
@@ -196,9 +206,29 @@ class Resolver:
             return None
         return value
 
+    def check_copies(self, count: int, layer: Any, path: SpecPath) -> None:
+        """Before making ``count`` copies of ``layer``: would they pass the module budget?"""
+        if self.estimator is None or count <= 1:
+            return
+        each = self.estimator.node(layer, (*path, "layer"))
+        what = " × ".join([f"{format_path(path)} repeat {count:,}", *each.chain[:5]])
+        self.budget.check_modules(count * each.modules, path, what)
+
     # -- nodes --------------------------------------------------------------------------------
     def node(self, node: AnyNode, name: str, path: SpecPath, scope: Mapping[str, Any]) -> RNode | None:
-        out = self._node(node, name, path, scope)
+        if self.depth >= MAX_NESTING:
+            stack = self.block_stack
+            shown = [*stack[:4], "...", *stack[-3:]] if len(stack) > 8 else stack
+            chain = " -> ".join(shown) or "none"
+            message = f"nodes are nested more than {MAX_NESTING} levels deep, block bodies included (blocks: {chain})"
+            self.problems.add(self.source.problem(path, message))
+            return None
+        self.budget.charge_modules(1, path)
+        self.depth += 1
+        try:
+            out = self._node(node, name, path, scope)
+        finally:
+            self.depth -= 1
         if out is not None and self.problems.context and not out.context:
             out.context = "; ".join(self.problems.context)
         return out
@@ -253,10 +283,18 @@ class Resolver:
         for k, child in enumerate(layers):
             if isinstance(child, RepeatItem):
                 count = self.integer(child.repeat, scope, path + (k, "repeat"), "repeat", low=0)
-                for i in range(min(count or 0, MAX_REPEAT)):
+                if count is not None and count > MAX_REPEAT:
+                    message = f"repeat {count:,} exceeds the limit of {MAX_REPEAT:,} copies"
+                    self.problems.add(self.source.problem(path + (k, "repeat"), message))
+                    continue
+                self.check_copies(count or 0, child.layer, path + (k,))
+                for i in range(count or 0):
                     key = str(len(out.children))
                     resolved = self.node(
-                        child.layer, f"{out.name}.{key}" if out.name else key, path + (k, "layer"), {**scope, "i": i}
+                        child.layer,
+                        f"{out.name}.{key}" if out.name else key,
+                        path + (k, "layer"),
+                        ChainMap({"i": i}, scope),
                     )
                     if resolved is not None:
                         out.children[key] = resolved
@@ -291,11 +329,15 @@ class Resolver:
         if count is None:
             return out
         if count > MAX_REPEAT:
-            self.problems.add(self.source.problem(path + ("repeat",), f"repeat {count} exceeds {MAX_REPEAT}"))
+            message = f"repeat {count:,} exceeds the limit of {MAX_REPEAT:,} copies"
+            self.problems.add(self.source.problem(path + ("repeat",), message))
             return out
+        self.check_copies(count, node.layer, path)
         for i in range(count):
             with self.problems.inside(f"copy i={i} of {name or 'the model'}"):
-                child = self.node(node.layer, f"{name}.{i}" if name else str(i), path + ("layer",), {**scope, "i": i})
+                child = self.node(
+                    node.layer, f"{name}.{i}" if name else str(i), path + ("layer",), ChainMap({"i": i}, scope)
+                )
             if child is not None:
                 out.children[str(i)] = child
         return out
@@ -405,7 +447,7 @@ class Resolver:
     def nested(self, value: Any, name: str, path: SpecPath, scope: Mapping[str, Any]) -> RNode | None:
         """A node given as a layer argument (TransformerEncoder's ``encoder_layer``)."""
         try:
-            node = _NODE_ADAPTER.validate_python(value)
+            node = NODE_ADAPTER.validate_python(value)
         except ValidationError as err:
             sub = Source(value, self.source.filename, self.source.text, {})
             for p in problems_from_validation(err, sub):
@@ -453,12 +495,17 @@ class Resolver:
                     params[key] = decl.default
         if not ok:
             return None
+        scope = ChainMap(params, self.vars)
+        if self.estimator is not None:  # the params are known now: so are repeat counts that use them
+            each = self.estimator.with_scope(scope).node(block.body, ("blocks", block_name, "body"))
+            what = " × ".join([f"block {block_name} at {format_path(path)}", *each.chain[:5]])
+            self.budget.check_modules(each.modules, path, what)
         self.block_stack.append(block_name)
         try:
             with self.problems.inside(
                 f"{name or 'the model'}, an instance of {block_name} used at {format_path(path)}"
             ):
-                out = self.node(block.body, name, ("blocks", block_name, "body"), {**self.vars, **params})
+                out = self.node(block.body, name, ("blocks", block_name, "body"), scope)
         finally:
             self.block_stack.pop()
         if out is not None:
@@ -494,8 +541,14 @@ def resolve(spec: SpecModel, source: Source) -> Resolved:
     """Resolve ``spec``; raises ``SpecError`` with every problem found."""
     problems = _InContext()
     resolver = Resolver(spec, source, problems)
-    root = resolver.node(spec.model, "", ("model",), resolver.vars)
-    loss = resolver.node(spec.loss, "", ("loss",), resolver.vars) if spec.loss is not None else None
+    problems.raise_if_errors()  # bad vars would only cascade
+    resolver.estimator = check_expansion(spec, source, resolver.vars, resolver.budget)
+    try:
+        root = resolver.node(spec.model, "", ("model",), resolver.vars)
+        loss = resolver.node(spec.loss, "", ("loss",), resolver.vars) if spec.loss is not None else None
+    except BudgetExceeded as err:  # stop at once: going on is what the budget prevents
+        problems.add(source.problem(err.path, err.message, hint=err.hint))
+        raise SpecError(problems.errors) from None
     problems.raise_if_errors()
     if root is None:  # every path that returns None records an error, so this is unreachable
         raise RuntimeError("model did not resolve")

@@ -20,6 +20,8 @@ from typing import Any
 
 from netspec.errors import SpecPath, did_you_mean
 
+from .budget import Budget
+
 MAX_EXPR_CHARS = 2_000
 MAX_EXPONENT = 10_000
 MAX_INT_DIGITS = 1_000
@@ -396,34 +398,53 @@ class _VarScope(Mapping[str, Any]):
         return sum(1 for _ in self)
 
 
-def resolve_vars(vars: Mapping[str, Any], outer: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def resolve_vars(
+    vars: Mapping[str, Any], outer: Mapping[str, Any] | None = None, budget: Budget | None = None
+) -> dict[str, Any]:
     """Substitute every var with ``outer`` plus the vars it references, in dependency order.
 
     A var's own name always means the var, so ``a: ${a + 1}`` is a cycle even when ``outer`` has ``a``.
     Errors carry a ``path`` that starts with the var's name.
     """
-    used = {name: _names_in(value) for name, value in vars.items()}
-    deps = {name: [d for d in vars if d in used[name]] for name in vars}
+    # Linear in the number of vars: each var's dependencies come from the names it reads, and the
+    # dependency walk keeps its own stack (a chain of 100,000 vars cannot exhaust Python's).
+    order = {name: k for k, name in enumerate(vars)}
+    deps = {name: sorted((d for d in _names_in(value) if d in order), key=order.get) for name, value in vars.items()}
     resolved: dict[str, Any] = {}
     scope = _VarScope(resolved, outer if outer is not None else {}, vars)
-    visiting: list[str] = []
+    on_stack: dict[str, int] = {}  # name -> position in the walk's current chain
+    chain: list[str] = []
 
-    def visit(name: str) -> None:
-        if name in visiting:
-            cycle = " -> ".join([*visiting[visiting.index(name) :], name])
-            raise ExprError(f"variables refer to each other in a cycle: {cycle}", path=(name,))
-        if name in resolved:
-            return
-        visiting.append(name)
-        for dep in deps[name]:
-            visit(dep)
-        visiting.pop()
+    def evaluate_var(name: str) -> None:
         try:
             resolved[name] = substitute(vars[name], scope)
         except ExprError as err:
             err.path = (name, *err.path)
             raise
+        if budget is not None:
+            budget.charge_value(resolved[name], (name,))
 
-    for name in vars:
-        visit(name)
+    for start in vars:
+        if start in resolved:
+            continue
+        todo: list[tuple[str, int]] = [(start, 0)]  # (var, index of the next dependency to visit)
+        while todo:
+            name, k = todo.pop()
+            if k == 0:
+                on_stack[name] = len(chain)
+                chain.append(name)
+            pending = deps[name]
+            while k < len(pending) and pending[k] in resolved:
+                k += 1
+            if k < len(pending):
+                dep = pending[k]
+                if dep in on_stack:
+                    cycle = " -> ".join([*chain[on_stack[dep] :], dep])
+                    raise ExprError(f"variables refer to each other in a cycle: {cycle}", path=(dep,))
+                todo.append((name, k + 1))
+                todo.append((dep, 0))
+                continue
+            chain.pop()
+            del on_stack[name]
+            evaluate_var(name)
     return {name: resolved[name] for name in vars}
