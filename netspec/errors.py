@@ -9,6 +9,7 @@ and the exceptions that carry them (``SpecError`` for anything wrong with user i
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -16,14 +17,56 @@ from typing import Literal
 SpecPath = tuple[str | int, ...]
 
 
+# Terminal control characters (ESC starts colour and title sequences), DEL, C1 controls, line and
+# paragraph separators and lone surrogates (which cannot even be encoded for printing) are shown escaped.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_UNPRINTABLE_OR_BREAK = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+MAX_SHOWN = 1000  # characters of one message or hint as printed; the rest is cut
+MAX_PROBLEMS_SHOWN = 50  # problems listed by str(SpecError); err.problems keeps them all
+_MAX_SUGGESTION_POOL = 2000  # did-you-mean compares against at most this many (length-filtered) names
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: str, *, keep_newlines: bool = True) -> str:
+    """``text`` safe to print on a terminal: control characters and lone surrogates escaped."""
+    pattern = _UNPRINTABLE if keep_newlines else _UNPRINTABLE_OR_BREAK
+    return pattern.sub(_escape, text) if pattern.search(text) else text
+
+
+def shorten(text: str, limit: int = MAX_SHOWN) -> str:
+    """``text`` cut to about ``limit`` characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit:,} more characters)"
+
+
 def format_path(path: Sequence[str | int]) -> str:
     """``("model", "layers", 0, "kernel_size")`` -> ``model.layers.0.kernel_size``."""
     return ".".join(str(part) for part in path)
 
 
+def _suggestion_pool(name: str, pool: list[str]) -> list[str]:
+    """At most ``_MAX_SUGGESTION_POOL`` candidates of about ``name``'s length: difflib costs per candidate,
+    and a spec with tens of thousands of names must still answer at once."""
+    if len(pool) <= _MAX_SUGGESTION_POOL:
+        return pool
+    slack = max(2, len(name) // 3)
+    near = [c for c in pool if abs(len(c) - len(name)) <= slack]
+    if len(near) > _MAX_SUGGESTION_POOL:
+        lowered = name.lower()
+        ends = {lowered[:1], lowered[-1:]}
+        near = [c for c in near if c[:1].lower() in ends or c[-1:].lower() in ends] or near
+    return near[:_MAX_SUGGESTION_POOL]
+
+
 def did_you_mean(name: str, candidates: Iterable[str], n: int = 3) -> str:
     """A ``did you mean 'x'?`` suffix, or an empty string when nothing is close."""
-    pool = list(candidates)
+    name = str(name)[:200]
+    pool = _suggestion_pool(name, [c for c in candidates if isinstance(c, str)])
     close = difflib.get_close_matches(name, pool, n=n, cutoff=0.6)
     if not close:
         lowered = {c.lower(): c for c in pool}
@@ -69,18 +112,19 @@ class Problem:
 
     def format(self, *, show_source: bool = True) -> str:
         # A problem with no place in a file (a dict spec, a missing file) starts with its path, or the message.
-        parts = [str(self.location)] if self.location else []
+        # Everything from the spec is escaped (no terminal control sequences) and bounded in length.
+        parts = [printable(str(self.location), keep_newlines=False)] if self.location else []
         if self.path:
-            parts.append(format_path(self.path))
+            parts.append(printable(shorten(format_path(self.path), 300), keep_newlines=False))
         head = "".join(f"{part}: " for part in parts)
         kind = "warning: " if self.severity == "warning" else ""
-        lines = [head + kind + self.message]
+        lines = [head + kind + printable(shorten(self.message))]
         if show_source and self.source_line is not None and self.location is not None:
-            text = self.source_line.rstrip("\n").expandtabs(1)
+            text = printable(self.source_line.rstrip("\n").expandtabs(1), keep_newlines=False)
             lines.append("    " + text)
             lines.append("    " + " " * max(self.location.column - 1, 0) + "^")
         if self.hint:
-            lines.append("    hint: " + self.hint)
+            lines.append("    hint: " + printable(shorten(self.hint)))
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -107,7 +151,10 @@ class SpecError(NetspecError, ValueError):
 
     def _render(self) -> str:
         errors = [p for p in self.problems if p.severity == "error"]
-        body = "\n".join(p.format() for p in errors or self.problems)
+        shown = errors or list(self.problems)
+        body = "\n".join(p.format() for p in shown[:MAX_PROBLEMS_SHOWN])
+        if len(shown) > MAX_PROBLEMS_SHOWN:
+            body += f"\n... and {len(shown) - MAX_PROBLEMS_SHOWN:,} more (err.problems holds them all)"
         if len(errors) > 1:
             return f"{len(errors)} problems in spec:\n{body}"
         return body
