@@ -23,7 +23,7 @@ from torch.optim.swa_utils import SWALR, AveragedModel
 from .compiler.build import build_model
 from .compiler.infer import infer
 from .compiler.meta import DTYPES
-from .errors import CheckpointError, NetspecError, Problem, SpecError
+from .errors import CheckpointError, NetspecError, Problem, SpecError, first_line
 from .io.checkpoint import CheckpointInfo, embedded_spec, is_checkpoint_path, read_checkpoint, restore
 from .spec import TRAINING_SECTIONS, Spec, read, training_sections
 from .training import TrainingSetup, setup_training
@@ -100,12 +100,38 @@ class Built:
         return averager.update(self.module)
 
 
+_WEIGHT_DTYPES = ("float32", "float64", "float16", "bfloat16")
+
+
 def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in DTYPES:
-        raise SpecError(Problem(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPES)}"))
-    return DTYPES[dtype]
+    """The weights' dtype: a floating type (an int64 model has no gradients), or ``None`` to keep float32."""
+    if dtype is None:
+        return None
+    name = str(dtype).removeprefix("torch.") if isinstance(dtype, torch.dtype) else dtype
+    if not isinstance(name, str) or name not in DTYPES:
+        raise SpecError(Problem(f"unknown dtype {dtype!r}; expected one of {', '.join(_WEIGHT_DTYPES)}"))
+    if name not in _WEIGHT_DTYPES:
+        message = f"dtype {name} cannot hold trainable weights; expected one of {', '.join(_WEIGHT_DTYPES)}"
+        raise SpecError(Problem(message, hint="the input's dtype is input.dtype in the spec"))
+    return DTYPES[name]
+
+
+def check_device(device: object) -> torch.device | None:
+    """``device`` parsed and proven usable (``None`` stays ``None``), or ``NetspecError`` saying why not:
+    a malformed name (``'nope'``), a backend this torch lacks (``'cuda'`` on a CPU build), a missing index."""
+    if device is None:
+        return None
+    if not isinstance(device, (str, int, torch.device)) or isinstance(device, bool):
+        raise NetspecError(f"device must be a torch.device or a name such as 'cpu' or 'cuda:0', got {device!r:.60}")
+    try:
+        parsed = torch.device(device)
+        if parsed.type != "meta":
+            torch.empty(0, device=parsed)
+    except (RuntimeError, ValueError, AssertionError, TypeError) as err:
+        # torch raises RuntimeError (bad string, backend missing), AssertionError ("Torch not compiled
+        # with CUDA enabled"), ValueError/TypeError for malformed indices.
+        raise NetspecError(f"device {device!r:.60} is not available: {first_line(err)[:200]}") from None
+    return parsed
 
 
 def _distributed(spec: Spec) -> tuple[Any, Any, list[Problem]]:
@@ -151,8 +177,9 @@ def build(
     rank's device (``cuda:LOCAL_RANK`` with NCCL, the CPU with gloo): FSDP builds on meta, shards,
     allocates each rank's shards and writes the values one process would make (same seed, same bits);
     DDP builds whole on every rank and wraps the model in ``DistributedDataParallel``."""
-    spec = read(spec, overrides, search_path=search_path)
+    device = check_device(device)  # before the spec is read: a bad argument costs nothing
     torch_dtype = _resolve_dtype(dtype)
+    spec = read(spec, overrides, search_path=search_path)
     on_meta = device is not None and torch.device(device).type == "meta"
     dspec, ctx, notes = (None, None, []) if on_meta else _distributed(spec)
     if ctx is not None:

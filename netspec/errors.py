@@ -56,10 +56,12 @@ def _suggestion_pool(name: str, pool: list[str]) -> list[str]:
         return pool
     slack = max(2, len(name) // 3)
     near = [c for c in pool if abs(len(c) - len(name)) <= slack]
-    if len(near) > _MAX_SUGGESTION_POOL:
+    if len(near) > _MAX_SUGGESTION_POOL:  # keep names sharing the name's first and last three characters
         lowered = name.lower()
-        ends = {lowered[:1], lowered[-1:]}
-        near = [c for c in near if c[:1].lower() in ends or c[-1:].lower() in ends] or near
+        head, tail = lowered[:3], lowered[-3:]
+        pairs = [(c, c.lower()) for c in near]
+        both = [c for c, low in pairs if head in low and tail in low]
+        near = both or [c for c, low in pairs if head in low or tail in low] or near
     return near[:_MAX_SUGGESTION_POOL]
 
 

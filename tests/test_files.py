@@ -42,7 +42,7 @@ def spec(tmp_path: Path) -> Path:
 
 def _special(tmp_path: Path, kind: str) -> Path:
     """A non-regular file of ``kind`` in ``tmp_path``; skips when this system cannot make one."""
-    path = tmp_path / f"target-{kind}"
+    path = tmp_path / f"target-{kind}.pt"
     if kind == "fifo":
         os.mkfifo(path)
     elif kind == "folder":

@@ -21,17 +21,9 @@ from .common import EXIT_INVALID, EXIT_OK, add_search_path_argument, add_set_arg
 
 def check_device(name: str) -> None:
     """Refuse a device this machine does not have (--device cuda without CUDA) as a user error, not a crash."""
-    import torch
+    from ..api import check_device as usable
 
-    try:
-        device = torch.device(name)
-        if device.type != "meta":
-            torch.empty(0, device=device)
-    except (RuntimeError, ValueError, AssertionError, TypeError) as err:
-        # torch raises RuntimeError (bad string, backend missing), AssertionError ("Torch not compiled
-        # with CUDA enabled"), ValueError/TypeError for malformed indices.
-        lines = str(err).strip().splitlines()
-        raise NetspecError(f"device {name!r} is not available: {lines[0] if lines else type(err).__name__}") from None
+    usable(name)
 
 
 def cmd_build(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from ..errors import NetspecError, SpecError, UsageError
+from ..errors import NetspecError, SpecError, UsageError, first_line, printable, shorten
 from .common import EXIT_INVALID, EXIT_OK, EXIT_USAGE
 
 # Modules of netspec.cli that add subcommands, in the order `netspec --help` lists them.
@@ -52,23 +52,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args))
     except UsageError as err:
-        print(f"netspec: {err}", file=sys.stderr)
+        print(f"netspec: {printable(str(err))}", file=sys.stderr)
         return EXIT_USAGE
     except SpecError as err:
-        print(str(err), file=sys.stderr)
+        print(str(err), file=sys.stderr)  # Problem.format escapes and bounds what came from the spec
         return EXIT_INVALID
     except NetspecError as err:
-        print(f"netspec: {err}", file=sys.stderr)
+        print(f"netspec: {printable(shorten(str(err), 4000))}", file=sys.stderr)
         return EXIT_INVALID
-    except (RuntimeError, OSError) as err:
-        # e.g. an unavailable --device or an unwritable -o: a user's problem, not a crash.
-        print(f"netspec: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}", file=sys.stderr)
+    except OSError as err:  # the machine's problem (disk full, permission denied), not netspec's
+        print(f"netspec: {printable(first_line(err))}", file=sys.stderr)
         return EXIT_INVALID
-    except Exception as err:  # the last resort: a one-line report instead of a traceback
-        if os.environ.get("NETSPEC_DEBUG"):
+    except Exception as err:  # anything else is a bug in netspec: a short request to report it
+        if os.environ.get("NETSPEC_DEBUG") == "1":
             raise
-        hint = "set NETSPEC_DEBUG=1 for the traceback and please report it"
-        print(f"netspec: internal error: {type(err).__name__}: {err} ({hint})", file=sys.stderr)
+        what = printable(shorten(f"{type(err).__name__}: {first_line(err)}", 300), keep_newlines=False)
+        print(
+            f"netspec: internal error ({what}).\n"
+            "This is a bug in netspec, not in your spec: please report it with the command and the spec.\n"
+            "Run again with NETSPEC_DEBUG=1 to see the traceback.",
+            file=sys.stderr,
+        )
         return EXIT_INVALID
 
 

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from ..catalog.checks import check_layer
 from ..catalog.registry import LAYERS, LayerType, UnknownName
-from ..errors import Problem, ProblemList, SpecError, SpecPath, did_you_mean, format_path
+from ..errors import Problem, ProblemList, SpecError, SpecPath, did_you_mean, format_path, printable
 from ..frontend import exprs
 from ..frontend.budget import Budget, BudgetExceeded
 from ..frontend.models import (
@@ -127,6 +127,9 @@ _MODULE_INSTANCE_ATTRIBUTES = frozenset(vars(nn.Module()))
 def _check_child_name(name: str, path: SpecPath, source: Source, problems: ProblemList) -> bool:
     if not isinstance(name, str) or name == "":
         problems.add(source.problem(path, "child names must be non-empty strings"))
+        return False
+    if printable(name, keep_newlines=False) != name:
+        problems.add(source.problem(path, f"child name {name!r} holds control or unpaired surrogate characters"))
         return False
     if "." in name:
         problems.add(

@@ -181,7 +181,7 @@ class RepeatItem(_Strict):
 
 
 def _node_kind(value: Any) -> str:
-    if isinstance(value, dict) and value.get("type") in NODE_KINDS:
+    if isinstance(value, dict) and isinstance(value.get("type"), str) and value["type"] in NODE_KINDS:
         return f"<{value['type']}>"
     if isinstance(value, dict) and "type" not in value and "repeat" in value:
         return "<repeat>"
@@ -189,7 +189,7 @@ def _node_kind(value: Any) -> str:
         return "<repeat>"
     if isinstance(value, BaseModel):
         kind = getattr(value, "type", None)
-        return f"<{kind}>" if kind in NODE_KINDS else "<layer>"
+        return f"<{kind}>" if isinstance(kind, str) and kind in NODE_KINDS else "<layer>"
     return "<layer>"
 
 

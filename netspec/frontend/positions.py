@@ -20,6 +20,8 @@ from typing import Any
 from ..errors import Location, Problem, SpecError, SpecPath, format_path
 from .scalars import BREAK, NON_FINITE, kind_of
 
+_MAX_INT_BITS = 3322  # about 1,000 decimal digits, the limit of a spec's integers
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -145,10 +147,18 @@ def to_plain(value: Any, path: SpecPath, limits: Limits) -> Any:
         out: Any = None
         if item is None or type(item) in (str, bool, int):
             out = item
+            if type(item) is int and item.bit_length() > _MAX_INT_BITS:
+                problems.append(
+                    Problem(f"integer with {item.bit_length():,} bits is too large to be a spec value", where)
+                )
         elif isinstance(item, str):
             out = str.__str__(item)  # str() of a (str, Enum) member would give "Color.RED"
         elif isinstance(item, int):
             out = int(item)
+            if out.bit_length() > _MAX_INT_BITS:
+                problems.append(
+                    Problem(f"integer with {out.bit_length():,} bits is too large to be a spec value", where)
+                )
         elif isinstance(item, float):  # also float subclasses such as numpy.float64
             out = float(item)
             if not math.isfinite(out):

@@ -38,7 +38,13 @@ class ScalarError(Exception):
         self.message, self.hint = message, hint
 
 
+MAX_INT_DIGITS = 1000  # as for ${} results: beyond any real size, and Python cannot print much longer ints
+
+
 def _to_int(text: str) -> int:
+    digits = len(text.lstrip("+-").removeprefix("0x").removeprefix("0o"))
+    if digits > MAX_INT_DIGITS:  # hex and octal have no conversion limit, but the result cannot be printed
+        raise ScalarError(f"integer {text[:20]}... has {digits:,} digits; the limit is {MAX_INT_DIGITS:,}")
     try:
         return int(text) if _INT10.fullmatch(text) else int(text, 0)  # 0o / 0x prefixes
     except ValueError:  # Python refuses to convert integers of more than ~4300 digits

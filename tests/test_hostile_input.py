@@ -1,0 +1,140 @@
+"""Hostile and odd input: only NetspecError reaches the user, escaped and bounded.
+
+Every case here used to escape as a raw Python exception (ValueError, TypeError, RuntimeError,
+AssertionError), print terminal control sequences, or print unbounded text.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import netspec
+import netspec.cli.build as cli_build
+from netspec.errors import Problem, SpecError
+
+Cli = Callable[..., tuple[int, str, str]]
+ExpectError = Callable[..., netspec.SpecError]
+LINEAR = {"type": "Linear", "in_features": 4, "out_features": 2}
+
+
+@pytest.mark.parametrize("prefix", ["0x", "0o"])
+def test_hex_and_octal_integers_with_100k_digits(expect_spec_error: ExpectError, prefix: str) -> None:
+    digits = ("f" if prefix == "0x" else "7") * 100_000
+    text = f"netspec: 1\nmodel: {{type: Linear, in_features: 4, out_features: {prefix}{digits}}}\n"
+    err = expect_spec_error(text, line=2, path="model.out_features", count=1)
+    assert "has 100,000 digits; the limit is 1,000" in str(err)
+    assert len(str(err)) < 2_000
+
+
+def test_huge_python_int_in_a_dict_spec() -> None:
+    with pytest.raises(SpecError, match="integer with 33,220 bits is too large to be a spec value"):
+        netspec.read({"netspec": 1, "model": {**LINEAR, "out_features": 10**10_000}})
+
+
+def test_lone_surrogate_in_a_child_name(tmp_path: Path, cli: Cli) -> None:
+    spec = tmp_path / "s.json"
+    spec.write_text('{"netspec": 1, "model": {"type": "Sequential", "layers": {"a\\ud800": {"type": "ReLU"}}}}')
+    code, out, err = cli("validate", spec)
+    assert code == 1 and out == ""
+    assert f"{spec}:1:59: model.layers.a\\ud800: child name 'a\\ud800' holds control or unpaired surrogate" in err
+    err.encode("utf-8")  # printable: no lone surrogate left in the output
+
+
+def test_type_given_as_a_mapping(expect_spec_error: ExpectError) -> None:
+    err = expect_spec_error("netspec: 1\nmodel: {type: {a: 1}}\n", line=2, path="model.type", count=1)
+    assert "Input should be a valid string, got dict {'a': 1}" in str(err)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"device": "nope"}, "device 'nope' is not available: Expected one of cpu"),
+        ({"device": 3.5}, "device must be a torch.device or a name such as 'cpu' or 'cuda:0', got 3.5"),
+        ({"dtype": "int64"}, "dtype int64 cannot hold trainable weights; expected one of float32, float64"),
+        ({"dtype": "float8"}, "unknown dtype 'float8'; expected one of float32"),
+    ],
+)
+def test_bad_build_arguments_are_netspec_errors(kwargs: dict[str, object], words: str) -> None:
+    with pytest.raises(netspec.NetspecError) as info:
+        netspec.build({"netspec": 1, "model": LINEAR}, **kwargs)  # type: ignore[arg-type]
+    assert words in str(info.value)
+
+
+def test_int64_torch_dtype_is_refused_too() -> None:
+    import torch
+
+    with pytest.raises(SpecError, match="dtype int64 cannot hold trainable weights"):
+        netspec.build({"netspec": 1, "model": LINEAR}, dtype=torch.int64)
+
+
+def test_device_none_is_the_cpu() -> None:
+    built = netspec.build({"netspec": 1, "model": LINEAR}, device=None)
+    assert built.model.weight.device.type == "cpu"
+
+
+def test_terminal_control_characters_are_escaped(tmp_path: Path, cli: Cli) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        'netspec: 1\nmodel:\n  type: Sequential\n  layers:\n    "x\\e]0;owned\\a": {type: "Lin\\e[31mear"}\n'
+    )
+    code, _, err = cli("validate", spec)
+    assert code == 1
+    assert "\x1b" not in err and "\x07" not in err
+    assert "model.layers.x\\x1b]0;owned\\x07" in err
+
+
+def test_at_most_fifty_problems_are_listed(tmp_path: Path) -> None:
+    layers = "".join(f"    l{i}: {{type: Lnear{i}}}\n" for i in range(300))
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f"netspec: 1\nmodel:\n  type: Sequential\n  layers:\n{layers}")
+    with pytest.raises(SpecError) as info:
+        netspec.read(spec)
+    text = str(info.value)
+    assert len(info.value.problems) == 300
+    assert text.startswith("300 problems in spec:")
+    assert text.count("unknown layer type") == 50
+    assert text.endswith("... and 250 more (err.problems holds them all)")
+
+
+def test_long_values_are_cut_in_messages() -> None:
+    problem = Problem("got " + "x" * 50_000)
+    assert len(problem.format()) < 1_100
+    assert problem.format().endswith("... (49,004 more characters)")
+
+
+def test_did_you_mean_with_tens_of_thousands_of_names_answers_at_once() -> None:
+    from netspec.errors import did_you_mean
+
+    names = [f"width_{i:05d}" for i in range(40_000)]
+    start = time.perf_counter()
+    hints = [did_you_mean(f"widht_{i:05d}", names) for i in range(0, 40_000, 400)]
+    assert time.perf_counter() - start < 10  # hang protection: 100 look-ups over 40,000 names
+    assert hints[1].startswith("did you mean 'width_00400'")
+    assert hints[99].startswith("did you mean 'width_39600'")
+
+
+def test_internal_error_is_a_short_request_to_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from netspec.cli.main import main
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text("netspec: 1\nmodel: {type: Linear, in_features: 4, out_features: 2}\n")
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise KeyError("boom")
+
+    monkeypatch.setattr(cli_build, "parse_set", broken)
+    monkeypatch.delenv("NETSPEC_DEBUG", raising=False)
+    code = main(["build", str(spec)])
+    out, err = capsys.readouterr()
+    assert code == 1 and out == ""
+    assert err.startswith("netspec: internal error (KeyError: 'boom').\nThis is a bug in netspec")
+    assert "NETSPEC_DEBUG=1" in err and "Traceback" not in err and len(err.splitlines()) == 3
+    monkeypatch.setenv("NETSPEC_DEBUG", "1")
+    with pytest.raises(KeyError, match="boom"):
+        main(["build", str(spec)])
