@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections import OrderedDict
 from pathlib import Path
 
@@ -52,6 +53,8 @@ def test_example_builds_and_runs_forward(path: Path) -> None:
 def test_example_round_trips_through_yaml_and_json(path: Path, tmp_path: Path) -> None:
     spec = netspec.read(path)
     shapes = {k: tuple(v.shape) for k, v in spec.inferred.meta_model.state_dict().items()}
+    for weights in path.parent.glob("*.pt"):  # init: from: files travel with the spec (finetune.yaml)
+        shutil.copyfile(weights, tmp_path / weights.name)
     for name, text in (("copy.yaml", spec.to_yaml()), ("copy.json", spec.to_json())):
         copy = tmp_path / name
         copy.write_text(text, encoding="utf-8")
