@@ -138,3 +138,56 @@ def test_internal_error_is_a_short_request_to_report(
     monkeypatch.setenv("NETSPEC_DEBUG", "1")
     with pytest.raises(KeyError, match="boom"):
         main(["build", str(spec)])
+
+
+# -- Graph statements: constants fold through the cost-checked evaluator ---------------------------------
+
+GRAPH = """\
+netspec: 1
+input: {{shape: [4]}}
+model:
+  type: Graph
+  inputs: [x]
+  layers:
+    fc: {{type: Linear, in_features: 4, out_features: 4}}
+  forward:
+    - "{statement}"
+  outputs: y
+"""
+
+
+@pytest.mark.parametrize(
+    ("statement", "words"),
+    [
+        ("y = fc(x) + 9**9**9", "'9 ** 9 ** 9' has exponent 387420489; the limit is 10,000"),
+        ("y = fc(x) * len('a' * 6000000000)", "''a' * 6000000000' is too large"),
+        ("y = fc(x) + sum((x, x) * 2**22)", "'(x, x) * 2 ** 22' is too large"),
+        ("y = fc(x) + 1/0", "division by zero in '1 / 0'"),
+        ("y = fc(x) + ~1.5", "cannot apply 'invert' to float in '~1.5'"),
+        ("y = fc(x) + pi[1:3]", "cannot apply 'getitem' to float and slice in 'pi[1:3]'"),
+        ("y = fc(x) + " + "-" * 3000 + "x", "statement is nested too deeply; split it into several statements"),
+        ("y = fc(x)" + " + x" * 3000, "statement is 12,009 characters long; the limit is 10,000"),
+    ],
+    ids=["pow", "str-repeat", "tuple-repeat", "div-zero", "invert-float", "subscript-float", "deep", "long"],
+)
+def test_graph_constants_are_cost_checked(expect_spec_error: ExpectError, statement: str, words: str) -> None:
+    err = _quick_error(lambda: expect_spec_error(GRAPH.format(statement=statement), line=9, path="model.forward.0"))
+    assert words in str(err)
+
+
+def _quick_error(fn: Callable[[], netspec.SpecError]) -> netspec.SpecError:
+    start = time.perf_counter()
+    err = fn()
+    assert time.perf_counter() - start < 20  # these used to hang or take gigabytes
+    return err
+
+
+def test_tensor_factories_run_on_meta_during_validation(tmp_path: Path) -> None:
+    import resource
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(GRAPH.format(statement="y = fc(x) + arange(500000000, device='cpu').sum()"))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    netspec.read(spec)  # 500 million int64s would be 4 GB on the CPU
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kib < 1_000_000

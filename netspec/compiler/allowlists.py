@@ -41,6 +41,9 @@ _TORCH_NAMES = (
     "mul div pow maximum minimum square erf baddbmm outer topk sort arange movedim swapaxes unflatten "
     "channel_shuffle gather index_select diag norm sign floor ceil "
 ).split()
+# Functions that make a tensor without a tensor argument: during validation they run on meta, as does
+# any call with a device= keyword (arange(500000000) would otherwise allocate 4 GB just to be checked).
+FACTORIES = frozenset({torch.arange})
 DROPOUTS = frozenset({"dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout"})
 FUNCTIONS: dict[str, Callable[..., Any]] = {
     **{n: getattr(torch, n) for n in _TORCH_NAMES if hasattr(torch, n)},

@@ -24,6 +24,7 @@ from torch.nn.parameter import is_lazy
 from ..catalog.checks import check_layer
 from ..errors import Problem, ProblemList, SpecError, first_line
 from ..frontend.source import Source
+from .allowlists import FACTORIES
 from .construct import assemble, build_tree, construct_layer, copy_graphs, make_tensor
 from .meta import (
     CHANNEL_ARGS,
@@ -409,7 +410,13 @@ class Inferrer:
             child = self.child_for(node, str(n.target))
             _, out = self.node(child, args, kwargs)
             return out
+        if "device" in kwargs:  # validation allocates nothing: every device= runs on meta
+            kwargs = {**kwargs, "device": META}
         if n.op == "call_method":
+            if n.target in ("to", "cuda", "cpu"):  # moving between devices: the meta tensor stays on meta
+                rest = [a for a in args[1:] if not isinstance(a, (str, torch.device, int))]
+                kw = {k: v for k, v in kwargs.items() if k not in ("device", "non_blocking")}
+                return args[0].to(*rest, **kw) if (rest or kw) and n.target == "to" else args[0]
             return getattr(args[0], str(n.target))(*args[1:], **kwargs)
         if n.target is route:
             holder, key, *rest = args
@@ -418,6 +425,8 @@ class Inferrer:
                 return outs[key]
             return next(iter(outs.values()), None)
         fn: Callable[..., Any] = n.target  # type: ignore[assignment]
+        if fn in FACTORIES:
+            kwargs = {**kwargs, "device": META}
         fast = function_output(fn, args, kwargs)
         return fast if fast is not None else fn(*args, **kwargs)
 

@@ -23,6 +23,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from ..errors import Problem, ProblemList, did_you_mean
+from ..frontend import exprs
 from ..frontend.source import Source
 from .allowlists import (
     BINARY_OPS,
@@ -38,6 +39,8 @@ from .allowlists import (
 )
 from .graph_records import NodeRecord, graph_from_records, graph_records
 from .resolve import RGraph, RNode
+
+MAX_STATEMENT_CHARS = 10_000
 
 
 class StatementError(Exception):
@@ -126,10 +129,20 @@ class _Builder:
     # -- statements ---------------------------------------------------------------------------
     def statement(self, text: str, path: Any) -> None:
         self.stmt = (path, text)
+        if len(text) > MAX_STATEMENT_CHARS:
+            raise StatementError(f"statement is {len(text):,} characters long; the limit is {MAX_STATEMENT_CHARS:,}")
         try:
             tree = ast.parse(text.strip(), mode="exec")
         except SyntaxError as err:
             raise StatementError(f"invalid statement: {err.msg}", (err.offset or 1) - 1) from None
+        except (RecursionError, MemoryError):
+            raise StatementError("statement is nested too deeply; split it into several statements") from None
+        try:
+            self.parsed(tree)
+        except RecursionError:
+            raise StatementError("statement is nested too deeply; split it into several statements") from None
+
+    def parsed(self, tree: ast.Module) -> None:
         if len(tree.body) != 1 or not isinstance(tree.body[0], ast.Assign) or len(tree.body[0].targets) != 1:
             raise StatementError("a statement must be one assignment 'name = expression'", 0, "e.g. h = relu(conv1(x))")
         assign = tree.body[0]
@@ -175,13 +188,13 @@ class _Builder:
             items = [self.expr(x) for x in e.elts]
             return items if isinstance(e, ast.List) else tuple(items)
         if isinstance(e, ast.BinOp) and type(e.op) in BINARY_OPS:
-            return self.apply(BINARY_OPS[type(e.op)], self.expr(e.left), self.expr(e.right))
+            return self.apply(BINARY_OPS[type(e.op)], self.expr(e.left), self.expr(e.right), e=e)
         if isinstance(e, ast.UnaryOp) and type(e.op) in UNARY_OPS:
-            return self.apply(UNARY_OPS[type(e.op)], self.expr(e.operand))
+            return self.apply(UNARY_OPS[type(e.op)], self.expr(e.operand), e=e)
         if isinstance(e, ast.Compare) and len(e.ops) == 1 and type(e.ops[0]) in COMPARE_OPS:
-            return self.apply(COMPARE_OPS[type(e.ops[0])], self.expr(e.left), self.expr(e.comparators[0]))
+            return self.apply(COMPARE_OPS[type(e.ops[0])], self.expr(e.left), self.expr(e.comparators[0]), e=e)
         if isinstance(e, ast.Subscript):
-            return self.apply(operator.getitem, self.expr(e.value), self.index(e.slice))
+            return self.apply(operator.getitem, self.expr(e.value), self.index(e.slice), e=e)
         if isinstance(e, ast.Attribute):
             return self.attribute(e)
         if isinstance(e, ast.Call):
@@ -189,9 +202,15 @@ class _Builder:
         kind = type(e).__name__
         raise StatementError(f"{kind} expressions are not allowed in forward statements", e.col_offset)
 
-    def apply(self, fn: Callable[..., Any], *args: Any) -> Any:
+    def apply(self, fn: Callable[..., Any], *args: Any, e: ast.expr | None = None) -> Any:
         if not any(isinstance(a, fx.Node) for a in args):
-            return fn(*args)  # constant folding: plain numbers stay numbers
+            # Constant folding (plain numbers stay numbers) through the cost checks of ${...}: 9**9**9,
+            # 'a' * 6000000000 and (x, x) * 2**22 are refused before they are built, 1/0 is an error.
+            text = ast.unparse(e) if e is not None else ""
+            try:
+                return exprs.fold(fn, *args, text=text[:200])
+            except exprs.ExprError as err:
+                raise StatementError(err.message, e.col_offset if e is not None else 0, err.hint) from None
         return self.node("call_function", fn, args, {})
 
     def index(self, e: ast.expr) -> Any:

@@ -111,6 +111,34 @@ def _cost_problem(sym: str, left: Any, right: Any, budget: int) -> tuple[str, st
     return None
 
 
+_SYMBOLS: dict[Callable[..., Any], str] = {fn: sym for sym, fn in _BINOPS.values()}
+
+
+def fold(fn: Callable[..., Any], *args: Any, text: str = "") -> Any:
+    """``fn(*args)`` on constants (a Graph statement's ``9**9**9``), with the cost checks of ``${...}``:
+    ``ExprError`` for a result too large to build, a division by zero or operands that do not fit."""
+    sym = _SYMBOLS.get(fn, getattr(fn, "__name__", "an operator"))
+    shown = f"'{text}'" if text else "a constant expression"
+    if len(args) == 2 and (problem := _cost_problem(sym, *args, MAX_ELEMENTS)):
+        raise ExprError(f"{shown} {problem[0]}", problem[1])
+    if (
+        sym == "*"
+        and any(isinstance(a, str | list | tuple) for a in args)
+        and not all(isinstance(a, str | list | tuple | int) for a in args)
+    ):
+        raise ExprError(f"cannot apply '*' to {' and '.join(type(a).__name__ for a in args)} in {shown}")
+    try:
+        result = fn(*args)
+    except ZeroDivisionError:
+        raise ExprError(f"division by zero in {shown}") from None
+    except (TypeError, ValueError, OverflowError, IndexError, KeyError, AttributeError) as exc:
+        kinds = " and ".join(type(a).__name__ for a in args)
+        raise ExprError(f"cannot apply {sym!r} to {kinds} in {shown}: {exc}") from None
+    if isinstance(result, int) and not isinstance(result, bool) and result.bit_length() > _MAX_INT_BITS:
+        raise ExprError(f"{shown} is too large", _INT_HINT)
+    return result
+
+
 class _Evaluator:
     def __init__(self, text: str, scope: Mapping[str, Any]) -> None:
         self.text, self.scope = text, scope
