@@ -204,6 +204,28 @@ def test_finetune_equals_a_hand_written_fine_tuning_set_up() -> None:
     assert not torch.equal(model.features.bn1.weight, pretrained["backbone.bn1.weight"])  # trained
 
 
+def test_finetune_checkpoint_resumes_model_optimizer_and_ema(tmp_path: Path) -> None:
+    built = netspec.load(SPECS / "finetune.yaml")
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1, 2, 3])
+
+    def step(b: netspec.Built) -> None:
+        b.model.train()
+        b.optimizer.zero_grad()
+        F.cross_entropy(b.model(x), y).backward()
+        b.optimizer.step()
+        b.update_average()
+
+    step(built)
+    netspec.save(built, tmp_path / "ft.pt")
+    resumed = netspec.load(tmp_path / "ft.pt")  # the embedded spec reads no file: weights come from ft.pt
+    assert not resumed.model.features.bn2.train().training
+    for b in (built, resumed):
+        step(b)
+    for (name, a), c in zip(resumed.averaged.state_dict().items(), built.averaged.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, c, rtol=0, atol=0, msg=name)
+
+
 def test_netspec_build_shows_the_partial_load(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["build", str(SPECS / "finetune.yaml")]) == 0
     captured = capsys.readouterr()

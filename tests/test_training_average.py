@@ -3,6 +3,7 @@ hand-written PyTorch, and their bad inputs."""
 
 from __future__ import annotations
 
+import pickle
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -173,6 +174,23 @@ def test_checkpointed_modules_give_the_same_outputs_and_gradients(tmp_path: Path
         calls.clear()
         model(x)
         assert calls == ["ran"]
+
+
+def test_checkpointed_model_compiles_without_graph_breaks_and_pickles(tmp_path: Path) -> None:
+    model = netspec.build(write_spec_file(tmp_path, CKPT.replace("p: 0.5", "p: 0.0"))).model
+    x = torch.randn(3, 8, requires_grad=True)
+    expected = model(x)
+    expected.sum().backward()
+    grad = x.grad.clone()
+    x.grad = None
+    compiled = torch.compile(model, fullgraph=True, backend="eager")
+    out = compiled(x)
+    out.sum().backward()
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(x.grad, grad)
+    again = pickle.loads(pickle.dumps(model))
+    assert again.layers[0].forward.func is model.layers[0].forward.func
+    torch.testing.assert_close(again(x), expected)
 
 
 def test_checkpointed_model_deep_copies_and_averages(tmp_path: Path) -> None:

@@ -134,6 +134,13 @@ def test_emit_writes_tie_and_the_rebuilt_model_shares_the_tensor() -> None:
     rebuilt.load_state_dict(model.state_dict())
     idx = torch.tensor([[0, 3, 15]])
     torch.testing.assert_close(rebuilt(idx), model(idx), rtol=0, atol=0)
+    # With its optimizer: the shared tensor is one member of one group, under its first name.
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.01)
+    section = emit(model, optimizer).to_dict()
+    assert section["tie"] == {"lm_head.weight": "wte.weight"}
+    built = netspec.build(section)
+    assert sum(1 for g in built.optimizer.param_groups for p in g["params"] if p is built.model.wte.weight) == 1
+    assert len(list(built.model.parameters())) == len(optimizer.param_groups[0]["params"]) == 3
 
 
 def test_tie_unknown_name_has_did_you_mean(expect_spec_error: Callable[..., SpecError]) -> None:
