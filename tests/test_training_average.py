@@ -339,3 +339,15 @@ def test_swa_needs_an_optimizer(expect_spec_error: Callable[..., SpecError]) -> 
     )
     text = text.replace("optimizer: {type: SGD, lr: 0.1, momentum: 0.9}\n", "")
     expect_spec_error(text, line=11, path="average.type", words=("the spec has no optimizer", "type: ema"), count=1)
+
+
+def test_unknown_keys_in_average_and_eval_get_did_you_mean(expect_spec_error: Callable[..., SpecError]) -> None:
+    expect_spec_error(
+        AVG.replace("AVERAGE", "{type: ema, decy: 0.9}"),
+        line=13,
+        path="average.decy",
+        words=("unknown key 'decy'", "did you mean 'decay'?"),
+        count=1,
+    )
+    text = AVG.replace("average: AVERAGE", "eval: [bn, {typ: BatchNorm1d}]")
+    expect_spec_error(text, line=13, path="eval.1.typ", words=("unknown key 'typ'", "did you mean 'type'?"))

@@ -29,7 +29,7 @@ from pydantic import (
 from ..errors import Problem, did_you_mean
 from .distributed_models import DistributedSpec
 from .source import Source
-from .training_models import AverageSpec, EvalRule, FreezeRule, InitRule, OptimizerSpec, SchedulerSpec
+from .training_models import AverageSpec, EvalByType, EvalRule, FreezeRule, InitRule, OptimizerSpec, SchedulerSpec
 
 REF_SCHEMA: dict[str, Any] = {"type": "string", "pattern": r"\$\{.+\}"}
 # pydantic insists on resolving every $ref it emits; ``schema`` swaps this marker for {"$ref": "#/$defs/Node"}.
@@ -297,6 +297,13 @@ def _clean_loc(loc: tuple[Any, ...]) -> tuple[str | int, ...]:
     return tuple(p for p in loc if not (isinstance(p, str) and p.startswith("<") and p.endswith(">")))
 
 
+# Mappings of the top-level sections whose unknown keys get "did you mean" (an index stands for any entry).
+_SECTION_MODELS: dict[tuple[str | int, ...], type[BaseModel]] = {
+    ("average",): AverageSpec,
+    ("eval", 0): EvalByType,
+}
+
+
 def _fields_at(path: tuple[str | int, ...], data: Any) -> list[str]:
     """Field names allowed where an unknown key was found, for "did you mean"."""
     node: Any = data
@@ -307,6 +314,9 @@ def _fields_at(path: tuple[str | int, ...], data: Any) -> list[str]:
             return []
     if path[:-1] == ():
         return list(SpecModel.model_fields)
+    section = _SECTION_MODELS.get(path[:-1]) or (_SECTION_MODELS.get((path[0], 0)) if len(path) == 3 else None)
+    if section is not None:
+        return list(section.model_fields)
     kind = node.get("type") if isinstance(node, dict) else None
     model = NODE_KINDS.get(kind) if isinstance(kind, str) else None
     if model is None and len(path) >= 2 and path[-2] in ("parameters", "buffers"):
