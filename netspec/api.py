@@ -25,8 +25,8 @@ from .compiler.infer import infer
 from .compiler.meta import DTYPES
 from .errors import CheckpointError, NetspecError, Problem, SpecError, first_line
 from .io.checkpoint import CheckpointInfo, embedded_spec, is_checkpoint_path, read_checkpoint, restore
-from .spec import TRAINING_SECTIONS, Spec, read, training_sections
-from .training import TrainingSetup, setup_training
+from .spec import Spec, read
+from .training import TrainingSetup, apply_training
 
 
 @dataclass
@@ -204,10 +204,9 @@ def build(
             materialize(spec, model, ctx, torch_dtype)  # the values one process makes, in the same RNG order
         else:
             model = build_model(spec.inferred, spec.source, device, torch_dtype)
-        has_training = any(getattr(spec.document, key) is not None for key in TRAINING_SECTIONS)
         training = (
-            setup_training(model, **training_sections(spec), source=spec.source, base_dir=spec.base_dir)
-            if has_training
+            apply_training(model, spec.training_plan, source=spec.source, base_dir=spec.base_dir)
+            if spec.training_plan is not None
             else TrainingSetup()
         )
     if dspec is not None and dspec.strategy == "ddp":

@@ -27,6 +27,7 @@ from .frontend.yamlout import dump_yaml
 if TYPE_CHECKING:
     from .compiler.infer import Inferred
     from .compiler.resolve import Resolved
+    from .training import TrainingPlan
 
 # The compiler (and with it torch) is imported only once the document has passed the front end:
 # `netspec validate` of a file with a YAML or structural error never imports torch.
@@ -61,6 +62,8 @@ class Spec:
         self.inferred = inferred
         self.training_warnings: list[Problem] = []
         self.reads_files = True  # False for a checkpoint's embedded spec: init: from: is refused unread
+        # The training sections resolved against the model's names (None without any): made once, here.
+        self.training_plan: TrainingPlan | None = None
         self.emit_warnings: list[Any] = []  # set by netspec.emit: what it could not express (lint.ModelWarning)
 
     @property
@@ -180,7 +183,7 @@ def validate_source(source: Source, *, read_files: bool = True) -> Spec:
     spec = Spec(source, document, resolved, inferred)
     spec.reads_files = read_files
     if any(getattr(document, key) is not None for key in TRAINING_SECTIONS):
-        spec.training_warnings = _check_training(spec)
+        spec.training_plan, spec.training_warnings = _plan_training(spec)
     return spec
 
 
@@ -198,19 +201,20 @@ def _input_shape(document: SpecModel, source: Source) -> tuple[tuple[int, ...] |
     return tuple(dims), document.input.dtype
 
 
-def _check_training(spec: Spec) -> list[Problem]:
-    """Run the training set-up on a throwaway meta model: patterns, groups and arguments are
-    checked against the real parameter names without allocating anything."""
+def _plan_training(spec: Spec) -> tuple[TrainingPlan, list[Problem]]:
+    """Plan the training set-up once, against the real parameter names, and carry it out on a
+    throwaway meta model so every argument is checked without allocating anything. ``build``
+    applies the same plan to the real model. Returns the plan and the set-up's warnings."""
     import torch
 
     from .compiler.build import build_model
     from .compiler.shapes import SkipInit
-    from .training import setup_training
+    from .training import plan_and_setup
 
     with SkipInit():
         meta = build_model(spec.inferred, spec.source, torch.device("meta"), None)
-    setup = setup_training(meta, **training_sections(spec), source=spec.source, base_dir=spec.base_dir)
-    return list(setup.warnings)
+    plan, setup = plan_and_setup(meta, **training_sections(spec), source=spec.source, base_dir=spec.base_dir)
+    return plan, list(setup.warnings)
 
 
 def training_sections(spec: Spec) -> dict[str, Any]:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+import torch
+
 import netspec
 
 SPEC = {
@@ -31,3 +36,57 @@ def test_infer_returns_a_new_tree_and_leaves_resolves_alone() -> None:
     assert inferred["fc"].args["in_features"] == 4 * 6 * 6
     model = netspec.build(spec).model
     assert (model.conv.in_channels, model.norm.num_features, model.fc.in_features) == (3, 4, 144)
+
+
+TRAINED = {
+    **SPEC,
+    "seed": 0,
+    "init": [{"type": "Linear", "weight": "zeros"}],
+    "freeze": [{"type": "BatchNorm2d", "eval": True}],
+    "optimizer": {"type": "AdamW", "lr": 0.01, "groups": [{"params": "conv.*", "lr_mult": 0.1}]},
+    "scheduler": {"type": "StepLR", "step_size": 2},
+}
+
+
+def test_the_training_plan_is_made_once_per_read_and_build_reuses_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import netspec.training.setup as setup
+
+    calls: list[str] = []
+    plan = setup._plan
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append("plan")
+        return plan(*args, **kwargs)
+
+    monkeypatch.setattr(setup, "_plan", counting)
+    spec = netspec.read(TRAINED)
+    assert calls == ["plan"]
+    built = netspec.build(spec)
+    built_again = netspec.build(spec, device="meta")
+    assert calls == ["plan"], "build must apply the plan read made, not plan again"
+    assert built_again.optimizer is not None
+
+    # Behaviour is that of the same set-up written by hand in PyTorch.
+    torch.manual_seed(0)
+    model = built.model
+    assert torch.count_nonzero(model.fc.weight) == 0
+    assert not model.norm.training and model.norm.weight.requires_grad is False
+    model.train()
+    assert not model.norm.training  # pinned to eval
+    groups = built.optimizer.param_groups
+    assert isinstance(built.optimizer, torch.optim.AdamW) and len(groups) == 2
+    assert [id(p) for p in groups[0]["params"]] == [id(model.conv.weight), id(model.conv.bias)]
+    assert groups[0]["lr"] == pytest.approx(0.001) and groups[1]["lr"] == pytest.approx(0.01)
+    assert {id(p) for p in groups[1]["params"]} == {id(model.fc.weight), id(model.fc.bias)}
+    assert isinstance(built.scheduler, torch.optim.lr_scheduler.StepLR) and built.scheduler.step_size == 2
+    assert built.training.frozen == {"norm.weight", "norm.bias"} and built.training.eval_modules == {"norm"}
+
+
+def test_a_plan_is_carried_out_on_the_real_model_with_the_real_tensors() -> None:
+    spec = netspec.read(TRAINED)
+    first, second = netspec.build(spec), netspec.build(spec)
+    # The same seed and plan give the same weights; each build owns its optimizer over its own parameters.
+    one, two = first.model.state_dict(), second.model.state_dict()
+    assert one.keys() == two.keys() and all(torch.equal(one[k], two[k]) for k in one)
+    mine = {id(p) for group in first.optimizer.param_groups for p in group["params"]}
+    assert mine == {id(p) for p in first.model.parameters() if p.requires_grad}

@@ -6,7 +6,9 @@ In: a constructed ``nn.Module`` and the spec's ``init``, ``freeze``, ``optimizer
 rule did; every problem with those sections as one ``SpecError``.
 
 Stages, usable alone: ``apply_init`` -> ``apply_freeze`` -> ``build_optimizer`` ->
-``build_scheduler``; ``setup_training`` runs all four. ``check_training`` finds the problems
+``build_scheduler``; ``setup_training`` runs all four. ``plan_and_setup`` resolves the sections
+against a model's names once (``netspec.read`` does, on the meta model) and ``apply_training``
+carries that plan out on a model (``netspec.build``, on the real one). ``check_training`` finds the problems
 that need no model (for ``netspec validate``). ``explain_rows`` / ``format_explain`` /
 ``group_summary`` describe the result.
 """
@@ -20,7 +22,15 @@ from .init import init_functions
 from .load import LoadReport
 from .optim import NORM_LAYERS, GradClip, build_optimizer, optimizer_classes
 from .sched import build_scheduler, scheduler_classes
-from .setup import TrainingSetup, apply_init, check_training, setup_training
+from .setup import (
+    TrainingPlan,
+    TrainingSetup,
+    apply_init,
+    apply_training,
+    check_training,
+    plan_and_setup,
+    setup_training,
+)
 
 __all__ = [
     "NORM_LAYERS",
@@ -31,9 +41,11 @@ __all__ = [
     "LoadReport",
     "OptimizerSpec",
     "SchedulerSpec",
+    "TrainingPlan",
     "TrainingSetup",
     "apply_freeze",
     "apply_init",
+    "apply_training",
     "build_optimizer",
     "build_scheduler",
     "check_training",
@@ -45,6 +57,7 @@ __all__ = [
     "is_eval_frozen",
     "optimizer_classes",
     "pin_eval",
+    "plan_and_setup",
     "scheduler_classes",
     "setup_training",
     "unfreeze_eval",

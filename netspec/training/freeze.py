@@ -122,16 +122,17 @@ def unfreeze_eval(module: nn.Module) -> None:
             sub.__class__ = type(sub)._netspec_eval_base
 
 
-def run_freeze(
+def select_freeze(
     model: nn.Module, rules: list[FreezeRule] | None, source: Any, problems: ProblemList
 ) -> tuple[set[str], set[str]]:
-    """Apply every entry, adding problems instead of raising. Returns (frozen params, eval modules)."""
-    before = len(problems.errors)
+    """What every entry selects, adding problems instead of raising; the model is not changed.
+
+    Returns (frozen parameter names, names of the modules pinned to eval mode).
+    """
     params = dict(model.named_parameters())
     names = model_names(model)
     frozen: set[str] = set()
     pinned: set[str] = set()
-    to_pin: list[nn.Module] = []
     for index, rule in enumerate(rules or []):
         path = ("freeze", index)
         if isinstance(rule, str):
@@ -173,14 +174,28 @@ def run_freeze(
             prefix = f"{mname}." if mname else ""
             frozen.update(prefix + p for p, _ in module.named_parameters() if prefix + p in params)
             if rule.eval:
-                to_pin.append(module)
                 pinned.add(mname)
-    if len(problems.errors) > before:  # leave the model untouched when the spec is wrong
-        return frozen, pinned
+    return frozen, pinned
+
+
+def freeze_selected(model: nn.Module, frozen: set[str], pinned: set[str]) -> None:
+    """Freeze the parameters and pin the modules ``select_freeze`` chose (by name)."""
+    params = dict(model.named_parameters())
     for name in frozen:
         params[name].requires_grad_(False)
-    for module in to_pin:
-        pin_eval(module)
+    for name in sorted(pinned):
+        pin_eval(model.get_submodule(name))
+
+
+def run_freeze(
+    model: nn.Module, rules: list[FreezeRule] | None, source: Any, problems: ProblemList
+) -> tuple[set[str], set[str]]:
+    """Select and apply every entry, adding problems instead of raising (the model is left
+    untouched when an entry is wrong). Returns (frozen params, eval modules)."""
+    before = len(problems.errors)
+    frozen, pinned = select_freeze(model, rules, source, problems)
+    if len(problems.errors) == before:
+        freeze_selected(model, frozen, pinned)
     return frozen, pinned
 
 
@@ -201,11 +216,10 @@ def select_modules(
     return [n for n in chosen if not any(a in set(chosen) for a in _ancestors(n))]
 
 
-def run_eval(model: nn.Module, rules: list[EvalRule] | None, source: Any, problems: ProblemList) -> set[str]:
-    """``eval:``: pin the selected modules in eval mode; their parameters stay trainable.
-
-    Entries are module paths / globs on module names, or ``{type: ..., match?: ...}``.
-    Returns the pinned module names ("" for the root); nothing is pinned when an entry is wrong.
+def select_eval(model: nn.Module, rules: list[EvalRule] | None, source: Any, problems: ProblemList) -> set[str]:
+    """``eval:``: the modules to pin in eval mode (their parameters stay trainable); the model is
+    not changed. Entries are module paths / globs on module names, or ``{type: ..., match?: ...}``.
+    Returns the module names ("" for the root); none when an entry is wrong.
     """
     before = len(problems.errors)
     chosen: dict[str, nn.Module] = {}
@@ -241,11 +255,14 @@ def run_eval(model: nn.Module, rules: list[EvalRule] | None, source: Any, proble
             continue
         for name in hits:
             chosen.setdefault(name, modules[name])
-    if len(problems.errors) > before:
-        return set()
-    for module in chosen.values():
-        pin_eval(module)
-    return set(chosen)
+    return set() if len(problems.errors) > before else set(chosen)
+
+
+def run_eval(model: nn.Module, rules: list[EvalRule] | None, source: Any, problems: ProblemList) -> set[str]:
+    """``eval:``: pin the selected modules in eval mode; returns their names (none when an entry is wrong)."""
+    pinned = select_eval(model, rules, source, problems)
+    freeze_selected(model, set(), pinned)
+    return pinned
 
 
 def apply_freeze(model: nn.Module, rules: list[FreezeRule] | None, source: Any) -> set[str]:

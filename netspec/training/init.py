@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
@@ -233,7 +233,17 @@ def _selection(plan: InitPlan) -> str:
     )
 
 
-def _apply_keys(model: nn.Module, plan: InitPlan, source: Any, problems: ProblemList) -> list[str]:
+@dataclass
+class InitStep:
+    """One rule resolved against a model's names: which tensor each call fills, in order."""
+
+    rule: InitRule
+    plan: InitPlan
+    location: str  # "file:line" of the rule
+    targets: list[tuple[str, InitCall]] = field(default_factory=list)  # tensor name, call (not for from:)
+
+
+def _select_keys(model: nn.Module, plan: InitPlan, source: Any, problems: ProblemList) -> list[tuple[str, InitCall]]:
     path: SpecPath = ("init", plan.index)
     chosen = [
         (mname, module)
@@ -245,7 +255,7 @@ def _apply_keys(model: nn.Module, plan: InitPlan, source: Any, problems: Problem
         message = f"rule selects no module: {_selection(plan)} match nothing together"
         problems.add(make_problem(source, path, message, "check type: against match:"))
         return []
-    done: list[str] = []
+    targets: list[tuple[str, InitCall]] = []
     for key, call in plan.calls.items():
         owners = [(m, mod) for m, mod in chosen if key in mod._parameters or key in mod._buffers]
         if not owners:
@@ -257,43 +267,63 @@ def _apply_keys(model: nn.Module, plan: InitPlan, source: Any, problems: Problem
         for mname, module in owners:
             tensor = module._parameters.get(key) if key in module._parameters else module._buffers.get(key)
             full = _join(mname, key)
-            if tensor is None or not selects_any(plan.match, full):
-                continue
-            error = _run(call, tensor)
-            if error is None:
-                done.append(full)
-            else:
-                message = _cannot(call, plan.index, full, tensor, error)
-                problems.add(make_problem(source, call.path, message, f"use another function for {key!r}"))
-    return done
+            if tensor is not None and selects_any(plan.match, full):
+                targets.append((full, call))
+    return targets
 
 
-def _apply_fn(model: nn.Module, plan: InitPlan, source: Any, problems: ProblemList) -> list[str]:
+def _select_fn(model: nn.Module, plan: InitPlan, source: Any, problems: ProblemList) -> list[tuple[str, InitCall]]:
     wanted = set(plan.types)
     typed = {m for m, mod in model.named_modules() if type_names(mod) & wanted} if plan.types else None
     call = plan.calls[""]
     chosen = [
-        (name, param)
-        for name, param in model.named_parameters()
+        (name, call)
+        for name, _ in model.named_parameters()
         if selects_any(plan.match, name)
         and (typed is None or "" in typed or any(owner in typed for owner in _owners(name)))
     ]
     if not chosen:
         message = f"rule selects no parameter: {_selection(plan)} match nothing together"
         problems.add(make_problem(source, ("init", plan.index), message, "check type: against match:"))
-        return []
+    return chosen
+
+
+def _named_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter and buffer by every name it has (a tied weight under each of its names)."""
+    return {
+        **dict(model.named_parameters(remove_duplicate=False)),
+        **dict(model.named_buffers(remove_duplicate=False)),
+    }
+
+
+def _run_keys(step: InitStep, tensors: dict[str, torch.Tensor], source: Any, problems: ProblemList) -> list[str]:
+    done: list[str] = []
+    for full, call in step.targets:
+        tensor = tensors[full]
+        error = _run(call, tensor)
+        if error is None:
+            done.append(full)
+        else:
+            message = _cannot(call, step.plan.index, full, tensor, error)
+            key = full.rsplit(".", 1)[-1]
+            problems.add(make_problem(source, call.path, message, f"use another function for {key!r}"))
+    return done
+
+
+def _run_fn(step: InitStep, tensors: dict[str, torch.Tensor], source: Any, problems: ProblemList) -> list[str]:
     done: list[str] = []
     failed: list[tuple[str, torch.Tensor, str]] = []
-    for name, param in chosen:
-        error = _run(call, param)
+    call = step.plan.calls[""]
+    for name, _ in step.targets:
+        error = _run(call, tensors[name])
         if error is None:
             done.append(name)
         else:
-            failed.append((name, param, error))
+            failed.append((name, tensors[name], error))
     if failed and not done:  # the function suits none of the selected tensors: a real mistake
         name, param, error = failed[0]
         hint = "narrow the rule with type: or match:, or choose another function"
-        problems.add(make_problem(source, call.path, _cannot(call, plan.index, name, param, error), hint))
+        problems.add(make_problem(source, call.path, _cannot(call, step.plan.index, name, param, error), hint))
     elif failed:  # e.g. {match: "fc3.*", fn: xavier_uniform}: the weight is set, the 1-D bias cannot be
         names = name_list([name for name, _, _ in failed], 6)
         message = f"{call.name} does not apply to {names} ({failed[0][2]}); left as they were"
@@ -312,19 +342,9 @@ def _join(module: str, key: str) -> str:
     return f"{module}.{key}" if module else key
 
 
-def run_init(
-    model: nn.Module,
-    rules: list[InitRule] | None,
-    source: Any,
-    base_dir: Path | None,
-    problems: ProblemList,
-) -> tuple[dict[str, str], list[LoadReport]]:
-    """Apply every rule, adding problems instead of raising. Returns (sources, load reports).
-
-    ``base_dir`` is the folder ``from:`` paths are relative to; ``None`` when the spec may read no files.
-    """
-    sources: dict[str, str] = {}
-    reports: list[LoadReport] = []
+def plan_init(model: nn.Module, rules: list[InitRule] | None, source: Any, problems: ProblemList) -> list[InitStep]:
+    """Resolve every rule against ``model``'s names, adding problems instead of raising; nothing is run."""
+    steps: list[InitStep] = []
     names = model_names(model)
     for index, rule in enumerate(rules or []):
         plan = plan_rule(rule, index, source, problems)
@@ -341,17 +361,55 @@ def run_init(
                     selectors_ok = False
         if plan is None or not selectors_ok:
             continue
-        location = rule_location(source, ("init", index))
-        if plan.kind == "from":
+        step = InitStep(rule, plan, rule_location(source, ("init", index)))
+        if plan.kind != "from":
+            before = len(problems.errors)
+            step.targets = (_select_fn if plan.kind == "fn" else _select_keys)(model, plan, source, problems)
+            if len(problems.errors) > before:
+                continue
+        steps.append(step)
+    return steps
+
+
+def apply_init_steps(
+    model: nn.Module, steps: list[InitStep], source: Any, base_dir: Path | None, problems: ProblemList
+) -> tuple[dict[str, str], list[LoadReport]]:
+    """Run planned rules on ``model`` in order, adding problems instead of raising.
+
+    Returns (tensor name -> ``file:line`` of the last rule that set it, one report per ``from:`` rule).
+    ``base_dir`` is the folder ``from:`` paths are relative to; ``None`` when the spec may read no files.
+    """
+    sources: dict[str, str] = {}
+    reports: list[LoadReport] = []
+    tensors = _named_tensors(model)
+    for step in steps:
+        if step.plan.kind == "from":
             report = load_rule(
-                model, rule, index, source=source, base_dir=base_dir, location=location, problems=problems
+                model,
+                step.rule,
+                step.plan.index,
+                source=source,
+                base_dir=base_dir,
+                location=step.location,
+                problems=problems,
             )
             if report is not None:
                 reports.append(report)
-                sources.update(dict.fromkeys(report.loaded, location))
+                sources.update(dict.fromkeys(report.loaded, step.location))
             continue
         before = len(problems.errors)
-        done = (_apply_fn if plan.kind == "fn" else _apply_keys)(model, plan, source, problems)
+        done = (_run_fn if step.plan.kind == "fn" else _run_keys)(step, tensors, source, problems)
         if len(problems.errors) == before:
-            sources.update(dict.fromkeys(done, location))
+            sources.update(dict.fromkeys(done, step.location))
     return sources, reports
+
+
+def run_init(
+    model: nn.Module,
+    rules: list[InitRule] | None,
+    source: Any,
+    base_dir: Path | None,
+    problems: ProblemList,
+) -> tuple[dict[str, str], list[LoadReport]]:
+    """Plan and apply every rule, adding problems instead of raising. Returns (sources, load reports)."""
+    return apply_init_steps(model, plan_init(model, rules, source, problems), source, base_dir, problems)

@@ -226,12 +226,33 @@ def resolve_optimizer(
     return (cls, kwargs, group_opts) if ok and kwargs is not None else None
 
 
-def run_optimizer(
+@dataclass
+class OptimizerPlan:
+    """The optimizer resolved against a model's parameter names: class, arguments, groups."""
+
+    type_name: str
+    cls: type[torch.optim.Optimizer]
+    kwargs: dict[str, Any]
+    buckets: list[Bucket]  # one per param group: label, parameter names, options
+    clip: GradClip | None
+
+    @property
+    def group_of(self) -> dict[str, int]:
+        """Trainable parameter name -> index of its param group."""
+        return {name: i for i, (_, members, _) in enumerate(self.buckets) for name in members}
+
+    @property
+    def labels(self) -> list[str]:
+        return [label for label, _, _ in self.buckets]
+
+
+def plan_optimizer(
     model: nn.Module, spec: OptimizerSpec | None, frozen: set[str], source: Any, problems: ProblemList
-) -> tuple[torch.optim.Optimizer | None, dict[str, int], GradClip | None, list[str]]:
-    """Build the optimizer, adding problems instead of raising. Returns (opt, group_of, clip, labels)."""
+) -> OptimizerPlan | None:
+    """Resolve the optimizer section against ``model``'s parameter names, adding problems instead of
+    raising; ``None`` without an optimizer or after a problem. Nothing is constructed."""
     if spec is None:
-        return None, {}, None, []
+        return None
     before = len(problems.errors)
     resolved = resolve_optimizer(spec, source, problems)
     params = dict(model.named_parameters())
@@ -242,9 +263,9 @@ def run_optimizer(
         message = f"the optimizer has nothing to train: all {len(names)} parameters are frozen"
         hint = "remove some freeze: entries or the optimizer"
         problems.add(make_problem(source, ("optimizer",), message, hint))
-        return None, {}, None, []
+        return None
     if resolved is None:
-        return None, {}, None, []
+        return None
     cls, kwargs, group_opts = resolved
     sig = signature_params(cls, ["params"])
     base_lr = kwargs.get("lr", sig["lr"][0].default if "lr" in sig else None)
@@ -308,21 +329,38 @@ def run_optimizer(
 
     if spec.no_decay and has_wd:
         buckets = split_no_decay(model, spec.no_decay, buckets, base_wd, source, problems)
-    param_groups: list[dict[str, Any]] = []
-    group_of: dict[str, int] = {}
-    for _, members, opts in buckets:
-        group_of.update(dict.fromkeys(members, len(param_groups)))
-        param_groups.append({"params": [params[n] for n in members], **opts})
-    labels = [label for label, _, _ in buckets]
     if len(problems.errors) > before:
-        return None, {}, None, []
+        return None
+    return OptimizerPlan(spec.type, cls, kwargs, buckets, _clip(spec))
+
+
+# What torch optimizers raise for settings they refuse (``lr=-1``: ValueError; a wrong type: TypeError).
+OPTIMIZER_ERRORS = (ValueError, TypeError, RuntimeError, KeyError)
+
+
+def make_optimizer(
+    model: nn.Module, plan: OptimizerPlan, source: Any, problems: ProblemList
+) -> torch.optim.Optimizer | None:
+    """Construct the planned optimizer over ``model``'s parameters (found by name); ``None`` after a problem."""
+    params = dict(model.named_parameters())
+    param_groups = [{"params": [params[n] for n in members], **opts} for _, members, opts in plan.buckets]
     try:
-        optimizer = cls(param_groups, **kwargs)
-    except Exception as err:  # torch validates its own arguments, raising various types
-        message = f"{spec.type} rejected its settings: {first_line(err)}"
+        return plan.cls(param_groups, **plan.kwargs)
+    except OPTIMIZER_ERRORS as err:
+        message = f"{plan.type_name} rejected its settings: {first_line(err)}"
         problems.add(make_problem(source, ("optimizer",), message))
+        return None
+
+
+def run_optimizer(
+    model: nn.Module, spec: OptimizerSpec | None, frozen: set[str], source: Any, problems: ProblemList
+) -> tuple[torch.optim.Optimizer | None, dict[str, int], GradClip | None, list[str]]:
+    """Plan and build the optimizer, adding problems instead of raising. Returns (opt, group_of, clip, labels)."""
+    plan = plan_optimizer(model, spec, frozen, source, problems)
+    optimizer = make_optimizer(model, plan, source, problems) if plan is not None else None
+    if plan is None or optimizer is None:
         return None, {}, None, []
-    return optimizer, group_of, _clip(spec), labels
+    return optimizer, plan.group_of, plan.clip, plan.labels
 
 
 def build_optimizer(

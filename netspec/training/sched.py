@@ -13,6 +13,7 @@ with no ``type``, the warm-up alone (the rate stays at the base rate afterwards)
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal
 
@@ -86,27 +87,45 @@ def resolve_scheduler(
     return None if kwargs is None else (cls, kwargs)
 
 
-def run_scheduler(
-    optimizer: torch.optim.Optimizer | None,
+@dataclass
+class SchedulerPlan:
+    """The scheduler section resolved: its class and checked arguments (and the warm-up)."""
+
+    spec: SchedulerSpec
+    cls: type
+    kwargs: dict[str, Any]
+
+
+def plan_scheduler(
     spec: SchedulerSpec | None,
     source: Any,
     problems: ProblemList,
     *,
+    has_optimizer: bool,
     optimizer_in_spec: bool = False,
-) -> tuple[Scheduler | None, Literal["epoch", "step"]]:
-    """Build the scheduler, adding problems instead of raising. ``optimizer_in_spec``: the spec
-    has an optimizer that failed to build (so "no optimizer" is not reported again)."""
+) -> SchedulerPlan | None:
+    """Resolve the scheduler section, adding problems instead of raising. ``optimizer_in_spec``: the
+    spec has an optimizer that failed (so "no optimizer" is not reported again)."""
     if spec is None:
-        return None, "epoch"
+        return None
     resolved = resolve_scheduler(spec, source, problems)
-    if optimizer is None:
+    if not has_optimizer:
         if not optimizer_in_spec:
             message = "a scheduler needs an optimizer, and the spec has none"
             problems.add(make_problem(source, ("scheduler",), message, "add optimizer: {type: SGD, lr: 0.1}"))
-        return None, spec.interval
-    if resolved is None:
-        return None, spec.interval
-    cls, kwargs = resolved
+        return None
+    return None if resolved is None else SchedulerPlan(spec, *resolved)
+
+
+# What torch schedulers raise for settings they refuse (a bad milestone list, a wrong type).
+SCHEDULER_ERRORS = (ValueError, TypeError, RuntimeError, KeyError, IndexError, ZeroDivisionError)
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, plan: SchedulerPlan, source: Any, problems: ProblemList
+) -> Scheduler | None:
+    """Construct the planned scheduler on ``optimizer``; ``None`` after a problem."""
+    spec, cls, kwargs = plan.spec, plan.cls, plan.kwargs
     try:
         if spec.type is None and spec.warmup is not None:
             scheduler: Scheduler = lr_scheduler.LinearLR(
@@ -126,11 +145,31 @@ def run_scheduler(
             scheduler = lr_scheduler.SequentialLR(optimizer, [warm, main], milestones=[spec.warmup.steps])
         else:
             scheduler = cls(optimizer, **kwargs)
-    except Exception as err:  # torch validates its own arguments, raising various types
+    except SCHEDULER_ERRORS as err:
         message = f"scheduler {spec.type or 'LinearLR'} rejected its settings: {first_line(err)}"
         problems.add(make_problem(source, ("scheduler",), message))
+        return None
+    return scheduler
+
+
+def run_scheduler(
+    optimizer: torch.optim.Optimizer | None,
+    spec: SchedulerSpec | None,
+    source: Any,
+    problems: ProblemList,
+    *,
+    optimizer_in_spec: bool = False,
+) -> tuple[Scheduler | None, Literal["epoch", "step"]]:
+    """Plan and build the scheduler, adding problems instead of raising. ``optimizer_in_spec``: the
+    spec has an optimizer that failed to build (so "no optimizer" is not reported again)."""
+    if spec is None:
+        return None, "epoch"
+    plan = plan_scheduler(
+        spec, source, problems, has_optimizer=optimizer is not None, optimizer_in_spec=optimizer_in_spec
+    )
+    if plan is None or optimizer is None:
         return None, spec.interval
-    return scheduler, spec.interval
+    return make_scheduler(optimizer, plan, source, problems), spec.interval
 
 
 def build_scheduler(

@@ -1,4 +1,4 @@
-"""``setup_training``: the training stages in order, with every problem reported at once.
+"""The training set-up: the stages in order, with every problem reported at once.
 
 In: a constructed model and the spec's ``tie``, ``init``, ``freeze``, ``eval``, ``optimizer``,
 ``scheduler``, ``checkpoint_activations`` and ``average`` sections, the ``Source`` (for
@@ -9,6 +9,11 @@ locations) and the spec's directory (for ``from:`` paths). Out: a ``TrainingSetu
 Order: ties first (so every later stage sees one shared tensor), then init, freeze, eval,
 optimizer, scheduler, activation checkpointing and last the average (a copy of the
 initialised model).
+
+``plan_and_setup`` (``netspec.read``, on the meta model) resolves init, freeze, eval,
+optimizer and scheduler against the model's names once — a ``TrainingPlan`` — and carries it
+out; ``apply_training`` (``netspec.build``) carries the same plan out on the real model.
+Ties, activation checkpointing and the average are applied to each model as it is built.
 """
 
 from __future__ import annotations
@@ -25,12 +30,12 @@ from ..errors import Problem, ProblemList, SpecError
 from ..frontend.training_models import AverageSpec, EvalRule, FreezeRule, InitRule, OptimizerSpec, SchedulerSpec
 from .activations import run_checkpoint_activations
 from .average import Averager, build_averager
-from .freeze import run_eval, run_freeze
-from .init import plan_rule, run_init
+from .freeze import freeze_selected, select_eval, select_freeze
+from .init import InitStep, apply_init_steps, plan_init, plan_rule, run_init
 from .kwargs import make_problem
 from .load import LoadReport
-from .optim import GradClip, resolve_optimizer, run_optimizer
-from .sched import Scheduler, resolve_scheduler, run_scheduler
+from .optim import GradClip, OptimizerPlan, make_optimizer, plan_optimizer, resolve_optimizer
+from .sched import Scheduler, SchedulerPlan, make_scheduler, plan_scheduler, resolve_scheduler
 from .tie import run_ties, tied_names
 
 
@@ -109,6 +114,136 @@ def apply_init(
     return sources
 
 
+@dataclass
+class TrainingPlan:
+    """The training sections resolved against a model's names, once per ``netspec.read``.
+
+    Which tensor each init rule fills, which parameters are frozen and which modules pinned
+    to eval, the optimizer's class, arguments and param groups (by parameter name), the
+    scheduler's class and arguments; and the sections applied to each model as it is built
+    (ties, activation checkpointing, the average). ``apply_training`` carries it out on any
+    model with the same names: the meta model ``read`` checks, then the real one ``build``
+    returns.
+    """
+
+    init: list[InitStep] = field(default_factory=list)
+    frozen: set[str] = field(default_factory=set)
+    pinned: set[str] = field(default_factory=set)  # by freeze: {eval: true} and by eval:
+    optimizer: OptimizerPlan | None = None
+    scheduler: SchedulerPlan | None = None
+    scheduler_interval: Literal["epoch", "step"] = "epoch"
+    tie: dict[str, str] | None = None
+    checkpoint_activations: list[str] | None = None
+    average: AverageSpec | None = None
+
+
+@dataclass
+class _Sections:
+    init: list[InitRule] | None = None
+    freeze: list[FreezeRule] | None = None
+    optimizer: OptimizerSpec | None = None
+    scheduler: SchedulerSpec | None = None
+    tie: dict[str, str] | None = None
+    eval: list[EvalRule] | None = None
+    checkpoint_activations: list[str] | None = None
+    average: AverageSpec | None = None
+
+
+def _plan(model: nn.Module, sections: _Sections, source: Any, problems: ProblemList) -> TrainingPlan:
+    """The plan for ``model`` (its ties already applied), adding problems instead of raising."""
+    steps = plan_init(model, sections.init, source, problems)
+    before = len(problems.errors)
+    frozen, pinned = select_freeze(model, sections.freeze, source, problems)
+    opt = plan_optimizer(model, sections.optimizer, frozen, source, problems)
+    if len(problems.errors) > before:  # a wrong freeze entry freezes nothing
+        frozen, pinned = set(), set()
+    pinned |= select_eval(model, sections.eval, source, problems)
+    sched = plan_scheduler(
+        sections.scheduler,
+        source,
+        problems,
+        has_optimizer=opt is not None,
+        optimizer_in_spec=sections.optimizer is not None,
+    )
+    interval = sections.scheduler.interval if sections.scheduler is not None else "epoch"
+    return TrainingPlan(
+        steps, frozen, pinned, opt, sched, interval, sections.tie, sections.checkpoint_activations, sections.average
+    )
+
+
+def _apply(
+    model: nn.Module,
+    plan: TrainingPlan,
+    source: Any,
+    base_dir: Path | None,
+    problems: ProblemList,
+    ties: dict[str, str] | None = None,
+) -> TrainingSetup:
+    """Carry ``plan`` out on ``model``; ``ties``: already applied (by ``plan_and_setup``)."""
+    if ties is None:
+        ties = run_ties(model, plan.tie, source, problems)
+    sources, reports = apply_init_steps(model, plan.init, source, base_dir, problems)
+    freeze_selected(model, plan.frozen, plan.pinned)
+    opt_plan = plan.optimizer
+    opt = make_optimizer(model, opt_plan, source, problems) if opt_plan is not None else None
+    sched = make_scheduler(opt, plan.scheduler, source, problems) if opt is not None and plan.scheduler else None
+    checkpointed = run_checkpoint_activations(model, plan.checkpoint_activations, source, problems)
+    averager = build_averager(model, plan.average, opt, source, problems) if not problems.errors else None
+    built = opt is not None and opt_plan is not None
+    return TrainingSetup(
+        optimizer=opt,
+        scheduler=sched,
+        scheduler_interval=plan.scheduler_interval,
+        clip=opt_plan.clip if built and opt_plan else None,
+        init_sources=sources,
+        frozen=set(plan.frozen),
+        group_of=opt_plan.group_of if built and opt_plan else {},
+        load_reports=reports,
+        group_labels=opt_plan.labels if built and opt_plan else [],
+        eval_modules=set(plan.pinned),
+        ties=ties,
+        checkpointed=checkpointed,
+        averager=averager,
+        shared=tied_names(model),
+        param_shapes={name: () if is_lazy(p) else tuple(p.shape) for name, p in model.named_parameters()},
+        warnings=problems.warnings,
+    )
+
+
+def apply_training(model: nn.Module, plan: TrainingPlan, *, source: Any, base_dir: Path | None) -> TrainingSetup:
+    """Carry out ``plan`` on ``model`` (call inside a seeded RNG context): ties, init rules, frozen
+    parameters, eval pins, the optimizer and scheduler, activation checkpointing and the average.
+    One ``SpecError`` for all problems."""
+    problems = ProblemList()
+    setup = _apply(model, plan, source, base_dir, problems)
+    _raise(problems)
+    return setup
+
+
+def plan_and_setup(
+    model: nn.Module,
+    *,
+    init: list[InitRule] | None,
+    freeze: list[FreezeRule] | None,
+    optimizer: OptimizerSpec | None,
+    scheduler: SchedulerSpec | None,
+    source: Any,
+    base_dir: Path | None,
+    tie: dict[str, str] | None = None,
+    eval: list[EvalRule] | None = None,
+    checkpoint_activations: list[str] | None = None,
+    average: AverageSpec | None = None,
+) -> tuple[TrainingPlan, TrainingSetup]:
+    """Plan against ``model``'s names, then carry the plan out on it; one ``SpecError`` for all problems."""
+    sections = _Sections(init, freeze, optimizer, scheduler, tie, eval, checkpoint_activations, average)
+    problems = ProblemList()
+    ties = run_ties(model, tie, source, problems)  # first: every later stage sees one shared tensor
+    plan = _plan(model, sections, source, problems)
+    setup = _apply(model, plan, source, base_dir, problems, ties)
+    _raise(problems)
+    return plan, setup
+
+
 def setup_training(
     model: nn.Module,
     *,
@@ -124,34 +259,9 @@ def setup_training(
     average: AverageSpec | None = None,
 ) -> TrainingSetup:
     """Run every stage in order (see the module docstring); one ``SpecError`` for all problems."""
-    problems = ProblemList()
-    ties = run_ties(model, tie, source, problems)
-    sources, reports = run_init(model, init, source, base_dir, problems)
-    frozen, pinned = run_freeze(model, freeze, source, problems)
-    pinned |= run_eval(model, eval, source, problems)
-    opt, group_of, clip, labels = run_optimizer(model, optimizer, frozen, source, problems)
-    sched, interval = run_scheduler(opt, scheduler, source, problems, optimizer_in_spec=optimizer is not None)
-    checkpointed = run_checkpoint_activations(model, checkpoint_activations, source, problems)
-    averager = build_averager(model, average, opt, source, problems) if not problems.errors else None
-    _raise(problems)
-    return TrainingSetup(
-        optimizer=opt,
-        scheduler=sched,
-        scheduler_interval=interval,
-        clip=clip,
-        init_sources=sources,
-        frozen=frozen,
-        group_of=group_of,
-        load_reports=reports,
-        group_labels=labels,
-        eval_modules=pinned,
-        ties=ties,
-        checkpointed=checkpointed,
-        averager=averager,
-        shared=tied_names(model),
-        param_shapes={name: () if is_lazy(p) else tuple(p.shape) for name, p in model.named_parameters()},
-        warnings=problems.warnings,
-    )
+    sections = {"init": init, "freeze": freeze, "optimizer": optimizer, "scheduler": scheduler, "tie": tie}
+    sections |= {"eval": eval, "checkpoint_activations": checkpoint_activations, "average": average}
+    return plan_and_setup(model, **sections, source=source, base_dir=base_dir)[1]
 
 
 def check_training(
