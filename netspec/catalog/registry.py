@@ -185,7 +185,7 @@ def _signature_params(cls: type[nn.Module]) -> tuple[list[inspect.Parameter], di
             continue
         try:
             hints = typing.get_type_hints(init)
-        except Exception:
+        except (NameError, TypeError, AttributeError, SyntaxError):  # unresolvable or malformed annotations
             hints = {}
         if klass is not cls and named and named[0].name == "mode":
             named = named[1:]  # RNNBase: the subclass fixes the mode

@@ -73,8 +73,8 @@ def load_factory(target: str) -> Any:
                 "contains it, or install it)"
             ) from None
         raise NetspecError(f"importing {module_name!r} failed: {type(err).__name__}: {err}") from None
-    except Exception as err:
-        raise NetspecError(f"importing {module_name!r} failed: {type(err).__name__}: {err}") from None
+    except Exception as err:  # the user's module runs at import and may raise anything: kept as the cause
+        raise NetspecError(f"importing {module_name!r} failed: {type(err).__name__}: {err}") from err
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -96,8 +96,8 @@ def make_model(target: str, kwargs: dict[str, Any]) -> tuple[nn.Module, Any]:
     factory = load_factory(target)
     try:
         result = factory(**kwargs)
-    except Exception as err:
-        raise NetspecError(f"{target}(**{kwargs}) raised {type(err).__name__}: {err}") from None
+    except Exception as err:  # the user's factory may raise anything: kept as the cause
+        raise NetspecError(f"{target}(**{kwargs}) raised {type(err).__name__}: {err}") from err
     optimizer = None
     if isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], nn.Module):
         result, optimizer = result

@@ -161,15 +161,15 @@ class Inferrer:
             try:
                 with SkipInit():
                     module = construct_layer(node, META, None, nested)
-            except Exception as err:
+            except Exception as err:  # noqa: BLE001 - a registered class's __init__ may raise anything; reported
                 self.problem(node, f"{layer.name}({kwargs_text(node.args)}) cannot be constructed: {first_line(err)}")
                 return None
             if key is not None:
                 self.cache[key] = module
-        self.recordtensors_of(node.name, module)
+        self.record_tensors(node.name, module)
         return module
 
-    def recordtensors_of(self, name: str, module: nn.Module) -> None:
+    def record_tensors(self, name: str, module: nn.Module) -> None:
         """Sizes of a module's parameters and buffers, for the memory check before allocating."""
         # Lazy modules' tensors have no size until their first forward; they count as nothing here.
         self.tensors[name] = [(t.numel(), t.dtype) for t in (*module.parameters(), *module.buffers()) if not is_lazy(t)]
@@ -226,7 +226,7 @@ class Inferrer:
                 out = module(*args, **(kwargs or {}))
         except ShapeRuleBug:
             raise  # netspec's own bug: the internal-error path, not the user's problem list
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - the layer's forward (a registered class) may raise anything
             inputs = ", ".join(
                 f"{shape_text(a.shape)} from {self.producer(a).name}" for a in args if isinstance(a, torch.Tensor)
             )
@@ -236,7 +236,7 @@ class Inferrer:
         if lazy:
             # Its first input fixed its sizes: the real build materialises the same ones (construct.materialize_lazy).
             self.lazy_inputs[node.name] = tuple(a.shape for a in args if isinstance(a, torch.Tensor))
-            self.recordtensors_of(node.name, module)
+            self.record_tensors(node.name, module)
         first = next((a for a in args if isinstance(a, torch.Tensor)), None)
         flattening = (
             isinstance(out, torch.Tensor)
@@ -287,17 +287,17 @@ class Inferrer:
         children = {k: self.finish(c) for k, c in node.children.items()}
         if any(m is None for m in children.values()):
             return None
-        tensors = self.ownedtensors_of(node)
+        tensors = self.owned_tensors(node)
         if tensors is None:
             return None
         return assemble(node, children, tensors, None)  # type: ignore[arg-type]
 
-    def ownedtensors_of(self, node: RNode) -> dict[str, torch.Tensor] | None:
+    def owned_tensors(self, node: RNode) -> dict[str, torch.Tensor] | None:
         out: dict[str, torch.Tensor] = {}
         for key, spec in node.tensors.items():
             try:
                 out[key] = make_tensor(spec, META, None)
-            except Exception as err:
+            except Exception as err:  # noqa: BLE001 - the init function (torch's or netspec's) is reported
                 self.problems.add(
                     self.source.problem(
                         spec.path + ("init",),
@@ -323,7 +323,7 @@ class Inferrer:
         if graph is None:
             return None, None
         self.graphs[node.name] = graph
-        tensors = self.ownedtensors_of(node)
+        tensors = self.owned_tensors(node)
         if tensors is None:
             return None, None
         out = None
@@ -385,7 +385,7 @@ class Inferrer:
                         self.mark(env[n], Producer(f"statement '{stmt_text.strip()}'"))
             except ShapeRuleBug:
                 raise
-            except Exception as err:
+            except Exception as err:  # noqa: BLE001 - a statement calls torch functions and user modules: reported
                 desc = ", ".join(shape_text(x.shape) for x in tensors_of((a, kw))) if n.op != "placeholder" else ""
                 self.problems.add(
                     self.source.problem(

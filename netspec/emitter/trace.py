@@ -91,7 +91,7 @@ def trace(module: nn.Module, path: str) -> tuple[fx.Graph, dict[fx.Node, Any], l
             module.training = training
             try:
                 graphs[training] = _LeafTracer().trace(module, concrete_args=concrete or None)
-            except Exception as err:
+            except Exception as err:  # the user's forward runs under the tracer and may raise anything
                 reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 if "is not installed as a submodule" in reason:
                     raise EmitError(
@@ -99,10 +99,10 @@ def trace(module: nn.Module, path: str) -> tuple[fx.Graph, dict[fx.Node, Any], l
                         "modules kept in a plain list, dict or tuple are invisible to PyTorch"
                         "\n    hint: keep them in nn.ModuleList / nn.ModuleDict "
                         "(netspec check lists every such attribute)"
-                    ) from None
+                    ) from err
                 raise EmitError(
                     f"{label(path, module)}: forward cannot be traced: {reason}\n    hint: {TRACE_HINT}"
-                ) from None
+                ) from err
     finally:
         module.training = mode
     if _signature_key(graphs[False]) != _signature_key(graphs[True]):

@@ -216,7 +216,7 @@ def restore_dcp(
         raise CheckpointError(
             f"{folder}: the saved state does not fit the model its spec builds: {first_line(err)}"
             + (" (do the overrides change the architecture?)" if overrides else "")
-        ) from None
+        ) from err
     saved = meta.get("scheduler")
     if saved is not None:
         if scheduler is None:

@@ -216,7 +216,7 @@ def _run(call: InitCall, tensor: torch.Tensor) -> str | None:
         # An FSDP shard: the whole tensor, then its part. On meta nothing is filled but every argument is
         # checked; non-float32 tensors are drawn in float32 and cast.
         fill_full(tensor, lambda full: fill(call.func, full, call.kwargs))
-    except Exception as err:  # each nn.init function raises its own kinds for unsuitable tensors
+    except (ValueError, RuntimeError, TypeError, IndexError, ZeroDivisionError) as err:  # nn.init's kinds
         return first_line(err)
     return None
 
