@@ -112,7 +112,7 @@ _BY_PREFIX: list[tuple[str, Callable[[LayerType, Mapping[str, Any]], list[Findin
 
 def check_layer(layer: LayerType, args: Mapping[str, Any]) -> list[Finding]:
     """Impossible values in ``args`` for ``layer``; empty when all is well."""
-    if layer.origin != "torch.nn":
+    if layer.origin not in ("torch.nn", "netspec"):
         return []
     found = _generic(layer, args)
     for prefix, check in _BY_PREFIX:

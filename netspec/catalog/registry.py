@@ -27,6 +27,7 @@ import torch.nn as nn
 
 from ..errors import NetspecError, did_you_mean
 from .argtypes import ArgMismatch, ArgType, from_annotation
+from .layers import OWN_LAYERS
 
 T = TypeVar("T")
 
@@ -126,7 +127,7 @@ class LayerType:
     cls: type[nn.Module]
     params: Mapping[str, Param]
     takes_factory_kwargs: bool
-    origin: str  # "torch.nn" or "registered"
+    origin: str  # "torch.nn", "netspec" (catalog/layers.py) or "registered"
     open_kwargs: bool = False  # a registered class taking **kwargs: names beyond its signature pass unchecked
 
     def check_args(self, args: Mapping[str, Any]) -> tuple[dict[str, Any], list[tuple[str | None, str, str | None]]]:
@@ -244,6 +245,8 @@ class LayerCatalogue(Registry[LayerType]):
                     continue
                 if isinstance(obj, type) and issubclass(obj, nn.Module):
                     found[name] = describe_class(obj, name, "torch.nn")
+            for cls in OWN_LAYERS:  # netspec's own layer types (catalog/layers.py)
+                found.setdefault(cls.__name__, describe_class(cls, cls.__name__, "netspec"))
             # classes registered before the first scan keep their names
             self._entries = {**found, **self._entries}
             self._version += 1

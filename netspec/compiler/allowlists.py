@@ -2,7 +2,8 @@
 
 In: nothing (tables built from torch at import). Out: ``FUNCTIONS`` (statement name ->
 torch or torch.nn.functional callable), ``TENSOR_METHODS``, ``TENSOR_ATTRIBUTES``, the
-operator tables, ``CONSTANTS`` and ``route`` (ModuleDict routing by a forward input).
+operator tables, ``CONSTANTS``, ``route`` (ModuleDict routing by a forward input) and
+``mode_select`` (a run-time ``a if training else b``).
 The lists cover every function and tensor method torchvision's classification models call
 in ``forward``, so that what ``emit`` traces can be written back.
 """
@@ -18,17 +19,26 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..catalog.layers import drop_path
+
 
 def route(modules: nn.ModuleDict, key: str, *args: Any, **kwargs: Any) -> Any:
     """``heads[key](h)`` where ``key`` is a forward input: pick the child at run time."""
     return modules[key](*args, **kwargs)
 
 
+def mode_select(training: bool, if_training: Any, if_eval: Any) -> Any:
+    """``a if training else b``: the generated forward writes it as an ``if``/``else`` that runs one branch
+    (statements.py rewrites the line); called as a function only by shape inference."""
+    return if_training if training else if_eval
+
+
 # torch.nn.functional names win over torch's (activations, pooling, dropout).
 _F_NAMES = (
     "relu relu6 gelu silu mish elu selu celu leaky_relu hardswish hardsigmoid hardtanh softplus softsign "
     "softmax log_softmax softmin glu logsigmoid tanhshrink dropout dropout1d dropout2d dropout3d "
-    "alpha_dropout interpolate pad adaptive_avg_pool1d adaptive_avg_pool2d adaptive_avg_pool3d "
+    "alpha_dropout feature_alpha_dropout batch_norm instance_norm interpolate pad "
+    "adaptive_avg_pool1d adaptive_avg_pool2d adaptive_avg_pool3d "
     "adaptive_max_pool1d adaptive_max_pool2d adaptive_max_pool3d avg_pool1d avg_pool2d avg_pool3d "
     "max_pool1d max_pool2d max_pool3d layer_norm group_norm normalize linear embedding "
     "scaled_dot_product_attention one_hot pixel_shuffle pixel_unshuffle unfold fold cosine_similarity "
@@ -44,11 +54,22 @@ _TORCH_NAMES = (
 # Functions that make a tensor without a tensor argument: during validation they run on meta, as does
 # any call with a device= keyword (arange(500000000) would otherwise allocate 4 GB just to be checked).
 FACTORIES = frozenset({torch.arange})
-DROPOUTS = frozenset({"dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout"})
+# Functions whose third positional argument is ``training``: when a statement leaves it out, it follows
+# the module's mode (``self.training``), as nn.Dropout and timm's DropPath do.
+DROPOUTS = frozenset(
+    {"dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout", "drop_path"}
+)
+TRAINING_INDEX = 2
 FUNCTIONS: dict[str, Callable[..., Any]] = {
     **{n: getattr(torch, n) for n in _TORCH_NAMES if hasattr(torch, n)},
     **{n: getattr(F, n) for n in _F_NAMES if hasattr(F, n)},
+    "drop_path": drop_path,
 }
+# ``training=`` accepted for functions that call the flag something else (nn.InstanceNorm passes
+# ``self.training`` as ``use_input_stats``).
+TRAINING_ALIASES: dict[str, str] = {"instance_norm": "use_input_stats"}
+# The module's mode in forward: ``self.training``.
+TRAINING = "training"
 TENSOR_METHODS = frozenset(
     (
         "view view_as reshape reshape_as permute transpose contiguous unsqueeze squeeze flatten unflatten "
@@ -86,4 +107,4 @@ COMPARE_OPS: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
 CONSTANTS: dict[str, float] = {"inf": float("inf"), "pi": 3.141592653589793}
 # Names the generated forward itself uses (its module globals and ``self``): a Graph input or a
 # statement variable with one of these names would shadow them.
-RESERVED_NAMES = frozenset({"self", "torch", "operator", "builtins", "math", "getattr", "route", "inf", "pi"})
+RESERVED_NAMES = frozenset({"self", "torch", "operator", "builtins", "math", "getattr", "route", "inf", "pi", TRAINING})

@@ -91,6 +91,7 @@ class RNode:
     block: str | None = None  # the block name when this node is a block instance
     use_path: SpecPath | None = None  # where the block was used, when ``path`` is inside its body
     context: str = ""  # the block instances / repeat copies this node is inside, for messages
+    omitted: dict[str, SpecPath] = field(default_factory=dict)  # children left out: name -> path of `if`
 
     @property
     def type_name(self) -> str:

@@ -10,6 +10,7 @@ a real module whose ``forward`` is generated Python code, the same code a person
 from __future__ import annotations
 
 import ast
+import contextlib
 import dataclasses
 import inspect
 import operator
@@ -34,7 +35,11 @@ from .allowlists import (
     RESERVED_NAMES,
     TENSOR_ATTRIBUTES,
     TENSOR_METHODS,
+    TRAINING,
+    TRAINING_ALIASES,
+    TRAINING_INDEX,
     UNARY_OPS,
+    mode_select,
     route,
 )
 from .graph_records import NodeRecord, graph_from_records, graph_records
@@ -102,15 +107,30 @@ def _check_arity(path: str, child: Child, args: tuple[Any, ...], kwargs: Mapping
         )
 
 
+# node.meta keys of a run-time ``a if training else b``: each branch node carries (join id, branch), the
+# joining node its id; ``_branch_codegen`` turns them into an ``if training:`` / ``else:`` in forward.
+BRANCH, JOIN = "netspec_branch", "netspec_join"
+THROWAWAY = "_"
+
+
 class _Builder:
-    def __init__(self, graph_def: RGraph, children: Mapping[str, Child], tensors: Sequence[str]) -> None:
+    def __init__(
+        self,
+        graph_def: RGraph,
+        children: Mapping[str, Child],
+        tensors: Sequence[str],
+        omitted: Mapping[str, str] | None = None,
+    ) -> None:
         self.g = fx.Graph()
         self.children = children
         self.tensors = set(tensors)
+        self.omitted = omitted or {}  # children left out by a false ``if:`` -> where that ``if:`` is
         self.env: dict[str, Any] = {}
         self.used: set[str] = set()
         self.stmt: tuple[Any, str] = ((), "")
         self._attrs: dict[str, fx.Node] = {}
+        self.branch: tuple[int, bool] | None = None  # inside a run-time branch: (join id, which branch)
+        self._joins = 0
         for name in graph_def.inputs:
             self.env[name] = self.g.placeholder(name)
 
@@ -119,11 +139,18 @@ class _Builder:
     ) -> fx.Node:
         n = self.g.create_node(op, target, args, kwargs, name=name)
         n.meta["netspec"] = self.stmt
+        if self.branch is not None:
+            n.meta[BRANCH] = self.branch
         return n
 
     def attr(self, target: str) -> fx.Node:
         if target not in self._attrs:
-            self._attrs[target] = self.node("get_attr", target, (), {})
+            # Reads of self.<tensor> and self.training go to the top of forward: one read, outside any branch.
+            first = next((n for n in self.g.nodes if n.op != "placeholder"), None)
+            with self.g.inserting_before(first) if first is not None else contextlib.nullcontext():
+                n = self.g.create_node("get_attr", target, (), {})
+            n.meta["netspec"] = self.stmt
+            self._attrs[target] = n
         return self._attrs[target]
 
     # -- statements ---------------------------------------------------------------------------
@@ -156,6 +183,8 @@ class _Builder:
             self.bind(target, value)
         elif isinstance(target, ast.Tuple) and all(isinstance(t, (ast.Name, ast.Tuple)) for t in target.elts):
             for k, elt in enumerate(target.elts):
+                if isinstance(elt, ast.Name) and elt.id == THROWAWAY:
+                    continue  # `a, _ = attn(h, h, h)`: the value is not needed
                 if isinstance(value, (list, tuple)):
                     item = value[k]
                 else:
@@ -167,6 +196,8 @@ class _Builder:
 
     def bind(self, target: ast.Name, value: Any) -> None:
         name = target.id
+        if name == THROWAWAY:
+            raise StatementError("'_' only throws away part of a tuple, as in 'a, _ = attn(h, h, h)'", 0)
         if name.startswith("_") or name in RESERVED_NAMES:
             raise StatementError(f"the name {name!r} is reserved; choose another", target.col_offset)
         if name in self.children or name in self.tensors:
@@ -199,8 +230,45 @@ class _Builder:
             return self.attribute(e)
         if isinstance(e, ast.Call):
             return self.call(e)
+        if isinstance(e, ast.IfExp):
+            return self.conditional(e)
         kind = type(e).__name__
         raise StatementError(f"{kind} expressions are not allowed in forward statements", e.col_offset)
+
+    def condition(self, e: ast.expr) -> tuple[Any, bool]:
+        """The test of ``a if test else b`` and whether it is negated (``not training``)."""
+        if isinstance(e, ast.UnaryOp) and isinstance(e.op, ast.Not):
+            value, negated = self.condition(e.operand)
+            return value, not negated
+        return self.expr(e), False
+
+    def conditional(self, e: ast.IfExp) -> Any:
+        """``a if c else b``: a condition known now keeps one branch; ``training`` stays a run-time branch."""
+        test, negated = self.condition(e.test)
+        if not isinstance(test, fx.Node):
+            taken = bool(test) != negated
+            return self.expr(e.body if taken else e.orelse)
+        if test is not self._attrs.get(TRAINING):
+            raise StatementError(
+                "a run-time condition must be 'training' (the module's mode) or 'not training'",
+                e.test.col_offset,
+                "for an element-wise choice between tensors use where(cond, a, b)",
+            )
+        if self.branch is not None:
+            raise StatementError("a run-time branch inside another one is not supported", e.col_offset)
+        join = self._joins
+        self._joins += 1
+        values = []
+        for branch, part in ((True, e.body), (False, e.orelse)):
+            self.branch = (join, branch != negated)
+            try:
+                values.append(self.expr(part))
+            finally:
+                self.branch = None
+        if_training, if_eval = values if not negated else values[::-1]
+        n = self.node("call_function", mode_select, (test, if_training, if_eval), {})
+        n.meta[JOIN] = join
+        return n
 
     def apply(self, fn: Callable[..., Any], *args: Any, e: ast.expr | None = None) -> Any:
         if not any(isinstance(a, fx.Node) for a in args):
@@ -225,6 +293,12 @@ class _Builder:
         n = e.id
         if n in self.env:
             return self.env[n]
+        if n == TRAINING:
+            return self.attr(TRAINING)
+        if n in self.omitted:
+            raise StatementError(f"layer {n!r} is left out: {self.omitted[n]}", e.col_offset)
+        if n == THROWAWAY:
+            raise StatementError("'_' is a thrown-away value and cannot be read", e.col_offset)
         if n in self.tensors:
             self.used.add(n)
             return self.attr(n)
@@ -252,6 +326,8 @@ class _Builder:
 
     def child_path(self, e: ast.expr) -> tuple[str, Child] | None:
         """``blocks``, ``heads.cls``, ``blocks[2]``, ``blocks[-1]`` -> ("blocks.2", child) when it names a child."""
+        if isinstance(e, ast.Name) and e.id in self.omitted and e.id not in self.env:
+            raise StatementError(f"layer {e.id!r} is left out: {self.omitted[e.id]}", e.col_offset)
         if isinstance(e, ast.Name) and e.id in self.children and e.id not in self.env:
             return e.id, self.children[e.id]
         if isinstance(e, ast.Attribute):
@@ -341,8 +417,10 @@ class _Builder:
             return self.node("call_module", path, args, kwargs)
         if isinstance(func, ast.Name):
             if func.id in FUNCTIONS:
-                if func.id in DROPOUTS:
-                    kwargs.setdefault("training", self.attr("training"))
+                if func.id in DROPOUTS and len(args) <= TRAINING_INDEX:
+                    kwargs.setdefault(TRAINING, self.attr(TRAINING))
+                if func.id in TRAINING_ALIASES and TRAINING in kwargs:
+                    kwargs[TRAINING_ALIASES[func.id]] = kwargs.pop(TRAINING)
                 return self.node("call_function", FUNCTIONS[func.id], args, kwargs)
             known = [*FUNCTIONS, *self.children]
             raise StatementError(
@@ -376,7 +454,8 @@ def compile_statements(node: RNode, source: Source, problems: ProblemList) -> fx
     graph_def = node.graph
     if graph_def is None:
         raise ValueError("not a Graph node")
-    builder = _Builder(graph_def, describe_children(node), list(node.tensors))
+    omitted = {name: _left_out(source, path) for name, path in node.omitted.items()}
+    builder = _Builder(graph_def, describe_children(node), list(node.tensors), omitted)
     ok = True
     for stmt in graph_def.statements:
         try:
@@ -402,6 +481,11 @@ def compile_statements(node: RNode, source: Source, problems: ProblemList) -> fx
                 )
             )
     return builder.g
+
+
+def _left_out(source: Source, if_path: Any) -> str:
+    loc = source.locate(if_path)
+    return "its 'if:' is false" + (f" (line {loc.line})" if loc is not None else "")
 
 
 def _statement_problem(source: Source, path: Any, text: str, err: StatementError) -> Problem:
@@ -458,6 +542,68 @@ def _hoist_indexed_children(body: list[str], positions: Mapping[str, Mapping[str
     return [f"_{name} = tuple(self.{name})\n" for name in sorted(used)] + rewritten
 
 
+_COUNTER = re.compile(r"# COUNTER: (\d+)$")
+_FREED = re.compile(r"\w+(?: = \w+)* = None")
+
+
+def _branch_codegen(graph: fx.Graph, previous: Any) -> Any:
+    """Write each run-time ``a if training else b`` as ``if training: ... else: ...`` so that only the
+    taken branch runs (and draws random numbers): fx's straight-line code would compute both.
+
+    fx marks the start of each node's code with ``# COUNTER: i``; the lines of a branch's nodes are
+    indented under the ``if``/``else``, and the joining node's line becomes the two assignments."""
+
+    def transform(body: list[str]) -> list[str]:
+        body = previous(body) if previous is not None else body
+        nodes = list(graph.nodes)
+        if not any(JOIN in n.meta for n in nodes):
+            return body
+        chunks: list[tuple[fx.Node | None, list[str]]] = [(None, [])]
+        for piece in body:
+            found = _COUNTER.search(piece.strip())
+            if found is not None:
+                chunks.append((nodes[int(found.group(1))], [piece]))
+            else:
+                chunks[-1][1].append(piece)
+        out: list[str] = []
+        pending: dict[bool, list[str]] = {True: [], False: []}
+        freed: list[str] = []
+        for n, pieces in chunks:
+            if n is not None and BRANCH in n.meta:
+                # Values are freed after the if/else: TorchScript refuses `v = None` inside a branch.
+                code, sep, tail = "".join(pieces).rpartition(";  ")
+                if sep and _FREED.fullmatch(tail.strip()):
+                    freed.extend(tail.strip().removesuffix(" = None").split(" = "))
+                    pieces = [code + "\n"]
+                pending[n.meta[BRANCH][1]].append("".join(pieces))
+                continue
+            if n is None or JOIN not in n.meta:
+                out.extend(pieces)
+                continue
+            flag, if_training, if_eval = n.args
+            marker, code = pieces[0], "".join(pieces[1:])
+            _, sep, tail = code.rpartition(";  ")
+            if sep and _FREED.fullmatch(tail.strip()):
+                freed.extend(tail.strip().removesuffix(" = None").split(" = "))
+            out.append(marker)
+            out.append(f"if {flag!r}:\n")
+            for branch, value in ((True, if_training), (False, if_eval)):
+                if not branch:
+                    out.append("else:\n")
+                out.extend(_indent(text) for text in pending[branch])
+                out.append(f"    {n.name} = {value!r}\n")
+            if freed:
+                out.append(" = ".join(dict.fromkeys(freed)) + " = None\n")
+            pending, freed = {True: [], False: []}, []
+        return out
+
+    return transform
+
+
+def _indent(text: str) -> str:
+    return "".join("    " + line if line.strip() else line for line in text.splitlines(keepends=True))
+
+
 def _fast_codegen(positions: Mapping[str, Mapping[str, int]]) -> Callable[[Any], Any]:
     def install(previous: Any) -> Any:
         def transform(body: list[str]) -> list[str]:
@@ -491,9 +637,11 @@ class CompiledGraph(fx.GraphModule):
         plain.output(plain.graph_copy(self.graph, {}))
         tensors = {**dict(self.named_parameters(recurse=False)), **dict(self.named_buffers(recurse=False))}
         persistent = {k: k not in self._non_persistent_buffers_set for k in tensors}
-        return make_graph_module(
+        scriptable = make_graph_module(
             dict(self.named_children()), tensors, persistent, plain, type(self).__name__, fast=False
         )
+        scriptable.training = self.training  # only this module's flag: the children are shared, not copies
+        return scriptable
 
 
 # What GraphModule's constructor sets from the graph (code, line map, tracer): rebuilt, not pickled.
@@ -529,6 +677,7 @@ def make_graph_module(
             root.register_parameter(name, tensor)
         else:
             root.register_buffer(name, tensor, persistent=buffers_persistent.get(name, True))
+    graph.on_generate_code(lambda previous: _branch_codegen(graph, previous))
     if fast:
         graph.on_generate_code(_fast_codegen(hoistable_positions(children)))
     kind = CompiledGraph if fast else fx.GraphModule
