@@ -328,10 +328,13 @@ def _pieces(text: str) -> Iterator[tuple[bool, str]]:
         yield False, literal + text[start:]
 
 
-def _closing_brace(text: str, start: int) -> int:
-    # Quotes and nesting are tracked so that ${d['}']} closes at the right brace.
+def closing_brace(text: str, start: int, stop: int | None = None) -> int:
+    """Index of the ``}`` that closes a ``${`` whose expression starts at ``start`` (before ``stop``), or -1.
+
+    Quotes and nesting are tracked so that ``${d['}']}`` closes at the right brace."""
     depth, quote, i = 1, "", start
-    while i < len(text):
+    end = len(text) if stop is None else stop
+    while i < end:
         char = text[i]
         if quote:
             i += char == "\\"
@@ -343,7 +346,14 @@ def _closing_brace(text: str, start: int) -> int:
             if depth == 0:
                 return i
         i += 1
-    raise ExprError(f"unterminated '${{' in {text!r}", "close it with '}', or write '$${' for a literal '${'")
+    return -1
+
+
+def _closing_brace(text: str, start: int) -> int:
+    end = closing_brace(text, start)
+    if end < 0:
+        raise ExprError(f"unterminated '${{' in {text!r}", "close it with '}', or write '$${' for a literal '${'")
+    return end
 
 
 def _substitute_str(text: str, scope: Mapping[str, Any]) -> Any:

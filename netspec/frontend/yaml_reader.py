@@ -14,6 +14,7 @@ import yaml
 
 from ..errors import Location, Problem, SpecError, SpecPath
 from .positions import Limits, Source
+from .refscan import mask
 from .scalars import (
     BREAK,
     CORE,
@@ -50,13 +51,27 @@ class _Frame:
 # the exact place (the spec path of the first level too deep).
 _LIBYAML_NESTING = "exceeded maximum nesting depth"
 _REPARSE_BYTES = 1 << 20
+_FLOW_HINT = (
+    "inside {...} and [...], quote a value that holds ',', '[', ']', '{', '}' or ': ' ('...'), and close every "
+    "bracket; ${...} may stay unquoted"
+)
+
+
+def _flow_problem(err: yaml.MarkedYAMLError) -> tuple[str, str]:
+    """PyYAML's message for a broken flow collection, said with the bracket it is about, and a hint."""
+    kind = "{...}" if "mapping" in (err.context or "") else "[...]"
+    mark = err.context_mark
+    at = f" opened at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{err.problem} in the {kind}{at}", _FLOW_HINT
 
 
 def parse_yaml(src: Source, limits: Limits, *, pure: bool = False) -> None:
     """Fill ``src.data`` and ``src.positions`` from parser events, keeping open containers on a stack.
 
-    ``pure`` uses PyYAML's Python parser even where libyaml is available.
+    ``pure`` uses PyYAML's Python parser even where libyaml is available. Unquoted ``${...}`` are
+    masked first (``refscan``), so that flow collections may hold them.
     """
+    masked = mask(src.text or "")
     problems: list[Problem] = []
     fname = src.filename
 
@@ -72,7 +87,7 @@ def parse_yaml(src: Source, limits: Limits, *, pure: bool = False) -> None:
     loader = None
     reparse = False
     try:
-        loader = loader_cls(src.text)
+        loader = loader_cls(masked.text)
         while loader.check_event():
             ev = loader.get_event()
             cls = ev.__class__
@@ -104,16 +119,17 @@ def parse_yaml(src: Source, limits: Limits, *, pure: bool = False) -> None:
             value: Any
             if cls is yaml.ScalarEvent:
                 nodes += 1
+                text = masked.restore(ev.value, mark.index, ev.end_mark.index) if masked.mark else ev.value
                 try:
                     if ev.tag is None and ev.implicit[0]:
-                        value = resolve_plain(ev.value)
+                        value = resolve_plain(text)
                     elif ev.tag is None:
-                        value = ev.value
+                        value = text
                     else:
-                        value = resolve_tagged(ev.tag, ev.value)
+                        value = resolve_tagged(ev.tag, text)
                 except ScalarError as err:
                     add(mark, path, err.message, err.hint)
-                    value = ev.value
+                    value = text
                 if ev.anchor is not None:
                     anchors[ev.anchor] = (value, 1)
             elif cls is yaml.AliasEvent:
@@ -163,15 +179,18 @@ def parse_yaml(src: Source, limits: Limits, *, pure: bool = False) -> None:
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         message = err.problem or err.context or "invalid YAML"
+        hint = None
         if message == _LIBYAML_NESTING:
             reparse = loader_cls is not yaml.SafeLoader and (mark is None or mark.index <= _REPARSE_BYTES)
             message = f"nested more than {limits.max_depth} levels deep (max nesting depth)"
+        elif err.context and "flow" in err.context and err.problem:
+            message, hint = _flow_problem(err)
         elif err.context and err.problem:
             at = f" at line {err.context_mark.line + 1}" if err.context_mark else ""
             message += f" ({err.context}{at})"
         line = src.line_text(mark.line + 1) if mark is not None else None
         tab = line is not None and "\t" in line[: mark.column + 1]
-        hint = "indent YAML with spaces, not tabs" if tab else None
+        hint = "indent YAML with spaces, not tabs" if tab else hint
         where = stack[-1].path if stack else ()
         if mark is not None:
             add(mark, where, message, hint)
