@@ -297,7 +297,7 @@ def inspect_checkpoint(path: str | os.PathLike[str]) -> CheckpointSummary:
         "safetensors" if file.suffix.lower() == ".safetensors" else "pt",
         spec,
         epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None,
-        dict(payload.get("versions") or {}),
+        dict(payload["versions"]) if isinstance(payload.get("versions"), Mapping) else {},
         _text(payload, "fingerprint"),
         _text(payload, "dtype"),
         params if isinstance(params, int) and not isinstance(params, bool) else None,
@@ -382,9 +382,11 @@ def restore(
             continue
         if target is None:
             raise CheckpointError(f"{file} holds {what} state but the spec builds no {what}")
+        if not isinstance(saved, Mapping):
+            raise CheckpointError(f"{file}: the {what} state is a {type(saved).__name__}, not a state_dict")
         try:
             target.load_state_dict(saved)
-        except (ValueError, KeyError, RuntimeError, TypeError, IndexError) as err:
+        except (ValueError, KeyError, RuntimeError, TypeError, IndexError, AttributeError) as err:
             raise CheckpointError(f"{file}: cannot resume the {what}: {first_line(err)}") from None
     _resume_average(averager, payload.get("average"), file)
     for group, values in zip(optimizer.param_groups if optimizer else [], overridden, strict=False):
@@ -395,7 +397,7 @@ def restore(
         str(file),
         epoch if isinstance(epoch, int) else None,
         dict(extra) if isinstance(extra, Mapping) else {},
-        dict(payload.get("versions") or {}),
+        dict(payload["versions"]) if isinstance(payload.get("versions"), Mapping) else {},
         payload.get("dtype") if isinstance(payload.get("dtype"), str) else None,
         payload.get("fingerprint") if isinstance(payload.get("fingerprint"), str) else None,
         payload.get("rng") if isinstance(payload.get("rng"), Mapping) else None,
