@@ -7,18 +7,19 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn as nn
+from conftest import SPECS
 from specfiles import write_spec_file
 
 import netspec
 from netspec import SpecError
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+# torchvision's state_dict layouts (key, shape) and parameter counts, kept with the tests.
+REFERENCE = Path(__file__).resolve().parent / "data"
 
 
 def reference_state(name: str) -> tuple[list[tuple[str, list[int]]], int]:
+    """Rows of ``tests/data/NAME.state_dict.tsv``; a missing file fails the test (it is part of the repo)."""
     path = REFERENCE / f"{name}.state_dict.tsv"
-    if not path.exists():
-        pytest.skip(f"{path} is not available")
     rows, total = [], 0
     for line in path.read_text().splitlines():
         if line.startswith("#"):
@@ -32,7 +33,7 @@ def reference_state(name: str) -> tuple[list[tuple[str, list[int]]], int]:
 @pytest.mark.parametrize("name", ["resnet18", "resnet50"])
 def test_resnet_state_dict_equals_torchvision(name: str) -> None:
     expected, total = reference_state(name)
-    model = netspec.build(f"specs/{name}.yaml", device="meta").model
+    model = netspec.build(SPECS / f"{name}.yaml", device="meta").model
     assert [(k, list(v.shape)) for k, v in model.state_dict().items()] == expected
     assert sum(p.numel() for p in model.parameters()) == total
 
@@ -44,14 +45,14 @@ def test_torchvision_style_checkpoint_loads_strictly_and_runs() -> None:
     for key in checkpoint:
         if key.endswith("running_var"):
             checkpoint[key] = checkpoint[key].abs() + 0.5
-    model = netspec.load("specs/resnet18.yaml").model
+    model = netspec.load(SPECS / "resnet18.yaml").model
     model.load_state_dict(checkpoint, strict=True)
     out = model.eval()(torch.randn(1, 3, 64, 64))
     assert out.shape == (1, 1000) and torch.isfinite(out).all()
 
 
 def test_block_instance_is_one_module_named_after_the_block() -> None:
-    model = netspec.build("specs/resnet18.yaml", device="meta").model
+    model = netspec.build(SPECS / "resnet18.yaml", device="meta").model
     block = model.layer1[0]
     assert type(block).__name__ == "BasicBlock"
     assert type(model.layer2[0]).__name__ == "DownBlock"
@@ -62,7 +63,7 @@ def test_block_instance_is_one_module_named_after_the_block() -> None:
 
 
 def test_sequential_block_matches_hand_written(tmp_path: Path) -> None:
-    model = netspec.load("specs/vgg11.yaml").model.eval()
+    model = netspec.load(SPECS / "vgg11.yaml").model.eval()
     first = model.features[0]
     assert type(first).__name__ == "ConvBNReLU" and isinstance(first, nn.Sequential)
     hand = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(inplace=True)).eval()
@@ -224,7 +225,7 @@ class _ResNet18(nn.Module):
 
 def test_resnet18_spec_is_torchvision_resnet18_weight_for_weight() -> None:
     """Same seed, same construction order, same init rules: bit-identical weights and outputs."""
-    built = netspec.load("specs/resnet18.yaml").model.eval()
+    built = netspec.load(SPECS / "resnet18.yaml").model.eval()
     torch.manual_seed(0)
     hand = _ResNet18().eval()
     state = hand.state_dict()

@@ -177,10 +177,26 @@ def test_meta_device_allocates_nothing() -> None:
     assert built.device == torch.device("meta")
 
 
-def test_same_seed_gives_bit_identical_weights_and_another_seed_differs() -> None:
-    a = netspec.build(CONVNET).model.state_dict()
-    b = netspec.build(CONVNET).model.state_dict()
-    c = netspec.build({**CONVNET, "seed": 8}).model.state_dict()
+# The seed tests of the build, the init rules and the overrides, in one: weights are drawn by the
+# layers' own constructors, or by init rules (type and match forms), after `seed` (spec or --set).
+SEEDED = {
+    "constructors": CONVNET,
+    "init rules": {
+        **CONVNET,
+        "init": [
+            {"type": ["Conv2d", "Linear"], "weight": "kaiming_normal", "bias": "normal"},
+            {"match": "fc.weight", "fn": "xavier_uniform"},
+        ],
+    },
+}
+
+
+@pytest.mark.parametrize("spec", SEEDED.values(), ids=SEEDED)
+def test_same_seed_gives_bit_identical_weights_and_another_seed_differs(spec: dict[str, Any]) -> None:
+    a = netspec.build(spec).model.state_dict()
+    b = netspec.build(spec).model.state_dict()
+    c = netspec.build(spec, overrides={"seed": 8}).model.state_dict()
+    assert netspec.build({**spec, "seed": 8}).model.state_dict()["fc.weight"].equal(c["fc.weight"])
     assert a.keys() == b.keys() == c.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["conv.weight"], c["conv.weight"])

@@ -10,6 +10,7 @@ import torch
 
 import netspec
 from netspec.cli.main import main
+from netspec.frontend.origins import show_file
 from tests.specfiles import write_spec_file
 
 BASE = """\
@@ -25,6 +26,11 @@ model:
     flat: Flatten
     head: {type: Linear, out_features: "${classes}"}
 """
+
+
+def shown(path: Path) -> str:
+    """A file as origins show it: relative to the working directory when below it (tests run from anywhere)."""
+    return show_file(str(path))
 
 
 def _files(tmp_path: Path) -> tuple[Path, Path]:
@@ -51,16 +57,16 @@ def test_diff_reports_values_with_both_locations_modules_and_deltas(tmp_path: Pa
     values = {v.path: v for v in d.values}
     classes = values["vars.classes"]
     assert (classes.a, classes.b, classes.kind) == (10, 5, "changed")
-    assert classes.a_origin == f"{base}:3" and classes.b_origin == f"{child}:3"
+    assert classes.a_origin == f"{shown(base)}:3" and classes.b_origin == f"{shown(child)}:3"
     act = values["model.layers.act"]
     assert (act.a, act.b, act.kind) == ("ReLU", {"type": "GELU"}, "changed")
-    assert act.a_origin == f"{base}:9" and act.b_origin == f"{child}:6"
+    assert act.a_origin == f"{shown(base)}:9" and act.b_origin == f"{shown(child)}:6"
     drop = values["model.layers.drop"]
     assert (drop.kind, drop.b, drop.a_origin, drop.b_origin) == (
         "added",
         {"type": "Dropout", "p": 0.2},
         None,
-        f"{child}:7",
+        f"{shown(child)}:7",
     )
     modules = {m.name: m for m in d.modules}
     assert modules["act"].kind == "changed" and modules["act"].a == "ReLU()" and modules["act"].b.startswith("GELU(")
@@ -83,7 +89,7 @@ def test_checkpoint_after_head_change_reports_loadable_weights(tmp_path: Path) -
     assert d.loadable == ["conv.weight", "conv.bias"]
     assert d.shape_mismatch == [("head.weight", (10, 256), (5, 256)), ("head.bias", (10,), (5,))]
     assert d.only_in_a == [] and d.only_in_b == []
-    assert {v.path: v.a_origin for v in d.values}["vars.classes"] == str(run)
+    assert {v.path: v.a_origin for v in d.values}["vars.classes"] == shown(run)
     # The answer is right: exactly those tensors load into the child's model with strict=False.
     target = netspec.build(child).model
     state = torch.load(run, weights_only=True)["model"]
@@ -111,7 +117,7 @@ def test_cli_diff_table_json_and_exit_code(tmp_path: Path, capsys: pytest.Captur
     base, child = _files(tmp_path)
     assert main(["diff", str(base), str(child)]) == 0
     table = capsys.readouterr().out
-    assert f"{base}:3" in table and f"{child}:3" in table
+    assert f"{shown(base)}:3" in table and f"{shown(child)}:3" in table
     assert "~ act" in table and "+ drop" in table
     assert "parameters: 2,682 -> 1,397 (-1,285)" in table
     assert "warm start: 2 of A's 4 tensors load into B" in table

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from conftest import SPECS
 from specfiles import write_spec_file
 
 import netspec
@@ -123,7 +124,7 @@ def test_child_called_twice_shares_its_weights(tmp_path: Path) -> None:
 
 
 def test_moduledict_routing_by_forward_input() -> None:
-    built = netspec.load("specs/moduledict_routing.yaml")
+    built = netspec.load(SPECS / "moduledict_routing.yaml")
     net = built.model
     x = torch.randn(1, 10, 8, 8)
     for choice in ("conv", "pool"):
@@ -134,7 +135,7 @@ def test_moduledict_routing_by_forward_input() -> None:
 
 
 def test_modulelist_chain_applies_every_element_in_order() -> None:
-    net = netspec.load("specs/modulelist_chain.yaml").model
+    net = netspec.load(SPECS / "modulelist_chain.yaml").model
     assert isinstance(net.linears, nn.ModuleList) and len(net.linears) == 10
     x = torch.randn(2, 10)
     h = x
@@ -214,13 +215,13 @@ def test_dropout_in_statements_follows_train_and_eval(tmp_path: Path) -> None:
 
 
 def test_graph_owned_parameters_and_buffers_are_registered() -> None:
-    vit = netspec.load("specs/vit_tiny.yaml").model
+    vit = netspec.load(SPECS / "vit_tiny.yaml").model
     params = dict(vit.named_parameters())
     assert isinstance(params["cls_token"], nn.Parameter) and params["cls_token"].shape == (1, 1, 192)
     assert params["pos_embed"].shape == (1, 65, 192)
     assert torch.equal(params["cls_token"], torch.zeros(1, 1, 192))
     assert 0.005 < params["pos_embed"].std().item() < 0.03  # trunc_normal std 0.02
-    gpt = netspec.load("specs/gpt_block.yaml").model
+    gpt = netspec.load(SPECS / "gpt_block.yaml").model
     mask = gpt.h[0].attn.bias
     assert torch.equal(mask[0, 0], torch.ones(64, 64).tril())
     assert "h.0.attn.bias" not in gpt.state_dict()  # persistent: false
@@ -276,7 +277,7 @@ def test_parameter_list_and_dict_nodes(tmp_path: Path) -> None:
 
 
 def test_gpt_block_matches_a_hand_written_attention() -> None:
-    built = netspec.load("specs/gpt_block.yaml")
+    built = netspec.load(SPECS / "gpt_block.yaml")
     gpt = built.model.eval()
     attn = gpt.h[0].attn
     x = torch.randn(2, 10, 128)
@@ -289,7 +290,7 @@ def test_gpt_block_matches_a_hand_written_attention() -> None:
 
 
 def test_unet_concatenates_skips(tmp_path: Path) -> None:
-    model = netspec.load("specs/unet.yaml").model.eval()
+    model = netspec.load(SPECS / "unet.yaml").model.eval()
     assert "torch.cat" in model.code
     x = torch.randn(1, 3, 32, 32)
     assert model(x).shape == (1, 2, 32, 32)

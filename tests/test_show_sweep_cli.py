@@ -11,6 +11,7 @@ import netspec
 from netspec.cli.main import main
 from netspec.cli.sweep import parse_grid, split_values
 from netspec.errors import UsageError
+from netspec.frontend.origins import show_file
 from netspec.frontend.source import load_text
 from tests.specfiles import write_spec_file
 
@@ -56,12 +57,12 @@ def test_show_origins_names_file_and_line_of_every_value(
     lines = out.splitlines()
     base = tmp_path / "base.yaml"
     expected = {
-        "  width: 16": f"{variant}:3",
+        "  width: 16": f"{show_file(str(variant))}:3",
         "  classes: 7": "--set vars.classes=7",
-        "  lr: 0.01": f"{variant}:4",
-        "  type: SGD": f"{base}:11",
-        "      out_features: ${width}": f"{base}:8",
-        "    act: ReLU": f"{base}:9",
+        "  lr: 0.01": f"{show_file(str(variant))}:4",
+        "  type: SGD": f"{show_file(str(base))}:11",
+        "      out_features: ${width}": f"{show_file(str(base))}:8",
+        "    act: ReLU": f"{show_file(str(base))}:9",
     }
     for text, where in expected.items():
         line = next(line for line in lines if line.startswith(text + " "))
@@ -73,8 +74,8 @@ def test_show_origins_names_file_and_line_of_every_value(
     assert load_text(out).data == netspec.read(variant, overrides={"vars.classes": 7}).to_dict()
     assert main(["show", str(variant), "--origins", "--format", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["origins"]["vars.width"] == f"{variant}:3"
-    assert data["origins"]["optimizer.type"] == f"{base}:11"
+    assert data["origins"]["vars.width"] == f"{show_file(str(variant))}:3"
+    assert data["origins"]["optimizer.type"] == f"{show_file(str(base))}:11"
     assert data["fingerprint"] == netspec.read(variant).fingerprint
 
 

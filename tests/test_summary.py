@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import SPECS
 
 import netspec
 from netspec.summary import summarize
@@ -10,7 +11,7 @@ from netspec.summary import summarize
 
 @pytest.mark.parametrize("name", ["lenet5", "mlp", "vgg11"])
 def test_macs_from_shapes_equal_the_flop_counter(name: str) -> None:
-    built = netspec.load(f"specs/{name}.yaml")
+    built = netspec.load(SPECS / f"{name}.yaml")
     spec = built.spec
     shape = tuple(spec.document.input.shape)
 
@@ -26,7 +27,7 @@ def test_macs_from_shapes_equal_the_flop_counter(name: str) -> None:
 
 
 def test_graph_models_are_traced() -> None:
-    built = netspec.load("specs/resnet18.yaml")
+    built = netspec.load(SPECS / "resnet18.yaml")
     spec = built.spec
     calls = []
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import inspect
 import math
 import pickle
 import textwrap
@@ -143,13 +142,12 @@ def test_contract_init_example_applies_in_order() -> None:
     assert all(not torch.all(p == 7.0) for p in model.parameters())
 
 
-def discovered_init_functions() -> list[str]:
-    """Discovered from torch.nn.init the same way netspec does: public in-place ``*_`` functions."""
-    return sorted(
-        name[:-1]
-        for name in dir(nn.init)
-        if name.endswith("_") and not name.startswith("_") and inspect.isfunction(getattr(nn.init, name))
-    )
+# The in-place initialisers torch.nn.init documents (https://pytorch.org/docs/stable/nn.init.html),
+# written out by hand: netspec's discovery must find exactly these (a new torch adds a name here).
+DOCUMENTED_INITS = [
+    "constant", "dirac", "eye", "kaiming_normal", "kaiming_uniform", "normal", "ones", "orthogonal",
+    "sparse", "trunc_normal", "uniform", "xavier_normal", "xavier_uniform", "zeros",
+]  # fmt: skip
 
 
 def _std_close(t: torch.Tensor, expected: float, tol: float = 0.08) -> bool:
@@ -209,18 +207,24 @@ class Holder(nn.Module):
         self.w = nn.Parameter(torch.full(shape, 9.0))
 
 
-def test_discovery_matches_netspec_catalogue() -> None:
-    assert sorted(init_functions()) == discovered_init_functions()
-    assert {"kaiming_normal", "xavier_uniform", "trunc_normal", "orthogonal", "sparse", "dirac"} <= set(
-        init_functions()
-    )
+def test_init_catalogue_is_torchs_documented_in_place_initialisers() -> None:
+    found = init_functions()
+    assert sorted(found) == DOCUMENTED_INITS
+    for name, func in found.items():
+        assert func is getattr(nn.init, name + "_")  # the in-place function, never the deprecated alias
+    # torch's own export list agrees: every public in-place name in nn.init.__all__, and nothing else
+    in_place = sorted(n[:-1] for n in nn.init.__all__ if n.endswith("_"))
+    assert sorted(found) == in_place
+    assert "calculate_gain" not in found  # a helper, not an initialiser
 
 
-@pytest.mark.parametrize("fn", discovered_init_functions())
+def test_every_documented_initialiser_has_a_statistics_check() -> None:
+    assert sorted(INIT_CASES) == DOCUMENTED_INITS
+
+
+@pytest.mark.parametrize("fn", DOCUMENTED_INITS)
 @pytest.mark.parametrize("form", ["key", "fn"])
 def test_every_init_function(fn: str, form: str) -> None:
-    if fn not in INIT_CASES:
-        pytest.skip(f"torch.nn.init.{fn}_ is new: add its statistics to INIT_CASES")
     args, shape, check = INIT_CASES[fn]
     torch.manual_seed(0)
     model = Holder(shape)
@@ -239,22 +243,6 @@ def test_bare_string_and_mapping_forms() -> None:
     rule = InitRule.model_validate({"type": "Holder", "w": {"fn": "constant", "val": 3}})
     apply_init(model, [rule], None, ".")
     assert torch.all(model.w == 3)
-
-
-def test_same_seed_bit_identical_different_seed_differs() -> None:
-    rules = [InitRule.model_validate(r) for r in load_text(CONTRACT_INIT, "s.yaml").data["init"]]
-
-    def run(seed: int) -> dict[str, torch.Tensor]:
-        torch.manual_seed(123)  # construction RNG fixed; the init seed varies
-        model = make_model()
-        torch.manual_seed(seed)
-        apply_init(model, rules, None, Path("."))
-        return {k: v.clone() for k, v in model.state_dict().items()}
-
-    a, b, c = run(0), run(0), run(1)
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    assert not torch.equal(a["features.conv1.weight"], c["features.conv1.weight"])
-    assert not torch.equal(a["classifier.fc1.weight"], c["classifier.fc1.weight"])
 
 
 class MyLinear(nn.Linear):

@@ -13,6 +13,7 @@ import torch
 from pydantic import TypeAdapter
 from torch import nn
 
+import netspec
 from netspec.errors import Problem, SpecError
 from netspec.frontend.source import load_text
 from netspec.training import (
@@ -197,7 +198,17 @@ def test_group_of_only_frozen_parameters_and_nothing_trainable() -> None:
     assert "nothing to train" in message
 
 
-def test_scheduler_without_optimizer() -> None:
+def test_scheduler_without_optimizer(tmp_path: Path) -> None:
+    """One test for the three ways in: a spec file (located), the training set-up, the scheduler builder."""
+    spec = tmp_path / "train.yaml"
+    spec.write_text(
+        "netspec: 1\nmodel: {type: Linear, in_features: 2, out_features: 2}\nscheduler: {type: StepLR, step_size: 1}\n"
+    )
+    with pytest.raises(SpecError) as info:
+        netspec.read(spec)
+    [problem] = info.value.problems
+    assert str(problem).startswith(f"{spec}:3:1: scheduler: a scheduler needs an optimizer")
+    assert problem.hint is not None and "add optimizer:" in problem.hint
     message = one("scheduler: {type: StepLR, step_size: 10}")
     assert "scheduler: a scheduler needs an optimizer" in message and "add optimizer:" in message
     with pytest.raises(SpecError, match="needs an optimizer"):
