@@ -190,3 +190,38 @@ def test_containers() -> None:
     }
     rebuilt = netspec.build(emit(nn.ModuleDict({"p": nn.ParameterDict({"w": nn.Parameter(torch.ones(3))})}))).model
     assert list(rebuilt.state_dict()) == ["p.w"]
+
+
+class LayerNormNoBias(nn.LayerNorm):
+    """timm's kind of subclass: other defaults, the parent's forward."""
+
+    def __init__(self, normalized_shape: int, eps: float = 1e-5) -> None:
+        super().__init__(normalized_shape, eps=eps, bias=False)
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        LayerNormNoBias(8),
+        nn.MaxPool2d(kernel_size=[2, 2], stride=[2, 2]),  # lists where torch documents tuples
+        nn.Unfold(kernel_size=[2, 3], stride=[1, 1]),
+    ],
+    ids=["default-only-subclass", "maxpool-lists", "unfold-lists"],
+)
+def test_equivalent_layers_are_compared_by_arguments_not_repr_text(layer: nn.Module) -> None:
+    """The emitted layer is rebuilt and compared argument by argument: a list where torch prints a tuple,
+    or a subclass that only changes defaults, is the same layer (the repr text differs)."""
+    model = nn.Sequential(layer).eval()
+    spec = emit(model)
+    rebuilt = netspec.build(spec).model.eval()
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    x = torch.randn(2, 8) if isinstance(layer, nn.LayerNorm) else torch.randn(1, 2, 6, 6)
+    torch.testing.assert_close(rebuilt(x), model(x))
+
+
+def test_a_changed_argument_is_still_refused() -> None:
+    """Comparing arguments stays strict: an eps the emitted arguments cannot reproduce is an EmitError."""
+    from netspec.emitter.layers import LayerVerifier
+
+    with pytest.raises(EmitError, match=r"eps=1e-05.*eps=0\.1|eps=0\.1.*eps=1e-05"):
+        LayerVerifier().verify(nn.LayerNorm(4, eps=0.1), {"type": "LayerNorm", "normalized_shape": [4]}, "norm")

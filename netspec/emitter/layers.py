@@ -16,7 +16,6 @@ path and class.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -30,7 +29,6 @@ from ..errors import EmitError
 
 META = torch.device("meta")
 # "(3, 3)" and "(3,)" print differently from "3" but mean the same to every torch layer.
-_SAME_ITEMS = re.compile(r"\((-?[\w.]+)(?:, \1)*,?\)")
 OMIT: Any = object()  # a special-table value meaning "leave the argument at its default"
 
 # Activation functions torch's Transformer layers accept, by identity, and their spec names.
@@ -260,13 +258,53 @@ def construct_meta(node: Any) -> nn.Module:
     return layer.construct({**kwargs, **nested}, META, None)
 
 
+def _forward_class(module: nn.Module) -> str:
+    """The class whose ``forward`` runs: a subclass that only changes defaults (timm's ``LayerNormNoBias``)
+    computes what its base computes, and compares equal to it."""
+    for klass in type(module).__mro__:
+        if "forward" in vars(klass):
+            return klass.__qualname__
+    return type(module).__qualname__
+
+
+def _plain(value: object) -> object:
+    """An attribute as a comparable value: lists and tuples alike (``kernel_size=[2, 2]`` is ``(2, 2)``),
+    and ``(3, 3)`` the same as ``3`` where torch expands it."""
+    if isinstance(value, (list, tuple)):
+        items = tuple(_plain(v) for v in value)
+        return items[0] if items and all(v == items[0] for v in items) else items
+    if isinstance(value, (bool, int, float, str, type(None), torch.dtype, torch.device)):
+        return value
+    return repr(value)
+
+
+def _arguments(module: nn.Module) -> tuple[str, tuple[tuple[str, object], ...]]:
+    """What a layer computes with: the class that runs ``forward`` and every public attribute its
+    constructor set (``in_features``, ``kernel_size``, ``eps``, ...), normalised."""
+    attrs = tuple(
+        sorted(
+            (k, _plain(v))
+            for k, v in vars(module).items()
+            # functions (TransformerEncoderLayer.activation) are left to layer_args, which names them; an
+            # activation module in the original and a function in the rebuilt layer compute the same
+            if not k.startswith("_")
+            and k != "training"
+            and not isinstance(v, (torch.Tensor, nn.Module))
+            and not (callable(v) and not isinstance(v, type))
+        )
+    )
+    return _forward_class(module), attrs
+
+
 def fingerprint(module: nn.Module) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
-    """State names -> shapes, and submodule names -> ``Class(extra_repr)``: what verification compares."""
+    """State names -> shapes, and submodule names -> their arguments as text: what verification compares
+    (arguments, not ``repr`` text, so equivalent layers built with lists or a default-only subclass pass)."""
     shapes = {k: tuple(v.shape) for k, v in module.state_dict(keep_vars=True).items()}
-    reprs = {
-        name: _SAME_ITEMS.sub(r"\1", f"{type(m).__name__}({m.extra_repr()})") for name, m in module.named_modules()
-    }
-    return shapes, reprs
+    described = {}
+    for name, m in module.named_modules():
+        cls, attrs = _arguments(m)
+        described[name] = f"{cls}(" + ", ".join(f"{k}={v!r}" for k, v in attrs) + ")"
+    return shapes, described
 
 
 class LayerVerifier:
