@@ -142,3 +142,12 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str
         return code, out, err
 
     return run
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--zoo",
+        action="store_true",
+        default=False,
+        help="round-trip every torchvision classifier (<=150M params) through emit, not only the fast set",
+    )

@@ -1,0 +1,58 @@
+"""Emit of real model zoos: every torchvision classifier either round-trips exactly or emit says precisely
+why not (module path, class, reason). The default run covers a fast set whose round trip must be exact;
+``pytest --zoo tests/test_zoo.py`` runs every classifier up to 150M parameters (bench/zoo.py prints the
+pass rates and emit times recorded in docs/emit.md)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from zoo import Outcome, import_torchvision, round_trip
+
+torchvision = import_torchvision()
+
+# Small classifiers covering the families' building blocks (residuals, depthwise + SE, channel shuffle,
+# fire modules, RegNet's group convs, dense concatenation): their round trip must be exact.
+FAST_EXACT = ["resnet18", "mobilenet_v3_small", "squeezenet1_1", "shufflenet_v2_x0_5", "mnasnet0_5", "regnet_x_400mf"]
+MAX_PARAMS = 150_000_000
+
+
+def classifiers() -> list[str]:
+    return list(torchvision.models.list_models(module=torchvision.models))
+
+
+def input_shape(name: str) -> tuple[int, int, int]:
+    return (3, 299, 299) if name == "inception_v3" else (3, 224, 224)
+
+
+def check(name: str) -> Outcome:
+    torch.set_num_threads(1)
+    return round_trip(name, lambda: torchvision.models.get_model(name, weights=None), input_shape(name))
+
+
+@pytest.mark.parametrize("name", FAST_EXACT)
+def test_fast_set_round_trips_exactly(name: str) -> None:
+    outcome = check(name)
+    assert outcome.status == "exact", outcome
+
+
+def test_a_refusal_names_the_module_path_its_class_and_the_reason() -> None:
+    outcome = check("googlenet")  # training-only auxiliary outputs
+    assert outcome.status == "refused", outcome
+    assert outcome.detail.startswith("the model (GoogLeNet): "), outcome.detail
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The full zoo only with --zoo: one parameter per classifier outside the fast set."""
+    if metafunc.function.__name__ == "test_every_torchvision_classifier":
+        names = [n for n in classifiers() if n not in FAST_EXACT] if metafunc.config.getoption("--zoo") else []
+        metafunc.parametrize("name", names)
+
+
+def test_every_torchvision_classifier(name: str) -> None:
+    with torch.device("meta"):
+        params = sum(p.numel() for p in torchvision.models.get_model(name, weights=None).parameters())
+    if params > MAX_PARAMS:
+        pytest.skip(f"{params:,} parameters: over the zoo's {MAX_PARAMS:,} limit")
+    outcome = check(name)
+    assert outcome.status in ("exact", "refused"), outcome
