@@ -32,6 +32,7 @@ from ..compiler.construct import TENSOR_INITS
 from ..errors import EmitError, SpecError
 from ..spec import Spec, read
 from .blocks import BlockTable
+from .equivalents import equivalent_node
 from .layers import LayerVerifier, catalogue_entry, layer_args, where
 from .lint import ModelWarning, lint
 from .trace import graph_body
@@ -114,6 +115,9 @@ class _Walker:
                 "type": type(module).__name__ if not listed else "ParameterList",
                 "parameters": list(tensors.values()) if listed else tensors,
             }
+        elif (equivalent := equivalent_node(module, path)) is not None:
+            node = equivalent  # torchvision's StochasticDepth, timm's DropPath: the same computation and draws
+            block = None
         elif (base := _layer_base(cls)) is not None:
             entry = catalogue_entry(base)
             if entry is None:  # unreachable: _layer_base only returns catalogue classes

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +31,7 @@ import torch
 
 from ..errors import CheckpointError, first_line
 from ..frontend.fingerprint import fingerprint
+from ..frontend.source import file_kind
 from .atomic import atomic_write
 from .checkpoint import FORMAT, FORMAT_VERSION, CheckpointInfo, embedded_spec_data, tied_groups
 from .weights import read_file
@@ -87,8 +89,13 @@ def save_dcp(built: Any, path: str | os.PathLike[str], epoch: int | None, extra:
     rank, grouped = _rank()
     if not target.parent.is_dir():
         raise CheckpointError(f"cannot write {target}: folder {target.parent} does not exist")
-    if target.exists() and not is_dcp_checkpoint(target):
-        what = "a file" if not target.is_dir() else "a folder that is not a netspec checkpoint"
+    try:
+        mode: int | None = os.lstat(target).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and (not stat.S_ISDIR(mode) or not is_dcp_checkpoint(target)):
+        # lstat: a symbolic link is named as one, never followed; a FIFO or device is never replaced
+        what = "a folder that is not a netspec checkpoint" if stat.S_ISDIR(mode) else file_kind(mode)
         raise CheckpointError(f"refusing to save to {target}: it is {what}; choose a new directory name")
     if any(t.is_meta for t in built.module.state_dict().values()):
         raise CheckpointError("the model was built on the meta device: it has no weights to save")
