@@ -31,6 +31,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from ..compiler.construct import build_tree, make_tensor
 from ..compiler.resolve import RNode
+from ..training.patterns import join_name
 from ..training.sharded import write_full
 
 META = torch.device("meta")
@@ -84,13 +85,9 @@ def build_meta_tracked(
 def _owned_tensors(node: RNode) -> Iterator[str]:
     indexed = node.kind == "ParameterList"
     for i, key in enumerate(node.tensors):
-        yield _join(node.name, str(i) if indexed else key)
+        yield join_name(node.name, str(i) if indexed else key)
     for child in node.children.values():
         yield from _owned_tensors(child)
-
-
-def _join(prefix: str, key: str) -> str:
-    return f"{prefix}.{key}" if prefix else key
 
 
 def _target(model: nn.Module, name: str) -> torch.Tensor:
@@ -117,7 +114,7 @@ def replay(
     if node.kind == "layer":
         layer = build_tree(node, device, dtype, graphs)  # nested module arguments first, as build_tree does
         for name, full in named_tensors(layer):
-            target_name = _join(node.name, name)
+            target_name = join_name(node.name, name)
             write_full(_target(model, target_name), full.detach())
             written.append(target_name)
         del layer
@@ -126,7 +123,7 @@ def replay(
         written += replay(child, model, device, dtype, graphs)
     indexed = node.kind == "ParameterList"  # nn.ParameterList names its entries 0, 1, ...
     for i, (key, spec) in enumerate(node.tensors.items()):
-        name = _join(node.name, str(i) if indexed else key)
+        name = join_name(node.name, str(i) if indexed else key)
         full: Any = make_tensor(spec, device, dtype)
         write_full(_target(model, name), full.detach())
         written.append(name)

@@ -134,12 +134,15 @@ def _special(module: nn.Module, path: str) -> dict[str, Any]:
     return out
 
 
-def _plain(value: Any) -> Any:
-    """Tuples, torch.Size and tensors -> lists; scalars unchanged."""
+def plain(value: Any, *, unwrap_scalars: bool = False) -> Any:
+    """Tuples, torch.Size and tensors -> lists; scalars unchanged. ``unwrap_scalars``: a one-element
+    tensor (an optimizer's tensor ``lr``) becomes its number."""
     if isinstance(value, torch.Tensor):
+        if unwrap_scalars and value.numel() == 1:
+            return value.item()
         return value.detach().cpu().tolist()
     if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
+        return [plain(v, unwrap_scalars=unwrap_scalars) for v in value]
     return value
 
 
@@ -180,14 +183,14 @@ def _normalise(name: str, value: Any, layer: LayerType, module: nn.Module, path:
         return nested(value, f"{path}.{name}" if path else name)
     if callable(value) and not isinstance(value, (torch.Tensor, type)):
         return activation_name(value, path, module)
-    return _collapse(_plain(value), layer, name)
+    return _collapse(plain(value), layer, name)
 
 
 def _default(layer: LayerType, name: str) -> Any:
     default = layer.params[name].default
     if callable(default) and id(default) in _ACTIVATIONS:
         return _ACTIVATIONS[id(default)]
-    return _plain(default)
+    return plain(default)
 
 
 def layer_args(module: nn.Module, layer: LayerType, path: str, nested: EmitNested) -> dict[str, Any]:

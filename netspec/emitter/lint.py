@@ -21,6 +21,8 @@ import torch
 import torch.nn as nn
 from torch.nn.parameter import is_lazy
 
+from ..training.patterns import join_name
+
 # nn.Module's own bookkeeping attributes; never user state.
 _MODULE_INTERNALS = frozenset(vars(nn.Module()).keys())
 _MAX_DEPTH = 3  # how deep plain containers are searched (a list of lists of modules is still found)
@@ -42,10 +44,6 @@ class ModelWarning:
 
     def __str__(self) -> str:
         return self.format()
-
-
-def _join(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix else name
 
 
 def _scan(value: Any, depth: int = 0) -> tuple[list[nn.Module], list[torch.Tensor]]:
@@ -120,7 +118,7 @@ def lint(model: nn.Module) -> list[ModelWarning]:
                 if id(t) not in registered_tensors
                 and not (_has_storage(t) and t.untyped_storage().data_ptr() in registered_storage)
             ]
-            path = _join(prefix, attr)
+            path = join_name(prefix, attr)
             owner = type(module).__name__
             if loose_modules:
                 kinds = sorted({type(m).__name__ for m in loose_modules})

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from ..compiler.allowlists import CONSTANTS, DROPOUTS, FUNCTIONS, TENSOR_ATTRIBUTES, TENSOR_METHODS, route
 from ..errors import EmitError
+from .layers import same_value, where
 from .lint import ModelWarning
 
 _BINOPS: dict[Callable[..., Any], tuple[str, int]] = {
@@ -134,11 +135,6 @@ class GraphBody:
     notes: list[ModelWarning] = field(default_factory=list)
 
 
-def label(path: str, module: nn.Module) -> str:
-    """How messages name a module: ``blocks.2 (Bottleneck)``, ``the model (Net)``."""
-    return f"{path or 'the model'} ({type(module).__name__})"
-
-
 def function_name(fn: Any) -> str | None:
     """The allow-listed statement name of a torch/F function, by identity (or an exact alias)."""
     return _function_names().get(id(fn))
@@ -174,7 +170,7 @@ class _Renderer:
 
     def fail(self, what: str) -> EmitError:
         return EmitError(
-            f"{label(self.path, self.module)}: {what}, which the spec language cannot express"
+            f"{where(self.path, self.module)}: {what}, which the spec language cannot express"
             f"\n    hint: rewrite that step with allow-listed functions and tensor methods, or register "
             f"{type(self.module).__name__} with netspec.register so that the spec names it as a layer"
         )
@@ -367,7 +363,7 @@ class _Renderer:
         if target.startswith("_tensor_constant") or "." not in target:
             what = f"self.{target}" if "." not in target and not target.startswith("_tensor_constant") else "a tensor"
             raise EmitError(
-                f"{label(self.path, self.module)}: forward reads {what}, a tensor that is not a registered "
+                f"{where(self.path, self.module)}: forward reads {what}, a tensor that is not a registered "
                 "parameter or buffer (a plain attribute, or made with torch.tensor in forward), so a spec cannot "
                 "hold it\n    hint: self.register_buffer(name, tensor) in __init__ (or nn.Parameter to train it)"
             )
@@ -464,14 +460,8 @@ def _refs(value: Any) -> list[fx.Node]:
 
 
 def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, fx.Node) or isinstance(b, fx.Node):
-        return False
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    try:
-        return bool(a == b)
-    except (RuntimeError, ValueError, TypeError):  # a tensor's or array's == has no single truth value
-        return False
+    """Equal constants (``layers.same_value``); a graph node equals no constant."""
+    return not isinstance(a, fx.Node) and not isinstance(b, fx.Node) and same_value(a, b)
 
 
 def render_graph(
@@ -481,4 +471,4 @@ def render_graph(
     return _Renderer(graph, module, path, dropout_modes or {}).run()
 
 
-__all__ = ["GraphBody", "label", "render_graph"]
+__all__ = ["GraphBody", "render_graph"]

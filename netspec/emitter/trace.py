@@ -21,9 +21,10 @@ import torch.fx as fx
 import torch.nn as nn
 
 from ..compiler.allowlists import DROPOUTS
-from ..errors import EmitError
+from ..errors import EmitError, first_line
+from .layers import where
 from .lint import ModelWarning
-from .render import GraphBody, function_name, label, render_graph
+from .render import GraphBody, function_name, render_graph
 
 TRACE_HINT = (
     "netspec emits a custom module by symbolic tracing (torch.fx), which cannot follow Python control flow "
@@ -66,12 +67,12 @@ def trace(module: nn.Module, path: str) -> tuple[fx.Graph, dict[fx.Node, Any], l
     try:
         signature = inspect.signature(module.forward)
     except (TypeError, ValueError) as err:
-        raise EmitError(f"{label(path, module)}: cannot read forward's signature: {err}") from None
+        raise EmitError(f"{where(path, module)}: cannot read forward's signature: {err}") from None
     concrete: dict[str, Any] = {}
     for p in signature.parameters.values():
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             raise EmitError(
-                f"{label(path, module)}: forward takes *{p.name}; a Graph needs named inputs "
+                f"{where(path, module)}: forward takes *{p.name}; a Graph needs named inputs "
                 "(write forward(self, x, y) instead of forward(self, *args))"
             )
         if p.default is not p.empty and (p.default is None or isinstance(p.default, (bool, int, float, str))):
@@ -92,22 +93,22 @@ def trace(module: nn.Module, path: str) -> tuple[fx.Graph, dict[fx.Node, Any], l
             try:
                 graphs[training] = _LeafTracer().trace(module, concrete_args=concrete or None)
             except Exception as err:  # the user's forward runs under the tracer and may raise anything
-                reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                reason = first_line(err)
                 if "is not installed as a submodule" in reason:
                     raise EmitError(
-                        f"{label(path, module)}: forward calls a module that is not registered ({reason}); "
+                        f"{where(path, module)}: forward calls a module that is not registered ({reason}); "
                         "modules kept in a plain list, dict or tuple are invisible to PyTorch"
                         "\n    hint: keep them in nn.ModuleList / nn.ModuleDict "
                         "(netspec check lists every such attribute)"
                     ) from err
                 raise EmitError(
-                    f"{label(path, module)}: forward cannot be traced: {reason}\n    hint: {TRACE_HINT}"
+                    f"{where(path, module)}: forward cannot be traced: {reason}\n    hint: {TRACE_HINT}"
                 ) from err
     finally:
         module.training = mode
     if _signature_key(graphs[False]) != _signature_key(graphs[True]):
         raise EmitError(
-            f"{label(path, module)}: forward computes different things in training and eval mode "
+            f"{where(path, module)}: forward computes different things in training and eval mode "
             "(it branches on self.training), which a Graph cannot express; only dropout may depend on the mode"
         )
     modes: dict[fx.Node, Any] = {}

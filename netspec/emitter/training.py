@@ -24,10 +24,15 @@ from ..frontend.training_models import OptimizerSpec
 from ..training.explain import compress_names
 from ..training.optim import optimizer_classes, run_optimizer
 from ..training.patterns import select
-from .layers import same_value
+from .layers import plain, same_value
 from .lint import ModelWarning
 
 _NEVER = frozenset({"params"})
+
+
+def _number(value: Any) -> Any:
+    """An optimizer setting as the spec writes it (``layers.plain``, a 1-element tensor as its number)."""
+    return plain(value, unwrap_scalars=True)
 
 
 def all_parameter_names(model: nn.Module) -> list[str]:
@@ -51,16 +56,8 @@ def freeze_section(model: nn.Module) -> list[str]:
     return patterns_for(frozen, [n for n, _ in named]) if frozen else []
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.item() if value.numel() == 1 else value.tolist()
-    if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
-    return value
-
-
 def _written(value: Any, key: str, where: str) -> Any:
-    value = _plain(value)
+    value = _number(value)
     if isinstance(value, float) and not math.isfinite(value):
         raise EmitError(f"{where}: {key}={value} cannot be written in a spec")
     if key in ("lr", "weight_decay") and isinstance(value, int) and not isinstance(value, bool):
@@ -87,7 +84,7 @@ def optimizer_section(model: nn.Module, optimizer: torch.optim.Optimizer) -> tup
     section: dict[str, Any] = {"type": name}
     for key, value in defaults.items():
         default = signature[key]
-        if default is inspect.Parameter.empty or not same_value(_plain(value), _plain(default)):
+        if default is inspect.Parameter.empty or not same_value(_number(value), _number(default)):
             section[key] = _written(value, key, where)
 
     named = list(model.named_parameters())  # a tied tensor once, under its first name, as the rebuilt model
@@ -139,7 +136,7 @@ def optimizer_section(model: nn.Module, optimizer: torch.optim.Optimizer) -> tup
         options = {
             k: _written(v, k, where)
             for k, v in group.items()
-            if k in defaults and not same_value(_plain(v), _plain(defaults[k]))
+            if k in defaults and not same_value(_number(v), _number(defaults[k]))
         }
         if i == last and not options and not stray:
             break  # the remaining parameters form the spec's default group, with the optimizer's settings
@@ -172,7 +169,7 @@ def _check(model: nn.Module, optimizer: torch.optim.Optimizer, section: Mapping[
         if {id(p) for p in mine["params"]} != want:
             raise EmitError(f"the emitted optimizer group {i} selects other parameters than the original group")
         for key, value in theirs.items():
-            if key != "params" and key in mine and not same_value(_plain(mine[key]), _plain(value)):
+            if key != "params" and key in mine and not same_value(_number(mine[key]), _number(value)):
                 raise EmitError(f"the emitted optimizer group {i} has {key}={mine[key]!r}, the original {value!r}")
 
 

@@ -194,6 +194,7 @@ def _node_kind(value: Any) -> str:
 
 
 def _shorthand(value: Any) -> Any:
+    """``ReLU`` -> ``{type: ReLU}``: a node, or a block parameter's declaration, written as its type."""
     return {"type": value} if isinstance(value, str) else value
 
 
@@ -244,14 +245,10 @@ class ParamDecl(_Strict):
         return "default" not in self.model_fields_set
 
 
-def _param_shorthand(value: Any) -> Any:
-    return {"type": value} if isinstance(value, str) else value
-
-
 class BlockSpec(_Strict):
     """A reusable, parameterised sub-network; ``body`` is any node with ``${param}`` references."""
 
-    params: dict[str, Annotated[ParamDecl, BeforeValidator(_param_shorthand)]] = Field(default_factory=dict)
+    params: dict[str, Annotated[ParamDecl, BeforeValidator(_shorthand)]] = Field(default_factory=dict)
     body: Node
     doc: StrictStr | None = None
 

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import SWALR, AveragedModel, get_ema_multi_avg_fn
 
-from ..errors import ProblemList
+from ..errors import ProblemList, first_line
 from ..frontend.training_models import AverageSpec
 from .kwargs import make_problem
 
@@ -76,7 +76,7 @@ class Averager:
         try:
             self.averaged.load_state_dict(averaged, strict=True)
         except RuntimeError as err:
-            raise ValueError(str(err).strip().splitlines()[0]) from None
+            raise ValueError(first_line(err)) from None
         saved_sched = state.get("scheduler")
         if self.scheduler is not None and isinstance(saved_sched, Mapping):
             self.scheduler.load_state_dict(dict(saved_sched))

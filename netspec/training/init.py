@@ -25,11 +25,11 @@ import torch
 from torch import nn
 
 from ..compiler.fill import fill
-from ..errors import ProblemList, SpecPath, did_you_mean
+from ..errors import ProblemList, SpecPath, did_you_mean, first_line
 from ..frontend.training_models import InitRule
-from .kwargs import check_kwargs, describe, first_line, make_problem, name_list, rule_location
+from .kwargs import check_kwargs, describe, make_problem, name_list, rule_location
 from .load import LoadReport, load_rule
-from .patterns import model_names, no_match, select, selects
+from .patterns import join_name, model_names, no_match, select, selects
 from .sharded import fill_full
 
 
@@ -249,7 +249,7 @@ def _select_keys(model: nn.Module, plan: InitPlan, source: Any, problems: Proble
         (mname, module)
         for mname, module in model.named_modules()
         if (not plan.types or type_names(module) & set(plan.types))
-        and (plan.match is None or any(selects_any(plan.match, _join(mname, k)) for k in plan.calls))
+        and (plan.match is None or any(selects_any(plan.match, join_name(mname, k)) for k in plan.calls))
     ]
     if not chosen:
         message = f"rule selects no module: {_selection(plan)} match nothing together"
@@ -266,7 +266,7 @@ def _select_keys(model: nn.Module, plan: InitPlan, source: Any, problems: Proble
             continue
         for mname, module in owners:
             tensor = module._parameters.get(key) if key in module._parameters else module._buffers.get(key)
-            full = _join(mname, key)
+            full = join_name(mname, key)
             if tensor is not None and selects_any(plan.match, full):
                 targets.append((full, call))
     return targets
@@ -336,10 +336,6 @@ def _owners(name: str) -> list[str]:
     """Module names containing parameter ``name``: ``"a.b.w"`` -> ``["a", "a.b"]``."""
     parts = name.split(".")
     return [".".join(parts[:i]) for i in range(1, len(parts))]
-
-
-def _join(module: str, key: str) -> str:
-    return f"{module}.{key}" if module else key
 
 
 def plan_init(model: nn.Module, rules: list[InitRule] | None, source: Any, problems: ProblemList) -> list[InitStep]:

@@ -236,9 +236,3 @@ def check_kwargs(
                 problems.add(make_problem(source, path, message, f"add {name}: <value> beside it"))
                 ok = False
     return out if ok else None
-
-
-def first_line(err: BaseException) -> str:
-    """An exception's message, first line only, for wrapping in a ``Problem``."""
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__

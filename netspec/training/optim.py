@@ -24,10 +24,10 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ..errors import ProblemList, SpecError, SpecPath, did_you_mean
+from ..errors import ProblemList, SpecError, SpecPath, did_you_mean, first_line
 from ..frontend.training_models import OptimizerSpec
 from .init import as_list
-from .kwargs import check_kwargs, first_line, make_problem, name_list, signature_params
+from .kwargs import check_kwargs, make_problem, name_list, signature_params
 from .patterns import model_names, no_match, select
 from .sharded import is_sharded
 

@@ -165,3 +165,8 @@ def _collapse_leaves(entries: list[str], chosen: set[str], names: list[str]) -> 
                     result = [e for e in result if e not in hits]
                     result.insert(min(first, len(result)), glob)
     return result
+
+
+def join_name(prefix: str, name: str) -> str:
+    """A dotted module path: ``join_name("features", "0") == "features.0"``; the root's prefix is ``""``."""
+    return f"{prefix}.{name}" if prefix else name

@@ -20,9 +20,9 @@ from typing import Any, Literal
 import torch
 from torch.optim import lr_scheduler
 
-from ..errors import ProblemList, SpecError, did_you_mean
+from ..errors import ProblemList, SpecError, did_you_mean, first_line
 from ..frontend.training_models import SchedulerSpec
-from .kwargs import check_kwargs, first_line, make_problem, name_list
+from .kwargs import check_kwargs, make_problem, name_list
 
 Scheduler = lr_scheduler.LRScheduler | lr_scheduler.ReduceLROnPlateau
 
