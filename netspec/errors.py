@@ -44,8 +44,10 @@ def shorten(text: str, limit: int = MAX_SHOWN) -> str:
     return f"{text[:limit]}... ({len(text) - limit:,} more characters)"
 
 
-def format_path(path: Sequence[str | int]) -> str:
-    """``("model", "layers", 0, "kernel_size")`` -> ``model.layers.0.kernel_size``."""
+def format_path(path: Sequence[str | int] | str) -> str:
+    """``("model", "layers", 0, "kernel_size")`` -> ``model.layers.0.kernel_size``; a dotted string as it is."""
+    if isinstance(path, str):
+        return path
     return ".".join(str(part) for part in path)
 
 
@@ -106,7 +108,7 @@ class Problem:
     """One thing wrong (or suspicious, for warnings) with a spec."""
 
     message: str
-    path: SpecPath = ()
+    path: SpecPath | str = ()  # where in the spec; a dotted module path for a problem about a model
     location: Location | None = None
     source_line: str | None = None
     hint: str | None = None

@@ -90,3 +90,17 @@ def test_a_plan_is_carried_out_on_the_real_model_with_the_real_tensors() -> None
     assert one.keys() == two.keys() and all(torch.equal(one[k], two[k]) for k in one)
     mine = {id(p) for group in first.optimizer.param_groups for p in group["params"]}
     assert mine == {id(p) for p in first.model.parameters() if p.requires_grad}
+
+
+def test_model_warnings_are_problems_and_print_like_them() -> None:
+    class Loose(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layers = [torch.nn.Linear(2, 2)]  # a plain list: PyTorch does not register it
+
+    (warning,) = netspec.lint(Loose())
+    assert isinstance(warning, netspec.Problem) and isinstance(warning, netspec.ModelWarning)
+    assert warning.severity == "warning" and warning.path == "layers"
+    same = netspec.Problem(warning.message, ("layers",), hint=warning.hint, severity="warning")
+    assert warning.format() == same.format()
+    assert warning.format().startswith("layers: warning: Loose.layers holds")

@@ -14,13 +14,13 @@ attribute path (``encoder.blocks``) and the fix (``nn.ModuleList``, ``nn.ModuleD
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn as nn
 from torch.nn.parameter import is_lazy
 
+from ..errors import Problem
 from ..training.patterns import join_name
 
 # nn.Module's own bookkeeping attributes; never user state.
@@ -28,22 +28,16 @@ _MODULE_INTERNALS = frozenset(vars(nn.Module()).keys())
 _MAX_DEPTH = 3  # how deep plain containers are searched (a list of lists of modules is still found)
 
 
-@dataclass(frozen=True)
-class ModelWarning:
-    """One thing about a model worth telling its author: where, what, and how to fix it."""
+class ModelWarning(Problem):
+    """One thing about a model worth telling its author: where, what, and how to fix it.
 
-    path: str  # attribute or module path inside the model ("" for the model itself)
-    message: str
-    hint: str | None = None
-    severity: Literal["warning"] = "warning"
+    A ``Problem`` (severity ``warning``) about a model rather than a spec file: its ``path`` is the
+    attribute or module path inside the model (``""`` for the model itself), and it formats as
+    ``path: warning: message`` with the hint below, like every other problem.
+    """
 
-    def format(self) -> str:
-        head = f"{self.path}: warning: " if self.path else "warning: "
-        text = head + self.message
-        return text + (f"\n    hint: {self.hint}" if self.hint else "")
-
-    def __str__(self) -> str:
-        return self.format()
+    def __init__(self, path: str, message: str, hint: str | None = None) -> None:
+        super().__init__(message, path, hint=hint, severity="warning")
 
 
 def _scan(value: Any, depth: int = 0) -> tuple[list[nn.Module], list[torch.Tensor]]:
