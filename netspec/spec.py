@@ -209,11 +209,12 @@ def _plan_training(spec: Spec) -> tuple[TrainingPlan, list[Problem]]:
 
     from .compiler.build import build_model
     from .compiler.shapes import SkipInit
-    from .training import plan_and_setup
+    from .training import TrainingSections, plan_and_setup
 
     with SkipInit():
         meta = build_model(spec.inferred, spec.source, torch.device("meta"), None)
-    plan, setup = plan_and_setup(meta, **training_sections(spec), source=spec.source, base_dir=spec.base_dir)
+    sections = TrainingSections(**training_sections(spec))
+    plan, setup = plan_and_setup(meta, sections, source=spec.source, base_dir=spec.base_dir)
     return plan, list(setup.warnings)
 
 

@@ -24,6 +24,7 @@ from .optim import NORM_LAYERS, GradClip, build_optimizer, optimizer_classes
 from .sched import build_scheduler, scheduler_classes
 from .setup import (
     TrainingPlan,
+    TrainingSections,
     TrainingSetup,
     apply_init,
     apply_training,
@@ -42,6 +43,7 @@ __all__ = [
     "OptimizerSpec",
     "SchedulerSpec",
     "TrainingPlan",
+    "TrainingSections",
     "TrainingSetup",
     "apply_freeze",
     "apply_init",

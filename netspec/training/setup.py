@@ -138,7 +138,9 @@ class TrainingPlan:
 
 
 @dataclass
-class _Sections:
+class TrainingSections:
+    """The training sections of a document, as ``plan_and_setup`` takes them."""
+
     init: list[InitRule] | None = None
     freeze: list[FreezeRule] | None = None
     optimizer: OptimizerSpec | None = None
@@ -149,7 +151,7 @@ class _Sections:
     average: AverageSpec | None = None
 
 
-def _plan(model: nn.Module, sections: _Sections, source: Any, problems: ProblemList) -> TrainingPlan:
+def _plan(model: nn.Module, sections: TrainingSections, source: Any, problems: ProblemList) -> TrainingPlan:
     """The plan for ``model`` (its ties already applied), adding problems instead of raising."""
     steps = plan_init(model, sections.init, source, problems)
     before = len(problems.errors)
@@ -221,23 +223,11 @@ def apply_training(model: nn.Module, plan: TrainingPlan, *, source: Any, base_di
 
 
 def plan_and_setup(
-    model: nn.Module,
-    *,
-    init: list[InitRule] | None,
-    freeze: list[FreezeRule] | None,
-    optimizer: OptimizerSpec | None,
-    scheduler: SchedulerSpec | None,
-    source: Any,
-    base_dir: Path | None,
-    tie: dict[str, str] | None = None,
-    eval: list[EvalRule] | None = None,
-    checkpoint_activations: list[str] | None = None,
-    average: AverageSpec | None = None,
+    model: nn.Module, sections: TrainingSections, *, source: Any, base_dir: Path | None
 ) -> tuple[TrainingPlan, TrainingSetup]:
     """Plan against ``model``'s names, then carry the plan out on it; one ``SpecError`` for all problems."""
-    sections = _Sections(init, freeze, optimizer, scheduler, tie, eval, checkpoint_activations, average)
     problems = ProblemList()
-    ties = run_ties(model, tie, source, problems)  # first: every later stage sees one shared tensor
+    ties = run_ties(model, sections.tie, source, problems)  # first: every later stage sees one shared tensor
     plan = _plan(model, sections, source, problems)
     setup = _apply(model, plan, source, base_dir, problems, ties)
     _raise(problems)
@@ -259,9 +249,8 @@ def setup_training(
     average: AverageSpec | None = None,
 ) -> TrainingSetup:
     """Run every stage in order (see the module docstring); one ``SpecError`` for all problems."""
-    sections = {"init": init, "freeze": freeze, "optimizer": optimizer, "scheduler": scheduler, "tie": tie}
-    sections |= {"eval": eval, "checkpoint_activations": checkpoint_activations, "average": average}
-    return plan_and_setup(model, **sections, source=source, base_dir=base_dir)[1]
+    sections = TrainingSections(init, freeze, optimizer, scheduler, tie, eval, checkpoint_activations, average)
+    return plan_and_setup(model, sections, source=source, base_dir=base_dir)[1]
 
 
 def check_training(
