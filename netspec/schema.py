@@ -36,6 +36,7 @@ def layer_schema(layer: LayerType) -> dict[str, Any]:
                 entry["default"] = default
         entry["description"] = param.type.describe() + (" (required)" if param.required else "")
         properties[param.name] = entry
+    properties["if"] = {"anyOf": [{"type": "boolean"}, REF_SCHEMA], "description": "false leaves this layer out"}
     doc = inspect.getdoc(layer.cls) or ""
     return {
         "type": "object",
@@ -69,7 +70,7 @@ def json_schema() -> dict[str, Any]:
     # Block parameters may be written as a bare type name ({cin: int}), the shorthand for {type: int}.
     params = defs["BlockSpec"]["properties"]["params"]
     params["additionalProperties"] = {"anyOf": [{"enum": list(PARAM_TYPES)}, params["additionalProperties"]]}
-    names = [n for n in LAYERS.names() if LAYERS.get(n).origin == "torch.nn"]
+    names = [n for n in LAYERS.names() if LAYERS.get(n).origin in ("torch.nn", "netspec")]
     layer_refs = []
     for name in names:
         defs[f"layer_{name}"] = layer_schema(LAYERS.get(name))

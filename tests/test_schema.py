@@ -64,7 +64,7 @@ def test_every_torch_layer_has_a_definition_with_its_arguments(schema: dict[str,
             continue
         entry = defs[f"layer_{name}"]
         assert entry["properties"]["type"] == {"const": name}
-        assert set(entry["properties"]) == {"type", *layer.params}
+        assert set(entry["properties"]) == {"type", "if", *layer.params}  # `if:` is allowed on every node
         assert entry["additionalProperties"] is False
 
 

@@ -219,7 +219,23 @@ class Resolver:
         self.budget.check_modules(count * each.modules, path, what)
 
     # -- nodes --------------------------------------------------------------------------------
+    def included(self, node: AnyNode, path: SpecPath, scope: Mapping[str, Any]) -> bool:
+        """The node's ``if:`` (true when it has none); a value that is not a bool is reported."""
+        condition = getattr(node, "if_", None)
+        if condition is None:
+            return True
+        value = self.substitute(condition, scope, (*path, "if"))
+        if not isinstance(value, bool):
+            if (*path, "if") not in self.failed:
+                message = f"if: must be true or false, got {type(value).__name__} {value!r}"
+                self.problems.add(self.source.problem((*path, "if"), message, hint="e.g. if: ${depth > 2}"))
+            return True  # keep validating the node
+        return value
+
     def node(self, node: AnyNode, name: str, path: SpecPath, scope: Mapping[str, Any]) -> RNode | None:
+        """The resolved node, ``LEFT_OUT`` when its ``if:`` is false, or None after reporting a problem."""
+        if not self.included(node, path, scope):
+            return LEFT_OUT
         if self.depth >= MAX_NESTING:
             stack = self.block_stack
             shown = [*stack[:4], "...", *stack[-3:]] if len(stack) > 8 else stack
@@ -279,7 +295,9 @@ class Resolver:
             if isinstance(key, str) and not _check_child_name(key, child_path, self.source, self.problems):
                 continue
             resolved = self.node(child, f"{out.name}.{key_name}" if out.name else key_name, child_path, scope)
-            if resolved is not None:
+            if resolved is LEFT_OUT:
+                out.omitted[key_name] = (*child_path, "if")
+            elif resolved is not None:
                 out.children[key_name] = resolved
 
     def splice(self, out: RNode, layers: list[Any], path: SpecPath, scope: Mapping[str, Any]) -> None:
@@ -300,12 +318,12 @@ class Resolver:
                         path + (k, "layer"),
                         ChainMap({"i": i}, scope),
                     )
-                    if resolved is not None:
+                    if resolved is not None and resolved is not LEFT_OUT:
                         out.children[key] = resolved
                 continue
-            key = str(len(out.children))
+            key = str(len(out.children))  # a left-out item takes no number: later ones number on
             resolved = self.node(child, f"{out.name}.{key}" if out.name else key, path + (k,), scope)
-            if resolved is not None:
+            if resolved is not None and resolved is not LEFT_OUT:
                 out.children[key] = resolved
 
     def sequence(
@@ -338,12 +356,13 @@ class Resolver:
             return out
         self.check_copies(count, node.layer, path)
         for i in range(count):
+            key = str(len(out.children))  # copies left out by their `if:` take no number
             with self.problems.inside(f"copy i={i} of {name or 'the model'}"):
                 child = self.node(
-                    node.layer, f"{name}.{i}" if name else str(i), path + ("layer",), ChainMap({"i": i}, scope)
+                    node.layer, f"{name}.{key}" if name else key, path + ("layer",), ChainMap({"i": i}, scope)
                 )
-            if child is not None:
-                out.children[str(i)] = child
+            if child is not None and child is not LEFT_OUT:
+                out.children[key] = child
         return out
 
     def graph(self, node: GraphNode, name: str, path: SpecPath, scope: Mapping[str, Any]) -> RNode:
@@ -442,7 +461,7 @@ class Resolver:
             param = layer.params.get(arg)
             if param is not None and param.type.is_node and isinstance(value, (dict, str)):
                 nested = self.nested(value, f"{name}.{arg}", path + (arg,), scope)
-                if nested is None:
+                if nested is None or nested is LEFT_OUT:
                     del args[arg]
                 else:
                     args[arg] = nested
@@ -512,7 +531,7 @@ class Resolver:
                 out = self.node(block.body, name, ("blocks", block_name, "body"), scope)
         finally:
             self.block_stack.pop()
-        if out is not None:
+        if out is not None and out is not LEFT_OUT:
             out.block = block_name
             out.use_path = path
         return out
@@ -529,6 +548,10 @@ def _param_fits(kind: str, value: Any) -> bool:
         "node": lambda v: isinstance(v, (dict, str)),
     }
     return checks.get(kind, lambda v: True)(value)
+
+
+# What ``Resolver.node`` returns for a node whose ``if:`` is false.
+LEFT_OUT = RNode("layer", "", ())
 
 
 @dataclass
@@ -550,6 +573,9 @@ def resolve(spec: SpecModel, source: Source) -> Resolved:
     try:
         root = resolver.node(spec.model, "", ("model",), resolver.vars)
         loss = resolver.node(spec.loss, "", ("loss",), resolver.vars) if spec.loss is not None else None
+        for what, got in (("model", root), ("loss", loss)):
+            if got is LEFT_OUT:
+                problems.add(source.problem((what, "if"), f"the {what} itself cannot be left out by 'if: false'"))
     except BudgetExceeded as err:  # stop at once: going on is what the budget prevents
         problems.add(source.problem(err.path, err.message, hint=err.hint))
         raise SpecError(problems.errors) from None

@@ -58,7 +58,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class LayerNode(BaseModel):
+class _Conditional(BaseModel):
+    """``if:`` on any node: false leaves the node out (dropped from a list, absent from a mapping)."""
+
+    if_: BoolOrRef | None = Field(default=None, alias="if")
+
+
+class LayerNode(_Conditional):
     """A torch.nn layer, a registered class or a block instance; extra keys are its arguments."""
 
     model_config = ConfigDict(extra="allow")
@@ -79,7 +85,7 @@ NodeList = Annotated[
 ]
 
 
-class SequentialNode(_Strict):
+class SequentialNode(_Strict, _Conditional):
     """``nn.Sequential``: ``layers`` as a list (children 0, 1, ...) or mapping, or ``repeat`` x ``layer``."""
 
     type: Literal["Sequential"]
@@ -88,7 +94,7 @@ class SequentialNode(_Strict):
     layer: Node | None = None
 
 
-class ModuleListNode(_Strict):
+class ModuleListNode(_Strict, _Conditional):
     """``nn.ModuleList``: ``layers`` as a list, or ``repeat`` independent copies of ``layer``."""
 
     type: Literal["ModuleList"]
@@ -97,7 +103,7 @@ class ModuleListNode(_Strict):
     layer: Node | None = None
 
 
-class ModuleDictNode(_Strict):
+class ModuleDictNode(_Strict, _Conditional):
     type: Literal["ModuleDict"]
     layers: dict[str, Node]
 
@@ -116,12 +122,12 @@ class BufferSpec(_Strict):
     persistent: BoolOrRef = True
 
 
-class ParameterListNode(_Strict):
+class ParameterListNode(_Strict, _Conditional):
     type: Literal["ParameterList"]
     parameters: list[TensorSpec]
 
 
-class ParameterDictNode(_Strict):
+class ParameterDictNode(_Strict, _Conditional):
     type: Literal["ParameterDict"]
     parameters: dict[str, TensorSpec]
 
@@ -144,7 +150,7 @@ def _outputs_kind(value: Any) -> str:
     return {list: "<list>", dict: "<mapping>"}.get(type(value), "<name>")
 
 
-class GraphNode(_Strict):
+class GraphNode(_Strict, _Conditional):
     """Dataflow with named children and ``forward`` statements; compiled to generated code."""
 
     type: Literal["Graph"]
@@ -173,7 +179,7 @@ NODE_KINDS: dict[str, type[BaseModel]] = {
 }
 
 
-class RepeatItem(_Strict):
+class RepeatItem(_Strict, _Conditional):
     """``{repeat: N, layer: {...}}`` inside a list of layers: N copies spliced in place (``${i}`` = 0..N-1)."""
 
     repeat: IntOrRef
