@@ -352,3 +352,15 @@ def test_embedded_checkpoint_spec_refuses_other_files(tmp_path: Path, patch: dic
         netspec.load(path)
     text = str(info.value)
     assert words.removeprefix("model: ") in text and f"embedded in {path}" in text
+
+
+def test_init_from_in_a_base_is_relative_to_the_base(tmp_path: Path) -> None:
+    sub = tmp_path / "base"
+    sub.mkdir()
+    donor = torch.nn.Linear(4, 8)
+    torch.save({"fc1." + k: v for k, v in donor.state_dict().items()}, sub / "w.pt")
+    write_spec_file(sub, BASE + "init: [{from: w.pt, match: 'fc1.*'}]\n", "base.yaml")
+    child = write_spec_file(tmp_path, "netspec: 1\nextends: base/base.yaml\n", "child.yaml")
+    spec = netspec.read(child)
+    assert spec.to_dict()["init"][0]["from"] == os.path.join("base", "w.pt")  # relative to the merged spec
+    assert torch.equal(netspec.build(spec).model.fc1.weight, donor.weight)

@@ -167,3 +167,20 @@ def test_sweep_memory_against_the_device(
 def test_sweep_needs_a_swept_key(variant: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sweep", str(variant), "--set", "seed=1"]) == 2
     assert "at least one" in capsys.readouterr().err
+
+
+def test_sweep_progress_only_on_a_terminal(
+    variant: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    fake = Terminal()
+    monkeypatch.setattr(sys, "stderr", fake)
+    assert main(["sweep", str(variant), "--set", "vars.width=4,8"]) == 0
+    assert "[1/2] vars.width=4" in fake.getvalue() and "[2/2] vars.width=8" in fake.getvalue()
+    assert "[1/2]" not in capsys.readouterr().out  # the table on stdout stays clean

@@ -408,6 +408,19 @@ def _rename(source: Source, real: str, display: str) -> Source:
     return Source(source.data, display, source.text, positions)
 
 
+def _rebase_init_paths(part: _Part, top: str) -> None:
+    """A relative ``init: from:`` is relative to the file that wrote it; the merged spec stands where the
+    top-level spec does, so a path written in a base file in another folder is rewritten relative to it."""
+    init = part.data.get("init") if isinstance(part.data, dict) else None
+    for i, rule in enumerate(init if isinstance(init, list) else []):
+        value = rule.get("from") if isinstance(rule, dict) else None
+        loc = part.positions.get(("init", i, "from"))
+        if not isinstance(value, str) or "${" in value or os.path.isabs(value) or loc is None or loc.file == top:
+            continue
+        written = os.path.normpath(os.path.join(os.path.dirname(loc.file), value))
+        rule["from"] = os.path.relpath(written, os.path.dirname(top) or os.curdir)
+
+
 def default_search_path(source: Source) -> list[str]:
     """The top-level spec's folder (the working directory for a dict)."""
     if source.text is None or source.filename.startswith("<"):
@@ -436,6 +449,7 @@ def compose(source: Source, search_path: Sequence[str | os.PathLike[str]] | None
     top = os.path.realpath(source.filename) if source.text is not None else "<dict>"
     part = composer.compose(source, [(source.filename, top)])
     composer.problems.raise_if_errors()
+    _rebase_init_paths(part, source.filename)
     texts = {name: text for name, text in composer.texts.items() if name != source.filename}
     return Source(part.data, source.filename, source.text, part.positions, texts)
 
