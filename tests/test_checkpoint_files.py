@@ -228,7 +228,7 @@ def test_init_from_is_dropped_from_the_embedded_spec(tmp_path: Path) -> None:
     donor = netspec.build(TIED)
     torch.save(donor.model.state_dict(), tmp_path / "donor.pt")
     spec = {**TIED, "init": [{"from": str(tmp_path / "donor.pt")}]}
-    built = netspec.build(spec)
+    built = netspec.build(spec, search_path=[tmp_path])  # an absolute from: must be inside the search path
     netspec.save(built, tmp_path / "run.pt")
     (tmp_path / "donor.pt").unlink()  # the checkpoint must not need it
     summary = inspect_checkpoint(tmp_path / "run.pt")

@@ -364,3 +364,18 @@ def test_init_from_in_a_base_is_relative_to_the_base(tmp_path: Path) -> None:
     spec = netspec.read(child)
     assert spec.to_dict()["init"][0]["from"] == os.path.join("base", "w.pt")  # relative to the merged spec
     assert torch.equal(netspec.build(spec).model.fc1.weight, donor.weight)
+
+
+def test_init_from_must_stay_inside_the_search_path(tmp_path: Path) -> None:
+    repo, weights = tmp_path / "repo", tmp_path / "weights"
+    repo.mkdir()
+    weights.mkdir()
+    torch.save({"fc1." + k: v for k, v in torch.nn.Linear(4, 8).state_dict().items()}, weights / "w.pt")
+    spec = write_spec_file(repo, BASE + "init: [{from: ../weights/w.pt, match: 'fc1.*'}]\n")
+    err = _read_error(spec)
+    assert_problem(err, file=spec, line=15, path="init.0.from", words=("outside the search path", "--search-path"))
+    os.symlink(weights / "w.pt", repo / "link.pt")
+    linked = write_spec_file(repo, BASE + "init: [{from: link.pt}]\n", "linked.yaml")
+    assert_problem(_read_error(linked), file=linked, line=15, path="init.0.from", words=("symlink leading out",))
+    # Nothing was read to decide: the check is by name. With the folder on the search path it loads.
+    assert netspec.read(spec, search_path=[repo, weights]).to_dict()["init"][0]["from"] == "../weights/w.pt"

@@ -431,12 +431,13 @@ def default_search_path(source: Source) -> list[str]:
 def compose(source: Source, search_path: Sequence[str | os.PathLike[str]] | None = None) -> Source:
     """``source`` with every ``extends`` and ``imports`` merged in (see the module docstring)."""
     data = source.data
+    folders = [os.fspath(p) for p in search_path] if search_path is not None else default_search_path(source)
     if not isinstance(data, dict) or not any(k in data for k in COMPOSE_KEYS):
         composer = _Composer([], [])
         composer.check_no_markers(source, data, (), "a spec that extends no other")
         composer.problems.raise_if_errors()
+        check_init_paths(source, folders)
         return source
-    folders = [os.fspath(p) for p in search_path] if search_path is not None else default_search_path(source)
     problems = []
     for folder in folders:
         if not os.path.isdir(folder):
@@ -451,7 +452,37 @@ def compose(source: Source, search_path: Sequence[str | os.PathLike[str]] | None
     composer.problems.raise_if_errors()
     _rebase_init_paths(part, source.filename)
     texts = {name: text for name, text in composer.texts.items() if name != source.filename}
-    return Source(part.data, source.filename, source.text, part.positions, texts)
+    merged = Source(part.data, source.filename, source.text, part.positions, texts)
+    check_init_paths(merged, folders)
+    return merged
+
+
+def check_init_paths(source: Source, folders: Sequence[str]) -> None:
+    """``init: from:`` files must lie inside the search path too (checked by name: nothing is read here).
+    A ``from:`` written with ``${...}`` is resolved later and not checked."""
+    init = source.data.get("init") if isinstance(source.data, dict) else None
+    if not isinstance(init, list):
+        return
+    lexical_roots = [os.path.abspath(f) for f in folders]
+    roots = [os.path.realpath(f) for f in folders]
+    here = os.path.dirname(source.filename) if source.text is not None else os.curdir
+    roots_text = ", ".join(lexical_roots)
+    hint = "pass the folder that holds it with search_path=[...] (CLI: --search-path DIR)"
+    problems = []
+    for i, rule in enumerate(init):
+        value = rule.get("from") if isinstance(rule, dict) else None
+        if not isinstance(value, str) or "${" in value:
+            continue
+        path = os.path.abspath(os.path.join(here, os.path.expanduser(value)))
+        where = ("init", i, "from")
+        if not any(_inside(path, root) for root in lexical_roots):
+            message = f"init: from: {value!r} is outside the search path ({roots_text})"
+            problems.append(source.problem(where, message, hint=hint))
+        elif not any(_inside(os.path.realpath(path), root) for root in roots):
+            message = f"init: from: {value!r} is a symlink leading out of the search path ({roots_text})"
+            problems.append(source.problem(where, message))
+    if problems:
+        raise SpecError(problems)
 
 
 def refuse_composition(data: Any, where: str) -> list[Problem]:
