@@ -379,3 +379,9 @@ def test_init_from_must_stay_inside_the_search_path(tmp_path: Path) -> None:
     assert_problem(_read_error(linked), file=linked, line=15, path="init.0.from", words=("symlink leading out",))
     # Nothing was read to decide: the check is by name. With the folder on the search path it loads.
     assert netspec.read(spec, search_path=[repo, weights]).to_dict()["init"][0]["from"] == "../weights/w.pt"
+
+
+def test_search_path_entries_must_be_folders(tmp_path: Path) -> None:
+    spec = write_spec_file(tmp_path, BASE)
+    with pytest.raises(SpecError, match=r"search path entry .*nowhere is not a folder"):
+        netspec.read(spec, search_path=[tmp_path / "nowhere"])

@@ -21,13 +21,13 @@ are refused. No torch here.
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import Location, Problem, ProblemList, SpecError, SpecPath, did_you_mean, format_path
 from .scalars import kind_of
+from .search_path import SearchPath, default_search_path
 from .source import Source, load_file
 
 REPLACE, REMOVE = "_replace_", "_remove_"
@@ -48,8 +48,7 @@ class _Part:
 
 @dataclass
 class _Composer:
-    roots: list[str]  # real paths of the search-path folders
-    lexical_roots: list[str]  # the same, absolute but with symlinks kept (for the `..` check)
+    search: SearchPath
     problems: ProblemList = field(default_factory=ProblemList)
     texts: dict[str, str] = field(default_factory=dict)
     files_read: int = 0
@@ -58,44 +57,11 @@ class _Composer:
 
     def resolve(self, naming: Source, path: SpecPath, value: Any, what: str) -> tuple[str, str] | None:
         """The (display name, real path) of the file ``value`` names, or None after reporting why not."""
-        if not isinstance(value, str) or not value.strip():
-            got = f"{kind_of(value)} {value!r}" if not isinstance(value, str) else "an empty string"
-            self.problems.add(naming.problem(path, f"{what} takes a file path (or a list of them), got {got}"))
+        found = self.search.resolve(naming, path, value, what)
+        if isinstance(found, Problem):
+            self.problems.add(found)
             return None
-        if os.path.isabs(value) or value.startswith("~"):
-            hint = "write the path relative to the file that names it, inside the search path"
-            self.problems.add(naming.problem(path, f"absolute path {value!r} is not allowed in {what}", hint=hint))
-            return None
-        here = os.path.dirname(naming.filename)
-        display = os.path.normpath(os.path.join(here, value))
-        lexical = os.path.abspath(display)
-        roots_text = ", ".join(self.lexical_roots)
-        if not any(_inside(lexical, root) for root in self.lexical_roots):
-            hint = "pass the folder that holds it with search_path=[...] (CLI: --search-path DIR)"
-            message = f"{what} path {value!r} leads out of the search path ({roots_text}) to {lexical}"
-            self.problems.add(naming.problem(path, message, hint=hint))
-            return None
-        real = os.path.realpath(lexical)
-        if not any(_inside(real, root) for root in self.roots):
-            message = f"{what} path {value!r} is a symlink leading out of the search path ({roots_text}) to {real}"
-            self.problems.add(naming.problem(path, message))
-            return None
-        try:
-            info = os.stat(real)
-        except FileNotFoundError:
-            folder = os.path.dirname(real)
-            siblings = os.listdir(folder) if os.path.isdir(folder) else []
-            hint = did_you_mean(os.path.basename(real), siblings) or None
-            self.problems.add(naming.problem(path, f"{what} file {display} not found", hint=hint))
-            return None
-        except OSError as err:
-            self.problems.add(naming.problem(path, f"cannot read {what} file {display}: {err.strerror}"))
-            return None
-        if not stat.S_ISREG(info.st_mode):
-            kind = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file"
-            self.problems.add(naming.problem(path, f"{what} file {display} is {kind}"))
-            return None
-        return display, real
+        return found
 
     def load(self, naming: Source, path: SpecPath, display: str, real: str) -> Source | None:
         self.files_read += 1
@@ -250,7 +216,7 @@ class _Composer:
         if path in source.positions:
             out[path] = source.positions[path]
         if not isinstance(child, dict) or not isinstance(base, dict):
-            return self.take(child, source, path, out, replacing=True)
+            return self.take(child, source, path, out)
         if path not in source.positions and path in base_pos:
             out[path] = base_pos[path]  # a mapping both wrote (a dict child has no positions)
         replace = child.get(REPLACE)
@@ -261,7 +227,7 @@ class _Composer:
         if replace is not None and not isinstance(replace, bool):
             self.problems.add(source.problem((*path, REPLACE), f"{REPLACE} must be true or false, got {replace!r}"))
         if replace is True:
-            return self.take(child, source, path, out, replacing=True)
+            return self.take(child, source, path, out)
         result: dict[str, Any] = {}
         for key, value in base.items():
             here = (*path, key)
@@ -285,7 +251,7 @@ class _Composer:
                 where = format_path(path) or "the spec"
                 message = f"{REPLACE}: the base has no key {key!r} in {where} to replace"
                 self.problems.add(source.problem((*here, REPLACE), message, hint=hint))
-            result[key] = self.take(value, source, here, out, replacing=True)
+            result[key] = self.take(value, source, here, out)
         return result
 
     def check_remove(self, source: Source, path: SpecPath, value: dict[str, Any]) -> None:
@@ -297,7 +263,7 @@ class _Composer:
             message = f"{{{REMOVE}: true}} removes the key; it cannot also set {', '.join(map(repr, extra))}"
             self.problems.add(source.problem((*path, extra[0]), message))
 
-    def take(self, value: Any, source: Source, path: SpecPath, out: dict[SpecPath, Location], replacing: bool) -> Any:
+    def take(self, value: Any, source: Source, path: SpecPath, out: dict[SpecPath, Location]) -> Any:
         """A copy of the child's ``value`` (a top-level ``_replace_`` dropped); no markers allowed below it."""
         if isinstance(value, dict):
             replace = value.get(REPLACE)
@@ -376,13 +342,6 @@ def _copy_positions(
     return value
 
 
-def _inside(path: str, root: str) -> bool:
-    try:
-        return os.path.commonpath([path, root]) == root
-    except ValueError:  # different drives on Windows
-        return False
-
-
 def _file_of(positions: dict[SpecPath, Location], path: SpecPath) -> str:
     loc = positions.get(path)
     if loc is None:
@@ -421,30 +380,22 @@ def _rebase_init_paths(part: _Part, top: str) -> None:
         rule["from"] = os.path.relpath(written, os.path.dirname(top) or os.curdir)
 
 
-def default_search_path(source: Source) -> list[str]:
-    """The top-level spec's folder (the working directory for a dict)."""
-    if source.text is None or source.filename.startswith("<"):
-        return [os.getcwd()]
-    return [os.path.dirname(os.path.abspath(source.filename))]
-
-
 def compose(source: Source, search_path: Sequence[str | os.PathLike[str]] | None = None) -> Source:
     """``source`` with every ``extends`` and ``imports`` merged in (see the module docstring)."""
     data = source.data
     folders = [os.fspath(p) for p in search_path] if search_path is not None else default_search_path(source)
+    missing = [
+        Problem(f"search path entry {folder} is not a folder") for folder in folders if not os.path.isdir(folder)
+    ]
+    if missing:
+        raise SpecError(missing)
     if not isinstance(data, dict) or not any(k in data for k in COMPOSE_KEYS):
-        composer = _Composer([], [])
+        composer = _Composer(SearchPath.of(folders))
         composer.check_no_markers(source, data, (), "a spec that extends no other")
+        composer.problems.extend(composer.search.check_init_paths(source))
         composer.problems.raise_if_errors()
-        check_init_paths(source, folders)
         return source
-    problems = []
-    for folder in folders:
-        if not os.path.isdir(folder):
-            problems.append(Problem(f"search path entry {folder} is not a folder"))
-    if problems:
-        raise SpecError(problems)
-    composer = _Composer([os.path.realpath(f) for f in folders], [os.path.abspath(f) for f in folders])
+    composer = _Composer(SearchPath.of(folders))
     if source.text is not None:
         composer.texts[source.filename] = source.text
     top = os.path.realpath(source.filename) if source.text is not None else "<dict>"
@@ -453,36 +404,10 @@ def compose(source: Source, search_path: Sequence[str | os.PathLike[str]] | None
     _rebase_init_paths(part, source.filename)
     texts = {name: text for name, text in composer.texts.items() if name != source.filename}
     merged = Source(part.data, source.filename, source.text, part.positions, texts)
-    check_init_paths(merged, folders)
-    return merged
-
-
-def check_init_paths(source: Source, folders: Sequence[str]) -> None:
-    """``init: from:`` files must lie inside the search path too (checked by name: nothing is read here).
-    A ``from:`` written with ``${...}`` is resolved later and not checked."""
-    init = source.data.get("init") if isinstance(source.data, dict) else None
-    if not isinstance(init, list):
-        return
-    lexical_roots = [os.path.abspath(f) for f in folders]
-    roots = [os.path.realpath(f) for f in folders]
-    here = os.path.dirname(source.filename) if source.text is not None else os.curdir
-    roots_text = ", ".join(lexical_roots)
-    hint = "pass the folder that holds it with search_path=[...] (CLI: --search-path DIR)"
-    problems = []
-    for i, rule in enumerate(init):
-        value = rule.get("from") if isinstance(rule, dict) else None
-        if not isinstance(value, str) or "${" in value:
-            continue
-        path = os.path.abspath(os.path.join(here, os.path.expanduser(value)))
-        where = ("init", i, "from")
-        if not any(_inside(path, root) for root in lexical_roots):
-            message = f"init: from: {value!r} is outside the search path ({roots_text})"
-            problems.append(source.problem(where, message, hint=hint))
-        elif not any(_inside(os.path.realpath(path), root) for root in roots):
-            message = f"init: from: {value!r} is a symlink leading out of the search path ({roots_text})"
-            problems.append(source.problem(where, message))
+    problems = composer.search.check_init_paths(merged)
     if problems:
         raise SpecError(problems)
+    return merged
 
 
 def refuse_composition(data: Any, where: str) -> list[Problem]:
@@ -498,4 +423,4 @@ def refuse_composition(data: Any, where: str) -> list[Problem]:
     ]
 
 
-__all__ = ["COMPOSE_KEYS", "MARKERS", "compose", "default_search_path", "refuse_composition"]
+__all__ = ["COMPOSE_KEYS", "MARKERS", "compose", "refuse_composition"]
