@@ -22,6 +22,7 @@ from .frontend.compose import compose
 from .frontend.fingerprint import fingerprint
 from .frontend.models import SpecModel, validate_spec
 from .frontend.source import Source, apply_overrides, from_data, gc_paused, load_file
+from .frontend.substitute import Substitution
 from .frontend.yamlout import dump_yaml
 
 if TYPE_CHECKING:
@@ -106,23 +107,12 @@ class Spec:
         return f"Spec(name={self.name!r}, file={self.source.filename!r})"
 
 
-def _substitute_sections(data: dict[str, Any], source: Source, problems: ProblemList) -> dict[str, Any]:
-    raw_vars = data.get("vars", {})
-    if not isinstance(raw_vars, Mapping) or not any(exprs.has_refs(data.get(k)) for k in _VAR_SECTIONS):
-        return data
-    try:
-        scope = exprs.resolve_vars(raw_vars)
-    except exprs.ExprError as err:
-        problems.add(source.problem(("vars",), err.message, hint=err.hint))
-        return data
-
-    def report(path: Any, err: exprs.ExprError) -> None:
-        problems.add(source.problem(path, err.message, hint=err.hint))
-
+def _substitute_sections(data: dict[str, Any], substitution: Substitution) -> dict[str, Any]:
+    """The top-level sections with their ``${...}`` substituted (vars only: no block or repeat scope)."""
     out = dict(data)
     for key in _VAR_SECTIONS:
-        if key in out:
-            out[key] = exprs.substitute_at(out[key], scope, (key,), report)
+        if key in out and exprs.has_refs(out[key]):
+            out[key] = substitution.at(out[key], substitution.vars, (key,))
     return out
 
 
@@ -148,8 +138,11 @@ def validate_source(source: Source, *, read_files: bool = True) -> Spec:
     """
     problems = ProblemList()
     data = source.data
+    substitution = None
     if isinstance(data, dict):
-        data = _substitute_sections(data, source, problems)
+        substitution = Substitution(data.get("vars", {}), source, problems)
+        problems.raise_if_errors()  # a bad var, reported at its own line, would only cascade
+        data = _substitute_sections(data, substitution)
     substituted = Source(data, source.filename, source.text, source.positions)
     document, found = validate_spec(substituted)
     problems.extend(found)
@@ -167,7 +160,7 @@ def validate_source(source: Source, *, read_files: bool = True) -> Spec:
                 problems.add(source.problem(("init", i, "from"), message, hint="the weights are in the checkpoint"))
         problems.raise_if_errors()
     try:
-        resolved = resolve(document, source)
+        resolved = resolve(document, source, substitution)
         shape, dtype = _input_shape(document, source)
         inferred = infer(resolved.root, source, shape, dtype)
     except SpecError as err:

@@ -104,3 +104,31 @@ def test_model_warnings_are_problems_and_print_like_them() -> None:
     same = netspec.Problem(warning.message, ("layers",), hint=warning.hint, severity="warning")
     assert warning.format() == same.format()
     assert warning.format().startswith("layers: warning: Loose.layers holds")
+
+
+def test_one_substitution_pass_vars_resolved_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    from netspec.frontend import exprs
+
+    calls: list[int] = []
+    real = exprs.resolve_vars
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(exprs, "resolve_vars", counting)
+    spec = netspec.read({**SPEC, "vars": {"c": 4}, "seed": "${c * 2}", "model": {**SPEC["model"]}})
+    assert spec.document.seed == 8 and len(calls) == 1  # top-level sections and the model share one pass
+
+
+def test_a_bad_var_used_by_a_top_level_section_is_reported_at_its_own_line(tmp_path: Any) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_text(
+        "netspec: 1\nvars:\n  width: 4\n  bad: ${width // 0}\nseed: ${bad}\n"
+        "model: {type: Linear, in_features: 2, out_features: 2}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(netspec.SpecError) as info:
+        netspec.read(path)
+    (problem,) = info.value.problems
+    assert problem.path == ("vars", "bad") and problem.location is not None and problem.location.line == 4

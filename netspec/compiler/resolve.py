@@ -23,8 +23,7 @@ from pydantic import ValidationError
 from ..catalog.checks import check_layer
 from ..catalog.registry import LAYERS, LayerType, UnknownName
 from ..errors import Problem, ProblemList, SpecError, SpecPath, did_you_mean, format_path, printable
-from ..frontend import exprs
-from ..frontend.budget import Budget, BudgetExceeded
+from ..frontend.budget import BudgetExceeded
 from ..frontend.models import (
     AnyNode,
     BlockSpec,
@@ -40,6 +39,7 @@ from ..frontend.models import (
     problems_from_validation,
 )
 from ..frontend.source import Source
+from ..frontend.substitute import Substitution
 from .allowlists import RESERVED_NAMES
 from .expansion import NODE_ADAPTER, check_expansion
 
@@ -172,36 +172,27 @@ class _InContext(ProblemList):
 class Resolver:
     """Walks the spec model once, collecting every problem rather than stopping at the first."""
 
-    def __init__(self, spec: SpecModel, source: Source, problems: _InContext) -> None:
+    def __init__(
+        self, spec: SpecModel, source: Source, problems: _InContext, substitution: Substitution | None = None
+    ) -> None:
         self.spec = spec
         self.source = source
         self.problems = problems
         self.block_stack: list[str] = []
-        self.failed: set[SpecPath] = set()  # paths whose ${...} did not evaluate: reported once, not re-checked
-        self.vars: dict[str, Any] = {}
-        self.budget = Budget()
+        # The read's one ${} pass (vars already resolved); a fresh one for a document resolved on its own.
+        self.substitution = substitution or Substitution(spec.vars, source, problems)
+        self.failed = self.substitution.failed
+        self.vars = self.substitution.vars
+        self.budget = self.substitution.budget
         self.depth = 0
         self.estimator: Any = None  # expansion.Estimator, set by resolve() once the vars are known
-        try:
-            self.vars = exprs.resolve_vars(spec.vars, budget=self.budget)
-        except exprs.ExprError as err:  # at the var's own line
-            problems.add(source.problem(("vars", *err.path), err.message, hint=err.hint))
-        except BudgetExceeded as err:
-            problems.add(source.problem(("vars", *err.path), err.message, hint=err.hint))
         for name in spec.blocks:
             if name in LAYERS and LAYERS.get(name).origin == "torch.nn":
                 problems.add(source.problem(("blocks", name), f"block name {name!r} shadows torch.nn.{name}"))
 
     # -- values -------------------------------------------------------------------------------
     def substitute(self, value: Any, scope: Mapping[str, Any], path: SpecPath) -> Any:
-        def report(at: SpecPath, err: exprs.ExprError) -> None:
-            self.failed.add(at)
-            self.problems.add(self.source.problem(at, err.message, hint=err.hint))
-
-        result = exprs.substitute_at(value, scope, path, report)
-        if exprs.has_refs(value):
-            self.budget.charge_value(result, path)  # "${big}" used a thousand times costs a thousand times
-        return result
+        return self.substitution.at(value, scope, path, self.problems)  # problems here carry their context
 
     def integer(self, value: Any, scope: Mapping[str, Any], path: SpecPath, what: str, low: int = 0) -> int | None:
         value = self.substitute(value, scope, path)
@@ -564,10 +555,11 @@ class Resolved:
     warnings: list[Problem]
 
 
-def resolve(spec: SpecModel, source: Source) -> Resolved:
-    """Resolve ``spec``; raises ``SpecError`` with every problem found."""
+def resolve(spec: SpecModel, source: Source, substitution: Substitution | None = None) -> Resolved:
+    """Resolve ``spec``; raises ``SpecError`` with every problem found. ``substitution``: the read's
+    ``${}`` pass, whose vars are already resolved (``netspec.read`` passes it)."""
     problems = _InContext()
-    resolver = Resolver(spec, source, problems)
+    resolver = Resolver(spec, source, problems, substitution)
     problems.raise_if_errors()  # bad vars would only cascade
     resolver.estimator = check_expansion(spec, source, resolver.vars, resolver.budget)
     try:
