@@ -191,3 +191,50 @@ def test_tensor_factories_run_on_meta_during_validation(tmp_path: Path) -> None:
     netspec.read(spec)  # 500 million int64s would be 4 GB on the CPU
     grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert grown_kib < 1_000_000
+
+
+# -- messages that teach -------------------------------------------------------------------------------------
+
+
+def test_top_level_clip_grad_hints_optimizer(expect_spec_error: ExpectError) -> None:
+    text = "netspec: 1\nmodel: {type: ReLU}\nclip_grad: {max_norm: 1.0}\n"
+    err = expect_spec_error(text, line=3, path="clip_grad", count=1)
+    assert "unknown key 'clip_grad'" in str(err) and "did you mean optimizer.clip_grad?" in str(err)
+
+
+def test_hydra_target_is_explained_at_its_line(expect_spec_error: ExpectError) -> None:
+    text = "netspec: 1\nmodel:\n  type: Sequential\n  layers:\n    - _target_: torch.nn.ReLU\n"
+    err = expect_spec_error(text, line=5, path="model.layers.0._target_", count=1)
+    assert "'_target_' is not a netspec key: name the layer with 'type:'" in str(err)
+    assert "netspec names what to build with type:" in str(err)
+
+
+def test_is_none_works_in_expressions() -> None:
+    spec = {
+        "netspec": 1,
+        "vars": {"width": None, "out": "${8 if width is None else width}", "set": "${width is not None}"},
+        "model": {"type": "Linear", "in_features": 4, "out_features": "${out}", "bias": "${set}"},
+    }
+    model = netspec.build(spec).model
+    assert model.out_features == 8 and model.bias is None
+
+
+def test_set_with_an_empty_value_says_so(cli: Cli, tmp_path: Path) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text("netspec: 1\nvars: {w: 2}\nmodel: {type: Linear, in_features: 4, out_features: '${w}'}\n")
+    code, out, err = cli("validate", spec, "--set", "vars.w=")
+    assert code == 2 and out == ""
+    assert "--set vars.w= has an empty value: write --set vars.w=null for null" in err
+
+
+def test_explain_as_json(cli: Cli, tmp_path: Path) -> None:
+    import json
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        "netspec: 1\nmodel: {type: Linear, in_features: 4, out_features: 2}\noptimizer: {type: SGD, lr: 0.1}\n"
+    )
+    code, out, _ = cli("build", spec, "--explain", "--format", "json")
+    assert code == 0
+    rows = json.loads(out)
+    assert [row["name"] for row in rows] == ["weight", "bias"]

@@ -10,6 +10,7 @@ of a file with a YAML or structural error, ``schema`` and ``--help`` never impor
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,11 @@ def cmd_build(args: argparse.Namespace) -> int:
         load_weights(built.model, args.from_checkpoint)
         print(f"loaded weights from {args.from_checkpoint}", file=sys.stderr)
     if args.explain:
-        print(format_explain(explain_rows(built.training)), end="")
+        rows = explain_rows(built.training)
+        if args.format == "json":
+            print(json.dumps(rows, indent=2, default=str))
+        else:
+            print(format_explain(rows), end="")
     else:
         summary = summarize_built(built, depth=args.depth, columns=columns)
         print(summary.to_json() if args.format == "json" else summary.to_table(), end="")

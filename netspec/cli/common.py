@@ -28,6 +28,11 @@ def split_set(item: str) -> tuple[str, str]:
     key, sep, text = item.partition("=")
     if not sep or not key.strip():
         raise UsageError(f"--set expects KEY=VALUE, got {item!r}")
+    if not text.strip():
+        raise UsageError(
+            f"--set {key.strip()}= has an empty value: write --set {key.strip()}=null for null, "
+            f"or --set '{key.strip()}=\"\"' for an empty string"
+        )
     return key.strip(), text.strip()
 
 

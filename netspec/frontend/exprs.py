@@ -228,7 +228,12 @@ class _Evaluator:
         left, result = self.eval(node.left), True
         for operator, comparator in zip(node.ops, node.comparators, strict=True):
             right = self.eval(comparator)
-            result = self.apply(node, operator, left, right)
+            if isinstance(operator, (ast.Is, ast.IsNot)):  # ${x is None}: identity means only None here
+                if left is not None and right is not None:
+                    raise _not_allowed("'is' between values other than None", "compare values with ==")
+                result = (left is right) == isinstance(operator, ast.Is)
+            else:
+                result = self.apply(node, operator, left, right)
             if not result:
                 break
             left = right

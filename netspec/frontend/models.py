@@ -327,6 +327,17 @@ def _fields_at(path: tuple[str | int, ...], data: Any) -> list[str]:
     return list(model.model_fields) if model is not None else []
 
 
+# Keys people bring from other tools, with what netspec calls them instead.
+_TARGET_HINT = (
+    "'_target_' is Hydra's key; netspec names what to build with type: (type: Linear for torch.nn.Linear, "
+    "the registered name of your own class, or a block name), and the other keys are its arguments"
+)
+_KEY_HINTS = {
+    ("clip_grad",): "did you mean optimizer.clip_grad? gradient clipping is set inside optimizer:",
+    ("_target_",): _TARGET_HINT,
+}
+
+
 def problems_from_validation(error: ValidationError, source: Source) -> list[Problem]:
     """One located ``Problem`` per pydantic error, worded for a spec author."""
     problems: list[Problem] = []
@@ -342,7 +353,12 @@ def problems_from_validation(error: ValidationError, source: Source) -> list[Pro
         if kind == "extra_forbidden":
             key = path[-1] if path else "?"
             message = f"unknown key {key!r}"
-            hint = did_you_mean(str(key), _fields_at(path, source.data)) or None
+            hint = _KEY_HINTS.get((key,)) if key == "_target_" or len(path) == 1 else None
+            hint = hint or did_you_mean(str(key), _fields_at(path, source.data)) or None
+        elif kind == "missing" and path and path[-1] == "type" and _has_target(source.data, path[:-1]):
+            path = (*path[:-1], "_target_")
+            message = "'_target_' is not a netspec key: name the layer with 'type:'"
+            hint = _TARGET_HINT
         elif kind == "missing":
             message = f"missing required key {path[-1]!r}" if path else "missing value"
         elif kind == "literal_error":
@@ -357,6 +373,19 @@ def problems_from_validation(error: ValidationError, source: Source) -> list[Pro
             message = f"{err['msg']}, got {type(got).__name__} {got!r}"
         problems.append(source.problem(path, message, hint=hint))
     return problems
+
+
+def _has_target(data: Any, path: tuple[Any, ...]) -> bool:
+    """Whether the mapping at ``path`` in ``data`` has a ``_target_`` key (Hydra's habit)."""
+    node = data
+    for part in path:
+        if (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        ):
+            node = node[part]
+        else:
+            return False
+    return isinstance(node, dict) and "_target_" in node
 
 
 def validate_spec(source: Source) -> tuple[SpecModel | None, list[Problem]]:
