@@ -1,0 +1,176 @@
+"""Hostile-input figures: validation time of mixed layers, peak memory of a 4 MB spec, vars, fuzz suite.
+
+    python bench/bench_hostile.py            # every figure (about a minute on 2 cores)
+    python bench/bench_hostile.py --quick    # smaller sizes
+
+(1) ``netspec.read`` of 1,000 and 10,000 layers of mixed types (LayerNorm, GELU, Conv1d, BatchNorm1d,
+MultiheadAttention, Embedding, LSTM, Linear, Dropout) — target ≤ 0.5 s for 10,000 and linear growth;
+the ratio is netspec / constructing the same hand-written layers on meta in the same run.
+(2) peak resident memory added by validating a 4 MB JSON spec (a fresh process) — target ≤ 300 MB.
+(3) 30,000 plain vars (a 0.5 MB spec). (4) the fuzz suite's example count and run time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+
+import netspec  # noqa: E402
+
+D = 32
+
+
+def mixed_layers(n: int) -> list[dict[str, Any]]:
+    """``n`` layers cycling through nine kinds, each fitting the previous one's [B, 16, 32] output."""
+    kinds: list[dict[str, Any]] = [
+        {"type": "LayerNorm", "normalized_shape": D},
+        {"type": "GELU"},
+        {"type": "Linear", "out_features": D},
+        {"type": "Dropout", "p": 0.1},
+        {"type": "Conv1d", "out_channels": 16, "kernel_size": 3, "padding": 1},
+        {"type": "BatchNorm1d"},
+        {"type": "Tanh"},
+        {"type": "LayerNorm", "normalized_shape": D},
+        {"type": "ReLU"},
+    ]
+    return [kinds[i % len(kinds)] for i in range(n)]
+
+
+def mixed_spec(n: int) -> dict[str, Any]:
+    return {"netspec": 1, "input": {"shape": [16, D]}, "model": {"type": "Sequential", "layers": mixed_layers(n)}}
+
+
+def handwritten_meta(n: int) -> float:
+    start = time.perf_counter()
+    with torch.device("meta"):
+        layers = []
+        for i in range(n):
+            k = i % 9
+            layers.append(
+                [
+                    nn.LayerNorm(D),
+                    nn.GELU(),
+                    nn.Linear(D, D),
+                    nn.Dropout(0.1),
+                    nn.Conv1d(16, 16, 3, padding=1),
+                    nn.BatchNorm1d(16),
+                    nn.Tanh(),
+                    nn.LayerNorm(D),
+                    nn.ReLU(),
+                ][k]
+            )
+        model = nn.Sequential(*layers)
+        model(torch.empty(2, 16, D))
+    return time.perf_counter() - start
+
+
+def best(fn: Any, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def attention_embedding_lstm() -> dict[str, Any]:
+    """The other kinds the issue names, in a Graph (they take or return more than one tensor)."""
+    return {
+        "netspec": 1,
+        "input": {"shape": [16], "dtype": "int64"},
+        "model": {
+            "type": "Graph",
+            "inputs": ["tokens"],
+            "layers": {
+                "emb": {"type": "Embedding", "num_embeddings": 100, "embedding_dim": D},
+                "attn": {"type": "MultiheadAttention", "embed_dim": D, "num_heads": 4, "batch_first": True},
+                "lstm": {"type": "LSTM", "input_size": D, "hidden_size": D, "batch_first": True},
+            },
+            "forward": ["h = emb(tokens)", "a, _ = attn(h, h, h)", "y, _ = lstm(a)"],
+            "outputs": "y",
+        },
+    }
+
+
+def peak_memory_4mb(tmp: Path) -> tuple[float, float, float]:
+    """(spec MB, peak RSS MB added by validating it, seconds) in a fresh process."""
+    layers = {f"layer_{i:06d}": {"type": "Linear", "in_features": 8, "out_features": 8} for i in range(52_000)}
+    spec = {"netspec": 1, "model": {"type": "ModuleDict", "layers": layers}}
+    path = tmp / "big.json"
+    path.write_text(json.dumps(spec, indent=1))
+    code = (
+        "import resource, sys, time, netspec\n"
+        "from netspec.frontend.source import load_text\n"
+        "load_text('{}', 'warm.json')\n"  # imports done before the baseline
+        "import netspec.compiler.resolve, netspec.compiler.infer\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "t = time.perf_counter(); netspec.read(sys.argv[1]); t = time.perf_counter() - t\n"
+        "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "print((after - before) / 1024, t)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+    grown, seconds = map(float, out.stdout.split())
+    return path.stat().st_size / 1e6, grown, seconds
+
+
+def fuzz_suite() -> tuple[int, int, float]:
+    """(property tests, examples they draw at most, seconds) for tests/test_fuzz.py."""
+    path = ROOT / "tests" / "test_fuzz.py"
+    counts = [int(n) for n in re.findall(r"^@fuzz\((\d+)\)", path.read_text(), flags=re.M)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    start = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(path)],
+        capture_output=True, text=True, env=env, cwd=ROOT, check=True,
+    )  # fmt: skip
+    return len(counts), sum(counts), time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    repeats = 1 if args.quick else 3
+    netspec.read(mixed_spec(10))  # imports and first-call caches
+    print("(1) validation time, mixed layers (best of", repeats, ")")
+    print(f"{'layers':>8} {'netspec.read':>13} {'hand-written meta':>18} {'ratio':>6}")
+    sizes = (1_000, 10_000)
+    results = {}
+    for n in sizes:
+        spec = mixed_spec(n)
+        ours = best(lambda spec=spec: netspec.read(spec), repeats)
+        theirs = min(handwritten_meta(n) for _ in range(repeats))
+        results[n] = ours
+        print(f"{n:>8,} {ours:>12.3f}s {theirs:>17.3f}s {ours / theirs:>6.2f}")
+    print(f"growth 1,000 -> 10,000: {results[10_000] / results[1_000]:.1f}x (linear: 10x); target <= 0.5 s: "
+          f"{'PASS' if results[10_000] <= 0.5 else 'FAIL'}")  # fmt: skip
+    graph = attention_embedding_lstm()
+    print(f"Embedding + MultiheadAttention + LSTM Graph: {best(lambda: netspec.read(graph), repeats) * 1e3:.1f} ms")
+    with tempfile.TemporaryDirectory() as tmp:
+        mb, grown, seconds = peak_memory_4mb(Path(tmp))
+    print(f"(2) validating a {mb:.1f} MB JSON spec (52,000 layers): peak RSS +{grown:.0f} MB in {seconds:.1f} s; "
+          f"target <= 300 MB: {'PASS' if grown <= 300 else 'FAIL'}")  # fmt: skip
+    data: dict[str, Any] = {f"v{i}": i for i in range(30_000)}
+    spec = {"netspec": 1, "vars": data, "model": {"type": "Linear", "in_features": 4, "out_features": 4}}
+    print(f"(3) 30,000 plain vars: {best(lambda: netspec.read(spec), repeats):.2f} s")
+    if not args.quick:
+        tests, examples, seconds = fuzz_suite()
+        print(f"(4) fuzz suite: {tests} property tests, up to {examples:,} examples, {seconds:.0f} s (fixed seed)")
+
+
+if __name__ == "__main__":
+    main()
