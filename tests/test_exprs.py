@@ -333,7 +333,7 @@ def test_unknown_name_without_close_match_has_no_hint() -> None:
         ("1 << 2", "operator '<<' is not allowed"),
         ("~1", "operator '~' is not allowed"),
         ("1 in xs", "operator 'in' is not allowed"),
-        ("x is None", "operator 'is' is not allowed"),
+        ("x is 3", "'is' between values other than None is not allowed"),
         ("1j", "complex literal is not allowed"),
         ("b'x'", "bytes literal is not allowed"),
         ("...", "ellipsis literal is not allowed"),
