@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +24,7 @@ from .compiler.build import build_model
 from .compiler.infer import infer
 from .compiler.meta import DTYPES
 from .errors import CheckpointError, NetspecError, Problem, SpecError, first_line
-from .io.checkpoint import CheckpointInfo, embedded_spec, is_checkpoint_path, read_checkpoint, restore
+from .io.checkpoint import CheckpointInfo, embedded_spec, is_checkpoint_path, read_checkpoint, restore, retie
 from .spec import Spec, read
 from .training import TrainingSetup, apply_training
 
@@ -177,6 +177,19 @@ def build(
     rank's device (``cuda:LOCAL_RANK`` with NCCL, the CPU with gloo): FSDP builds on meta, shards,
     allocates each rank's shards and writes the values one process would make (same seed, same bits);
     DDP builds whole on every rank and wraps the model in ``DistributedDataParallel``."""
+    return _build(spec, device=device, dtype=dtype, overrides=overrides, search_path=search_path)
+
+
+def _build(
+    spec: Spec | Mapping[str, Any] | str | os.PathLike[str],
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    search_path: Sequence[str | os.PathLike[str]] | None = None,
+    prepare: Callable[[nn.Module], None] | None = None,
+) -> Built:
+    """``build``; ``prepare(model)`` runs on the built model before the optimizer sees its parameters."""
     device = check_device(device)  # before the spec is read: a bad argument costs nothing
     torch_dtype = _resolve_dtype(dtype)
     spec = read(spec, overrides, search_path=search_path)
@@ -204,6 +217,8 @@ def build(
             materialize(spec, model, ctx, torch_dtype)  # the values one process makes, in the same RNG order
         else:
             model = build_model(spec.inferred, spec.source, device, torch_dtype)
+        if prepare is not None:
+            prepare(model)
         training = (
             apply_training(model, spec.training_plan, source=spec.source, base_dir=spec.base_dir)
             if spec.training_plan is not None
@@ -269,11 +284,19 @@ def load_checkpoint(
     saved_dtype = payload.get("dtype")
     if dtype is None and isinstance(saved_dtype, str) and saved_dtype in DTYPES:
         dtype = saved_dtype  # resume in the dtype it was saved in
+    elif dtype is None and saved_dtype is not None:
+        raise CheckpointError(
+            f"{file} was saved with weights of dtype {saved_dtype!r}, which one build dtype cannot restore; "
+            "pass dtype= to load_checkpoint to choose the one to resume in"
+        )
     # Building draws from the global RNG (init functions, when the spec has no seed): the caller's
     # streams must come out as they went in. built.restore_rng() is how a run asks for the saved ones.
     gpus = list(range(torch.cuda.device_count())) if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    # Parameters the saved model shared are tied before the optimizer is built, so it holds the tied ones.
     with torch.random.fork_rng(devices=gpus):
-        built = build(spec, device=device, dtype=dtype)
+        built = _build(
+            spec, device=device, dtype=dtype, prepare=lambda model: retie(model, payload.get("tied", []), file)
+        )
     if built.strategy == "fsdp":
         raise CheckpointError(
             f"{file} is a single-file checkpoint and the spec shards the model with FSDP here; save it again to a "

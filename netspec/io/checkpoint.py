@@ -38,6 +38,7 @@ from ..errors import CheckpointError, Problem, SpecError, all_lines, first_line
 from ..frontend.compose import refuse_composition
 from ..frontend.fingerprint import fingerprint
 from .atomic import atomic_write
+from .optim_state import check_optimizer_state, check_scheduler_state, fill_missing_group_keys
 from .rng import capture_rng_state
 from .weights import describe, holds_weights, mismatch_report, read_file, tensors_in
 
@@ -331,7 +332,8 @@ def _overridden_hyperparameters(optimizer: Any, overrides: Mapping[str, Any] | N
     return [{k: group[k] for k in names if k in group} for group in optimizer.param_groups]
 
 
-def _retie(model: nn.Module, groups: Any, file: Path) -> None:
+def retie(model: nn.Module, groups: Any, file: Path) -> None:
+    """Make the parameters each name list of ``groups`` (a checkpoint's ``tied``) one tensor again."""
     if not isinstance(groups, list):
         raise CheckpointError(f"{file}: 'tied' must be a list of name lists, got {type(groups).__name__}")
     params = dict(model.named_parameters(remove_duplicate=False))
@@ -363,7 +365,7 @@ def restore(
     state = tensors_in(payload.get("model"))
     if state is None and not isinstance(payload.get("model"), Mapping):
         raise CheckpointError(f"{file}: the checkpoint holds no model state_dict")
-    _retie(model, payload.get("tied", []), file)
+    retie(model, payload.get("tied", []), file)  # a no-op when load_checkpoint tied them before the optimizer
     report = mismatch_report(model, state or {})
     if report:
         raise CheckpointError(
@@ -384,10 +386,19 @@ def restore(
             raise CheckpointError(f"{file} holds {what} state but the spec builds no {what}")
         if not isinstance(saved, Mapping):
             raise CheckpointError(f"{file}: the {what} state is a {type(saved).__name__}, not a state_dict")
+        # Checked against the freshly built one first: torch would load a string lr or a wrongly shaped
+        # momentum buffer and fail (or train wrongly) at the first step.
+        fresh_groups = [{k: v for k, v in g.items() if k != "params"} for g in getattr(target, "param_groups", [])]
+        if what == "optimizer":
+            check_optimizer_state(saved, target, file)
+        else:
+            check_scheduler_state(saved, target, file)
         try:
             target.load_state_dict(saved)
         except (ValueError, KeyError, RuntimeError, TypeError, IndexError, AttributeError) as err:
             raise CheckpointError(f"{file}: cannot resume the {what}: {first_line(err)}") from None
+        if what == "optimizer":
+            fill_missing_group_keys(target, fresh_groups)
     _resume_average(averager, payload.get("average"), file)
     for group, values in zip(optimizer.param_groups if optimizer else [], overridden, strict=False):
         group.update(values)
@@ -418,6 +429,7 @@ __all__ = [
     "parameter_count",
     "read_checkpoint",
     "restore",
+    "retie",
     "save",
     "tied_groups",
 ]
