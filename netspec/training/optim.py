@@ -342,8 +342,18 @@ def make_optimizer(
     model: nn.Module, plan: OptimizerPlan, source: Any, problems: ProblemList
 ) -> torch.optim.Optimizer | None:
     """Construct the planned optimizer over ``model``'s parameters (found by name); ``None`` after a problem."""
-    params = dict(model.named_parameters())
-    param_groups = [{"params": [params[n] for n in members], **opts} for _, members, opts in plan.buckets]
+    # Every name, tied ones too: a parameter tied after the plan was made (a checkpoint's ``head.weight =
+    # embed.weight``) is found under either name and placed once, in the group of its first name.
+    params = dict(model.named_parameters(remove_duplicate=False))
+    placed: set[int] = set()
+    param_groups = []
+    for _, members, opts in plan.buckets:
+        group = []
+        for name in members:
+            if name in params and id(params[name]) not in placed:
+                placed.add(id(params[name]))
+                group.append(params[name])
+        param_groups.append({"params": group, **opts})
     try:
         return plan.cls(param_groups, **plan.kwargs)
     except OPTIMIZER_ERRORS as err:
