@@ -238,3 +238,27 @@ def test_explain_as_json(cli: Cli, tmp_path: Path) -> None:
     assert code == 0
     rows = json.loads(out)
     assert [row["name"] for row in rows] == ["weight", "bias"]
+
+
+def test_memory_check_reads_rlimit_as(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import resource, netspec\n"
+        "from netspec.compiler.memory import available_bytes\n"
+        "import torch\n"
+        "used = next(int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmSize:'))\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (used + 300 * 2**20, resource.RLIM_INFINITY))\n"
+        "room = available_bytes(torch.device('cpu'))\n"
+        "assert room is not None and room <= 300 * 2**20 * 0.9 + 1, room\n"
+        "try:\n"
+        "    netspec.build({'netspec': 1, 'model': {'type': 'Linear', 'in_features': 20000, 'out_features': 20000}})\n"
+        "except netspec.NetspecError as err:\n"
+        "    print('refused:', str(err).splitlines()[0])\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith("refused:"), out.stdout  # 1.6 GB of weights under a 300 MB address-space limit

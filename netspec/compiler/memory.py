@@ -37,17 +37,63 @@ def available_bytes(device: torch.device) -> int | None:
         free, _ = torch.cuda.mem_get_info(device)
         return int(free)
     if device.type == "cpu":
-        try:
-            with open("/proc/meminfo", encoding="ascii") as fh:
-                for line in fh:
-                    if line.startswith("MemAvailable:"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        try:
-            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):
+        known = [n for n in (_meminfo_available(), _rlimit_room(), _cgroup_room()) if n is not None]
+        # Keep headroom: the process needs memory besides the weights (activations, the optimizer).
+        return int(min(known) * HEADROOM) if known else None
+    return None
+
+
+HEADROOM = 0.9
+
+
+def _meminfo_available() -> int | None:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _rlimit_room() -> int | None:
+    """Address space left under RLIMIT_AS (``ulimit -v``), or None when unlimited or unknown."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft == resource.RLIM_INFINITY:
             return None
+        with open("/proc/self/status", encoding="ascii") as fh:
+            used = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmSize:"))
+        return max(soft - used, 0)
+    except (ImportError, OSError, ValueError, StopIteration):
+        return None
+
+
+def _cgroup_room() -> int | None:
+    """Memory left under the cgroup's ``memory.max`` (v2) or ``memory.limit_in_bytes`` (v1)."""
+    for limit_file, usage_file in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+    ):
+        try:
+            with open(limit_file, encoding="ascii") as fh:
+                text = fh.read().strip()
+            if text == "max":
+                return None
+            limit = int(text)
+            with open(usage_file, encoding="ascii") as fh:
+                usage = int(fh.read().strip())
+        except (OSError, ValueError):
+            continue
+        if limit >= 1 << 60:  # v1 reports "no limit" as a huge number
+            return None
+        return max(limit - usage, 0)
     return None
 
 
