@@ -197,3 +197,26 @@ def test_the_json_schema_accepts_if_and_unquoted_refs() -> None:
     data["model"]["layers"][1]["if"] = 1
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(data, schema)
+
+
+def test_a_block_used_nowhere_is_still_checked_with_its_defaults(tmp_path: Path) -> None:
+    path = write_spec_file(
+        tmp_path,
+        """
+        netspec: 1
+        blocks:
+          Spare:
+            params: {width: {type: int, default: 8}}
+            body: {type: Linear, in_features: 4, out_features: ${width}, bais: false}
+          NeedsWidth:
+            params: {width: int}
+            body: {type: Linear, in_features: 4, out_features: ${width}}
+        model: ReLU
+        """,
+    )
+    with pytest.raises(netspec.SpecError) as info:
+        netspec.build(path)
+    text = str(info.value)
+    assert f"{path}:5:" in text and "Linear has no argument 'bais'" in text
+    assert "block Spare, used nowhere, checked with its defaults" in text
+    assert len(info.value.problems) == 1  # NeedsWidth cannot be resolved without a width: left to its first use

@@ -179,6 +179,7 @@ class Resolver:
         self.source = source
         self.problems = problems
         self.block_stack: list[str] = []
+        self.used_blocks: set[str] = set()  # blocks instantiated so far; the rest are checked at the end
         # The read's one ${} pass (vars already resolved); a fresh one for a document resolved on its own.
         self.substitution = substitution or Substitution(spec.vars, source, problems)
         self.failed = self.substitution.failed
@@ -208,6 +209,21 @@ class Resolver:
         each = self.estimator.node(layer, (*path, "layer"))
         what = " × ".join([f"{format_path(path)} repeat {count:,}", *each.chain[:5]])
         self.budget.check_modules(count * each.modules, path, what)
+
+    def check_unused_blocks(self) -> None:
+        """Blocks no node uses are still checked: resolved with their declared defaults. A block with a
+        parameter that has no default cannot be resolved without a use and is left to its first use."""
+        for name, block in self.spec.blocks.items():
+            if name in self.used_blocks or any(decl.required for decl in block.params.values()):
+                continue
+            self.used_blocks.add(name)
+            params = {key: decl.default for key, decl in block.params.items()}
+            self.block_stack.append(name)
+            try:
+                with self.problems.inside(f"block {name}, used nowhere, checked with its defaults"):
+                    self.node(block.body, name, ("blocks", name, "body"), ChainMap(params, self.vars))
+            finally:
+                self.block_stack.pop()
 
     # -- nodes --------------------------------------------------------------------------------
     def included(self, node: AnyNode, path: SpecPath, scope: Mapping[str, Any]) -> bool:
@@ -514,6 +530,7 @@ class Resolver:
             each = self.estimator.with_scope(scope).node(block.body, ("blocks", block_name, "body"))
             what = " × ".join([f"block {block_name} at {format_path(path)}", *each.chain[:5]])
             self.budget.check_modules(each.modules, path, what)
+        self.used_blocks.add(block_name)
         self.block_stack.append(block_name)
         try:
             with self.problems.inside(
@@ -565,6 +582,7 @@ def resolve(spec: SpecModel, source: Source, substitution: Substitution | None =
     try:
         root = resolver.node(spec.model, "", ("model",), resolver.vars)
         loss = resolver.node(spec.loss, "", ("loss",), resolver.vars) if spec.loss is not None else None
+        resolver.check_unused_blocks()
         for what, got in (("model", root), ("loss", loss)):
             if got is LEFT_OUT:
                 problems.add(source.problem((what, "if"), f"the {what} itself cannot be left out by 'if: false'"))
