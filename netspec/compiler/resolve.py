@@ -212,7 +212,10 @@ class Resolver:
 
     def check_unused_blocks(self) -> None:
         """Blocks no node uses are still checked: resolved with their declared defaults. A block with a
-        parameter that has no default cannot be resolved without a use and is left to its first use."""
+        parameter that has no default cannot be resolved without a use and is left to its first use.
+        Skipped once the model has problems: a broken chain of blocks would be reported again from each link."""
+        if self.problems.errors:
+            return
         for name, block in self.spec.blocks.items():
             if name in self.used_blocks or any(decl.required for decl in block.params.values()):
                 continue
