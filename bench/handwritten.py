@@ -249,3 +249,81 @@ def linear_stack(width: int, pairs: int) -> nn.Sequential:
     for _ in range(pairs):
         layers += [nn.Linear(width, width), nn.ReLU()]
     return nn.Sequential(*layers)
+
+
+# --------------------------------------------------------------------------------------------- Llama
+
+
+class LlamaAttention(nn.Module):
+    def __init__(self, dim: int, heads: int, kv_heads: int) -> None:
+        super().__init__()
+        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, dim // heads
+        self.wq = nn.Linear(dim, dim, bias=False)
+        self.wk = nn.Linear(dim, self.head_dim * kv_heads, bias=False)
+        self.wv = nn.Linear(dim, self.head_dim * kv_heads, bias=False)
+        self.wo = nn.Linear(dim, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, c = x.shape
+        q = self.wq(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
+        k = self.wk(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = self.wv(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        k = k.repeat_interleave(self.heads // self.kv_heads, dim=1)
+        v = v.repeat_interleave(self.heads // self.kv_heads, dim=1)
+        h = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.wo(h.transpose(1, 2).reshape(b, t, c))
+
+
+class LlamaFeedForward(nn.Module):
+    def __init__(self, dim: int, ffn: int) -> None:
+        super().__init__()
+        self.w1 = nn.Linear(dim, ffn, bias=False)
+        self.w2 = nn.Linear(ffn, dim, bias=False)
+        self.w3 = nn.Linear(dim, ffn, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class LlamaBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, kv_heads: int, ffn: int, eps: float) -> None:
+        super().__init__()
+        self.attention_norm = nn.RMSNorm(dim, eps=eps)
+        self.attention = LlamaAttention(dim, heads, kv_heads)
+        self.ffn_norm = nn.RMSNorm(dim, eps=eps)
+        self.feed_forward = LlamaFeedForward(dim, ffn)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x + self.attention(self.attention_norm(x))
+        return h + self.feed_forward(self.ffn_norm(h))
+
+
+class Llama(nn.Module):
+    """The module names of ``specs/scale/llama.yaml`` (defaults: Llama-2-7B; ``LLAMA_70B``: Llama-3-70B)."""
+
+    def __init__(
+        self,
+        dim: int = 4096,
+        layers: int = 32,
+        heads: int = 32,
+        kv_heads: int = 32,
+        ffn: int = 11008,
+        vocab: int = 32000,
+        eps: float = 1e-5,
+    ) -> None:
+        super().__init__()
+        self.tok_embeddings = nn.Embedding(vocab, dim)
+        self.layers = nn.ModuleList(LlamaBlock(dim, heads, kv_heads, ffn, eps) for _ in range(layers))
+        self.norm = nn.RMSNorm(dim, eps=eps)
+        self.output = nn.Linear(dim, vocab, bias=False)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        h = self.tok_embeddings(tokens)
+        for layer in self.layers:
+            h = layer(h)
+        return self.output(self.norm(h))
+
+
+LLAMA_7B = {"dim": 4096, "layers": 32, "heads": 32, "kv_heads": 32, "ffn": 11008, "vocab": 32000}
+LLAMA_70B = {"dim": 8192, "layers": 80, "heads": 64, "kv_heads": 8, "ffn": 28672, "vocab": 128256}
+LLAMA_100M = {"dim": 768, "layers": 12, "heads": 12, "kv_heads": 12, "ffn": 2048, "vocab": 8000}

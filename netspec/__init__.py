@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .api import Built, build, load, load_checkpoint
     from .catalog.registry import LAYERS, register
     from .diff import diff
+    from .distributed.plan import plan
     from .emitter.lint import ModelWarning, lint
     from .emitter.walker import emit
     from .errors import CheckpointError, EmitError, NetspecError, Problem, SpecError
@@ -47,6 +48,7 @@ _EXPORTS = {
     "Problem": "netspec.errors",
     "SpecError": "netspec.errors",
     "load_checkpoint": "netspec.api",
+    "plan": "netspec.distributed.plan",
     "save": "netspec.io.checkpoint",
     "Spec": "netspec.spec",
     "read": "netspec.spec",
@@ -72,6 +74,7 @@ __all__ = [
     "lint",
     "load",
     "load_checkpoint",
+    "plan",
     "read",
     "register",
     "save",

@@ -23,6 +23,7 @@ from torch.optim.swa_utils import SWALR, AveragedModel
 from .compiler.build import build_model
 from .compiler.infer import infer
 from .compiler.meta import DTYPES
+from .compiler.shapes import SkipInit
 from .errors import CheckpointError, NetspecError, Problem, SpecError, first_line
 from .io.checkpoint import CheckpointInfo, embedded_spec, is_checkpoint_path, read_checkpoint, restore, retie
 from .spec import Spec, read
@@ -216,7 +217,9 @@ def _build(
         if fsdp:
             materialize(spec, model, ctx, torch_dtype)  # the values one process makes, in the same RNG order
         else:
-            model = build_model(spec.inferred, spec.source, device, torch_dtype)
+            # On meta there are no values to fill: nn.init's meta kernels only cost time (and import torch._dynamo).
+            with SkipInit() if device.type == "meta" else nullcontext():
+                model = build_model(spec.inferred, spec.source, device, torch_dtype)
         if prepare is not None:
             prepare(model)
         training = (
@@ -254,7 +257,7 @@ def load(
     if isinstance(path, (str, os.PathLike)):
         from .io.dcp import find_dcp
 
-        if find_dcp(path) is not None:  # a directory netspec.save wrote (torch.distributed.checkpoint)
+        if os.path.isdir(path) or find_dcp(path) is not None:  # netspec.save(built, DIR): a DCP directory
             return load_dcp(path, device=device, dtype=dtype, overrides=overrides)
     return build(path, device=device, dtype=dtype, overrides=overrides, search_path=search_path)
 

@@ -34,6 +34,8 @@ LAYERS = [
     (nn.GELU(), (2, 3)),
     (nn.Dropout2d(0.2), (2, 3, 4, 4)),
     (nn.Softmax(dim=1), (2, 3)),
+    (nn.RMSNorm(8), (2, 5, 8)),
+    (nn.RMSNorm([5, 8], eps=1e-5), (2, 5, 8)),
 ]
 
 
@@ -52,6 +54,8 @@ def test_rule_matches_torch(layer: nn.Module, shape: tuple[int, ...]) -> None:
         (nn.Linear(5, 7), (2, 6), "expected 5 input features, got 6"),
         (nn.BatchNorm2d(4), (2, 4), "expected 4D input"),
         (nn.MaxPool2d(2, padding=2), (1, 1, 8, 8), "pad should be at most half"),
+        (nn.RMSNorm(8), (2, 4, 6), r"Given normalized_shape=\[8\], expected input with shape \[\*8\]"),
+        (nn.RMSNorm([4, 8]), (8,), r"but got input of size\[8\]"),
     ],
 )
 def test_rule_rejects_what_torch_rejects(layer: nn.Module, shape: tuple[int, ...], wanted: str) -> None:

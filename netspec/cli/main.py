@@ -29,6 +29,7 @@ COMMAND_GROUPS = (
     "show",  # show
     "diff",  # diff
     "sweep",  # sweep
+    "plan",  # plan
 )
 
 

@@ -173,6 +173,17 @@ def _batch_norm(m: nn.Module, x: Shape) -> Shape:
     return x
 
 
+def _rms_norm(m: nn.Module, x: Shape) -> Shape:
+    """RMSNorm normalises the trailing ``normalized_shape`` dims; running it on meta would load torch._dynamo."""
+    shape = tuple(m.normalized_shape)  # type: ignore[attr-defined,arg-type]
+    if len(x) < len(shape) or tuple(x[len(x) - len(shape) :]) != shape:
+        dims = ", ".join(str(d) for d in shape)
+        raise ValueError(
+            f"Given normalized_shape={list(shape)}, expected input with shape [*{dims}], but got input of size{list(x)}"
+        )
+    return x
+
+
 _POOLS: dict[type[nn.Module], int] = {
     nn.MaxPool1d: 1,
     nn.MaxPool2d: 2,
@@ -201,6 +212,7 @@ _RULES: dict[type[nn.Module], Callable[[nn.Module, Shape], Shape]] = {
     nn.BatchNorm1d: _batch_norm,
     nn.BatchNorm2d: _batch_norm,  # type: ignore[dict-item]
     nn.BatchNorm3d: _batch_norm,
+    **({nn.RMSNorm: _rms_norm} if hasattr(nn, "RMSNorm") else {}),  # torch >= 2.4
 }
 
 
@@ -350,11 +362,28 @@ def _function_output(fn: object, args: Sequence[object], kwargs: dict[str, objec
         if fn in (F.softmax, F.log_softmax) and len(args) + len(kwargs) > 1:
             _dim(kwargs.get("dim", args[1] if len(args) > 1 else None), first.dim())
         return torch.empty(tuple(first.shape), dtype=first.dtype, device="meta")
+    if fn is F.scaled_dot_product_attention:
+        return _attention(args, kwargs)
     if fn is torch.flatten and first.dim() > 0:
         start = kwargs.get("start_dim", args[1] if len(args) > 1 else 0)
         end = kwargs.get("end_dim", args[2] if len(args) > 2 else -1)
         return torch.empty(_flat(tuple(first.shape), start, end), dtype=first.dtype, device="meta")
     return None
+
+
+def _attention(args: Sequence[object], kwargs: dict[str, object]) -> torch.Tensor:
+    """``scaled_dot_product_attention(q, k, v)``: ``(*batch, L, Ev)``; a mask, GQA or scale go to torch."""
+    if len(args) != 3 or set(kwargs) - {"is_causal", "dropout_p"} or not _floats(args):
+        raise _NoRule
+    q, k, v = args  # type: ignore[misc]
+    if min(q.dim(), k.dim(), v.dim()) < 2:  # type: ignore[attr-defined]
+        raise _NoRule
+    if q.shape[-1] != k.shape[-1]:  # type: ignore[attr-defined]
+        raise ValueError(f"query and key need the same last dim, got {list(q.shape)} and {list(k.shape)}")  # type: ignore[attr-defined]
+    if k.shape[-2] != v.shape[-2]:  # type: ignore[attr-defined]
+        raise ValueError(f"key and value need the same length (dim -2), got {list(k.shape)} and {list(v.shape)}")  # type: ignore[attr-defined]
+    batch = _broadcast([tuple(t.shape[:-2]) for t in (q, k, v)])  # type: ignore[attr-defined]
+    return torch.empty((*batch, q.shape[-2], v.shape[-1]), dtype=q.dtype, device="meta")  # type: ignore[attr-defined]
 
 
 def output_shapes(value: object) -> object:

@@ -27,10 +27,12 @@ from typing import Any
 import torch
 import torch.fx as fx
 import torch.nn as nn
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ..compiler.construct import build_tree, make_tensor
 from ..compiler.resolve import RNode
+from ..training.init import init_functions
 from ..training.patterns import join_name
 from ..training.sharded import write_full
 
@@ -62,6 +64,24 @@ class _EmptyTracker(TorchDispatchMode):
         return out
 
 
+class _InitsFill(TorchFunctionMode):
+    """``torch.nn.init`` functions count as filling their tensor, and on meta they compute nothing
+    (so a 70B model is checked in a second, as ``compiler.shapes.SkipInit`` does for validation)."""
+
+    def __init__(self, tracker: _EmptyTracker) -> None:
+        super().__init__()
+        self.tracker = tracker
+        self.functions = frozenset(init_functions().values())
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        if func in self.functions:
+            tensor = args[0] if args else next(iter(kwargs.values()))
+            self.tracker.unfilled.discard(tensor.untyped_storage()._cdata)
+            return tensor
+        return func(*args, **kwargs)
+
+
 def named_tensors(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
     """Every parameter and buffer (non-persistent ones included), in state_dict order."""
     yield from model.named_parameters()
@@ -73,7 +93,7 @@ def build_meta_tracked(
 ) -> tuple[nn.Module, list[str]]:
     """The model on meta, and the names of its tensors that no constructor fills."""
     tracker = _EmptyTracker()
-    with tracker:
+    with tracker, _InitsFill(tracker):
         model = build_tree(root, META, dtype, graphs)
     owned = set(_owned_tensors(root))  # a Graph's own tensors always have an init (zeros by default)
     unfilled = [

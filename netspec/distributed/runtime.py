@@ -13,6 +13,7 @@ keys carry no ``module.``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -22,7 +23,7 @@ from torch import nn
 from ..compiler.construct import copy_graphs
 from ..errors import ProblemList, SpecError
 from ..frontend.distributed_models import DistributedSpec
-from ..training.kwargs import make_problem, name_list
+from ..training.kwargs import make_problem
 from ..training.setup import apply_init
 from .context import DistContext
 from .materialize import build_meta_tracked, replay
@@ -37,26 +38,40 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model
 
 
-def _uninitialised_problems(spec: Any, model: nn.Module, unfilled: list[str], problems: ProblemList) -> None:
-    """Tensors a constructor left empty must be set by an ``init:`` rule (checked on meta)."""
+def _layer_nodes(node: Any) -> Iterator[Any]:
+    if node.kind == "layer":
+        yield node
+    for child in node.children.values():
+        yield from _layer_nodes(child)
+
+
+def uninitialised_problems(spec: Any, model: nn.Module, unfilled: list[str], problems: ProblemList) -> None:
+    """Tensors a constructor left empty must be set by an ``init:`` rule (checked on meta), else one
+    problem per layer, at the place the layer is written."""
     if not unfilled:
         return
     covered = apply_init(model, spec.document.init, spec.source, spec.base_dir)  # on meta: names only
     missing = [name for name in unfilled if name not in covered]
     if not missing:
         return
-    owners = {}
+    layers = {node.name: node for node in _layer_nodes(spec.inferred.root)}
+    by_layer: dict[str, list[str]] = {}
     for name in missing:
         owner = name.rpartition(".")[0]
-        module = model.get_submodule(owner) if owner else model
-        owners.setdefault(type(module).__name__, []).append(name)
-    for cls, names in owners.items():
+        while owner and owner not in layers:
+            owner = owner.rpartition(".")[0]
+        by_layer.setdefault(owner, []).append(name)
+    for owner, names in by_layer.items():
+        node = layers.get(owner)
+        cls = node.type_name if node is not None else type(model).__name__
+        path = (node.use_path or node.path) if node is not None else ("model",)
+        shown = ", ".join(repr(n) for n in names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
         message = (
-            f"{name_list(names, 5)} would be left uninitialised: {cls} creates them with torch.empty and "
-            "fills nothing, and no init: rule selects them"
+            f"{shown} would be left uninitialised: {cls} creates {'it' if len(names) == 1 else 'them'} with "
+            "torch.empty and fills nothing, and no init: rule selects " + ("it" if len(names) == 1 else "them")
         )
-        hint = f"add an init rule, e.g. {{match: {names[0]!r}, fn: normal}}, or fill them in {cls}.__init__"
-        problems.add(make_problem(spec.source, ("model",), message, hint))
+        hint = f"add an init rule, e.g. {{match: {names[0]!r}, fn: normal}}, or fill it in {cls}.__init__"
+        problems.add(make_problem(spec.source, tuple(path), message, hint))
 
 
 def prepare_fsdp(spec: Any, dspec: DistributedSpec, ctx: DistContext, dtype: torch.dtype | None) -> nn.Module:
@@ -68,7 +83,7 @@ def prepare_fsdp(spec: Any, dspec: DistributedSpec, ctx: DistContext, dtype: tor
 
     model, unfilled = build_meta_tracked(spec.inferred.root, copy_graphs(spec.inferred.graphs), dtype)
     problems = ProblemList()
-    _uninitialised_problems(spec, model, unfilled, problems)
+    uninitialised_problems(spec, model, unfilled, problems)
     units = unit_names(model, dspec, spec.source, problems)
     check_ties(model, units, spec.source, problems)
     param_dtype, reduce_dtype = check_precision(dspec, ctx.device, ctx.backend, spec.source, problems)

@@ -23,7 +23,7 @@ from torch import nn
 from ..errors import ProblemList
 from ..frontend.distributed_models import DistributedSpec
 from ..training.kwargs import make_problem
-from ..training.patterns import is_glob, no_match, selects
+from ..training.patterns import dotted_prefixes, is_glob, no_match
 
 DTYPE_NAMES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
@@ -44,7 +44,8 @@ def unit_names(model: nn.Module, spec: DistributedSpec, source: Any, problems: P
             message, hint = no_match(pattern, modules, "module")
             problems.add(make_problem(source, ("distributed", "shard", i), message, hint))
             continue
-        outermost = [n for n in hits if not any(h != n and selects(h, n) for h in hits)]
+        found = set(hits)
+        outermost = [n for n in hits if not any(prefix in found for prefix in dotted_prefixes(n)[:-1])]
         chosen += [n for n in outermost if n not in chosen]
     depth = {name: name.count(".") for name in chosen}
     order = {name: i for i, name in enumerate(modules)}

@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from ..errors import Problem, did_you_mean
-from .distributed_models import DistributedSpec
+from .distributed_models import DistributedSpec, MixedPrecisionSpec
 from .source import Source
 from .training_models import AverageSpec, EvalByType, EvalRule, FreezeRule, InitRule, OptimizerSpec, SchedulerSpec
 
@@ -304,6 +304,8 @@ def _clean_loc(loc: tuple[Any, ...]) -> tuple[str | int, ...]:
 _SECTION_MODELS: dict[tuple[str | int, ...], type[BaseModel]] = {
     ("average",): AverageSpec,
     ("eval", 0): EvalByType,
+    ("distributed",): DistributedSpec,
+    ("distributed", "mixed_precision"): MixedPrecisionSpec,
 }
 
 
