@@ -207,7 +207,7 @@ def _build(
     if fsdp:
         from .distributed import materialize, prepare_fsdp
 
-        model = prepare_fsdp(spec, dspec, ctx, torch_dtype)  # checked, sharded and allocated, not yet filled
+        model, unsharded = prepare_fsdp(spec, dspec, ctx, torch_dtype)  # checked, sharded, allocated, not filled
     # Seeding must not disturb the caller's global RNG streams. torch.manual_seed seeds the CPU and every
     # device of the accelerator (a seed queued for a CUDA not yet initialised included): fork them all.
     rng = seed_fork() if seed is not None else nullcontext()
@@ -222,11 +222,18 @@ def _build(
                 model = build_model(spec.inferred, spec.source, device, torch_dtype)
         if prepare is not None:
             prepare(model)
+        plan = spec.training_plan
+        if fsdp and plan is not None:  # the average is made below from the unsharded copy: FSDP modules cannot be copied
+            plan = dataclasses.replace(plan, average=None)
         training = (
-            apply_training(model, spec.training_plan, source=spec.source, base_dir=spec.base_dir)
-            if spec.training_plan is not None
+            apply_training(model, plan, source=spec.source, base_dir=spec.base_dir)
+            if plan is not None
             else TrainingSetup()
         )
+        if fsdp:
+            from .distributed import shard_average
+
+            training.averager = shard_average(spec, model, unsharded, training.optimizer, ctx)
     if dspec is not None and dspec.strategy == "ddp":
         from .distributed import wrap_ddp
 
@@ -328,7 +335,8 @@ def load_dcp(
         where = f" (in the spec embedded in {folder})"
         raise SpecError([dataclasses.replace(p, message=p.message + where) for p in err.problems]) from None
     built = build(spec, device=device, dtype=dtype)
-    built.checkpoint = restore_dcp(built.module, built.optimizer, built.scheduler, folder, meta, overrides)
+    averager = built.training.averager if built.training is not None else None
+    built.checkpoint = restore_dcp(built.module, built.optimizer, built.scheduler, folder, meta, overrides, averager)
     if interrupted:
         message = f"{path} is missing (a save was interrupted); resumed from the previous checkpoint {folder}"
         built.notes.append(Problem(message, severity="warning"))

@@ -17,7 +17,7 @@ from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dist_specs import batch, fsdp_spec, train
+from dist_specs import batch, fsdp_spec, tied_spec, train
 
 import netspec
 
@@ -74,6 +74,19 @@ def main(out: Path) -> None:
     if rank == 0:
         torch.save({"state": from_one, "optim": from_one_optim}, out / "from_one.pt")
     results["from_one_is_sharded"] = all(isinstance(p, DTensor) for p in one.model.parameters())
+
+    # tie:, checkpoint_activations and average: under FSDP, saved with the average and resumed in one process.
+    tied = netspec.build(tied_spec())
+    results["tied_shared"] = tied.model.unembed.weight is tied.model.embed.weight
+    tied_initial = get_model_state_dict(tied.model, options=FULL)
+    tied_local = train(tied, tokens[mine], labels[mine])
+    tied_losses = torch.tensor(tied_local, dtype=torch.float64)
+    dist.all_reduce(tied_losses)
+    results["tied_losses"] = (tied_losses / world).tolist()
+    averaged = get_model_state_dict(tied.averaged.module, options=FULL)
+    if rank == 0:
+        torch.save({"initial": tied_initial, "averaged": averaged}, out / "tied.pt")
+    netspec.save(tied, out / "ck_tied", epoch=3)
 
     # bfloat16 all-gathers on gloo would abort the process: refused before anything is sharded.
     try:

@@ -62,6 +62,17 @@ def fsdp_spec(strategy: str = "fsdp", **distributed: Any) -> dict[str, Any]:
     }
 
 
+def tied_spec() -> dict[str, Any]:
+    """``fsdp_spec`` plus a tied output embedding, activation checkpointing of the blocks and an EMA."""
+    spec = fsdp_spec()
+    spec["model"]["layers"]["unembed"] = {"type": "Linear", "in_features": 8, "out_features": 16, "bias": False}
+    spec["model"]["forward"][-1] = "y = head(bn(h.mean(1))) + unembed(h).mean(1).sum(-1, keepdim=True)"
+    spec["tie"] = {"unembed.weight": "embed.weight"}
+    spec["checkpoint_activations"] = ["blocks.*"]
+    spec["average"] = {"type": "ema", "decay": 0.5}
+    return spec
+
+
 def batch() -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(11)
     tokens = torch.randint(0, 16, (BATCH, 4), generator=gen)
@@ -81,5 +92,7 @@ def train(built: Any, tokens: torch.Tensor, labels: torch.Tensor, steps: int = S
         built.clip_gradients()
         optimizer.step()
         scheduler.step()
+        if built.averaged is not None:
+            built.update_average()
         losses.append(float(loss.detach()))
     return losses

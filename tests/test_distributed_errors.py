@@ -233,3 +233,32 @@ def test_directory_checkpoint_refuses_a_foreign_target(tmp_path: Path) -> None:
     assert (tmp_path / "notes" / "todo.txt").read_text() == "keep me"
     with pytest.raises(CheckpointError, match="not a netspec checkpoint directory"):
         netspec.load(tmp_path / "notes")
+
+
+TIE_SPEC = """\
+netspec: 1
+model:
+  type: Sequential
+  layers:
+    wte: {type: Embedding, num_embeddings: 10, embedding_dim: 4}
+    lm_head: {type: Linear, in_features: 4, out_features: 10, bias: false}
+tie:
+  lm_head.weight: wte.weight
+distributed: {strategy: fsdp, shard: [lm_head]}
+"""
+
+
+def test_a_tie_split_by_the_shard_patterns_is_reported_at_the_tie(tmp_path: Path) -> None:
+    path = write_spec_file(tmp_path, TIE_SPEC)
+    with pytest.raises(netspec.SpecError) as info:
+        netspec.plan(path, world_size=2)
+    assert_problem(
+        info.value,
+        file=path,
+        line=7,
+        path="tie",
+        words=("tied parameters fall in different FSDP units", "'lm_head.weight' in unit 'lm_head'", "'<root>'"),
+    )
+    whole = write_spec_file(tmp_path, TIE_SPEC.replace("shard: [lm_head]", "shard: []"), "root.yaml")
+    plan = netspec.plan(whole, world_size=2)
+    assert plan.units[0].tensors == 1 and plan.parameters == 5 * 4 * 4  # the shared [10, 4] tensor, once

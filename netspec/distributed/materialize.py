@@ -89,12 +89,15 @@ def named_tensors(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
 
 
 def build_meta_tracked(
-    root: RNode, graphs: Mapping[str, fx.Graph], dtype: torch.dtype | None
+    root: RNode,
+    graphs: Mapping[str, fx.Graph],
+    dtype: torch.dtype | None,
+    lazy_inputs: Mapping[str, tuple[torch.Size, ...]] | None = None,
 ) -> tuple[nn.Module, list[str]]:
     """The model on meta, and the names of its tensors that no constructor fills."""
     tracker = _EmptyTracker()
     with tracker, _InitsFill(tracker):
-        model = build_tree(root, META, dtype, graphs)
+        model = build_tree(root, META, dtype, graphs, lazy_inputs)
     owned = set(_owned_tensors(root))  # a Graph's own tensors always have an init (zeros by default)
     unfilled = [
         name for name, t in named_tensors(model) if name not in owned and t.untyped_storage()._cdata in tracker.unfilled
@@ -126,25 +129,32 @@ def replay(
     device: torch.device,
     dtype: torch.dtype | None,
     graphs: Mapping[str, fx.Graph],
+    lazy_inputs: Mapping[str, tuple[torch.Size, ...]] | None = None,
+    tied: frozenset[str] = frozenset(),
 ) -> list[str]:
     """Construct ``node``'s layers again on ``device`` in build order, writing their values into
-    ``model`` (call inside the same seeded RNG context as a single-process build). Returns the
-    names written."""
+    ``model`` (call inside the same seeded RNG context as a single-process build). ``tied``: the
+    ``tie:`` keys, whose own values are drawn (the stream advances) but not written, since the
+    tensor they share is their tie value's. Returns the names written."""
     written: list[str] = []
     if node.kind == "layer":
-        layer = build_tree(node, device, dtype, graphs)  # nested module arguments first, as build_tree does
+        layer = build_tree(node, device, dtype, graphs, lazy_inputs)  # nested module arguments first, as build_tree
         for name, full in named_tensors(layer):
             target_name = join_name(node.name, name)
+            if target_name in tied:
+                continue
             write_full(_target(model, target_name), full.detach())
             written.append(target_name)
         del layer
         return written
     for child in node.children.values():
-        written += replay(child, model, device, dtype, graphs)
+        written += replay(child, model, device, dtype, graphs, lazy_inputs, tied)
     indexed = node.kind == "ParameterList"  # nn.ParameterList names its entries 0, 1, ...
     for i, (key, spec) in enumerate(node.tensors.items()):
         name = join_name(node.name, str(i) if indexed else key)
         full: Any = make_tensor(spec, device, dtype)
+        if name in tied:
+            continue
         write_full(_target(model, name), full.detach())
         written.append(name)
         del full

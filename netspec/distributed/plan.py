@@ -38,13 +38,11 @@ from typing import Any
 
 import torch
 
-from ..compiler.construct import copy_graphs
-from ..errors import Problem, ProblemList, SpecError
+from ..errors import Problem, SpecError
 from ..frontend.distributed_models import DistributedSpec
 from ..training.kwargs import make_problem
 from ..training.setup import setup_training
-from .materialize import build_meta_tracked
-from .runtime import uninitialised_problems
+from .runtime import checked_meta_model
 from .units import DTYPE_NAMES, check_ties, owner_unit, unit_names
 
 SCALAR_BYTES = 4  # torch keeps ``step`` and friends as float32 scalar tensors
@@ -248,9 +246,7 @@ def plan(
     torch_dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
     dspec: DistributedSpec = spec.document.distributed or DistributedSpec(strategy="ddp")
     strategy = dspec.strategy if spec.document.distributed is not None else "none"
-    model, unfilled = build_meta_tracked(spec.inferred.root, copy_graphs(spec.inferred.graphs), torch_dtype)
-    problems = ProblemList()
-    uninitialised_problems(spec, model, unfilled, problems)
+    model, problems = checked_meta_model(spec, torch_dtype)
     fsdp = strategy == "fsdp"
     units = unit_names(model, dspec, spec.source, problems) if fsdp else [""]
     if fsdp:

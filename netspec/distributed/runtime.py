@@ -13,7 +13,9 @@ keys carry no ``module.``.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -23,8 +25,11 @@ from torch import nn
 from ..compiler.construct import copy_graphs
 from ..errors import ProblemList, SpecError
 from ..frontend.distributed_models import DistributedSpec
+from ..training.average import Averager, build_averager
 from ..training.kwargs import make_problem
 from ..training.setup import apply_init
+from ..training.sharded import is_sharded
+from ..training.tie import run_ties
 from .context import DistContext
 from .materialize import build_meta_tracked, replay
 from .units import check_precision, check_ties, unit_names
@@ -74,33 +79,103 @@ def uninitialised_problems(spec: Any, model: nn.Module, unfilled: list[str], pro
         problems.add(make_problem(spec.source, tuple(path), message, hint))
 
 
-def prepare_fsdp(spec: Any, dspec: DistributedSpec, ctx: DistContext, dtype: torch.dtype | None) -> nn.Module:
+def checked_meta_model(spec: Any, dtype: torch.dtype | None) -> tuple[nn.Module, ProblemList]:
+    """The model on meta with the spec's ties applied (FSDP must see a shared tensor as one before it
+    shards), and the problems found so far: ties that cannot be made, tensors nothing initialises."""
+    inferred = spec.inferred
+    model, unfilled = build_meta_tracked(inferred.root, copy_graphs(inferred.graphs), dtype, inferred.lazy_inputs)
+    problems = ProblemList()
+    run_ties(model, spec.document.tie, spec.source, problems)
+    uninitialised_problems(spec, model, unfilled, problems)
+    return model, problems
+
+
+def prepare_fsdp(
+    spec: Any, dspec: DistributedSpec, ctx: DistContext, dtype: torch.dtype | None
+) -> tuple[nn.Module, Unsharded]:
     """Meta build, checks, ``fully_shard`` bottom-up then the root, ``to_empty`` on the rank's device.
 
     Raises ``SpecError`` (every problem, before any memory is allocated)."""
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    from torch.distributed.fsdp import MixedPrecisionPolicy
 
-    model, unfilled = build_meta_tracked(spec.inferred.root, copy_graphs(spec.inferred.graphs), dtype)
-    problems = ProblemList()
-    uninitialised_problems(spec, model, unfilled, problems)
+    model, problems = checked_meta_model(spec, dtype)
     units = unit_names(model, dspec, spec.source, problems)
     check_ties(model, units, spec.source, problems)
     param_dtype, reduce_dtype = check_precision(dspec, ctx.device, ctx.backend, spec.source, problems)
     if problems.errors:
         raise SpecError(problems.errors)
+    twin = copy.deepcopy(model) if spec.document.average is not None else None  # FSDP modules cannot be copied
     mesh = init_device_mesh(ctx.device.type, (ctx.world_size,))
     policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce_dtype)
+    shard(model, units, mesh, dspec.reshard_after_forward, policy, ctx.device)
+    return model, Unsharded(twin, units, mesh, dspec.reshard_after_forward, policy)
+
+
+def shard(model: nn.Module, units: list[str], mesh: Any, reshard: bool, policy: Any, device: torch.device) -> nn.Module:
+    """``fully_shard`` each unit (deepest first, the root last), then allocate the shards on ``device``."""
+    from torch.distributed.fsdp import fully_shard
+
     for name in units:
         module = model.get_submodule(name) if name else model
-        fully_shard(module, mesh=mesh, reshard_after_forward=dspec.reshard_after_forward, mp_policy=policy)
-    model.to_empty(device=ctx.device)
+        fully_shard(module, mesh=mesh, reshard_after_forward=reshard, mp_policy=policy)
+    model.to_empty(device=device)
     return model
+
+
+@dataclass
+class Unsharded:
+    """A meta copy of the model taken before sharding, and how it was sharded: ``average:``'s copy."""
+
+    model: nn.Module | None
+    units: list[str]
+    mesh: Any
+    reshard: bool
+    policy: Any
+
+
+@torch.no_grad()
+def shard_average(
+    spec: Any, model: nn.Module, unsharded: Unsharded, optimizer: Any, ctx: DistContext
+) -> Averager | None:
+    """``average:`` under FSDP: the ``AveragedModel`` is made from the meta copy (FSDP modules refuse
+    ``deepcopy``), sharded like the model, and starts from the model's own shards."""
+    if spec.document.average is None or unsharded.model is None:
+        return None
+    problems = ProblemList()
+    averager = build_averager(unsharded.model, spec.document.average, optimizer, spec.source, problems)
+    if problems.errors or averager is None:
+        raise SpecError(problems.errors)
+    copy_module = averager.averaged.module
+    shard(copy_module, unsharded.units, unsharded.mesh, unsharded.reshard, unsharded.policy, ctx.device)
+    averager.averaged.to(ctx.device)
+    mine = [*copy_module.parameters(), *copy_module.buffers()]
+    for target, value in zip(mine, [*model.parameters(), *model.buffers()], strict=True):
+        (target.to_local() if is_sharded(target) else target).copy_(value.to_local() if is_sharded(value) else value)
+    average = averager.averaged.multi_avg_fn
+    if average is not None:  # EMA averages buffers too: foreach ops cannot mix DTensor shards and plain buffers
+        averager.averaged.multi_avg_fn = _split_by_kind(average)
+    return averager
+
+
+def _split_by_kind(average: Any) -> Any:
+    def split(averaged: list[torch.Tensor], current: list[torch.Tensor], count: Any) -> None:
+        groups: dict[bool, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+        for a, c in zip(averaged, current, strict=True):
+            pair = groups.setdefault(is_sharded(a), ([], []))
+            pair[0].append(a)
+            pair[1].append(c)
+        for a_list, c_list in groups.values():
+            average(a_list, c_list, count)
+
+    return split
 
 
 def materialize(spec: Any, model: nn.Module, ctx: DistContext, dtype: torch.dtype | None) -> None:
     """Write the single-process build's values into the sharded model (inside the seeded RNG context)."""
-    replay(spec.inferred.root, model, ctx.device, dtype, copy_graphs(spec.inferred.graphs))
+    inferred = spec.inferred
+    tied = frozenset(spec.document.tie or {})
+    replay(inferred.root, model, ctx.device, dtype, copy_graphs(inferred.graphs), inferred.lazy_inputs, tied)
 
 
 @torch.no_grad()

@@ -75,6 +75,9 @@ def _states(built: Any) -> dict[str, Any]:
     # nothing to save, and taking a step for it would change the run being saved.
     if optimizer is not None and optimizer.state:
         states["optimizer"] = get_optimizer_state_dict(model, optimizer)
+    averager = getattr(getattr(built, "training", None), "averager", None)
+    if averager is not None:  # average: its weights (sharded like the model's), n_averaged, calls, SWALR state
+        states["average"] = averager.state_dict()
     return states
 
 
@@ -120,6 +123,7 @@ def save_dcp(built: Any, path: str | os.PathLike[str], epoch: int | None, extra:
             "fingerprint": fingerprint(spec),
             "tied": tied_groups(built.module),
             "optimizer": "optimizer" in states,
+            "average": "average" in states,
             "scheduler": built.scheduler.state_dict() if built.scheduler is not None else None,
             "epoch": epoch,
             "extra": dict(extra),
@@ -196,9 +200,16 @@ def read_dcp(path: str | os.PathLike[str]) -> tuple[Path, dict[str, Any], bool]:
 
 
 def restore_dcp(
-    model: torch.nn.Module, optimizer: Any, scheduler: Any, folder: Path, meta: dict[str, Any], overrides: Any
+    model: torch.nn.Module,
+    optimizer: Any,
+    scheduler: Any,
+    folder: Path,
+    meta: dict[str, Any],
+    overrides: Any,
+    averager: Any = None,
 ) -> CheckpointInfo:
-    """Read the shards ``model`` (sharded or not) and ``optimizer`` need from ``folder``; resume the scheduler."""
+    """Read the shards ``model`` (sharded or not), ``optimizer`` and the ``average:`` copy need from
+    ``folder``; resume the scheduler."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import (
         StateDictOptions,
@@ -213,12 +224,18 @@ def restore_dcp(
         if optimizer is None:
             raise CheckpointError(f"{folder} holds optimizer state but the spec builds no optimizer")
         states["optimizer"] = get_optimizer_state_dict(model, optimizer)
+    if meta.get("average"):
+        if averager is None:
+            raise CheckpointError(f"{folder} holds an average: copy but the spec has no average: section")
+        states["average"] = averager.state_dict()
     try:
         with _single_process_quiet():
             dcp.load(states, checkpoint_id=str(folder))
         set_model_state_dict(model, states["model"], options=StateDictOptions(strict=True))
         if "optimizer" in states:
             set_optimizer_state_dict(model, optimizer, states["optimizer"])
+        if "average" in states:
+            averager.load_state_dict(states["average"])
     except Exception as err:  # DCP reports missing keys and shape mismatches in its own exception types
         raise CheckpointError(
             f"{folder}: the saved state does not fit the model its spec builds: {first_line(err)}"
