@@ -140,6 +140,11 @@ def _distributed(spec: Spec) -> tuple[Any, Any, list[Problem]]:
     dspec = spec.document.distributed
     if dspec is None:
         return None, None, []
+    notes = []
+    unused = [k for k in ("shard", "mixed_precision", "reshard_after_forward") if k in dspec.model_fields_set]
+    if dspec.strategy == "ddp" and unused:
+        message = f"{', '.join(unused)} apply to strategy fsdp only; DDP replicates the whole model and ignores them"
+        notes.append(spec.source.problem(("distributed", unused[0]), message, warning=True))
     from .distributed.context import current
 
     ctx = current()
@@ -150,7 +155,7 @@ def _distributed(spec: Spec) -> tuple[Any, Any, list[Problem]]:
         )
         hint = "launch with torchrun --nproc-per-node N to shard or replicate it"
         return None, None, [spec.source.problem(("distributed",), message, hint=hint, warning=True)]
-    return dspec, ctx, []
+    return dspec, ctx, notes
 
 
 def seed_fork() -> AbstractContextManager[None]:

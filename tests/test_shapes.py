@@ -83,6 +83,8 @@ def test_layers_without_a_rule_fall_back_to_running_them() -> None:
         (torch.flatten, (torch.randn(2, 3, 4, 5),), {"start_dim": 1, "end_dim": 2}),
         (F.relu, (torch.randn(2, 3),), {}),
         (F.softmax, (torch.randn(2, 3),), {"dim": -1}),
+        (F.scaled_dot_product_attention, (torch.randn(2, 4, 5, 8), torch.randn(2, 4, 7, 8), torch.randn(2, 4, 7, 6)), {}),
+        (F.scaled_dot_product_attention, (torch.randn(2, 3, 5, 8),) * 3, {"is_causal": True}),
     ],
 )
 def test_function_rules_match_torch(fn: object, args: tuple[object, ...], kwargs: dict[str, object]) -> None:
@@ -103,6 +105,9 @@ def test_function_rules_reject_mismatched_shapes() -> None:
     a, b = torch.empty(2, 3, device="meta"), torch.empty(2, 4, device="meta")
     with pytest.raises(ValueError, match="cannot be broadcast together"):
         function_output(operator.add, (a, b), {})
+    q, k = torch.empty(2, 4, 5, 8, device="meta"), torch.empty(2, 4, 7, 6, device="meta")
+    with pytest.raises(ValueError, match="query and key need the same last dim"):
+        function_output(F.scaled_dot_product_attention, (q, k, k), {})
     with pytest.raises(ValueError, match="cat needs equal sizes except in dim 1"):
         function_output(torch.cat, ([a, torch.empty(3, 3, device="meta")],), {"dim": 1})
 

@@ -178,7 +178,7 @@ def _rms_norm(m: nn.Module, x: Shape) -> Shape:
     shape = tuple(m.normalized_shape)  # type: ignore[attr-defined,arg-type]
     if len(x) < len(shape) or tuple(x[len(x) - len(shape) :]) != shape:
         dims = ", ".join(str(d) for d in shape)
-        raise ValueError(
+        raise ShapeError(
             f"Given normalized_shape={list(shape)}, expected input with shape [*{dims}], but got input of size{list(x)}"
         )
     return x
@@ -379,9 +379,9 @@ def _attention(args: Sequence[object], kwargs: dict[str, object]) -> torch.Tenso
     if min(q.dim(), k.dim(), v.dim()) < 2:  # type: ignore[attr-defined]
         raise _NoRule
     if q.shape[-1] != k.shape[-1]:  # type: ignore[attr-defined]
-        raise ValueError(f"query and key need the same last dim, got {list(q.shape)} and {list(k.shape)}")  # type: ignore[attr-defined]
+        raise ShapeError(f"query and key need the same last dim, got {list(q.shape)} and {list(k.shape)}")  # type: ignore[attr-defined]
     if k.shape[-2] != v.shape[-2]:  # type: ignore[attr-defined]
-        raise ValueError(f"key and value need the same length (dim -2), got {list(k.shape)} and {list(v.shape)}")  # type: ignore[attr-defined]
+        raise ShapeError(f"key and value need the same length (dim -2), got {list(k.shape)} and {list(v.shape)}")  # type: ignore[attr-defined]
     batch = _broadcast([tuple(t.shape[:-2]) for t in (q, k, v)])  # type: ignore[attr-defined]
     return torch.empty((*batch, q.shape[-2], v.shape[-1]), dtype=q.dtype, device="meta")  # type: ignore[attr-defined]
 
