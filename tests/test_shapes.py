@@ -83,7 +83,7 @@ def test_layers_without_a_rule_fall_back_to_running_them() -> None:
         (torch.flatten, (torch.randn(2, 3, 4, 5),), {"start_dim": 1, "end_dim": 2}),
         (F.relu, (torch.randn(2, 3),), {}),
         (F.softmax, (torch.randn(2, 3),), {"dim": -1}),
-        (F.scaled_dot_product_attention, (torch.randn(2, 4, 5, 8), torch.randn(2, 4, 7, 8), torch.randn(2, 4, 7, 6)), {}),
+        (F.scaled_dot_product_attention, (torch.randn(2, 4, 5, 8), torch.randn(2, 4, 7, 8), torch.randn(4, 7, 6)), {}),
         (F.scaled_dot_product_attention, (torch.randn(2, 3, 5, 8),) * 3, {"is_causal": True}),
     ],
 )
