@@ -228,7 +228,7 @@ def _build(
         if prepare is not None:
             prepare(model)
         plan = spec.training_plan
-        if fsdp and plan is not None:  # the average is made below from the unsharded copy: FSDP modules cannot be copied
+        if fsdp and plan is not None:  # the average is made below from the unsharded copy (FSDP refuses deepcopy)
             plan = dataclasses.replace(plan, average=None)
         training = (
             apply_training(model, plan, source=spec.source, base_dir=spec.base_dir)
