@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NetspecError, UsageError
-from ..io.atomic import atomic_write, check_target
 from .common import EXIT_INVALID, EXIT_OK, add_search_path_argument, add_set_argument, parse_set, print_warnings
 
 
@@ -31,6 +30,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     import torch
 
     from ..api import build
+    from ..io.atomic import atomic_write, check_target
     from ..summary import DEFAULT_COLUMNS, summarize_built
     from ..training import explain_rows, format_explain
 
@@ -98,6 +98,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    from ..io.atomic import atomic_write, check_target
     from ..schema import schema_text
 
     if args.output is not None:
