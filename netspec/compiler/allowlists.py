@@ -11,6 +11,7 @@ in ``forward``, so that what ``emit`` traces can be written back.
 from __future__ import annotations
 
 import ast
+import math
 import operator
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +34,16 @@ def mode_select(training: bool, if_training: Any, if_eval: Any) -> Any:
     return if_training if training else if_eval
 
 
+def ceil(x: Any) -> Any:
+    """``ceil(v)``: ``torch.ceil`` of a tensor, ``math.ceil`` (an int) of a number such as ``h.shape[-1] / 2``."""
+    return torch.ceil(x) if isinstance(x, torch.Tensor) else math.ceil(x)
+
+
+def floor(x: Any) -> Any:
+    """``floor(v)``: ``torch.floor`` of a tensor, ``math.floor`` (an int) of a number."""
+    return torch.floor(x) if isinstance(x, torch.Tensor) else math.floor(x)
+
+
 # torch.nn.functional names win over torch's (activations, pooling, dropout).
 _F_NAMES = (
     "relu relu6 gelu silu mish elu selu celu leaky_relu hardswish hardsigmoid hardtanh softplus softsign "
@@ -49,7 +60,7 @@ _TORCH_NAMES = (
     "logsumexp cumsum matmul bmm mm einsum sigmoid tanh exp log log1p sqrt rsqrt abs neg clamp clip where "
     "roll flip narrow zeros_like ones_like full_like rand_like randn_like tril triu masked_fill add sub "
     "mul div pow maximum minimum square erf baddbmm outer topk sort arange movedim swapaxes unflatten "
-    "channel_shuffle gather index_select diag norm sign floor ceil "
+    "channel_shuffle gather index_select diag norm sign floor ceil addcmul addcdiv addmm conv1d conv2d conv3d "
 ).split()
 # Functions that make a tensor without a tensor argument: during validation they run on meta, as does
 # any call with a device= keyword (arange(500000000) would otherwise allocate 4 GB just to be checked).
@@ -60,10 +71,15 @@ DROPOUTS = frozenset(
     {"dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout", "drop_path"}
 )
 TRAINING_INDEX = 2
+# Functions with a ``training`` argument (and its position) that a traced forward may pass ``self.training``:
+# emit writes ``training=training`` for them (dropouts need nothing: the Graph language adds it).
+MODE_ARGUMENTS: dict[str, int] = {**dict.fromkeys(DROPOUTS, TRAINING_INDEX), "batch_norm": 5}
 FUNCTIONS: dict[str, Callable[..., Any]] = {
     **{n: getattr(torch, n) for n in _TORCH_NAMES if hasattr(torch, n)},
     **{n: getattr(F, n) for n in _F_NAMES if hasattr(F, n)},
     "drop_path": drop_path,
+    "ceil": ceil,
+    "floor": floor,
 }
 # ``training=`` accepted for functions that call the flag something else (nn.InstanceNorm passes
 # ``self.training`` as ``use_input_stats``).
@@ -77,7 +93,7 @@ TENSOR_METHODS = frozenset(
         "log_softmax relu sigmoid tanh exp log sqrt rsqrt abs neg float half double bfloat16 long int bool "
         "type_as masked_fill matmul mul add sub div pow clone detach t max min amax amin argmax argmin norm "
         "narrow roll flip clamp numel new_zeros new_ones new_full new_empty tril triu std var square movedim "
-        "swapaxes gather index_select cumsum mT "
+        "swapaxes gather index_select cumsum mT unfold addcmul addcdiv "
     ).split()
 )
 TENSOR_ATTRIBUTES = frozenset({"shape", "ndim", "dtype", "device", "T", "mT", "is_cuda"})

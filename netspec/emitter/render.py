@@ -30,7 +30,16 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..compiler.allowlists import CONSTANTS, DROPOUTS, FUNCTIONS, TENSOR_ATTRIBUTES, TENSOR_METHODS, route
+from ..compiler.allowlists import (
+    CONSTANTS,
+    DROPOUTS,
+    FUNCTIONS,
+    MODE_ARGUMENTS,
+    TENSOR_ATTRIBUTES,
+    TENSOR_METHODS,
+    TRAINING,
+    route,
+)
 from ..errors import EmitError
 from .layers import same_value, where
 from .lint import ModelWarning
@@ -69,7 +78,50 @@ _ALIASES: dict[int, str] = {
     id(torch.log_softmax): "log_softmax",
     id(F.sigmoid): "sigmoid",
     id(F.tanh): "tanh",
+    id(torch.ceil): "ceil",
+    id(math.ceil): "ceil",
+    id(torch.floor): "floor",
+    id(math.floor): "floor",
 }
+# ``h.to(torch.float64)`` is written with the dtype's own tensor method: the language has no dtype values.
+_DTYPE_METHODS: dict[torch.dtype, str] = {
+    torch.float32: "float",
+    torch.float16: "half",
+    torch.float64: "double",
+    torch.bfloat16: "bfloat16",
+    torch.int64: "long",
+    torch.int32: "int",
+    torch.bool: "bool",
+}
+# In-place tensor methods written out of place when nothing else can see the mutation.
+_IN_PLACE = frozenset({"add_", "sub_", "mul_", "div_", "clamp_", "pow_", "neg_", "abs_", "sqrt_", "exp_"})
+# Methods whose result shares storage with their input (an in-place write through one changes the other).
+_VIEWS = frozenset(
+    {
+        "view",
+        "view_as",
+        "reshape",
+        "permute",
+        "transpose",
+        "contiguous",
+        "unsqueeze",
+        "squeeze",
+        "flatten",
+        "unflatten",
+        "expand",
+        "expand_as",
+        "narrow",
+        "t",
+        "mT",
+        "detach",
+        "unfold",
+        "chunk",
+        "split",
+        "unbind",
+        "movedim",
+        "swapaxes",
+    }
+)
 _ASSERTS = {id(fx._symbolic_trace._assert_is_none), id(torch._assert)}
 
 
@@ -149,6 +201,13 @@ class _Expr:
     prec: int = ATOM
 
 
+@dataclass(frozen=True)
+class _Name:
+    """A bare name in a rendered call (``training``)."""
+
+    name: str
+
+
 class _Renderer:
     def __init__(self, graph: fx.Graph, module: nn.Module, path: str, dropout_modes: Mapping[fx.Node, Any]) -> None:
         self.graph = graph
@@ -206,6 +265,8 @@ class _Renderer:
 
     # -- values -------------------------------------------------------------------------------------
     def value(self, v: Any) -> _Expr:
+        if isinstance(v, _Name):
+            return _Expr(v.name)
         if isinstance(v, fx.Node):
             return self.expr[v]
         if v is None or isinstance(v, (bool, int, str)):
@@ -251,6 +312,11 @@ class _Renderer:
             return _Expr(f"{self.child_ref(str(n.target))}({self.call_args(n.args, n.kwargs)})")
         if n.op == "call_method":
             method = str(n.target)
+            if method == "to":
+                return self.render_to(n)
+            if method in _IN_PLACE:
+                self.check_in_place(n)
+                method = method[:-1]
             if method not in TENSOR_METHODS:
                 raise self.fail(f"calls the tensor method .{method}()")
             base = self.operand(n.args[0], ATOM)
@@ -286,17 +352,57 @@ class _Renderer:
             raise self.fail(f"calls {_public_name(fn)}")
         kwargs = dict(n.kwargs)
         args = n.args
-        if name in DROPOUTS:
-            given = kwargs.pop("training", args[2] if len(args) > 2 else None)
-            args = args[:2]
+        if name in MODE_ARGUMENTS:
+            index = MODE_ARGUMENTS[name]
+            given = kwargs.pop("training", args[index] if len(args) > index else None)
+            if len(args) > index:  # the arguments after training become keywords, by name
+                names = list(inspect.signature(fn).parameters)  # type: ignore[arg-type]
+                kwargs.update(dict(zip(names[index + 1 :], args[index + 1 :], strict=False)))
+                args = args[:index]
             mode = self.modes.get(n, None) if not isinstance(given, fx.Node) else None
             if not isinstance(given, fx.Node) and n not in self.modes and isinstance(given, bool):
                 mode = given  # a GraphModule traced elsewhere: its training flag was baked in
-            if mode is not None:
+            if isinstance(given, fx.Node) and name not in DROPOUTS:
+                kwargs["training"] = given
+            elif mode is not None:
                 kwargs["training"] = mode
+            elif name not in DROPOUTS:  # follows self.training: dropouts get it from the language
+                kwargs["training"] = _Name(TRAINING)
         defaults = _defaults(fn)  # type: ignore[arg-type]
         kwargs = {k: v for k, v in kwargs.items() if not (k in defaults and _same(v, defaults[k]) and k != "training")}
         return _Expr(f"{name}({self.call_args(args, kwargs)})")
+
+    def render_to(self, n: fx.Node) -> _Expr:
+        """``h.to(dtype)`` -> ``h.double()`` etc.; a device or other ``.to`` arguments are refused."""
+        rest = [*n.args[1:], *n.kwargs.values()]
+        if len(rest) == 1 and rest[0] in _DTYPE_METHODS and set(n.kwargs) <= {"dtype"}:
+            return _Expr(f"{self.operand(n.args[0], ATOM)}.{_DTYPE_METHODS[rest[0]]}()")
+        raise self.fail(f"calls .to({self.call_args(n.args[1:], {})}) with something other than one dtype")
+
+    def check_in_place(self, n: fx.Node) -> None:
+        """``h.mul_(2)`` may be written ``h.mul(2)`` only when no one else sees ``h`` changed: ``h`` (and what it
+        is a view of) is computed in this forward, not an input, parameter or buffer, and is not read later."""
+        order = {m: i for i, m in enumerate(self.graph.nodes)}
+        base = n.args[0]
+        while isinstance(base, fx.Node):
+            later = [u for u in base.users if u is not n and order[u] > order[n]]
+            if base.op in ("placeholder", "get_attr") or later:
+                what = (
+                    f"the {'input' if base.op == 'placeholder' else 'tensor'} {base.target!r}"
+                    if base.op in ("placeholder", "get_attr")
+                    else f"a value read again later ({later[0].name})"
+                )
+                raise EmitError(
+                    f"{where(self.path, self.module)}: forward changes {what} in place with .{n.target}(), "
+                    "which a Graph cannot express (statements compute new values)"
+                    f"\n    hint: write the out-of-place .{str(n.target)[:-1]}() in forward"
+                )
+            views = (base.op == "call_method" and str(base.target) in _VIEWS) or (
+                base.op == "call_function" and base.target is operator.getitem
+            )
+            if not views:
+                return
+            base = base.args[0]
 
     # -- whole graph --------------------------------------------------------------------------------
     def flush(self, n: fx.Node) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import torch.fx as fx
 import torch.nn as nn
 
-from ..compiler.allowlists import DROPOUTS
+from ..compiler.allowlists import MODE_ARGUMENTS
 from ..errors import EmitError, first_line
 from .layers import where
 from .lint import ModelWarning
@@ -49,13 +49,24 @@ def _signature_key(graph: fx.Graph) -> list[tuple[Any, ...]]:
 
     key = []
     for n in graph.nodes:
-        kwargs = {k: v for k, v in n.kwargs.items() if not (k == "training" and _is_dropout(n))}
-        key.append((n.op, str(n.target), repr(norm(n.args)), repr(norm(kwargs))))
+        args, kwargs = n.args, dict(n.kwargs)
+        at = _mode_index(n)
+        if at is not None:
+            kwargs.pop("training", None)
+            args = tuple(v for i, v in enumerate(args) if i != at)
+        key.append((n.op, str(n.target), repr(norm(args)), repr(norm(kwargs))))
     return key
 
 
-def _is_dropout(n: fx.Node) -> bool:
-    return n.op == "call_function" and function_name(n.target) in DROPOUTS
+def _mode_index(n: fx.Node) -> int | None:
+    """Where a function with a ``training`` argument (dropout, batch_norm) takes it; None for other nodes."""
+    if n.op != "call_function":
+        return None
+    return MODE_ARGUMENTS.get(function_name(n.target) or "")
+
+
+def _mode_value(n: fx.Node, index: int) -> Any:
+    return n.kwargs.get("training", n.args[index] if len(n.args) > index else None)
 
 
 def trace(module: nn.Module, path: str) -> tuple[fx.Graph, dict[fx.Node, Any], list[ModelWarning]]:
@@ -71,9 +82,10 @@ def trace(module: nn.Module, path: str) -> tuple[fx.Graph, dict[fx.Node, Any], l
     concrete: dict[str, Any] = {}
     for p in signature.parameters.values():
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            stars = "**" if p.kind is p.VAR_KEYWORD else "*"
             raise EmitError(
-                f"{where(path, module)}: forward takes *{p.name}; a Graph needs named inputs "
-                "(write forward(self, x, y) instead of forward(self, *args))"
+                f"{where(path, module)}: forward takes {stars}{p.name}; a Graph needs named inputs "
+                f"(write forward(self, x, y) instead of forward(self, {stars}{p.name}))"
             )
         if p.default is not p.empty and (p.default is None or isinstance(p.default, (bool, int, float, str))):
             concrete[p.name] = p.default
@@ -85,6 +97,15 @@ def trace(module: nn.Module, path: str) -> tuple[fx.Graph, dict[fx.Node, Any], l
                     "pass the value through a layer argument if it must vary",
                 )
             )
+    free = [p.name for p in signature.parameters.values() if p.name not in concrete]
+    if signature.parameters and not free:
+        shown = ", ".join(f"{k}={v!r}" for k, v in concrete.items())
+        raise EmitError(
+            f"{where(path, module)}: every forward input has a default ({shown}); fixing them to their defaults "
+            "would leave a Graph with no inputs, which builds but does not compute the model"
+            "\n    hint: give the tensor inputs no default (forward(self, x, mask=None)), or wrap the module in one "
+            "whose forward takes the tensors"
+        )
     graphs: dict[bool, fx.Graph] = {}
     mode = module.training
     try:
@@ -113,8 +134,9 @@ def trace(module: nn.Module, path: str) -> tuple[fx.Graph, dict[fx.Node, Any], l
         )
     modes: dict[fx.Node, Any] = {}
     for evaluated, trained in zip(graphs[False].nodes, graphs[True].nodes, strict=True):
-        if _is_dropout(evaluated):
-            e, t = evaluated.kwargs.get("training"), trained.kwargs.get("training")
+        index = _mode_index(evaluated)
+        if index is not None:
+            e, t = _mode_value(evaluated, index), _mode_value(trained, index)
             modes[evaluated] = None if (e is False and t is True) else e
     return graphs[False], modes, notes
 
