@@ -171,3 +171,56 @@ def test_kwargs_forward_message_says_double_star() -> None:
 
     with pytest.raises(EmitError, match=r"encoder \(Kw\): forward takes \*\*kwargs; a Graph needs named inputs"):
         emit(Holder(Kw()))
+
+
+class Scaled(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor, scale: float = 2.0, mask: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.fc(x) * scale
+        return h if mask is None else h * mask
+
+
+def test_caller_passing_a_childs_default_round_trips() -> None:
+    class Caller(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = Scaled()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.inner(x, 2.0, None) + self.inner(x=x, scale=2.0)
+
+    forward = round_trip(Caller(), torch.randn(3, 4))
+    assert forward[0] == "inner_out = inner(x)" and "inner(x=x)" in forward[1]
+
+
+def test_caller_passing_another_value_than_the_childs_fixed_default_is_refused() -> None:
+    class Caller(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = Scaled()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.inner(x, 3.0)
+
+    with pytest.raises(
+        EmitError,
+        match=r"the model \(Caller\): calls inner \(Scaled\) with scale=3\.0, but its emitted Graph fixes scale "
+        r"to the default 2\.0",
+    ):
+        emit(Caller())
+
+
+def test_a_catalogue_layer_keeps_the_arguments_it_is_passed() -> None:
+    class Attn(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.mha = nn.MultiheadAttention(4, 2, batch_first=True)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.mha(x, x, x, need_weights=False)[0]
+
+    forward = round_trip(Attn(), torch.randn(2, 3, 4))
+    assert "need_weights=False" in "\n".join(forward)

@@ -45,6 +45,12 @@ _EQUIVALENTS: dict[str, Callable[[nn.Module, str], dict[str, Any]]] = {
 }
 
 
+def has_equivalent(module: nn.Module) -> bool:
+    """Whether ``equivalent_node`` writes ``module`` as a netspec node (rather than tracing it)."""
+    cls = type(module)
+    return f"{cls.__module__}.{cls.__qualname__}" in _EQUIVALENTS
+
+
 def equivalent_node(module: nn.Module, path: str) -> dict[str, Any] | None:
     """The netspec node computing what ``module`` computes, for the classes listed above; else None."""
     cls = type(module)

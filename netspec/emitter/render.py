@@ -177,6 +177,20 @@ def _defaults(fn: Callable[..., Any]) -> dict[str, Any]:
     return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
 
 
+def fixed_inputs(module: nn.Module) -> dict[str, tuple[int, Any]]:
+    """Forward parameters a traced module's Graph fixes to their default (None, bool, int, float, str):
+    name -> (position, default). Its Graph inputs are the other parameters, in order."""
+    try:
+        params = list(inspect.signature(module.forward).parameters.values())
+    except (TypeError, ValueError):
+        return {}
+    return {
+        p.name: (i, p.default)
+        for i, p in enumerate(params)
+        if p.default is not p.empty and (p.default is None or isinstance(p.default, (bool, int, float, str)))
+    }
+
+
 @dataclass
 class GraphBody:
     """What a Graph node needs besides its layers and tensors."""
@@ -209,8 +223,16 @@ class _Name:
 
 
 class _Renderer:
-    def __init__(self, graph: fx.Graph, module: nn.Module, path: str, dropout_modes: Mapping[fx.Node, Any]) -> None:
+    def __init__(
+        self,
+        graph: fx.Graph,
+        module: nn.Module,
+        path: str,
+        dropout_modes: Mapping[fx.Node, Any],
+        traced: Callable[[nn.Module], bool],
+    ) -> None:
         self.graph = graph
+        self.traced = traced
         self.module = module
         self.path = path
         self.modes = dropout_modes
@@ -309,7 +331,8 @@ class _Renderer:
         if chain is not None:
             return _Expr(f"{self.child_ref(chain[0])}({self.value(chain[1]).text})")
         if n.op == "call_module":
-            return _Expr(f"{self.child_ref(str(n.target))}({self.call_args(n.args, n.kwargs)})")
+            args, kwargs = self.child_call(str(n.target), n.args, n.kwargs)
+            return _Expr(f"{self.child_ref(str(n.target))}({self.call_args(args, kwargs)})")
         if n.op == "call_method":
             method = str(n.target)
             if method == "to":
@@ -371,6 +394,34 @@ class _Renderer:
         defaults = _defaults(fn)  # type: ignore[arg-type]
         kwargs = {k: v for k, v in kwargs.items() if not (k in defaults and _same(v, defaults[k]) and k != "training")}
         return _Expr(f"{name}({self.call_args(args, kwargs)})")
+
+    def child_call(
+        self, target: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The arguments of a call of a traced child, less those its Graph fixes to their defaults (a caller
+        passing another value is refused: the child's Graph would silently ignore it)."""
+        child = self.module.get_submodule(target)
+        fixed = fixed_inputs(child) if self.traced(child) else {}
+        if not fixed:
+            return args, dict(kwargs)
+        names = list(inspect.signature(child.forward).parameters)
+        if len(fixed) == len(names):
+            return args, dict(kwargs)  # every input defaulted: the child's own trace refuses it, naming why
+        given = {**{names[i]: v for i, v in enumerate(args) if i < len(names)}, **kwargs}
+        for name, value in given.items():
+            if name in fixed and not _same(value, fixed[name][1]):
+                shown = "a value computed in forward" if isinstance(value, fx.Node) else repr(value)
+                raise EmitError(
+                    f"{where(self.path, self.module)}: calls {target} ({type(child).__name__}) with {name}={shown}, "
+                    f"but its emitted Graph fixes {name} to the default {fixed[name][1]!r} (Graph inputs have no "
+                    "defaults), so the value would be lost"
+                    f"\n    hint: give {type(child).__name__}.forward's {name!r} no default, "
+                    "or pass it as a layer argument"
+                )
+        kept_args = args[: min(i for i, _ in fixed.values())]
+        covered = set(names[: len(kept_args)])
+        kept_kwargs = {k: v for k, v in given.items() if k not in fixed and k not in covered}
+        return kept_args, kept_kwargs
 
     def render_to(self, n: fx.Node) -> _Expr:
         """``h.to(dtype)`` -> ``h.double()`` etc.; a device or other ``.to`` arguments are refused."""
@@ -571,10 +622,16 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def render_graph(
-    graph: fx.Graph, module: nn.Module, path: str, dropout_modes: Mapping[fx.Node, Any] | None = None
+    graph: fx.Graph,
+    module: nn.Module,
+    path: str,
+    dropout_modes: Mapping[fx.Node, Any] | None = None,
+    traced: Callable[[nn.Module], bool] | None = None,
 ) -> GraphBody:
-    """Statements, inputs and outputs for ``graph``, whose call_module targets are ``module``'s submodules."""
-    return _Renderer(graph, module, path, dropout_modes or {}).run()
+    """Statements, inputs and outputs for ``graph``, whose call_module targets are ``module``'s submodules.
+
+    ``traced(child)`` says whether a child is emitted as a traced Graph (whose defaulted inputs are fixed)."""
+    return _Renderer(graph, module, path, dropout_modes or {}, traced or (lambda m: False)).run()
 
 
-__all__ = ["GraphBody", "render_graph"]
+__all__ = ["GraphBody", "fixed_inputs", "render_graph"]

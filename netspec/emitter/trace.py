@@ -15,6 +15,7 @@ class and the reason.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 import torch.fx as fx
@@ -24,7 +25,7 @@ from ..compiler.allowlists import MODE_ARGUMENTS
 from ..errors import EmitError, first_line
 from .layers import where
 from .lint import ModelWarning
-from .render import GraphBody, function_name, render_graph
+from .render import GraphBody, fixed_inputs, function_name, render_graph
 
 TRACE_HINT = (
     "netspec emits a custom module by symbolic tracing (torch.fx), which cannot follow Python control flow "
@@ -87,16 +88,16 @@ def trace(module: nn.Module, path: str) -> tuple[fx.Graph, dict[fx.Node, Any], l
                 f"{where(path, module)}: forward takes {stars}{p.name}; a Graph needs named inputs "
                 f"(write forward(self, x, y) instead of forward(self, {stars}{p.name}))"
             )
-        if p.default is not p.empty and (p.default is None or isinstance(p.default, (bool, int, float, str))):
-            concrete[p.name] = p.default
-            notes.append(
-                ModelWarning(
-                    path,
-                    f"{type(module).__name__}.forward argument {p.name!r} is fixed to its default {p.default!r}: "
-                    "Graph inputs have no defaults",
-                    "pass the value through a layer argument if it must vary",
-                )
+    for name, (_, default) in fixed_inputs(module).items():
+        concrete[name] = default
+        notes.append(
+            ModelWarning(
+                path,
+                f"{type(module).__name__}.forward argument {name!r} is fixed to its default {default!r}: "
+                "Graph inputs have no defaults",
+                "pass the value through a layer argument if it must vary",
             )
+        )
     free = [p.name for p in signature.parameters.values() if p.name not in concrete]
     if signature.parameters and not free:
         shown = ", ".join(f"{k}={v!r}" for k, v in concrete.items())
@@ -141,12 +142,13 @@ def trace(module: nn.Module, path: str) -> tuple[fx.Graph, dict[fx.Node, Any], l
     return graphs[False], modes, notes
 
 
-def graph_body(module: nn.Module, path: str) -> GraphBody:
-    """Trace (or, for a GraphModule, read) ``module``'s forward and render it as Graph statements."""
+def graph_body(module: nn.Module, path: str, traced: Callable[[nn.Module], bool] | None = None) -> GraphBody:
+    """Trace (or, for a GraphModule, read) ``module``'s forward and render it as Graph statements;
+    ``traced(child)``: whether a child is itself emitted by tracing (see ``render_graph``)."""
     if isinstance(module, fx.GraphModule):
-        return render_graph(module.graph, module, path)
+        return render_graph(module.graph, module, path, traced=traced)
     graph, modes, notes = trace(module, path)
-    body = render_graph(graph, module, path, modes)
+    body = render_graph(graph, module, path, modes, traced)
     body.notes = notes + body.notes
     return body
 

@@ -32,7 +32,7 @@ from ..compiler.construct import TENSOR_INITS
 from ..errors import EmitError, SpecError
 from ..spec import Spec, read
 from .blocks import BlockTable
-from .equivalents import equivalent_node
+from .equivalents import equivalent_node, has_equivalent
 from .layers import LayerVerifier, catalogue_entry, layer_args, where
 from .lint import ModelWarning, lint
 from .trace import graph_body
@@ -46,6 +46,16 @@ def _unwrap(cls: type[nn.Module]) -> type[nn.Module]:
     while getattr(cls, "_netspec_eval_base", None) is not None:
         cls = cls._netspec_eval_base  # type: ignore[attr-defined]
     return cls
+
+
+def _traced(module: nn.Module) -> bool:
+    """Whether ``node`` emits ``module`` by tracing its forward (not a container, equivalent or catalogue layer)."""
+    cls = _unwrap(type(module))
+    if isinstance(module, (nn.Sequential, nn.ModuleList, nn.ModuleDict)):
+        return cls.forward not in (nn.Sequential.forward, nn.Module.forward)
+    if isinstance(module, (fx.GraphModule, nn.ParameterList, nn.ParameterDict)):
+        return False
+    return _layer_base(cls) is None and not has_equivalent(module)
 
 
 def _layer_base(cls: type[nn.Module]) -> type[nn.Module] | None:
@@ -194,7 +204,7 @@ class _Walker:
         return spec
 
     def graph(self, module: nn.Module, path: str) -> dict[str, Any]:
-        body = graph_body(module, path)
+        body = graph_body(module, path, _traced)
         self.notes += body.notes
         node: dict[str, Any] = {"type": "Graph", "inputs": body.inputs}
         layers = self.children(module, path)
