@@ -13,7 +13,15 @@ torchvision = import_torchvision()
 
 # Small classifiers covering the families' building blocks (residuals, depthwise + SE, channel shuffle,
 # fire modules, RegNet's group convs, dense concatenation): their round trip must be exact.
-FAST_EXACT = ["resnet18", "mobilenet_v3_small", "squeezenet1_1", "shufflenet_v2_x0_5", "mnasnet0_5", "regnet_x_400mf"]
+FAST_EXACT = [
+    "resnet18",
+    "mobilenet_v3_small",
+    "squeezenet1_1",
+    "shufflenet_v2_x0_5",
+    "mnasnet0_5",
+    "regnet_x_400mf",
+    "efficientnet_b0",  # StochasticDepth becomes netspec's StochasticDepth (same random draws)
+]
 MAX_PARAMS = 150_000_000
 
 
@@ -34,6 +42,29 @@ def check(name: str) -> Outcome:
 def test_fast_set_round_trips_exactly(name: str) -> None:
     outcome = check(name)
     assert outcome.status == "exact", outcome
+
+
+# timm families whose smallest variant round-trips today (timm's BatchNormAct2d, which most families use,
+# is refused with its reason: see docs/emit.md).
+TIMM_EXACT = ["resnet18", "convnext_atto", "mixer_s16_224"]
+
+
+@pytest.mark.parametrize("name", TIMM_EXACT)
+def test_timm_fast_set_round_trips_exactly(name: str) -> None:
+    import timm
+
+    torch.set_num_threads(1)
+    shape = tuple(timm.create_model(name, pretrained=False).pretrained_cfg["input_size"])
+    outcome = round_trip(name, lambda: timm.create_model(name, pretrained=False), shape)
+    assert outcome.status == "exact", outcome
+
+
+def test_timm_batchnormact_is_refused_with_its_path_and_class() -> None:
+    import timm
+
+    outcome = round_trip("regnetx_002", lambda: timm.create_model("regnetx_002", pretrained=False), (3, 224, 224))
+    assert outcome.status == "refused", outcome
+    assert outcome.detail.startswith("stem.bn (BatchNormAct2d): "), outcome.detail
 
 
 def test_a_refusal_names_the_module_path_its_class_and_the_reason() -> None:
