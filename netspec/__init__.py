@@ -22,7 +22,7 @@ from .version import __version__
 if TYPE_CHECKING:
     from .api import Built, build, load, load_checkpoint
     from .catalog.registry import LAYERS, register
-    from .diff import diff
+    from .comparison import diff
     from .distributed.plan import plan
     from .emitter.lint import ModelWarning, lint
     from .emitter.walker import emit
@@ -36,7 +36,7 @@ _EXPORTS = {
     "Built": "netspec.api",
     "build": "netspec.api",
     "load": "netspec.api",
-    "diff": "netspec.diff",
+    "diff": "netspec.comparison",
     "LAYERS": "netspec.catalog.registry",
     "register": "netspec.catalog.registry",
     "ModelWarning": "netspec.emitter.lint",

@@ -12,7 +12,7 @@ import sys
 
 from conftest import ROOT
 
-CALLABLES = ("read", "build", "load", "emit", "save", "register", "lint", "draw", "load_checkpoint")
+CALLABLES = ("read", "build", "load", "emit", "save", "register", "lint", "draw", "diff", "plan", "load_checkpoint")
 
 SCRIPT = f"""
 import importlib, pkgutil, sys

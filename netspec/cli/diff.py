@@ -17,7 +17,7 @@ from .common import EXIT_INVALID, EXIT_OK, add_search_path_argument
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from ..diff import diff
+    from ..comparison import diff
 
     result = diff(args.a, args.b, search_path=args.search_path)
     if args.format == "json":
