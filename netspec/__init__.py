@@ -23,11 +23,11 @@ if TYPE_CHECKING:
     from .api import Built, build, load, load_checkpoint
     from .catalog.registry import LAYERS, register
     from .comparison import diff
-    from .distributed.plan import plan
     from .emitter.lint import ModelWarning, lint
     from .emitter.walker import emit
     from .errors import CheckpointError, EmitError, NetspecError, Problem, SpecError
     from .io.checkpoint import save
+    from .planning import plan
     from .spec import Spec, read
     from .viz import draw
 
@@ -48,7 +48,7 @@ _EXPORTS = {
     "Problem": "netspec.errors",
     "SpecError": "netspec.errors",
     "load_checkpoint": "netspec.api",
-    "plan": "netspec.distributed.plan",
+    "plan": "netspec.planning",
     "save": "netspec.io.checkpoint",
     "Spec": "netspec.spec",
     "read": "netspec.spec",

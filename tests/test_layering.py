@@ -23,7 +23,15 @@ LAYERS: list[tuple[str, ...]] = [
     ("netspec.training",),
     ("netspec.distributed",),
     ("netspec.emitter", "netspec.spec", "netspec.schema", "netspec.summary"),
-    ("netspec.api", "netspec.viz", "netspec.comparison", "netspec.figures", "netspec.sweep", "netspec.schedule"),
+    (
+        "netspec.api",
+        "netspec.viz",
+        "netspec.comparison",
+        "netspec.planning",
+        "netspec.figures",
+        "netspec.sweep",
+        "netspec.schedule",
+    ),
     ("netspec.cli", "netspec.__main__"),
 ]
 

@@ -36,7 +36,7 @@ def parse_bytes(text: str) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from ..distributed.plan import plan
+    from ..planning import plan
 
     if args.world < 1:
         raise UsageError(f"--world must be at least 1, got {args.world}")

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -222,23 +221,19 @@ def _state_elements(kind: str, group: Mapping[str, Any], local: tuple[int, ...])
     return per_element * math.prod(local), scalars
 
 
-def plan(
+def plan_spec(
     spec: Any,
     world_size: int,
     *,
     device_memory: int | None = None,
     dtype: torch.dtype | str | None = None,
-    overrides: Mapping[str, Any] | None = None,
 ) -> Plan:
     """Per-rank parameter, gradient and optimizer-state bytes of ``spec`` at ``world_size`` (on meta).
 
     Raises ``SpecError`` for what the distributed build would refuse (a ``shard`` pattern matching
     nothing, a tie split across units, a tensor nothing initialises) and for a world size below 1."""
     from ..compiler.meta import DTYPES
-    from ..spec import read
 
-    if isinstance(spec, (str, os.PathLike, Mapping)) or not hasattr(spec, "inferred"):
-        spec = read(spec, overrides)
     if not isinstance(world_size, int) or isinstance(world_size, bool) or world_size < 1:
         raise SpecError(Problem(f"world_size must be a positive integer, got {world_size!r}"))
     if device_memory is not None and device_memory <= 0:
