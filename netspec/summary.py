@@ -438,7 +438,7 @@ def _float_element_size(model: nn.Module, input_dtype: torch.dtype) -> int:
 
 def training_footer(built: Built) -> list[tuple[str, str]]:
     """What the table does not show about training: scheduler and warm-up, clipping, loss, modules kept in
-    eval mode, tied parameters — each a (label, text) line."""
+    eval mode, the weight average, tied parameters — each a (label, text) line."""
     from .training.explain import compress_names
 
     doc = built.spec.document
@@ -458,6 +458,8 @@ def training_footer(built: Built) -> list[tuple[str, str]]:
     if setup is not None and setup.eval_modules:
         modules = [n for n, _ in built.model.named_modules() if n]
         lines.append(("Eval mode", ", ".join(compress_names(sorted(setup.eval_modules), modules))))
+    if doc.average is not None:
+        lines.append(("Averaging", _call_text(doc.average.type, _extra_args(doc.average, ("type",)))))
     ties = tied_parameters(built.model)
     if ties:
         lines.append(("Tied", "; ".join(" = ".join(names) for names in ties)))

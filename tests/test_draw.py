@@ -259,3 +259,23 @@ def test_docs_schedule_picture_matches_regeneration() -> None:
     if made_by is None or made_by.group(1).decode() != matplotlib.__version__:
         pytest.skip(f"the docs plot was made by matplotlib {made_by.group(1) if made_by else '?'}")
     assert committed == _docs_pictures().gpt_schedule_svg()  # type: ignore[attr-defined]
+
+
+def test_tie_and_eval_sections_are_marked(write_spec: Callable[..., Path]) -> None:
+    path = write_spec("""
+        netspec: 1
+        input: {shape: [6], dtype: int64}
+        model:
+          type: Sequential
+          layers:
+            wte: {type: Embedding, num_embeddings: 10, embedding_dim: 4}
+            norm: {type: LayerNorm, normalized_shape: 4}
+            lm_head: {type: Linear, in_features: 4, out_features: 10, bias: false}
+        tie: {lm_head.weight: wte.weight}
+        eval: [norm]
+        """)
+    diagram = make_diagram(netspec.read(path))
+    marks = {b.label: b.marks for b in diagram.boxes()}
+    assert marks["wte"] == ("tied",) and marks["lm_head"] == ("tied",) and marks["norm"] == ("eval",)
+    dot = render(netspec.read(path), ".dot")
+    assert 'color="#e65100", penwidth="2"' in dot and "dashed" in dot

@@ -93,6 +93,8 @@ def test_training_footer_groups_as_patterns_and_short_repr(write_spec: Callable[
           clip_grad: {max_norm: 1.0}
         scheduler: {type: CosineAnnealingLR, T_max: 100, interval: step, warmup: {steps: 10}}
         loss: {type: CrossEntropyLoss, label_smoothing: 0.1}
+        average: {type: ema, decay: 0.999}
+        eval: [head]
         """)
     built = netspec.build(path, device="meta")
     summary = summarize_built(built)
@@ -104,11 +106,12 @@ def test_training_footer_groups_as_patterns_and_short_repr(write_spec: Callable[
     assert footer["Scheduler"] == "CosineAnnealingLR(T_max=100), stepped per step; warm-up 10 steps from 0.01× lr"
     assert footer["Gradient clipping"] == "norm ≤ 1 (L2)"
     assert footer["Loss"] == "CrossEntropyLoss(label_smoothing=0.1)"
-    assert footer["Eval mode"] == "*.norm1"  # six modules, one pattern that selects exactly them
+    assert footer["Eval mode"] == "*.norm1, head"  # seven modules: one pattern for the six norms, and head
+    assert footer["Averaging"] == "ema(decay=0.999)"
     shown = repr(built.training)
     assert len(shown) < 200, shown
     assert shown.startswith("TrainingSetup(optimizer=AdamW (2 groups), scheduler=SequentialLR per step")
-    assert "clip=norm ≤ 1 (L2)" in shown and "frozen=12 tensors" in shown and "eval=6 modules" in shown
+    assert "clip=norm ≤ 1 (L2)" in shown and "frozen=12 tensors" in shown and "eval=7 modules" in shown
 
 
 def test_ties_are_in_the_footer() -> None:
