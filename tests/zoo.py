@@ -22,7 +22,7 @@ import torch.nn as nn
 import netspec
 
 # "features.1.0.attn (ShiftedWindowAttention): reason" or "the model (GoogLeNet): reason"
-REFUSAL = re.compile(r"^(the model|[\w.]+) \((\w+)\): \S")
+REFUSAL = re.compile(r"^(the model|[\w.]+) \(([\w.]+)\): \S")
 
 
 def import_torchvision() -> types.ModuleType:
