@@ -27,6 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .compiler.memory import human
 from .compiler.shapes import output_shapes
+from .io.checkpoint import tied_groups
 
 if TYPE_CHECKING:
     from .api import Built
@@ -460,18 +461,10 @@ def training_footer(built: Built) -> list[tuple[str, str]]:
         lines.append(("Eval mode", ", ".join(compress_names(sorted(setup.eval_modules), modules))))
     if doc.average is not None:
         lines.append(("Averaging", _call_text(doc.average.type, _extra_args(doc.average, ("type",)))))
-    ties = tied_parameters(built.model)
+    ties = tied_groups(built.model)
     if ties:
         lines.append(("Tied", "; ".join(" = ".join(names) for names in ties)))
     return lines
-
-
-def tied_parameters(model: nn.Module) -> list[list[str]]:
-    """Groups of parameter names that are one tensor (``tie:``, or a module shared in two places)."""
-    names: dict[int, list[str]] = {}
-    for name, p in model.named_parameters(remove_duplicate=False):
-        names.setdefault(id(p), []).append(name)
-    return [group for group in names.values() if len(group) > 1]
 
 
 def _extra_args(section: BaseModel | str, skip: tuple[str, ...]) -> dict[str, Any]:

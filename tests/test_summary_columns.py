@@ -117,12 +117,12 @@ def test_training_footer_groups_as_patterns_and_short_repr(write_spec: Callable[
 def test_ties_are_in_the_footer() -> None:
     import torch.nn as nn
 
-    from netspec.summary import tied_parameters
+    from netspec.io.checkpoint import tied_groups
 
     emb, head = nn.Embedding(10, 4), nn.Linear(4, 10, bias=False)
     head.weight = emb.weight
     model = nn.ModuleDict({"wte": emb, "lm_head": head})
-    assert tied_parameters(model) == [["wte.weight", "lm_head.weight"]]
+    assert tied_groups(model) == [["wte.weight", "lm_head.weight"]]
 
 
 def test_json_carries_everything_the_table_shows(

@@ -22,6 +22,7 @@ from torch import nn
 
 from ..errors import ProblemList
 from ..frontend.distributed_models import DistributedSpec
+from ..io.checkpoint import tied_groups
 from ..training.kwargs import make_problem
 from ..training.patterns import dotted_prefixes, is_glob, no_match
 
@@ -61,17 +62,9 @@ def owner_unit(name: str, units: list[str]) -> str:
     return best
 
 
-def tied_names(model: nn.Module) -> list[list[str]]:
-    """Parameter names that share one tensor, one list per tensor (``lm_head.weight``, ``wte.weight``)."""
-    groups: dict[int, list[str]] = {}
-    for name, param in model.named_parameters(remove_duplicate=False):
-        groups.setdefault(id(param), []).append(name)
-    return [names for names in groups.values() if len(names) > 1]
-
-
 def check_ties(model: nn.Module, units: list[str], source: Any, problems: ProblemList) -> None:
     """A tied parameter must belong to one unit: FSDP frees a unit's parameters after its use."""
-    for names in tied_names(model):
+    for names in tied_groups(model):
         owners = {name: owner_unit(name, units) for name in names}
         if len(set(owners.values())) > 1:
             parts = ", ".join(f"{n!r} in unit {owners[n] or '<root>'!r}" for n in names)

@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn.parameter import is_lazy
 
 from ..errors import ProblemList
+from ..io.checkpoint import tied_groups
 from .kwargs import make_problem
 from .patterns import closest
 
@@ -78,11 +79,4 @@ def run_ties(model: nn.Module, ties: dict[str, str] | None, source: Any, problem
 
 def tied_names(model: nn.Module) -> dict[str, list[str]]:
     """The first name of every shared parameter -> its other names (``wte.weight`` -> ``[lm_head.weight]``)."""
-    first: dict[int, str] = {}
-    others: dict[str, list[str]] = {}
-    for name, param in model.named_parameters(remove_duplicate=False):
-        if id(param) in first:
-            others.setdefault(first[id(param)], []).append(name)
-        else:
-            first[id(param)] = name
-    return others
+    return {names[0]: names[1:] for names in tied_groups(model)}

@@ -29,6 +29,7 @@ import torch.nn as nn
 
 from ..compiler.resolve import RNode
 from ..compiler.shapes import output_shapes
+from ..io.checkpoint import tied_groups
 from ..summary import TRACE_BATCH, format_shape
 from ..training.freeze import is_eval_frozen
 
@@ -397,11 +398,7 @@ def _op_label(n: fx.Node) -> str:
 
 def _tied_modules(model: nn.Module) -> set[str]:
     """Modules owning a parameter that another module shares (``tie:``, or weight sharing)."""
-    owners: dict[int, list[str]] = {}
-    for module_name, module in model.named_modules(remove_duplicate=False):
-        for p in module.parameters(recurse=False):
-            owners.setdefault(id(p), []).append(module_name)
-    return {name for names in owners.values() if len(set(names)) > 1 for name in names}
+    return {name.rpartition(".")[0] for names in tied_groups(model) for name in names}
 
 
 def make_diagram(spec: Spec, depth: int | None = None, expand: bool = False) -> Diagram:
