@@ -1,7 +1,8 @@
 """``netspec.diff(a, b)``: what differs between two specs or checkpoints, and what of A loads into B.
 
 In: two specs — each a file path, a dict, a ``netspec.Spec`` or a checkpoint (``.pt``,
-``.safetensors``, ...) — and the search path for their ``extends``/``imports``. Out: a
+``.safetensors``, ...) — the search path for their ``extends``/``imports``, and ``--set`` style
+overrides for both sides or for one (a checkpoint's spec takes none). Out: a
 ``SpecDiff``: the values that differ, each with where A and B wrote it (``file:line``, ``--set``);
 the modules added, removed or changed (type or arguments) in B's model relative to A's; parameter
 and MAC deltas; and, key by key, which of A's weights (a checkpoint's saved tensors, or the
@@ -19,7 +20,7 @@ from typing import Any
 
 import torch.nn as nn
 
-from .errors import SpecError, SpecPath, format_path
+from .errors import SpecError, SpecPath, UsageError, format_path
 from .figures import Figures, figures
 from .frontend.origins import origin, show_file
 from .io.checkpoint import inspect_checkpoint, is_checkpoint_path
@@ -174,10 +175,18 @@ def _columns(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
     return lines
 
 
-def _side(value: Any, search_path: Sequence[str | os.PathLike[str]] | None) -> Side:
+def _side(
+    value: Any,
+    search_path: Sequence[str | os.PathLike[str]] | None,
+    overrides: Mapping[str, Any] | None,
+    side: str,
+) -> Side:
     if isinstance(value, Spec):
-        return Side(show_file(value.source.filename), value, _state_shapes(value), False)
+        spec = read(value, overrides) if overrides else value
+        return Side(show_file(value.source.filename), spec, _state_shapes(spec), False)
     if isinstance(value, (str, os.PathLike)) and is_checkpoint_path(value):
+        if overrides:  # the weights are the file's: a changed spec beside them would compare nothing real
+            raise UsageError(f"overrides for {side} apply to a spec, but {side} is a checkpoint ({os.fspath(value)})")
         summary = inspect_checkpoint(value)
         try:
             spec = read(summary.spec)
@@ -186,9 +195,9 @@ def _side(value: Any, search_path: Sequence[str | os.PathLike[str]] | None) -> S
         spec.source.filename = summary.path
         return Side(show_file(summary.path), spec, dict(summary.weights), True)
     if isinstance(value, Mapping):
-        spec = read(value, search_path=search_path)
+        spec = read(value, overrides, search_path=search_path)
         return Side("<dict>", spec, _state_shapes(spec), False)
-    spec = read(value, search_path=search_path)
+    spec = read(value, overrides, search_path=search_path)
     return Side(show_file(os.fspath(value)), spec, _state_shapes(spec), False)
 
 
@@ -262,9 +271,16 @@ def diff(
     b: str | os.PathLike[str] | Mapping[str, Any] | Spec,
     *,
     search_path: Sequence[str | os.PathLike[str]] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    overrides_a: Mapping[str, Any] | None = None,
+    overrides_b: Mapping[str, Any] | None = None,
 ) -> SpecDiff:
-    """Compare ``a`` and ``b`` (specs or checkpoints); see the module docstring. Nothing is allocated."""
-    left, right = _side(a, search_path), _side(b, search_path)
+    """Compare ``a`` and ``b`` (specs or checkpoints); see the module docstring. Nothing is allocated.
+
+    ``overrides`` (``--set``) apply to both sides, then ``overrides_a`` / ``overrides_b`` to one:
+    ``diff(s, s, overrides_b={"vars.width": 128})`` shows what that override changes."""
+    left = _side(a, search_path, {**(overrides or {}), **(overrides_a or {})}, "A")
+    right = _side(b, search_path, {**(overrides or {}), **(overrides_b or {})}, "B")
     result = SpecDiff(left.label, right.label)
     result.values = _value_changes(left, right)
     result.modules = _module_changes(left, right)

@@ -142,3 +142,32 @@ def test_cli_diff_of_an_invalid_spec_is_exit_1_with_location(
     assert main(["diff", str(base), str(bad)]) == 1
     err = capsys.readouterr().err
     assert f"{base}:11:" in err and "out_features" in err
+
+
+def test_cli_diff_set_b_shows_what_an_override_changes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base, _ = _files(tmp_path)
+    assert main(["diff", str(base), str(base), "--set-b", "vars.classes=3", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    change = next(v for v in data["values"] if v["path"] == "vars.classes")
+    assert (change["a"], change["b"]) == (10, 3)
+    assert "--set vars.classes" in str(change["b_origin"])
+    # head: 10*256+10 -> 3*256+3 parameters; the conv weights still load, the head's do not.
+    assert data["parameters"]["delta"] == (3 * 256 + 3) - (10 * 256 + 10)
+    assert data["weights"]["loadable"] == ["conv.weight", "conv.bias"]
+    # --set applies to both sides: the same override on both is no difference at all.
+    assert main(["diff", str(base), str(base), "--set", "vars.classes=3", "--exit-code"]) == 0
+    capsys.readouterr()
+    # --set-a on its own side only: A has 3 classes, B the file's 10.
+    d = netspec.diff(base, base, overrides_a={"vars.classes": 3})
+    assert [(v.path, v.a, v.b) for v in d.values] == [("vars.classes", 3, 10)]
+
+
+def test_diff_override_of_a_checkpoint_side_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base, _ = _files(tmp_path)
+    netspec.save(netspec.build(base), tmp_path / "run.pt")
+    assert main(["diff", str(tmp_path / "run.pt"), str(base), "--set-a", "vars.classes=3"]) == 2
+    err = capsys.readouterr().err
+    assert "A is a checkpoint" in err and "Traceback" not in err
+    # An unknown override key is the spec's own error, with the --set origin and exit 1.
+    assert main(["diff", str(base), str(base), "--set-b", "vars.clases=3"]) == 1
+    assert "classes" in capsys.readouterr().err
