@@ -24,8 +24,8 @@ from torch.nn.modules.lazy import LazyModuleMixin
 from ..errors import did_you_mean
 from .blocks import block_class
 from .fill import build_dtype, fill
-from .resolve import RNode, RTensor
-from .statements import make_graph_module
+from .graph_module import make_graph_module
+from .tree import RNode, RTensor
 
 
 def sinusoidal(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:

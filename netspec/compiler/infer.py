@@ -40,9 +40,9 @@ from .meta import (
     shape_text,
     tensors_of,
 )
-from .resolve import RNode
 from .shapes import ShapeRuleBug, SkipInit, function_output, output_shape, output_shapes
 from .statements import compile_statements, route
+from .tree import RNode
 
 FAILED: Any = object()  # a Graph run stopped at a reported problem (None is a legitimate output)
 

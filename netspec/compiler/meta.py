@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ..frontend.models import DTYPE_NAMES
-from .resolve import RNode
+from .tree import RNode
 
 META = torch.device("meta")
 

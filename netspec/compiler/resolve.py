@@ -1,6 +1,6 @@
 """Stage 3: resolve — vars substituted, blocks instantiated, repeats expanded.
 
-In: a ``SpecModel`` and its ``Source``. Out: a tree of ``RNode``s, each with its final
+In: a ``SpecModel`` and its ``Source``. Out: a tree of ``RNode``s (``tree``), each with its final
 module name (``layer1.0.conv1``), the document path it came from (for error locations),
 its catalogue entry and type-checked arguments (``${...}`` already substituted). Arguments
 that the input determines may still be missing; ``infer`` fills them in.
@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import keyword
 import math
 from collections import ChainMap
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-import torch.nn as nn
 from pydantic import ValidationError
 
 from ..catalog.checks import check_layer
-from ..catalog.registry import LAYERS, LayerType, UnknownName
-from ..errors import Problem, ProblemList, SpecError, SpecPath, did_you_mean, format_path, printable
+from ..catalog.registry import LAYERS, UnknownName
+from ..errors import Problem, ProblemList, SpecError, SpecPath, did_you_mean, format_path
 from ..frontend.budget import BudgetExceeded
 from ..frontend.models import (
     AnyNode,
@@ -40,111 +37,13 @@ from ..frontend.models import (
 )
 from ..frontend.source import Source
 from ..frontend.substitute import Substitution
-from .allowlists import RESERVED_NAMES
 from .expansion import NODE_ADAPTER, check_expansion
+from .names import check_child_name, check_graph_inputs
+from .tree import LEFT_OUT, Resolved, RGraph, RNode, RStatement, RTensor
 
-NodeKind = Literal["layer", "Sequential", "ModuleList", "ModuleDict", "Graph", "ParameterList", "ParameterDict"]
 MAX_REPEAT = 100_000
 MAX_ELEMENTS = 2**48  # per tensor: far beyond any device, far below int64 overflow in size arithmetic
 MAX_NESTING = 100  # nodes inside nodes, block bodies included: far past real models, well inside Python's stack
-
-
-@dataclass
-class RTensor:
-    """A parameter or buffer owned by a Graph or a ParameterList/Dict."""
-
-    shape: tuple[int, ...]
-    init: str | dict[str, Any]
-    path: SpecPath
-    trainable: bool = True
-    persistent: bool = True
-    is_buffer: bool = False
-
-
-@dataclass
-class RStatement:
-    text: str
-    path: SpecPath
-
-
-@dataclass
-class RGraph:
-    inputs: list[str]
-    statements: list[RStatement]
-    outputs: str | list[str] | dict[str, str]
-    outputs_path: SpecPath
-
-
-@dataclass
-class RNode:
-    """One resolved node: what to build, under which name, and where it was written."""
-
-    kind: NodeKind
-    name: str  # module path in the built model ("" for the root)
-    path: SpecPath  # where in the document this node was written
-    layer: LayerType | None = None
-    args: dict[str, Any] = field(default_factory=dict)  # nested layer nodes appear as RNode values
-    arg_paths: dict[str, SpecPath] = field(default_factory=dict)
-    children: dict[str, RNode] = field(default_factory=dict)
-    tensors: dict[str, RTensor] = field(default_factory=dict)
-    graph: RGraph | None = None
-    block: str | None = None  # the block name when this node is a block instance
-    use_path: SpecPath | None = None  # where the block was used, when ``path`` is inside its body
-    context: str = ""  # the block instances / repeat copies this node is inside, for messages
-    omitted: dict[str, SpecPath] = field(default_factory=dict)  # children left out: name -> path of `if`
-
-    @property
-    def type_name(self) -> str:
-        if self.block:
-            return self.block
-        return self.layer.name if self.layer else self.kind
-
-    def where(self) -> str:
-        """How messages name this node when its document path (a block body, a repeated layer) is shared."""
-        return f" (in {self.context})" if self.context else ""
-
-    @property
-    def label(self) -> str:
-        """The module path as messages say it: ``classifier.fc1``, ``layer 2``, ``the model``."""
-        if not self.name:
-            return "the model"
-        return f"layer {self.name}" if self.name.isdigit() else self.name
-
-    def copy(self) -> RNode:
-        """A copy of this subtree whose arguments can be completed without touching this one.
-
-        Arguments and children are copied node by node; what later stages only read (layer
-        entries, paths, owned tensor specs, Graph statements) is shared.
-        """
-        args = {k: v.copy() if isinstance(v, RNode) else v for k, v in self.args.items()}
-        children = {k: c.copy() for k, c in self.children.items()}
-        return dataclasses.replace(self, args=args, children=children, tensors=dict(self.tensors))
-
-
-# Attributes every nn.Module instance sets in __init__ (_modules, _parameters, training, ...).
-_MODULE_INSTANCE_ATTRIBUTES = frozenset(vars(nn.Module()))
-
-
-def _check_child_name(name: str, path: SpecPath, source: Source, problems: ProblemList) -> bool:
-    if not isinstance(name, str) or name == "":
-        problems.add(source.problem(path, "child names must be non-empty strings"))
-        return False
-    if printable(name, keep_newlines=False) != name:
-        problems.add(source.problem(path, f"child name {name!r} holds control or unpaired surrogate characters"))
-        return False
-    if "." in name:
-        problems.add(
-            source.problem(
-                path,
-                f"child name {name!r} contains '.', which breaks state_dict keys",
-                hint=f"use {name.replace('.', '_')!r}",
-            )
-        )
-        return False
-    if hasattr(nn.Module, name) or name in _MODULE_INSTANCE_ATTRIBUTES:
-        problems.add(source.problem(path, f"child name {name!r} clashes with the nn.Module attribute of that name"))
-        return False
-    return True
 
 
 class _InContext(ProblemList):
@@ -302,7 +201,7 @@ class Resolver:
         for key, child in layers.items():
             key_name = str(key)
             child_path = path + (key,)
-            if isinstance(key, str) and not _check_child_name(key, child_path, self.source, self.problems):
+            if isinstance(key, str) and not check_child_name(key, child_path, self.source, self.problems):
                 continue
             resolved = self.node(child, f"{out.name}.{key_name}" if out.name else key_name, child_path, scope)
             if resolved is LEFT_OUT:
@@ -378,10 +277,10 @@ class Resolver:
     def graph(self, node: GraphNode, name: str, path: SpecPath, scope: Mapping[str, Any]) -> RNode:
         out = RNode("Graph", name, path)
         self.children(out, node.layers, path + ("layers",), scope)
-        self.graph_inputs(node, path)
+        check_graph_inputs(node, path, self.source, self.problems)
         for kind, table in (("parameters", node.parameters), ("buffers", node.buffers)):
             for key, tensor in table.items():
-                if not _check_child_name(key, path + (kind, key), self.source, self.problems):
+                if not check_child_name(key, path + (kind, key), self.source, self.problems):
                     continue
                 if key in out.children or key in out.tensors:
                     self.problems.add(self.source.problem(path + (kind, key), f"{key!r} is already defined"))
@@ -395,25 +294,6 @@ class Resolver:
         ]
         out.graph = RGraph(list(node.inputs), statements, node.outputs, path + ("outputs",))
         return out
-
-    def graph_inputs(self, node: GraphNode, path: SpecPath) -> None:
-        """Inputs become forward's parameter names: identifiers, distinct, not a layer's or tensor's name."""
-        seen: set[str] = set()
-        owned = {*node.layers, *node.parameters, *node.buffers}
-        for k, input_name in enumerate(node.inputs):
-            if not input_name.isidentifier() or keyword.iskeyword(input_name) or input_name.startswith("_"):
-                message = f"input name {input_name!r} must be an identifier, not a keyword, not starting with '_'"
-            elif input_name in RESERVED_NAMES:
-                message = f"input name {input_name!r} is reserved by the generated forward"
-            elif input_name in seen:
-                message = f"input {input_name!r} is listed twice"
-            elif input_name in owned:
-                message = f"input {input_name!r} has the name of a layer or tensor of this Graph"
-            else:
-                message = ""
-            if message:
-                self.problems.add(self.source.problem((*path, "inputs", k), message))
-            seen.add(input_name)
 
     def tensor(self, tensor: Any, path: SpecPath, scope: Mapping[str, Any]) -> RTensor | None:
         shape = [self.integer(d, scope, path + ("shape", k), "a tensor dimension") for k, d in enumerate(tensor.shape)]
@@ -559,20 +439,6 @@ def _param_fits(kind: str, value: Any) -> bool:
         "node": lambda v: isinstance(v, (dict, str)),
     }
     return checks.get(kind, lambda v: True)(value)
-
-
-# What ``Resolver.node`` returns for a node whose ``if:`` is false.
-LEFT_OUT = RNode("layer", "", ())
-
-
-@dataclass
-class Resolved:
-    """The resolved model tree plus what ``infer`` and ``build`` need from the top level."""
-
-    root: RNode
-    loss: RNode | None
-    vars: dict[str, Any]
-    warnings: list[Problem]
 
 
 def resolve(spec: SpecModel, source: Source, substitution: Substitution | None = None) -> Resolved:

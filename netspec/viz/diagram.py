@@ -27,8 +27,8 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from ..compiler.resolve import RNode
 from ..compiler.shapes import output_shapes
+from ..compiler.tree import RNode
 from ..io.checkpoint import tied_groups
 from ..summary import TRACE_BATCH, format_shape
 from ..training.freeze import is_eval_frozen

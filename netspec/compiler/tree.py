@@ -1,0 +1,107 @@
+"""The resolved tree: what ``resolve`` produces and every later stage reads.
+
+In: nothing (data only). Out: ``RNode`` (one node: kind, module name, document path, catalogue
+entry and checked arguments, children, owned tensors, Graph statements), ``RTensor``,
+``RStatement``, ``RGraph``, ``Resolved`` (the tree plus the loss, vars and warnings) and
+``LEFT_OUT``, the marker for a node whose ``if:`` is false.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ..catalog.registry import LayerType
+from ..errors import Problem, SpecPath
+
+NodeKind = Literal["layer", "Sequential", "ModuleList", "ModuleDict", "Graph", "ParameterList", "ParameterDict"]
+
+
+@dataclass
+class RTensor:
+    """A parameter or buffer owned by a Graph or a ParameterList/Dict."""
+
+    shape: tuple[int, ...]
+    init: str | dict[str, Any]
+    path: SpecPath
+    trainable: bool = True
+    persistent: bool = True
+    is_buffer: bool = False
+
+
+@dataclass
+class RStatement:
+    text: str
+    path: SpecPath
+
+
+@dataclass
+class RGraph:
+    inputs: list[str]
+    statements: list[RStatement]
+    outputs: str | list[str] | dict[str, str]
+    outputs_path: SpecPath
+
+
+@dataclass
+class RNode:
+    """One resolved node: what to build, under which name, and where it was written."""
+
+    kind: NodeKind
+    name: str  # module path in the built model ("" for the root)
+    path: SpecPath  # where in the document this node was written
+    layer: LayerType | None = None
+    args: dict[str, Any] = field(default_factory=dict)  # nested layer nodes appear as RNode values
+    arg_paths: dict[str, SpecPath] = field(default_factory=dict)
+    children: dict[str, RNode] = field(default_factory=dict)
+    tensors: dict[str, RTensor] = field(default_factory=dict)
+    graph: RGraph | None = None
+    block: str | None = None  # the block name when this node is a block instance
+    use_path: SpecPath | None = None  # where the block was used, when ``path`` is inside its body
+    context: str = ""  # the block instances / repeat copies this node is inside, for messages
+    omitted: dict[str, SpecPath] = field(default_factory=dict)  # children left out: name -> path of `if`
+
+    @property
+    def type_name(self) -> str:
+        if self.block:
+            return self.block
+        return self.layer.name if self.layer else self.kind
+
+    def where(self) -> str:
+        """How messages name this node when its document path (a block body, a repeated layer) is shared."""
+        return f" (in {self.context})" if self.context else ""
+
+    @property
+    def label(self) -> str:
+        """The module path as messages say it: ``classifier.fc1``, ``layer 2``, ``the model``."""
+        if not self.name:
+            return "the model"
+        return f"layer {self.name}" if self.name.isdigit() else self.name
+
+    def copy(self) -> RNode:
+        """A copy of this subtree whose arguments can be completed without touching this one.
+
+        Arguments and children are copied node by node; what later stages only read (layer
+        entries, paths, owned tensor specs, Graph statements) is shared.
+        """
+        args = {k: v.copy() if isinstance(v, RNode) else v for k, v in self.args.items()}
+        children = {k: c.copy() for k, c in self.children.items()}
+        return dataclasses.replace(self, args=args, children=children, tensors=dict(self.tensors))
+
+
+# What ``Resolver.node`` returns for a node whose ``if:`` is false.
+LEFT_OUT = RNode("layer", "", ())
+
+
+@dataclass
+class Resolved:
+    """The resolved model tree plus what ``infer`` and ``build`` need from the top level."""
+
+    root: RNode
+    loss: RNode | None
+    vars: dict[str, Any]
+    warnings: list[Problem]
+
+
+__all__ = ["LEFT_OUT", "NodeKind", "RGraph", "RNode", "RStatement", "RTensor", "Resolved"]
