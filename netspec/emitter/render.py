@@ -11,24 +11,20 @@ allow-listed ``torch``/``F`` functions -> their bare names, ``operator`` functio
 ``h.view(...)``, ``get_attr`` -> the Graph's own tensor by name. Single-use values are inlined
 (``relu(bn1(conv1(x)))``) only where that keeps the original evaluation order.
 
+The spellings themselves (symbols, aliases, dtype methods, defaults) live in ``spelling.py``.
 Anything else raises ``EmitError`` naming the module path, its class and the operation.
 """
 
 from __future__ import annotations
 
 import inspect
-import keyword
-import math
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
-import torch
 import torch.fx as fx
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..compiler.allowlists import (
     CONSTANTS,
@@ -43,152 +39,27 @@ from ..compiler.allowlists import (
 from ..errors import EmitError
 from .layers import same_value, where
 from .lint import ModelWarning
-
-_BINOPS: dict[Callable[..., Any], tuple[str, int]] = {
-    operator.add: ("+", 11),
-    operator.sub: ("-", 11),
-    operator.mul: ("*", 12),
-    operator.truediv: ("/", 12),
-    operator.floordiv: ("//", 12),
-    operator.mod: ("%", 12),
-    operator.matmul: ("@", 12),
-    operator.pow: ("**", 14),
-    # fx records `a += b` on tensors as the out-of-place operator; the in-place forms map the same way.
-    operator.iadd: ("+", 11),
-    operator.isub: ("-", 11),
-    operator.imul: ("*", 12),
-    operator.itruediv: ("/", 12),
-}
-_COMPARE: dict[Callable[..., Any], str] = {
-    operator.eq: "==",
-    operator.ne: "!=",
-    operator.lt: "<",
-    operator.le: "<=",
-    operator.gt: ">",
-    operator.ge: ">=",
-}
-COMPARE_PREC = 6
-_UNARY: dict[Callable[..., Any], str] = {operator.neg: "-", operator.pos: "+", operator.invert: "~"}
-ATOM, UNARY_PREC = 100, 13
-MAX_NESTING, MAX_INLINE_CHARS = 3, 48  # inline single-use values only while statements stay readable
-# Functions that compute the same as an allow-listed name (same call signature for what fx records).
-_ALIASES: dict[int, str] = {
-    id(torch.relu): "relu",
-    id(torch.softmax): "softmax",
-    id(torch.log_softmax): "log_softmax",
-    id(F.sigmoid): "sigmoid",
-    id(F.tanh): "tanh",
-    id(torch.ceil): "ceil",
-    id(math.ceil): "ceil",
-    id(torch.floor): "floor",
-    id(math.floor): "floor",
-}
-# ``h.to(torch.float64)`` is written with the dtype's own tensor method: the language has no dtype values.
-_DTYPE_METHODS: dict[torch.dtype, str] = {
-    torch.float32: "float",
-    torch.float16: "half",
-    torch.float64: "double",
-    torch.bfloat16: "bfloat16",
-    torch.int64: "long",
-    torch.int32: "int",
-    torch.bool: "bool",
-}
-# In-place tensor methods written out of place when nothing else can see the mutation.
-_IN_PLACE = frozenset({"add_", "sub_", "mul_", "div_", "clamp_", "pow_", "neg_", "abs_", "sqrt_", "exp_"})
-# Methods whose result shares storage with their input (an in-place write through one changes the other).
-_VIEWS = frozenset(
-    {
-        "view",
-        "view_as",
-        "reshape",
-        "permute",
-        "transpose",
-        "contiguous",
-        "unsqueeze",
-        "squeeze",
-        "flatten",
-        "unflatten",
-        "expand",
-        "expand_as",
-        "narrow",
-        "t",
-        "mT",
-        "detach",
-        "unfold",
-        "chunk",
-        "split",
-        "unbind",
-        "movedim",
-        "swapaxes",
-    }
+from .spelling import (
+    ASSERTS,
+    ATOM,
+    BINOPS,
+    COMPARE,
+    COMPARE_PREC,
+    DTYPE_METHODS,
+    IN_PLACE,
+    MAX_INLINE_CHARS,
+    MAX_NESTING,
+    UNARY,
+    UNARY_PREC,
+    VIEWS,
+    Expr,
+    Name,
+    StatementWriter,
+    fixed_inputs,
+    function_name,
+    keyword_defaults,
+    public_name,
 )
-_ASSERTS = {id(fx._symbolic_trace._assert_is_none), id(torch._assert)}
-
-
-@cache
-def _function_names() -> dict[int, str]:
-    names: dict[int, str] = {}
-    for name, fn in FUNCTIONS.items():
-        names.setdefault(id(fn), name)
-    for ident, name in _ALIASES.items():
-        names.setdefault(ident, name)
-    return names
-
-
-@cache
-def _public_names() -> dict[int, str]:
-    """Public spellings of torch functions (``torch.special.logit``, not ``torch._C._special...``)."""
-    names: dict[int, str] = {}
-    spaces = [
-        (torch, "torch"),
-        (F, "torch.nn.functional"),
-        (torch.special, "torch.special"),
-        (torch.linalg, "torch.linalg"),
-        (torch.fft, "torch.fft"),
-        (math, "math"),
-        (operator, "operator"),
-    ]
-    for space, prefix in spaces:
-        for attr in dir(space):
-            if not attr.startswith("_"):
-                names.setdefault(id(getattr(space, attr)), f"{prefix}.{attr}")
-    return names
-
-
-def _public_name(fn: Any) -> str:
-    known = _public_names().get(id(fn))
-    if known:
-        return known
-    return f"{getattr(fn, '__module__', None) or ''}.{getattr(fn, '__qualname__', repr(fn))}".lstrip(".")
-
-
-@cache
-def _defaults(fn: Callable[..., Any]) -> dict[str, Any]:
-    """Keyword defaults of ``fn``; for torch's ``boolean_dispatch`` wrappers, those of the wrapped function."""
-    try:
-        params = list(inspect.signature(fn).parameters.values())
-    except (TypeError, ValueError):
-        return {}
-    if all(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params):
-        wrapped = [
-            c.cell_contents for c in getattr(fn, "__closure__", None) or () if inspect.isfunction(c.cell_contents)
-        ]
-        return _defaults(wrapped[0]) if wrapped else {}
-    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
-
-
-def fixed_inputs(module: nn.Module) -> dict[str, tuple[int, Any]]:
-    """Forward parameters a traced module's Graph fixes to their default (None, bool, int, float, str):
-    name -> (position, default). Its Graph inputs are the other parameters, in order."""
-    try:
-        params = list(inspect.signature(module.forward).parameters.values())
-    except (TypeError, ValueError):
-        return {}
-    return {
-        p.name: (i, p.default)
-        for i, p in enumerate(params)
-        if p.default is not p.empty and (p.default is None or isinstance(p.default, (bool, int, float, str)))
-    }
 
 
 @dataclass
@@ -201,28 +72,10 @@ class GraphBody:
     notes: list[ModelWarning] = field(default_factory=list)
 
 
-def function_name(fn: Any) -> str | None:
-    """The allow-listed statement name of a torch/F function, by identity (or an exact alias)."""
-    return _function_names().get(id(fn))
-
-
 # -- rendering ------------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Expr:
-    text: str
-    prec: int = ATOM
-
-
-@dataclass(frozen=True)
-class _Name:
-    """A bare name in a rendered call (``training``)."""
-
-    name: str
-
-
-class _Renderer:
+class _Renderer(StatementWriter):
     def __init__(
         self,
         graph: fx.Graph,
@@ -243,136 +96,59 @@ class _Renderer:
         self.taken: set[str] = (
             set(self.children) | self.tensors | set(FUNCTIONS) | set(CONSTANTS) | {"training", "self"}
         )
-        self.expr: dict[fx.Node, _Expr] = {}
+        self.expr: dict[fx.Node, Expr] = {}
         self.statements: list[str] = []
         self.pending: list[fx.Node] = []
         self.depth: dict[fx.Node, int] = {}  # nesting of calls in a node's inlined expression
         self.notes: list[ModelWarning] = []
 
-    def fail(self, what: str) -> EmitError:
-        return EmitError(
-            f"{where(self.path, self.module)}: {what}, which the spec language cannot express"
-            f"\n    hint: rewrite that step with allow-listed functions and tensor methods, or register "
-            f"{type(self.module).__name__} with netspec.register so that the spec names it as a layer"
-        )
-
-    # -- names --------------------------------------------------------------------------------------
-    def fresh(self, base: str) -> str:
-        base = base.lstrip("_") or "v"
-        if not base.isidentifier() or keyword.iskeyword(base):
-            base = "v"
-        name, k = base, 1
-        while name in self.taken:
-            name = f"{base}_out" if k == 1 else f"{base}_out{k}"
-            k += 1
-        self.taken.add(name)
-        return name
-
-    def child_ref(self, target: str) -> str:
-        parts = target.split(".")
-        first = parts[0]
-        if first not in self.children or not first.isidentifier() or keyword.iskeyword(first):
-            raise self.fail(f"calls submodule {target!r}, whose name is not a Python identifier")
-        text, parent = first, self.children[first]
-        for part in parts[1:]:
-            keys = list(parent._modules)
-            if isinstance(parent, (nn.Sequential, nn.ModuleList)) and part.isdigit():
-                text += f"[{keys.index(part)}]"
-            elif part.isidentifier() and not keyword.iskeyword(part):
-                text += f".{part}"
-            else:
-                text += f"[{part!r}]"
-            parent = parent._modules[part]  # type: ignore[assignment]
-        return text
-
-    # -- values -------------------------------------------------------------------------------------
-    def value(self, v: Any) -> _Expr:
-        if isinstance(v, _Name):
-            return _Expr(v.name)
-        if isinstance(v, fx.Node):
-            return self.expr[v]
-        if v is None or isinstance(v, (bool, int, str)):
-            return _Expr(repr(v))
-        if isinstance(v, float):
-            if math.isnan(v):
-                raise self.fail("uses the constant nan")
-            if math.isinf(v):
-                return _Expr("inf" if v > 0 else "-inf", ATOM if v > 0 else UNARY_PREC)
-            return _Expr(repr(v), ATOM if v >= 0 else UNARY_PREC)
-        if isinstance(v, list):
-            return _Expr("[" + ", ".join(self.value(x).text for x in v) + "]")
-        if isinstance(v, tuple):
-            items = [self.value(x).text for x in v]
-            return _Expr("(" + items[0] + ",)" if len(items) == 1 else "(" + ", ".join(items) + ")")
-        raise self.fail(f"uses the constant {v!r} ({type(v).__name__})")
-
-    def index(self, v: Any) -> str:
-        if isinstance(v, slice):
-            parts = ["" if p is None else self.value(p).text for p in (v.start, v.stop, v.step)]
-            return ":".join(parts[:2]) + (f":{parts[2]}" if parts[2] else "")
-        if isinstance(v, tuple) and v:
-            items = [self.index(x) for x in v]
-            return items[0] + "," if len(items) == 1 else ", ".join(items)
-        if v is Ellipsis:
-            raise self.fail("indexes with '...' (Ellipsis)")
-        return self.value(v).text
-
-    def operand(self, v: Any, prec: int, right: bool = False) -> str:
-        e = self.value(v)
-        low = e.prec < prec or (right and e.prec == prec) or (not right and e.prec == prec and prec == 14)
-        return f"({e.text})" if low else e.text
-
-    def call_args(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
-        parts = [self.value(a).text for a in args] + [f"{k}={self.value(v).text}" for k, v in kwargs.items()]
-        return ", ".join(parts)
-
     # -- one node -----------------------------------------------------------------------------------
-    def render(self, n: fx.Node, chain: tuple[str, Any] | None) -> _Expr:
+    def render(self, n: fx.Node, chain: tuple[str, Any] | None) -> Expr:
         if chain is not None:
-            return _Expr(f"{self.child_ref(chain[0])}({self.value(chain[1]).text})")
+            return Expr(f"{self.child_ref(chain[0])}({self.value(chain[1]).text})")
         if n.op == "call_module":
             args, kwargs = self.child_call(str(n.target), n.args, n.kwargs)
-            return _Expr(f"{self.child_ref(str(n.target))}({self.call_args(args, kwargs)})")
+            return Expr(f"{self.child_ref(str(n.target))}({self.call_args(args, kwargs)})")
         if n.op == "call_method":
             method = str(n.target)
             if method == "to":
                 return self.render_to(n)
-            if method in _IN_PLACE:
+            if method in IN_PLACE:
                 self.check_in_place(n)
                 method = method[:-1]
             if method not in TENSOR_METHODS:
                 raise self.fail(f"calls the tensor method .{method}()")
             base = self.operand(n.args[0], ATOM)
-            return _Expr(f"{base}.{method}({self.call_args(n.args[1:], n.kwargs)})")
+            return Expr(f"{base}.{method}({self.call_args(n.args[1:], n.kwargs)})")
         if n.op != "call_function":
             raise self.fail(f"has a {n.op} operation ({n.target})")
         fn = n.target
-        if fn in _BINOPS:
-            symbol, prec = _BINOPS[fn]  # type: ignore[index]
+        if fn in BINOPS:
+            symbol, prec = BINOPS[fn]  # type: ignore[index]
             left, right = n.args
-            return _Expr(f"{self.operand(left, prec)} {symbol} {self.operand(right, prec, right=True)}", prec)
-        if fn in _COMPARE:
+            return Expr(f"{self.operand(left, prec)} {symbol} {self.operand(right, prec, right=True)}", prec)
+        if fn in COMPARE:
             left, right = n.args
-            symbol = _COMPARE[fn]  # type: ignore[index]
+            symbol = COMPARE[fn]  # type: ignore[index]
             text = f"{self.operand(left, COMPARE_PREC + 1)} {symbol} {self.operand(right, COMPARE_PREC + 1)}"
-            return _Expr(text, COMPARE_PREC)
-        if fn in _UNARY:
-            return _Expr(f"{_UNARY[fn]}{self.operand(n.args[0], UNARY_PREC)}", UNARY_PREC)  # type: ignore[index]
+            return Expr(text, COMPARE_PREC)
+        if fn in UNARY:
+            return Expr(f"{UNARY[fn]}{self.operand(n.args[0], UNARY_PREC)}", UNARY_PREC)  # type: ignore[index]
         if fn is operator.getitem:
-            return _Expr(f"{self.operand(n.args[0], ATOM)}[{self.index(n.args[1])}]")
+            return Expr(f"{self.operand(n.args[0], ATOM)}[{self.index(n.args[1])}]")
         if fn is getattr:
             attr = n.args[1]
             if attr not in TENSOR_ATTRIBUTES:
                 raise self.fail(f"reads the attribute .{attr}")
-            return _Expr(f"{self.operand(n.args[0], ATOM)}.{attr}")
+            return Expr(f"{self.operand(n.args[0], ATOM)}.{attr}")
         if fn is route:
             holder, key, *rest = n.args
-            return _Expr(
+            return Expr(
                 f"{self.child_ref(str(holder.target))}[{self.value(key).text}]({self.call_args(tuple(rest), n.kwargs)})"
             )
-        name = _function_names().get(id(fn))
+        name = function_name(fn)
         if name is None:
-            raise self.fail(f"calls {_public_name(fn)}")
+            raise self.fail(f"calls {public_name(fn)}")
         kwargs = dict(n.kwargs)
         args = n.args
         if name in MODE_ARGUMENTS:
@@ -390,10 +166,10 @@ class _Renderer:
             elif mode is not None:
                 kwargs["training"] = mode
             elif name not in DROPOUTS:  # follows self.training: dropouts get it from the language
-                kwargs["training"] = _Name(TRAINING)
-        defaults = _defaults(fn)  # type: ignore[arg-type]
+                kwargs["training"] = Name(TRAINING)
+        defaults = keyword_defaults(fn)  # type: ignore[arg-type]
         kwargs = {k: v for k, v in kwargs.items() if not (k in defaults and _same(v, defaults[k]) and k != "training")}
-        return _Expr(f"{name}({self.call_args(args, kwargs)})")
+        return Expr(f"{name}({self.call_args(args, kwargs)})")
 
     def child_call(
         self, target: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]
@@ -423,11 +199,11 @@ class _Renderer:
         kept_kwargs = {k: v for k, v in given.items() if k not in fixed and k not in covered}
         return kept_args, kept_kwargs
 
-    def render_to(self, n: fx.Node) -> _Expr:
+    def render_to(self, n: fx.Node) -> Expr:
         """``h.to(dtype)`` -> ``h.double()`` etc.; a device or other ``.to`` arguments are refused."""
         rest = [*n.args[1:], *n.kwargs.values()]
-        if len(rest) == 1 and rest[0] in _DTYPE_METHODS and set(n.kwargs) <= {"dtype"}:
-            return _Expr(f"{self.operand(n.args[0], ATOM)}.{_DTYPE_METHODS[rest[0]]}()")
+        if len(rest) == 1 and rest[0] in DTYPE_METHODS and set(n.kwargs) <= {"dtype"}:
+            return Expr(f"{self.operand(n.args[0], ATOM)}.{DTYPE_METHODS[rest[0]]}()")
         raise self.fail(f"calls .to({self.call_args(n.args[1:], {})}) with something other than one dtype")
 
     def check_in_place(self, n: fx.Node) -> None:
@@ -448,7 +224,7 @@ class _Renderer:
                     "which a Graph cannot express (statements compute new values)"
                     f"\n    hint: write the out-of-place .{str(n.target)[:-1]}() in forward"
                 )
-            views = (base.op == "call_method" and str(base.target) in _VIEWS) or (
+            views = (base.op == "call_method" and str(base.target) in VIEWS) or (
                 base.op == "call_function" and base.target is operator.getitem
             )
             if not views:
@@ -459,7 +235,7 @@ class _Renderer:
     def flush(self, n: fx.Node) -> None:
         name = self.fresh(n.name)
         self.statements.append(f"{name} = {self.expr[n].text}")
-        self.expr[n] = _Expr(name)
+        self.expr[n] = Expr(name)
 
     def run(self) -> GraphBody:
         nodes = list(self.graph.nodes)
@@ -481,7 +257,7 @@ class _Renderer:
             if n.op == "placeholder" and n not in skipped:
                 inputs.append(str(n.target))
                 self.taken.add(str(n.target))
-                self.expr[n] = _Expr(str(n.target))
+                self.expr[n] = Expr(str(n.target))
         for n in effective:
             if n.op == "get_attr":
                 self.expr[n] = self._attr(n)
@@ -511,12 +287,12 @@ class _Renderer:
         outputs = self._outputs(output.args[0])
         return GraphBody(inputs, self.statements, outputs, self.notes)
 
-    def _attr(self, n: fx.Node) -> _Expr:
+    def _attr(self, n: fx.Node) -> Expr:
         target = str(n.target)
         if target in self.tensors:
-            return _Expr(target)
+            return Expr(target)
         if target == "training" or target in self.children:
-            return _Expr(target)  # dropout's mode flag or route's ModuleDict; rendered by their users
+            return Expr(target)  # dropout's mode flag or route's ModuleDict; rendered by their users
         if target.startswith("_tensor_constant") or "." not in target:
             what = f"self.{target}" if "." not in target and not target.startswith("_tensor_constant") else "a tensor"
             raise EmitError(
@@ -548,7 +324,7 @@ class _Renderer:
     def _skipped(self, nodes: list[fx.Node]) -> set[fx.Node]:
         """Nodes no statement needs: fx's checks on arguments fixed to their defaults (and those
         arguments), and unused indexing or attribute reads (``out, (h, c) = lstm(x)`` with h, c unused)."""
-        skipped = {n for n in nodes if n.op == "call_function" and id(n.target) in _ASSERTS}
+        skipped = {n for n in nodes if n.op == "call_function" and id(n.target) in ASSERTS}
         changed = True
         while changed:
             changed = False
@@ -611,6 +387,7 @@ def _eval_order(n: fx.Node, args: tuple[Any, ...]) -> list[fx.Node]:
 
 
 def _refs(value: Any) -> list[fx.Node]:
+    """The graph nodes in ``value``, in order."""
     found: list[fx.Node] = []
     fx.node.map_arg(value, lambda n: found.append(n) or n)  # type: ignore[func-returns-value]
     return found
@@ -634,4 +411,4 @@ def render_graph(
     return _Renderer(graph, module, path, dropout_modes or {}, traced or (lambda m: False)).run()
 
 
-__all__ = ["GraphBody", "fixed_inputs", "render_graph"]
+__all__ = ["GraphBody", "render_graph"]

@@ -25,7 +25,8 @@ from ..compiler.allowlists import MODE_ARGUMENTS
 from ..errors import EmitError, first_line
 from .layers import where
 from .lint import ModelWarning
-from .render import GraphBody, fixed_inputs, function_name, render_graph
+from .render import GraphBody, render_graph
+from .spelling import fixed_inputs, function_name
 
 TRACE_HINT = (
     "netspec emits a custom module by symbolic tracing (torch.fx), which cannot follow Python control flow "
