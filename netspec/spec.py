@@ -22,7 +22,7 @@ from .frontend.compose import compose
 from .frontend.fingerprint import fingerprint
 from .frontend.models import SpecModel, validate_spec
 from .frontend.source import Source, apply_overrides, from_data, gc_paused, load_file
-from .frontend.substitute import Substitution
+from .frontend.substitute import VAR_SECTIONS, Substitution
 from .frontend.yamlout import dump_yaml
 
 if TYPE_CHECKING:
@@ -33,22 +33,6 @@ if TYPE_CHECKING:
 # The compiler (and with it torch) is imported only once the document has passed the front end:
 # `netspec validate` of a file with a YAML or structural error never imports torch.
 
-# Top-level sections whose ${...} references are plain vars; model and blocks are resolved
-# node by node because they also see block parameters and repeat indices.
-_VAR_SECTIONS = (
-    "name",
-    "seed",
-    "input",
-    "init",
-    "freeze",
-    "optimizer",
-    "scheduler",
-    "tie",
-    "eval",
-    "checkpoint_activations",
-    "average",
-    "distributed",
-)
 # The sections that need the model to be checked (``setup_training`` on a meta model).
 TRAINING_SECTIONS = ("init", "freeze", "optimizer", "scheduler", "tie", "eval", "checkpoint_activations", "average")
 
@@ -110,7 +94,7 @@ class Spec:
 def _substitute_sections(data: dict[str, Any], substitution: Substitution) -> dict[str, Any]:
     """The top-level sections with their ``${...}`` substituted (vars only: no block or repeat scope)."""
     out = dict(data)
-    for key in _VAR_SECTIONS:
+    for key in VAR_SECTIONS:
         if key in out and exprs.has_refs(out[key]):
             out[key] = substitution.at(out[key], substitution.vars, (key,))
     return out

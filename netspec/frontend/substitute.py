@@ -19,6 +19,24 @@ from . import exprs
 from .budget import Budget, BudgetExceeded
 from .positions import Source
 
+# Top-level sections whose ${...} references are plain vars, substituted before the document model
+# checks them (so a reference may stand for any value there, a whole mapping included). ``model``,
+# ``loss`` and ``blocks`` are resolved node by node: they also see block parameters and repeat indices.
+VAR_SECTIONS: tuple[str, ...] = (
+    "name",
+    "seed",
+    "input",
+    "init",
+    "freeze",
+    "optimizer",
+    "scheduler",
+    "tie",
+    "eval",
+    "checkpoint_activations",
+    "average",
+    "distributed",
+)
+
 
 class Substitution:
     """The spec's vars (resolved once) and the substitution of every ``${...}`` value."""
