@@ -109,7 +109,8 @@ def _check_var_overrides(source: Source, overrides: Mapping[str, Any]) -> None:
         parts = key.split(".")
         if parts[0] == "vars" and len(parts) >= 2 and parts[1] not in known:
             hint = did_you_mean(parts[1], known) or ("the spec's vars are " + ", ".join(known) if known else None)
-            problems.append(source.problem(("vars",), f"--set {key}: the spec has no var {parts[1]!r}", hint=hint))
+            shown = key if len(key) <= 60 else key[:57] + "..."
+            problems.append(source.problem(("vars",), f"--set {shown}: the spec has no var {parts[1]!r}", hint=hint))
     if problems:
         raise SpecError(problems)
 

@@ -31,6 +31,7 @@ class Limits:
     max_depth: int = 128  # nesting of mappings/sequences
     max_aliases: int = 1000
     max_nodes: int = 2_000_000  # total nodes after alias expansion
+    max_chars: int = 32 * 1024 * 1024  # characters of strings and keys after alias expansion
 
 
 DEFAULT_LIMITS = Limits()
@@ -93,11 +94,17 @@ class Source:
 
     def with_override(self, dotted: str, value: Any) -> None:
         """Set ``data[a][b]...`` for ``dotted == "a.b..."``, creating missing intermediate mappings."""
-        keys = dotted.split(".")
+        keys = dotted.split(".", DEFAULT_LIMITS.max_depth)
+        if len(keys) > DEFAULT_LIMITS.max_depth:  # the spec could not hold it: refused before any work
+            shown = dotted if len(dotted) <= 60 else dotted[:57] + "..."
+            message = f"override key {shown!r} is nested more than {DEFAULT_LIMITS.max_depth} levels deep"
+            raise SpecError(Problem(message, hint="a spec nests at most that deep (max nesting depth)"))
         if not all(keys):
             hint = "write dotted keys like model.width or model.layers.0.out"
             raise SpecError(Problem(f"override key {dotted!r} has an empty segment", hint=hint))
-        new_value = to_plain(value, tuple(keys), DEFAULT_LIMITS)
+        # The value sits len(keys) levels down: together they nest no deeper than a spec may.
+        room = dataclasses.replace(DEFAULT_LIMITS, max_depth=DEFAULT_LIMITS.max_depth - len(keys))
+        new_value = to_plain(value, tuple(keys), room)
         node: Any = self.data
         path: list[str | int] = []
         created: list[SpecPath] = []

@@ -3,7 +3,8 @@
 In: a ``Source`` holding the text, and the ``Limits``. Out: ``source.data`` and
 ``source.positions`` filled in, or a ``SpecError``. Read from PyYAML's event stream (libyaml
 when available) with YAML 1.2 core-schema scalars (``scalars``); the tree is built with an
-explicit stack, never recursion, counting depth, aliases and expanded size as it goes.
+explicit stack, never recursion, counting depth, aliases and expanded size (values and the
+characters of strings and keys, an alias counting all it stands for) as it goes.
 """
 
 from __future__ import annotations
@@ -37,10 +38,11 @@ class _Abort(Exception):
 
 
 class _Frame:
-    __slots__ = ("anchor", "is_map", "key", "nodes_before", "path", "value")
+    __slots__ = ("anchor", "chars_before", "is_map", "key", "nodes_before", "path", "value")
 
-    def __init__(self, value: Any, path: SpecPath, anchor: str | None, nodes_before: int) -> None:
+    def __init__(self, value: Any, path: SpecPath, anchor: str | None, nodes_before: int, chars_before: int) -> None:
         self.value, self.path, self.anchor, self.nodes_before = value, path, anchor, nodes_before
+        self.chars_before = chars_before
         self.is_map = isinstance(value, dict)
         self.key: str | None = None  # None while the next node is a key
 
@@ -80,9 +82,10 @@ def parse_yaml(src: Source, limits: Limits, *, pure: bool = False) -> None:
 
     positions = src.positions
     stack: list[_Frame] = []
-    anchors: dict[str, tuple[Any, int]] = {}  # name -> (value, node count including alias expansion)
+    # name -> (value, its node count and characters, alias expansion included)
+    anchors: dict[str, tuple[Any, int, int]] = {}
     root: Any = None
-    nodes = aliases = documents = 0
+    nodes = aliases = documents = chars = 0
     loader_cls = yaml.CSafeLoader if yaml.__with_libyaml__ and not pure else yaml.SafeLoader
     loader = None
     reparse = False
@@ -95,7 +98,7 @@ def parse_yaml(src: Source, limits: Limits, *, pure: bool = False) -> None:
             if cls in _END_EVENTS:
                 done = stack.pop()
                 if done.anchor is not None:
-                    anchors[done.anchor] = (done.value, nodes - done.nodes_before)
+                    anchors[done.anchor] = (done.value, nodes - done.nodes_before, chars - done.chars_before)
                 continue
             if cls is yaml.DocumentStartEvent:
                 documents += 1
@@ -120,6 +123,7 @@ def parse_yaml(src: Source, limits: Limits, *, pure: bool = False) -> None:
             if cls is yaml.ScalarEvent:
                 nodes += 1
                 text = masked.restore(ev.value, mark.index, ev.end_mark.index) if masked.mark else ev.value
+                chars += len(text)
                 try:
                     if ev.tag is None and ev.implicit[0]:
                         value = resolve_plain(text)
@@ -131,13 +135,14 @@ def parse_yaml(src: Source, limits: Limits, *, pure: bool = False) -> None:
                     add(mark, path, err.message, err.hint)
                     value = text
                 if ev.anchor is not None:
-                    anchors[ev.anchor] = (value, 1)
+                    anchors[ev.anchor] = (value, 1, len(text))
             elif cls is yaml.AliasEvent:
                 name = ev.anchor
                 if name in anchors:
-                    value, size = anchors[name]
+                    value, size, length = anchors[name]
                     aliases += 1
                     nodes += size
+                    chars += length
                     if aliases > limits.max_aliases:
                         add(mark, path, f"more than {limits.max_aliases} aliases (alias bomb?)")
                         raise _Abort
@@ -162,6 +167,10 @@ def parse_yaml(src: Source, limits: Limits, *, pure: bool = False) -> None:
             if nodes > limits.max_nodes:
                 add(mark, path, f"spec expands to more than {limits.max_nodes} values (alias bomb?)")
                 raise _Abort
+            if chars > limits.max_chars:
+                message = f"spec expands to more than {limits.max_chars:,} characters of text (alias bomb?)"
+                add(mark, path, message, "an alias counts the whole text of the node it refers to, every time")
+                raise _Abort
 
             if is_key and parent is not None:
                 parent.key = _check_key(ev, value, parent, src, add)
@@ -173,7 +182,7 @@ def parse_yaml(src: Source, limits: Limits, *, pure: bool = False) -> None:
             else:
                 parent.value.append(value)
             if cls in _START_EVENTS:
-                stack.append(_Frame(value, path, ev.anchor, nodes - 1))
+                stack.append(_Frame(value, path, ev.anchor, nodes - 1, chars))
     except _Abort:
         pass
     except yaml.MarkedYAMLError as err:
