@@ -167,6 +167,24 @@ def seed_fork() -> AbstractContextManager[None]:
     return torch.random.fork_rng(devices=list(range(count)), device_type=kind)
 
 
+def rng_devices(device: torch.device) -> tuple[list[int], str]:
+    """The accelerator devices a build on ``device`` draws random numbers on, and their type, for
+    ``torch.random.fork_rng(devices=..., device_type=...)`` (the CPU is always forked): ``cuda:3`` ->
+    ``([3], "cuda")``, a bare ``cuda`` -> the current device (``cuda:LOCAL_RANK`` under torchrun),
+    the CPU and meta -> none."""
+    if device.type in ("cpu", "meta"):
+        return [], "cuda"
+    index = device.index if device.index is not None else torch.get_device_module(device.type).current_device()
+    return [index], device.type
+
+
+def device_fork(device: torch.device) -> AbstractContextManager[None]:
+    """``torch.random.fork_rng`` over the CPU and the one device a build on ``device`` uses, so an
+    unseeded build (whose init draws from the global streams) leaves the caller's streams as they were."""
+    devices, kind = rng_devices(device)
+    return torch.random.fork_rng(devices=devices, device_type=kind)
+
+
 def build(
     spec: Spec | Mapping[str, Any] | str | os.PathLike[str],
     *,
@@ -194,8 +212,11 @@ def _build(
     overrides: Mapping[str, Any] | None = None,
     search_path: Sequence[str | os.PathLike[str]] | None = None,
     prepare: Callable[[nn.Module], None] | None = None,
+    keep_rng: bool = False,
 ) -> Built:
-    """``build``; ``prepare(model)`` runs on the built model before the optimizer sees its parameters."""
+    """``build``; ``prepare(model)`` runs on the built model before the optimizer sees its parameters.
+    ``keep_rng``: even without a seed, leave the caller's RNG streams (the CPU's and the build device's)
+    as they were (loading a checkpoint must not draw from them)."""
     device = check_device(device)  # before the spec is read: a bad argument costs nothing
     torch_dtype = _resolve_dtype(dtype)
     spec = read(spec, overrides, search_path=search_path)
@@ -215,7 +236,7 @@ def _build(
         model, unsharded = prepare_fsdp(spec, dspec, ctx, torch_dtype)  # checked, sharded, allocated, not filled
     # Seeding must not disturb the caller's global RNG streams. torch.manual_seed seeds the CPU and every
     # device of the accelerator (a seed queued for a CUDA not yet initialised included): fork them all.
-    rng = seed_fork() if seed is not None else nullcontext()
+    rng = seed_fork() if seed is not None else device_fork(device) if keep_rng else nullcontext()
     with rng:
         if seed is not None:
             torch.manual_seed(seed)
@@ -246,7 +267,8 @@ def _build(
     loss = None
     if spec.resolved.loss is not None:
         loss_inferred = infer(spec.resolved.loss, spec.source, None)
-        loss = build_model(loss_inferred, spec.source, device, torch_dtype)
+        with device_fork(device) if keep_rng else nullcontext():
+            loss = build_model(loss_inferred, spec.source, device, torch_dtype)
     strategy = None if dspec is None else dspec.strategy
     return Built(
         model, training.optimizer, training.scheduler, spec, loss, training, device, notes=notes, strategy=strategy
@@ -305,21 +327,37 @@ def load_checkpoint(
             "pass dtype= to load_checkpoint to choose the one to resume in"
         )
     # Building draws from the global RNG (init functions, when the spec has no seed): the caller's
-    # streams must come out as they went in. built.restore_rng() is how a run asks for the saved ones.
-    gpus = list(range(torch.cuda.device_count())) if torch.cuda.is_available() and torch.cuda.is_initialized() else []
-    # Parameters the saved model shared are tied before the optimizer is built, so it holds the tied ones.
-    with torch.random.fork_rng(devices=gpus):
-        built = _build(
-            spec, device=device, dtype=dtype, prepare=lambda model: retie(model, payload.get("tied", []), file)
-        )
+    # streams (the CPU's and the build device's) must come out as they went in (keep_rng).
+    # built.restore_rng() is how a run asks for the saved ones. Parameters the saved model shared are
+    # tied before the optimizer is built, so it holds the tied ones.
+    built = _build(
+        spec,
+        device=device,
+        dtype=dtype,
+        prepare=lambda model: retie(model, payload.get("tied", []), file),
+        keep_rng=True,
+    )
     if built.strategy == "fsdp":
         raise CheckpointError(
             f"{file} is a single-file checkpoint and the spec shards the model with FSDP here; save it again to a "
             "directory (netspec.save(built, DIR)), which loads at any world size"
         )
     averager = built.training.averager if built.training is not None else None
-    built.checkpoint = restore(built.module, built.optimizer, built.scheduler, payload, file, overrides, averager)
+    built.checkpoint = restore(
+        built.module, built.optimizer, built.scheduler, payload, file, overrides, averager, spec.source.data
+    )
+    _note_hyperparameters(built)
     return built
+
+
+def _note_hyperparameters(built: Built) -> None:
+    """A warning naming the optimizer settings the spec (its overrides) changed on resume."""
+    from .io.optim_state import hyperparameter_note
+
+    info = built.checkpoint
+    note = hyperparameter_note(info.hyperparameters) if info is not None else None
+    if note is not None:
+        built.notes.append(Problem(note, ("optimizer",), severity="warning"))
 
 
 def load_dcp(
@@ -339,9 +377,12 @@ def load_dcp(
     except SpecError as err:
         where = f" (in the spec embedded in {folder})"
         raise SpecError([dataclasses.replace(p, message=p.message + where) for p in err.problems]) from None
-    built = build(spec, device=device, dtype=dtype)
+    built = _build(spec, device=device, dtype=dtype, keep_rng=True)  # the caller's RNG streams untouched
     averager = built.training.averager if built.training is not None else None
-    built.checkpoint = restore_dcp(built.module, built.optimizer, built.scheduler, folder, meta, overrides, averager)
+    built.checkpoint = restore_dcp(
+        built.module, built.optimizer, built.scheduler, folder, meta, overrides, averager, spec.source.data
+    )
+    _note_hyperparameters(built)
     if interrupted:
         message = f"{path} is missing (a save was interrupted); resumed from the previous checkpoint {folder}"
         built.notes.append(Problem(message, severity="warning"))

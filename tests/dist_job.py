@@ -67,6 +67,25 @@ def main(out: Path) -> None:
         results["resume_2_2_epoch"] = again.checkpoint.epoch
         results["resume_2_2_sched"] = again.scheduler.state_dict()["last_epoch"]
 
+    # 2 -> 2 with the optimizer changed: DCP restores the saved param groups (lr, weight_decay, ...);
+    # the override must win over them, the moments must still be the saved ones, and it is reported.
+    changed = netspec.load(out / "ck2", overrides={"optimizer.weight_decay": 0.25, "optimizer.lr": 0.5})
+    changed_optim = get_optimizer_state_dict(changed.model, changed.optimizer, options=FULL)
+    if rank == 0:
+        results["override_groups"] = [
+            {k: g[k] for k in ("lr", "weight_decay", "betas")} for g in changed.optimizer.param_groups
+        ]
+        results["plain_resume_groups"] = [
+            {k: g[k] for k in ("lr", "weight_decay")} for g in again.optimizer.param_groups
+        ]
+        results["override_moments_equal"] = all(
+            torch.equal(value, changed_optim["state"][key][name])
+            for key, entry in optim_after["state"].items()
+            for name, value in entry.items()
+        )
+        results["override_notes"] = [w.message for w in changed.warnings if w.path == ("optimizer",)]
+        results["override_report"] = {k: [list(p) for p in v] for k, v in changed.checkpoint.hyperparameters.items()}
+
     # 1 -> 2: the parent saved ck1 from a plain single-process run.
     one = netspec.load(out / "ck1")
     from_one = get_model_state_dict(one.model, options=FULL)

@@ -12,11 +12,13 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 import netspec
+from netspec.api import rng_devices
 from netspec.errors import CheckpointError, NetspecError
 from netspec.io.checkpoint import inspect_checkpoint
 
@@ -292,3 +294,37 @@ def test_atomic_write_refuses_a_non_regular_target(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "run.safetensors")  # the .safetensors writer goes through the same check
     with pytest.raises(CheckpointError, match="not a regular file"):
         netspec.save(netspec.build(TIED), tmp_path / "run.safetensors")
+
+
+def test_loading_a_checkpoint_directory_leaves_the_callers_rng_alone(tmp_path: Path) -> None:
+    unseeded = {k: v for k, v in DROPOUT.items() if k != "seed"}  # its rebuild draws from the global RNG
+    netspec.save(netspec.build(unseeded), tmp_path / "run")  # a DCP directory (no process group here)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    netspec.load(tmp_path / "run")
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_load_forks_the_device_it_builds_on_not_every_initialised_gpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unseeded rebuild on the CPU forks the CPU only, even with two initialised GPUs; a rebuild on
+    cuda:1 (or a bare cuda, which is cuda:LOCAL_RANK once torchrun set the device) forks that GPU only."""
+    unseeded = {k: v for k, v in DROPOUT.items() if k != "seed"}
+    netspec.save(netspec.build(unseeded), tmp_path / "run.pt")
+    calls: list[tuple[list[int], str | None]] = []
+    real_fork = torch.random.fork_rng
+
+    def recording_fork(devices: Any = None, enabled: bool = True, device_type: str = "cuda") -> Any:
+        calls.append((list(devices or []), device_type))
+        return real_fork(devices=[], enabled=enabled)
+
+    monkeypatch.setattr(torch.random, "fork_rng", recording_fork)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    netspec.load(tmp_path / "run.pt")
+    assert calls and all(devices == [] for devices, _ in calls)
+    assert rng_devices(torch.device("cuda", 1)) == ([1], "cuda")
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    assert rng_devices(torch.device("cuda")) == ([3], "cuda")
+    assert rng_devices(torch.device("cpu")) == ([], "cuda") and rng_devices(torch.device("meta"))[0] == []

@@ -221,3 +221,46 @@ def test_a_group_key_the_file_lacks_comes_from_the_spec(tmp_path: Path) -> None:
     resumed = load_checkpoint(path)
     assert resumed.optimizer.param_groups[0]["nesterov"] is False
     steps(resumed, torch.randn(5, 4), 1)
+
+
+@pytest.mark.parametrize("suffix", [".pt", ""])  # a file, and a DCP directory written without a process group
+def test_settings_the_spec_changes_on_resume_win_over_the_saved_ones(tmp_path: Path, suffix: str) -> None:
+    spec = {
+        "netspec": 1,
+        "seed": 0,
+        "vars": {"base": 0.1},
+        "model": {
+            "type": "Sequential",
+            "layers": {"a": {"type": "Linear", "in_features": 3, "out_features": 3}, "b": "ReLU"},
+        },
+        "optimizer": {
+            "type": "SGD",
+            "lr": "${base}",
+            "momentum": 0.9,
+            "weight_decay": 0.01,
+            "groups": [{"params": "a.bias", "lr_mult": 2.0}],
+        },
+        "scheduler": {"type": "StepLR", "step_size": 1, "gamma": 0.5},
+    }
+    built = netspec.build(spec)
+    built.model(torch.ones(2, 3)).sum().backward()
+    built.optimizer.step()
+    built.scheduler.step()  # the saved lrs are the decayed ones: 0.1 * 0.5 and 0.2 * 0.5
+    path = tmp_path / f"run{suffix}"
+    netspec.save(built, path)
+    saved_momentum = [dict(s) for s in built.optimizer.state.values()]
+
+    plain = netspec.load(path)
+    assert [g["lr"] for g in plain.optimizer.param_groups] == pytest.approx([0.1, 0.05])  # group order: a.bias first
+    assert plain.checkpoint.hyperparameters == {} and not [w for w in plain.warnings if w.path == ("optimizer",)]
+
+    # A var the optimizer reads, and a group's lr_mult: lr is the spec's again in both groups; momentum stays.
+    changed = netspec.load(path, overrides={"vars.base": 0.3, "optimizer.groups.0.lr_mult": 3.0})
+    assert [g["lr"] for g in changed.optimizer.param_groups] == pytest.approx([0.9, 0.3])
+    assert [g["momentum"] for g in changed.optimizer.param_groups] == [0.9, 0.9]
+    assert changed.checkpoint.hyperparameters["lr"] == [(pytest.approx(0.1), pytest.approx(0.9)), (0.05, 0.3)]
+    (note,) = [w.message for w in changed.warnings if w.path == ("optimizer",)]
+    assert "lr 0.3/0.9" in note and "the checkpoint had 0.05/0.1" in note
+    states = [dict(s) for s in changed.optimizer.state.values()]
+    for mine, saved in zip(states, saved_momentum, strict=True):
+        assert torch.equal(mine["momentum_buffer"], saved["momentum_buffer"])

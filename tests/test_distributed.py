@@ -100,6 +100,20 @@ def test_resume_at_world_two_from_world_two_and_one(job: tuple[Path, dict[str, A
             assert torch.equal(from_one["optim"]["state"][name][key], value), (name, key)
 
 
+def test_resume_at_world_two_uses_the_changed_optimizer_settings(job: tuple[Path, dict[str, Any]]) -> None:
+    _, found = job
+    # Without overrides DCP's set_optimizer_state_dict restores the saved groups: StepLR halved lr 0.01 once.
+    assert found["plain_resume_groups"] == [{"lr": 0.005, "weight_decay": 0.1}] * len(found["plain_resume_groups"])
+    # With them, every group uses the spec's new values; what the override did not touch stays as saved.
+    for group in found["override_groups"]:
+        assert group == {"lr": 0.5, "weight_decay": 0.25, "betas": [0.9, 0.999]}
+    assert found["override_moments_equal"]  # the AdamW moments are still the saved ones
+    assert found["override_report"]["lr"][0] == [0.005, 0.5]
+    assert found["override_report"]["weight_decay"][0] == [0.1, 0.25]
+    (note,) = found["override_notes"]
+    assert "lr 0.5 (the checkpoint had 0.005)" in note and "weight_decay 0.25 (the checkpoint had 0.1)" in note
+
+
 def test_save_at_world_two_load_at_world_one(job: tuple[Path, dict[str, Any]]) -> None:
     out, _ = job
     after = torch.load(out / "after.pt", weights_only=True)

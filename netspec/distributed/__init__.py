@@ -9,6 +9,6 @@ nothing here imports ``netspec.io`` or ``netspec.api``.
 from __future__ import annotations
 
 from .context import DistContext, current
-from .runtime import materialize, prepare_fsdp, shard_average, unwrap, wrap_ddp
+from .runtime import materialize, prepare_fsdp, shard_average, wrap_ddp
 
-__all__ = ["DistContext", "current", "materialize", "prepare_fsdp", "shard_average", "unwrap", "wrap_ddp"]
+__all__ = ["DistContext", "current", "materialize", "prepare_fsdp", "shard_average", "wrap_ddp"]

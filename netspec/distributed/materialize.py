@@ -6,23 +6,24 @@ In: the compiled tree (``RNode``s and fx graphs) of a spec. Out:
   constructor created with ``torch.empty`` and never filled (a registered layer that expects
   someone else to initialise it). Nothing is allocated.
 * ``replay`` — for a model whose parameters are already sharded and allocated (FSDP after
-  ``to_empty``): every layer is constructed again, in document order, on the rank's device,
-  exactly as the single-process build constructs it, so the random stream advances
-  identically; its tensors are written into the sharded model (each rank keeping its shard)
-  and the full copy is dropped before the next layer. Graph-owned tensors (``sinusoidal``,
-  ``tril``, parameters with an ``init``) are made the same way. The spec's ``init:`` rules
-  then run over the sharded model (``training.init`` generates each full parameter, then keeps
-  the shard), continuing the same stream.
+  ``to_empty``): every layer's construction is recorded on meta and replayed op by op on the
+  rank's device, in document order, exactly as the single-process build constructs it, so the
+  random stream advances identically (``deferred``); each tensor is allocated when an op first
+  touches it and, after the last op that does, written into the sharded model (each rank
+  keeping its shard) and dropped. A layer whose construction cannot be recorded faithfully is
+  constructed whole instead. Graph-owned tensors (``sinusoidal``, ``tril``, parameters with an
+  ``init``) are made one at a time the same way. The spec's ``init:`` rules then run over the
+  sharded model (``training.init`` generates each full parameter, then keeps the shard),
+  continuing the same stream.
 
 So the gathered state_dict is bit-identical to ``netspec.build`` in one process with the same
-seed, and no rank holds more than one layer's full tensors at a time (for a ``Linear``, its
-weight and bias).
+seed, and a rank holds its shards plus one full tensor at a time (for an ``LSTM``, one gate
+matrix, not all of them; a layer built whole as the fallback: that layer's tensors).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any
 
 import torch
 import torch.fx as fx
@@ -35,6 +36,7 @@ from ..compiler.resolve import RNode
 from ..training.init import init_functions
 from ..training.patterns import join_name
 from ..training.sharded import write_full
+from .deferred import record
 
 META = torch.device("meta")
 _EMPTY_OPS = frozenset(
@@ -137,25 +139,25 @@ def replay(
     ``tie:`` keys, whose own values are drawn (the stream advances) but not written, since the
     tensor they share is their tie value's. Returns the names written."""
     written: list[str] = []
+
+    def write(name: str, full: torch.Tensor) -> None:
+        if name not in tied:
+            write_full(_target(model, name), full.detach())
+            written.append(name)
+
     if node.kind == "layer":
-        layer = build_tree(node, device, dtype, graphs, lazy_inputs)  # nested module arguments first, as build_tree
+        recording = record(lambda: build_tree(node, META, dtype, graphs, lazy_inputs))
+        if recording is not None:  # one full tensor at a time (deferred.py)
+            recording.replay(device, lambda name, full: write(join_name(node.name, name), full))
+            return written
+        layer = build_tree(node, device, dtype, graphs, lazy_inputs)  # whole: nested module arguments first
         for name, full in named_tensors(layer):
-            target_name = join_name(node.name, name)
-            if target_name in tied:
-                continue
-            write_full(_target(model, target_name), full.detach())
-            written.append(target_name)
+            write(join_name(node.name, name), full)
         del layer
         return written
     for child in node.children.values():
         written += replay(child, model, device, dtype, graphs, lazy_inputs, tied)
     indexed = node.kind == "ParameterList"  # nn.ParameterList names its entries 0, 1, ...
     for i, (key, spec) in enumerate(node.tensors.items()):
-        name = join_name(node.name, str(i) if indexed else key)
-        full: Any = make_tensor(spec, device, dtype)
-        if name in tied:
-            continue
-        write_full(_target(model, name), full.detach())
-        written.append(name)
-        del full
+        write(join_name(node.name, str(i) if indexed else key), make_tensor(spec, device, dtype))
     return written

@@ -7,8 +7,8 @@ mixed-precision dtypes), sharded bottom-up with ``fully_shard`` and then the roo
 allocated with ``to_empty`` on the rank's device; ``materialize`` (run inside the build's
 seeded RNG context) then writes the values a single-process build would have made. For
 ``ddp``: ``wrap_ddp`` checks with one all-reduce that every rank built the same weights and
-wraps the model in ``DistributedDataParallel``. ``unwrap`` gives the module whose state_dict
-keys carry no ``module.``.
+wraps the model in ``DistributedDataParallel`` (``Built.module`` is the model inside it, whose
+state_dict keys carry no ``module.``).
 """
 
 from __future__ import annotations
@@ -33,14 +33,6 @@ from ..training.tie import run_ties
 from .context import DistContext
 from .materialize import build_meta_tracked, replay
 from .units import check_precision, check_ties, unit_names
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside a ``DistributedDataParallel`` wrapper (itself otherwise)."""
-    inner = getattr(model, "module", None)
-    if isinstance(model, nn.parallel.DistributedDataParallel) and isinstance(inner, nn.Module):
-        return inner
-    return model
 
 
 def _layer_nodes(node: Any) -> Iterator[Any]:

@@ -38,7 +38,13 @@ from ..errors import CheckpointError, Problem, SpecError, all_lines, first_line
 from ..frontend.compose import refuse_composition
 from ..frontend.fingerprint import fingerprint
 from .atomic import atomic_write
-from .optim_state import check_optimizer_state, check_scheduler_state, fill_missing_group_keys
+from .optim_state import (
+    apply_spec_hyperparameters,
+    changed_hyperparameters,
+    check_optimizer_state,
+    check_scheduler_state,
+    fill_missing_group_keys,
+)
 from .rng import capture_rng_state
 from .weights import describe, holds_weights, mismatch_report, read_file, tensors_in
 
@@ -58,6 +64,8 @@ class CheckpointInfo:
     dtype: str | None = None  # the weights' floating dtype when saved ("float32")
     fingerprint: str | None = None  # of the embedded spec
     rng: dict[str, Any] | None = field(default=None, repr=False)  # RNG states at save time (.pt only)
+    # optimizer settings the spec changed since the save: key -> per param group (restored, used) values
+    hyperparameters: dict[str, list[tuple[Any, Any]]] = field(default_factory=dict)
 
 
 def is_checkpoint_path(path: str | os.PathLike[str]) -> bool:
@@ -324,14 +332,6 @@ def embedded_spec(payload: Mapping[str, Any], file: Path) -> dict[str, Any]:
     return data
 
 
-def _overridden_hyperparameters(optimizer: Any, overrides: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-    """Per param group, the values of the hyperparameters an ``optimizer.<name>`` override set (as built)."""
-    names = {key.split(".", 2)[1] for key in overrides or {} if key.startswith("optimizer.") and key.count(".") == 1}
-    if optimizer is None or not names:
-        return []
-    return [{k: group[k] for k in names if k in group} for group in optimizer.param_groups]
-
-
 def retie(model: nn.Module, groups: Any, file: Path) -> None:
     """Make the parameters each name list of ``groups`` (a checkpoint's ``tied``) one tensor again."""
     if not isinstance(groups, list):
@@ -357,11 +357,13 @@ def restore(
     file: Path,
     overrides: Mapping[str, Any] | None = None,
     averager: Any = None,
+    spec_data: Mapping[str, Any] | None = None,
 ) -> CheckpointInfo:
     """Put a checkpoint's state into a model rebuilt from its spec: tied parameters re-tied, the
-    state loaded strictly, optimizer and scheduler resumed (an ``optimizer.<name>`` override wins
-    over the saved value), the ``average:`` copy (``averager``) resumed. Returns what else the
-    checkpoint says."""
+    state loaded strictly, optimizer and scheduler resumed, the ``average:`` copy (``averager``)
+    resumed. ``spec_data``: the spec resumed with (overrides applied); where its ``optimizer:``
+    section differs from the embedded one, its values win over the saved ones (reported in
+    ``CheckpointInfo.hyperparameters``). Returns what else the checkpoint says."""
     state = tensors_in(payload.get("model"))
     if state is None and not isinstance(payload.get("model"), Mapping):
         raise CheckpointError(f"{file}: the checkpoint holds no model state_dict")
@@ -376,8 +378,8 @@ def restore(
         model.load_state_dict(state or {}, strict=True)
     except RuntimeError as err:
         raise CheckpointError(f"{file}: cannot load the model state: {all_lines(err)}") from None
-    # Resuming restores the saved hyperparameters too; an explicit override of one must win over them.
-    overridden = _overridden_hyperparameters(optimizer, overrides)
+    # Resuming restores the saved hyperparameters too; a setting the spec changed since must win over them.
+    fresh = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups] if optimizer else []
     for what, target in (("optimizer", optimizer), ("scheduler", scheduler)):
         saved = payload.get(what)
         if saved is None:
@@ -400,8 +402,8 @@ def restore(
         if what == "optimizer":
             fill_missing_group_keys(target, fresh_groups)
     _resume_average(averager, payload.get("average"), file)
-    for group, values in zip(optimizer.param_groups if optimizer else [], overridden, strict=False):
-        group.update(values)
+    changed = changed_hyperparameters(payload.get("spec"), spec_data) if spec_data is not None else set()
+    report = apply_spec_hyperparameters(optimizer, fresh, changed) if optimizer is not None else {}
     epoch = payload.get("epoch")
     extra = payload.get("extra")
     return CheckpointInfo(
@@ -412,6 +414,7 @@ def restore(
         payload.get("dtype") if isinstance(payload.get("dtype"), str) else None,
         payload.get("fingerprint") if isinstance(payload.get("fingerprint"), str) else None,
         payload.get("rng") if isinstance(payload.get("rng"), Mapping) else None,
+        report,
     )
 
 

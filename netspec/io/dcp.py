@@ -22,7 +22,7 @@ import os
 import shutil
 import stat
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -34,6 +34,7 @@ from ..frontend.fingerprint import fingerprint
 from ..frontend.source import file_kind
 from .atomic import atomic_write
 from .checkpoint import FORMAT, FORMAT_VERSION, CheckpointInfo, embedded_spec_data, tied_groups
+from .optim_state import apply_spec_hyperparameters, changed_hyperparameters
 from .weights import read_file
 
 META_FILE = "netspec.pt"
@@ -207,9 +208,12 @@ def restore_dcp(
     meta: dict[str, Any],
     overrides: Any,
     averager: Any = None,
+    spec_data: Mapping[str, Any] | None = None,
 ) -> CheckpointInfo:
     """Read the shards ``model`` (sharded or not), ``optimizer`` and the ``average:`` copy need from
-    ``folder``; resume the scheduler."""
+    ``folder``; resume the scheduler. ``set_optimizer_state_dict`` restores the saved param groups
+    (``lr``, ``weight_decay``, ...) like ``Optimizer.load_state_dict``: where ``spec_data`` (the spec
+    resumed with) changes the embedded ``optimizer:`` section, its freshly built values are put back."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import (
         StateDictOptions,
@@ -220,6 +224,7 @@ def restore_dcp(
     )
 
     states: dict[str, Any] = {"model": get_model_state_dict(model)}
+    fresh = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups] if optimizer else []
     if meta.get("optimizer"):
         if optimizer is None:
             raise CheckpointError(f"{folder} holds optimizer state but the spec builds no optimizer")
@@ -246,6 +251,8 @@ def restore_dcp(
         if scheduler is None:
             raise CheckpointError(f"{folder} holds scheduler state but the spec builds no scheduler")
         scheduler.load_state_dict(saved)
+    changed = changed_hyperparameters(meta.get("spec"), spec_data) if spec_data is not None else set()
+    report = apply_spec_hyperparameters(optimizer, fresh, changed) if optimizer is not None else {}
     epoch = meta.get("epoch")
     return CheckpointInfo(
         str(folder),
@@ -253,4 +260,5 @@ def restore_dcp(
         dict(meta.get("extra") or {}),
         dict(meta.get("versions") or {}),
         fingerprint=meta.get("fingerprint") if isinstance(meta.get("fingerprint"), str) else None,
+        hyperparameters=report,
     )

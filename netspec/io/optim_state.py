@@ -11,6 +11,13 @@ keeps) — and otherwise a ``CheckpointError`` naming the field (``optimizer.par
 Torch's own ``load_state_dict`` accepts most of these and the first ``step()`` then fails, or
 trains with nonsense. A group key the file lacks (a newer torch added it) is filled from the
 freshly built group after loading (``fill_missing_group_keys``).
+
+Loading restores the saved hyperparameters (``lr``, ``momentum``, ``weight_decay`` ...), as
+``Optimizer.load_state_dict`` and DCP's ``set_optimizer_state_dict`` both do. Where the spec
+resumed with (its overrides, or a var its ``optimizer:`` section reads) sets a value differently
+from the spec the checkpoint embeds, ``changed_hyperparameters`` names the param-group keys and
+``apply_spec_hyperparameters`` puts the freshly built values back, returning what changed, for
+the warning ``hyperparameter_note`` writes.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError
+from ..frontend import exprs
 
 # Optimizers whose per-parameter state is not shaped like the parameter (LBFGS keeps flat histories).
 _FREE_FORM_STATE = frozenset({"LBFGS"})
@@ -183,3 +191,83 @@ def fill_missing_group_keys(optimizer: torch.optim.Optimizer, fresh_groups: Sequ
 def check_scheduler_state(saved: Any, scheduler: Any, file: Path) -> None:
     """Raise ``CheckpointError`` naming the first field of ``saved`` that ``scheduler`` could not resume from."""
     _Checker(file, "scheduler").same(saved, scheduler.state_dict(), ())
+
+
+# Keys of the ``optimizer:`` section that are netspec's, and the param-group keys they decide.
+_SECTION_KEYS = {"no_decay": ("weight_decay",), "lr_mult": ("lr",), "clip_grad": (), "params": ("*",), "type": ("*",)}
+
+
+def _substituted(spec: Mapping[str, Any] | None) -> Any:
+    """The spec's ``optimizer:`` section with its ``${...}`` evaluated (the raw section if that fails:
+    it was validated when it was saved, and the current one just now)."""
+    if not isinstance(spec, Mapping):
+        return None
+    section = spec.get("optimizer")
+    if not exprs.has_refs(section):
+        return section
+    try:
+        return exprs.substitute(section, exprs.resolve_vars(spec.get("vars") or {}))
+    except exprs.ExprError:
+        return section
+
+
+def _changed_keys(saved: Mapping[str, Any], current: Mapping[str, Any]) -> set[str]:
+    names: set[str] = set()
+    for key in set(saved) | set(current):
+        if saved.get(key) != current.get(key):
+            names.update(_SECTION_KEYS.get(key, (key,)))
+    return names
+
+
+def changed_hyperparameters(saved_spec: Mapping[str, Any] | None, spec: Mapping[str, Any] | None) -> set[str]:
+    """The param-group keys whose value the ``optimizer:`` section of ``spec`` (the spec resumed with,
+    overrides applied) sets differently from ``saved_spec`` (the one the checkpoint embeds). ``"*"``:
+    every key (a section added, removed, of another type, or groups selecting other parameters)."""
+    before, after = _substituted(saved_spec), _substituted(spec)
+    if before == after:
+        return set()
+    if not isinstance(before, Mapping) or not isinstance(after, Mapping):
+        return {"*"}
+    names = _changed_keys(
+        {k: v for k, v in before.items() if k != "groups"}, {k: v for k, v in after.items() if k != "groups"}
+    )
+    old_groups, new_groups = before.get("groups") or [], after.get("groups") or []
+    if not isinstance(old_groups, list) or not isinstance(new_groups, list) or len(old_groups) != len(new_groups):
+        return {"*"}
+    for old, new in zip(old_groups, new_groups, strict=True):
+        if not isinstance(old, Mapping) or not isinstance(new, Mapping):
+            return {"*"}
+        names |= _changed_keys(old, new)
+    return names
+
+
+def apply_spec_hyperparameters(
+    optimizer: torch.optim.Optimizer, fresh_groups: Sequence[Mapping[str, Any]], names: set[str]
+) -> dict[str, list[tuple[Any, Any]]]:
+    """After a resume, give each param group the freshly built value of every key in ``names``
+    (``changed_hyperparameters``): what the spec says now wins over what the checkpoint restored.
+    Returns, per key that changed a value, each group's ``(restored, now)`` pair."""
+    report: dict[str, list[tuple[Any, Any]]] = {}
+    for group, fresh in zip(optimizer.param_groups, fresh_groups, strict=False):
+        keys = [k for k in fresh if k != "params"] if "*" in names else [k for k in names if k in fresh]
+        for key in keys:
+            before = group.get(key)
+            group[key] = fresh[key]
+            report.setdefault(key, []).append((before, fresh[key]))
+    return {k: pairs for k, pairs in report.items() if any(a != b for a, b in pairs)}
+
+
+def _shown(value: Any) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else repr(value)
+
+
+def hyperparameter_note(report: Mapping[str, list[tuple[Any, Any]]]) -> str | None:
+    """One line saying which optimizer settings the spec changed on resume (None when none did)."""
+    if not report:
+        return None
+    parts = []
+    for key, pairs in report.items():
+        before = sorted({_shown(a) for a, _ in pairs})
+        after = sorted({_shown(b) for _, b in pairs})
+        parts.append(f"{key} {'/'.join(after)} (the checkpoint had {'/'.join(before)})")
+    return "resumed with the spec's optimizer settings where they changed since the save: " + "; ".join(parts)
