@@ -166,8 +166,20 @@ class Inferrer:
                 return None
             if key is not None:
                 self.cache[key] = module
+        # A module argument (TransformerEncoder's encoder_layer) is a constructor template: torch deep-copies
+        # it into `layers` and keeps no reference. What the layer registers is in its own record; the
+        # templates' records would count weights the model does not have.
+        for value in node.args.values():
+            if isinstance(value, RNode):
+                self.drop_tensors(value.name)
         self.record_tensors(node.name, module)
         return module
+
+    def drop_tensors(self, name: str) -> None:
+        """Forget the recorded sizes of ``name`` and everything under it."""
+        prefix = name + "."
+        for key in [k for k in self.tensors if k == name or k.startswith(prefix)]:
+            del self.tensors[key]
 
     def record_tensors(self, name: str, module: nn.Module) -> None:
         """Sizes of a module's parameters and buffers, for the memory check before allocating."""
