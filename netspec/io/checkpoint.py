@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import pickle
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -38,6 +38,7 @@ from ..errors import CheckpointError, Problem, SpecError, all_lines, first_line
 from ..frontend.compose import refuse_composition
 from ..frontend.fingerprint import fingerprint
 from .atomic import atomic_write
+from .dcp import save_dcp
 from .optim_state import (
     apply_spec_hyperparameters,
     changed_hyperparameters,
@@ -45,75 +46,23 @@ from .optim_state import (
     check_scheduler_state,
     fill_missing_group_keys,
 )
+from .payload import (
+    CHECKPOINT_SUFFIXES,
+    FORMAT,
+    FORMAT_VERSION,
+    CheckpointInfo,
+    embedded_spec_data,
+    is_checkpoint_path,
+    is_directory_path,
+    model_dtype,
+    parameter_count,
+    tied_groups,
+)
 from .rng import capture_rng_state
+from .safetensors_file import read_safetensors, save_safetensors
 from .weights import describe, holds_weights, mismatch_report, read_file, tensors_in
 
-FORMAT = "netspec-checkpoint"
-FORMAT_VERSION = 1
-CHECKPOINT_SUFFIXES = frozenset({".pt", ".pth", ".ckpt", ".bin", ".safetensors"})
-
-
-@dataclass(frozen=True)
-class CheckpointInfo:
-    """What a checkpoint says besides the weights; ``netspec.load_checkpoint`` sets it as ``built.checkpoint``."""
-
-    path: str
-    epoch: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-    versions: dict[str, Any] = field(default_factory=dict)
-    dtype: str | None = None  # the weights' floating dtype when saved ("float32")
-    fingerprint: str | None = None  # of the embedded spec
-    rng: dict[str, Any] | None = field(default=None, repr=False)  # RNG states at save time (.pt only)
-    # optimizer settings the spec changed since the save: key -> per param group (restored, used) values
-    hyperparameters: dict[str, list[tuple[Any, Any]]] = field(default_factory=dict)
-
-
-def is_checkpoint_path(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` names a checkpoint (``.pt``, ``.pth``, ``.ckpt``, ``.bin``) rather than a spec file."""
-    return Path(os.fspath(path)).suffix.lower() in CHECKPOINT_SUFFIXES
-
-
 # -- writing ----------------------------------------------------------------------------------------------
-
-
-def embedded_spec_data(spec: Any) -> dict[str, Any]:
-    """The merged spec a checkpoint embeds: ``init: from:`` rules dropped, their weights being in the file."""
-    data = spec.to_dict()
-    init = data.get("init")
-    if isinstance(init, list):
-        kept = [rule for rule in init if not (isinstance(rule, Mapping) and "from" in rule)]
-        if kept:
-            data["init"] = kept
-        else:
-            del data["init"]
-    return data
-
-
-def model_dtype(model: nn.Module) -> str | None:
-    """The floating-point dtype of the model's weights (``"float32"``), ``"mixed: a, b"``, or None."""
-    found = sorted({str(t.dtype).removeprefix("torch.") for t in model.state_dict().values() if t.is_floating_point()})
-    if not found:
-        return None
-    return found[0] if len(found) == 1 else "mixed: " + ", ".join(found)
-
-
-def parameter_count(model: nn.Module) -> int:
-    """Elements of the model's parameters, each tied tensor counted once."""
-    return sum(p.numel() for p in model.parameters())
-
-
-def is_directory_path(path: str | os.PathLike[str]) -> bool:
-    """Whether ``netspec.save`` writes a checkpoint directory (DCP) at ``path``: no file suffix, or a folder."""
-    target = Path(os.fspath(path)).expanduser()
-    return target.suffix == "" or target.is_dir()
-
-
-def tied_groups(model: nn.Module) -> list[list[str]]:
-    """Names of parameters that are one tensor (``head.weight = embed.weight``), one list per tensor."""
-    groups: dict[int, list[str]] = {}
-    for name, param in model.named_parameters(remove_duplicate=False):
-        groups.setdefault(id(param), []).append(name)
-    return [names for names in groups.values() if len(names) > 1]
 
 
 def _unsafe_globals(path: Path) -> list[str]:
@@ -144,8 +93,6 @@ def save(built: Any, path: str | os.PathLike[str], epoch: int | None = None, **e
         raise CheckpointError(f"epoch must be an int or None, got {type(epoch).__name__} {epoch!r}")
     strategy = getattr(built, "strategy", None)
     if is_directory_path(path):  # a directory: torch.distributed.checkpoint, resumable at any world size
-        from .dcp import save_dcp
-
         return save_dcp(built, path, epoch, dict(extra))
     if strategy == "fsdp":
         raise CheckpointError(
@@ -160,8 +107,6 @@ def save(built: Any, path: str | os.PathLike[str], epoch: int | None = None, **e
     spec = embedded_spec_data(built.spec)
     versions = {"netspec": str(__version__), "torch": str(torch.__version__), "format": FORMAT_VERSION}
     if Path(os.fspath(path)).suffix.lower() == ".safetensors":
-        from .safetensors_file import save_safetensors
-
         return save_safetensors(built, path, spec, versions, epoch, dict(extra))
     payload = {
         "format": FORMAT,
@@ -237,8 +182,6 @@ def read_checkpoint(path: str | os.PathLike[str], *, mmap: bool = False) -> tupl
     """
     file = Path(os.fspath(path)).expanduser()
     if file.suffix.lower() == ".safetensors":
-        from .safetensors_file import read_safetensors
-
         payload: Any = read_safetensors(file, tensors=not mmap)
     else:
         payload = read_file(file, mmap=mmap)

@@ -33,8 +33,8 @@ from ..errors import CheckpointError, first_line
 from ..frontend.fingerprint import fingerprint
 from ..frontend.source import file_kind
 from .atomic import atomic_write
-from .checkpoint import FORMAT, FORMAT_VERSION, CheckpointInfo, embedded_spec_data, tied_groups
 from .optim_state import apply_spec_hyperparameters, changed_hyperparameters
+from .payload import FORMAT, FORMAT_VERSION, CheckpointInfo, embedded_spec_data, tied_groups
 from .weights import read_file
 
 META_FILE = "netspec.pt"

@@ -27,9 +27,8 @@ import torch
 from ..errors import CheckpointError
 from ..frontend.fingerprint import fingerprint
 from .atomic import atomic_write
+from .payload import FORMAT, FORMAT_VERSION, model_dtype, parameter_count, tied_groups
 
-FORMAT = "netspec-checkpoint"
-FORMAT_VERSION = 1
 _MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
 
 
@@ -53,8 +52,6 @@ def save_safetensors(
 ) -> Path:
     """Write the weights of ``built.model`` and ``spec`` to a ``.safetensors`` file at ``path``."""
     from safetensors.torch import save as st_save
-
-    from .checkpoint import model_dtype, parameter_count, tied_groups
 
     model = built.model
     tied = tied_groups(model)
