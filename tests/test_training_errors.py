@@ -80,7 +80,7 @@ def test_init_arguments_checked_against_signature() -> None:
     message = one("init:\n  - {type: Linear, weight: {fn: constant}}\n")
     assert "init.0.weight" in message and "needs argument 'val'" in message
     message = one("init:\n  - {type: Linear, weight: {fn: normal, std: '0.1'}}\n")
-    assert "init.0.weight.std" in message and "must be a number, got str '0.1'" in message
+    assert "init.0.weight.std" in message and "normal.std: expected number, got str '0.1'" in message
     message = one("init:\n  - {type: Linear, weight: {fn: kaiming_normal, mode: fan_avg}}\n")
     assert "one of 'fan_in', 'fan_out'" in message and "str 'fan_avg'" in message
     message = one("init:\n  - {type: Linear, std: 0.1}\n")
@@ -152,7 +152,7 @@ def test_wrong_optimizer_arguments() -> None:
     assert "optimizer.momentun: optimizer SGD has no argument 'momentun'" in message
     assert "did you mean 'momentum'" in message
     message = one("optimizer: {type: Adam, lr: 0.1, betas: 0.9}")
-    assert "optimizer.betas" in message and "must be [number, number], got float 0.9" in message
+    assert "optimizer.betas" in message and "Adam.betas: expected [number, number], got float 0.9" in message
     message = one("optimizer: {type: SGD, lr: -1.0}")
     assert "SGD rejected its settings" in message and "Invalid learning rate" in message
     message = one("optimizer: {type: SGD, lr: 0.1, groups: [{params: head, nesterow: true}]}")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import fnmatch
 import inspect
 import threading
-import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -26,12 +25,10 @@ import torch
 import torch.nn as nn
 
 from ..errors import NetspecError, did_you_mean
-from .argtypes import ArgMismatch, ArgType, from_annotation
+from .argtypes import REQUIRED, ArgType, Finding, Param, annotations_of, check_arguments, param_of
 from .layers import OWN_LAYERS
 
 T = TypeVar("T")
-
-REQUIRED: Any = inspect.Parameter.empty
 
 # Names handled by netspec's own node kinds, or not layers at all.
 CONTAINER_TYPES = frozenset({"Sequential", "ModuleList", "ModuleDict", "ParameterList", "ParameterDict", "Graph"})
@@ -107,19 +104,6 @@ class Registry(Generic[T]):
 
 
 @dataclass(frozen=True)
-class Param:
-    """One keyword argument of a layer constructor."""
-
-    name: str
-    type: ArgType
-    default: Any = REQUIRED
-
-    @property
-    def required(self) -> bool:
-        return self.default is REQUIRED
-
-
-@dataclass(frozen=True)
 class LayerType:
     """A constructible ``nn.Module`` class and what its constructor accepts."""
 
@@ -130,26 +114,10 @@ class LayerType:
     origin: str  # "torch.nn", "netspec" (catalog/layers.py) or "registered"
     open_kwargs: bool = False  # a registered class taking **kwargs: names beyond its signature pass unchecked
 
-    def check_args(self, args: Mapping[str, Any]) -> tuple[dict[str, Any], list[tuple[str | None, str, str | None]]]:
-        """Validate argument names and types. Returns converted args and ``(arg, message, hint)`` problems."""
-        converted: dict[str, Any] = {}
-        problems: list[tuple[str | None, str, str | None]] = []
-        for name, value in args.items():
-            param = self.params.get(name)
-            if param is None and self.open_kwargs:
-                converted[name] = value
-                continue
-            if param is None:
-                hint = did_you_mean(name, self.params) or (
-                    "it takes " + ", ".join(self.params) if self.params else f"{self.name} takes no arguments"
-                )
-                problems.append((name, f"{self.name} has no argument {name!r}", hint))
-                continue
-            try:
-                converted[name] = param.type.check(value)
-            except ArgMismatch as err:
-                problems.append((name, f"{self.name}.{name}: {err}", None))
-        return converted, problems
+    def check_args(self, args: Mapping[str, Any]) -> tuple[dict[str, Any], list[Finding]]:
+        """Validate argument names and types (``argtypes.check_arguments``, the checker optimizers,
+        schedulers and init functions use too). Returns converted args and ``(arg, message, hint)`` problems."""
+        return check_arguments(self.params, args, owner=self.name, open_kwargs=self.open_kwargs)
 
     def missing(self, given: Mapping[str, Any]) -> list[str]:
         return [p.name for p in self.params.values() if p.required and p.name not in given]
@@ -184,13 +152,9 @@ def _signature_params(cls: type[nn.Module]) -> tuple[list[inspect.Parameter], di
             if klass.__mro__[1] is nn.Module:
                 return [], {}  # Identity, Tanh, ...: they accept and ignore anything
             continue
-        try:
-            hints = typing.get_type_hints(init)
-        except (NameError, TypeError, AttributeError, SyntaxError):  # unresolvable or malformed annotations
-            hints = {}
         if klass is not cls and named and named[0].name == "mode":
             named = named[1:]  # RNNBase: the subclass fixes the mode
-        return named, hints
+        return named, annotations_of(init, named)
     return [], {}
 
 
@@ -202,16 +166,10 @@ def describe_class(cls: type[nn.Module], name: str, origin: str) -> LayerType:
     for p in named:
         if p.name in _FACTORY_ARGS or p.name.startswith("_"):
             continue
-        argtype = from_annotation(hints.get(p.name, p.annotation), p.default)
-        if argtype.kind == "any" and p.default is not REQUIRED and p.default is not None:
-            argtype = from_annotation(inspect.Parameter.empty, p.default)
-        if argtype.kind == "any" and p.name in _UNANNOTATED_INTS:
-            argtype = ArgType("int")
-        takes_none = argtype.kind in ("any", "none") or any(o.kind == "none" for o in argtype.options)
-        if p.default is None and not takes_none:
-            # torch's default is None (AvgPool1d's stride): writing it out must be accepted too
-            argtype = ArgType("union", options=(*(argtype.options or (argtype,)), ArgType("none")))
-        params[p.name] = Param(p.name, argtype, p.default)
+        annotation = hints.get(p.name, p.annotation)
+        if p.name in _UNANNOTATED_INTS and annotation is REQUIRED:
+            annotation = int
+        params[p.name] = param_of(p, annotation)
     own_init = cls.__dict__.get("__init__")
     open_kwargs = (
         origin == "registered"

@@ -132,6 +132,7 @@ def _resolve_fn(
     converted = check_kwargs(
         func,
         kwargs,
+        owner=name,
         what=what,
         path=args_path,
         source=source,

@@ -196,6 +196,7 @@ def resolve_optimizer(
     kwargs = check_kwargs(
         cls,
         given,
+        owner=spec.type,
         what=what,
         path=("optimizer",),
         source=source,
@@ -214,6 +215,7 @@ def resolve_optimizer(
         opts = check_kwargs(
             cls,
             group.extras,
+            owner=spec.type,
             what=what,
             path=path,
             source=source,
@@ -268,9 +270,9 @@ def plan_optimizer(
         return None
     cls, kwargs, group_opts = resolved
     sig = signature_params(cls, ["params"])
-    base_lr = kwargs.get("lr", sig["lr"][0].default if "lr" in sig else None)
+    base_lr = kwargs.get("lr", sig["lr"].default if "lr" in sig else None)
     has_wd = "weight_decay" in sig
-    base_wd = kwargs.get("weight_decay", sig["weight_decay"][0].default if has_wd else 0.0)
+    base_wd = kwargs.get("weight_decay", sig["weight_decay"].default if has_wd else 0.0)
 
     claimed: dict[str, int] = {}
     buckets: list[Bucket] = []

@@ -78,6 +78,7 @@ def resolve_scheduler(
     kwargs = check_kwargs(
         cls,
         spec.extras,
+        owner=spec.type,
         what=f"scheduler {spec.type}",
         path=("scheduler",),
         source=source,
