@@ -82,6 +82,81 @@ def test_the_training_plan_is_made_once_per_read_and_build_reuses_it(monkeypatch
     assert built.training.frozen == {"norm.weight", "norm.bias"} and built.training.eval_modules == {"norm"}
 
 
+TIED = {
+    "netspec": 1,
+    "seed": 0,
+    "input": {"shape": [4]},
+    "model": {
+        "type": "Sequential",
+        "layers": {
+            "a": {"type": "Linear", "out_features": 4},
+            "act": "ReLU",
+            "b": {"type": "Linear", "out_features": 4},
+        },
+    },
+    "tie": {"b.weight": "a.weight"},
+    "checkpoint_activations": ["a", "b"],
+    "freeze": ["b.bias"],
+    "optimizer": {"type": "SGD", "lr": 0.1},
+    "average": {"type": "swa", "start": 1, "lr": 0.05},
+}
+
+
+def test_ties_checkpointing_and_the_average_are_selected_once_per_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    import netspec.training.patterns as patterns
+    import netspec.training.setup as setup
+
+    calls: list[str] = []
+
+    def counting(name: str, real: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            calls.append(name)
+            return real(*args, **kwargs)
+
+        return wrapper
+
+    for name in ("check_ties", "select_checkpointed", "check_average"):
+        monkeypatch.setattr(setup, name, counting(name, getattr(setup, name)))
+    monkeypatch.setattr(patterns, "selects", counting("selects", patterns.selects))  # every pattern match
+    spec = netspec.read(TIED)
+    assert {"check_ties", "select_checkpointed", "check_average", "selects"} <= set(calls)
+    assert [c for c in calls if c != "selects"] == ["check_ties", "select_checkpointed", "check_average"]
+    assert spec.training_plan is not None and spec.training_plan.checkpointed == ["a", "b"]
+    calls.clear()
+    built = netspec.build(spec)
+    assert calls == [], f"build selected again: {calls}"
+
+    # What the plan did is what hand-written PyTorch does.
+    model = built.model
+    assert model.b.weight is model.a.weight and built.training.ties == {"b.weight": "a.weight"}
+    assert built.training.checkpointed == ["a", "b"] and model.b.bias.requires_grad is False
+    assert isinstance(built.averaged, torch.optim.swa_utils.AveragedModel)
+    assert [id(p) for p in built.optimizer.param_groups[0]["params"]] == [id(model.a.weight), id(model.a.bias)]
+    hand = torch.nn.Sequential()
+    hand.add_module("a", torch.nn.Linear(4, 4))
+    hand.add_module("act", torch.nn.ReLU())
+    hand.add_module("b", torch.nn.Linear(4, 4))
+    hand.load_state_dict(model.state_dict())
+    hand.b.weight = hand.a.weight
+    x = torch.randn(2, 4)
+    model(x).sum().backward()
+    hand(x).sum().backward()
+    assert model.a.weight.grad is not None and hand.a.weight.grad is not None
+    assert torch.allclose(model.a.weight.grad, hand.a.weight.grad)
+
+
+def test_a_read_time_training_error_is_reported_by_read_only() -> None:
+    # swa without an optimizer is found when the spec is read, located at average.type; build never sees it.
+    bad = {k: v for k, v in TIED.items() if k not in ("optimizer", "freeze")}
+    with pytest.raises(netspec.SpecError) as info:
+        netspec.read(bad)
+    (problem,) = info.value.problems
+    assert problem.path == ("average", "type") and "the spec has no optimizer" in problem.message
+    spec = netspec.read({k: v for k, v in bad.items() if k != "average"})
+    assert spec.training_plan is not None and spec.training_plan.average is None
+    assert netspec.build(spec).averaged is None
+
+
 def test_a_plan_is_carried_out_on_the_real_model_with_the_real_tensors() -> None:
     spec = netspec.read(TRAINED)
     first, second = netspec.build(spec), netspec.build(spec)

@@ -55,10 +55,8 @@ def remove_checkpointing(module: nn.Module) -> None:
             del sub.__dict__["forward"]
 
 
-def run_checkpoint_activations(
-    model: nn.Module, patterns: list[str] | None, source: Any, problems: ProblemList
-) -> list[str]:
-    """Wrap the modules every pattern selects; returns their names. Nothing is wrapped when a pattern is wrong."""
+def select_checkpointed(model: nn.Module, patterns: list[str] | None, source: Any, problems: ProblemList) -> list[str]:
+    """The outermost modules the patterns select (nothing is changed); none when a pattern is wrong."""
     before = len(problems.errors)
     chosen: list[str] = []
     for index, pattern in enumerate(patterns or []):
@@ -67,7 +65,11 @@ def run_checkpoint_activations(
         return []
     names = list(dict.fromkeys(chosen))
     picked = set(names)
-    outer = [n for n in names if not any(".".join(n.split(".")[:i]) in picked for i in range(1, n.count(".") + 1))]
-    for name in outer:
+    return [n for n in names if not any(".".join(n.split(".")[:i]) in picked for i in range(1, n.count(".") + 1))]
+
+
+def wrap_named(model: nn.Module, names: list[str]) -> list[str]:
+    """Wrap the modules ``select_checkpointed`` chose (by name); returns the names."""
+    for name in names:
         wrap(model.get_submodule(name))
-    return outer
+    return list(names)

@@ -83,6 +83,15 @@ class Averager:
         self.calls = calls
 
 
+def check_average(spec: AverageSpec | None, has_optimizer: bool, source: Any, problems: ProblemList) -> bool:
+    """Whether ``spec`` can be met (``swa`` anneals the optimizer's rate, so it needs one); adds the problem."""
+    if spec is None or spec.type == "ema" or has_optimizer:
+        return True
+    message = "average: {type: swa} anneals the optimizer's learning rate with SWALR, and the spec has no optimizer"
+    problems.add(make_problem(source, ("average", "type"), message, "add optimizer:, or use type: ema"))
+    return False
+
+
 def build_averager(
     model: nn.Module,
     spec: AverageSpec | None,
@@ -98,8 +107,7 @@ def build_averager(
         averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
         return Averager(averaged, "ema")
     if optimizer is None:
-        message = "average: {type: swa} anneals the optimizer's learning rate with SWALR, and the spec has no optimizer"
-        problems.add(make_problem(source, ("average", "type"), message, "add optimizer:, or use type: ema"))
+        check_average(spec, False, source, problems)
         return None
     scheduler = SWALR(
         optimizer,

@@ -10,10 +10,12 @@ Order: ties first (so every later stage sees one shared tensor), then init, free
 optimizer, scheduler, activation checkpointing and last the average (a copy of the
 initialised model).
 
-``plan_and_setup`` (``netspec.read``, on the meta model) resolves init, freeze, eval,
-optimizer and scheduler against the model's names once — a ``TrainingPlan`` — and carries it
-out; ``apply_training`` (``netspec.build``) carries the same plan out on the real model.
-Ties, activation checkpointing and the average are applied to each model as it is built.
+``plan_and_setup`` (``netspec.read``, on the meta model) resolves every section against the
+model's names once — a ``TrainingPlan``: the checked ties, which tensor each init rule fills,
+the frozen parameters and pinned modules, the optimizer's groups by parameter name, the
+scheduler, the modules under activation checkpointing, whether the average can be made — and
+carries it out; ``apply_training`` (``netspec.build``) carries the same plan out on the real
+model, selecting nothing again (no pattern is matched, no name looked up twice).
 """
 
 from __future__ import annotations
@@ -28,15 +30,15 @@ from torch.nn.parameter import is_lazy
 
 from ..errors import Problem, ProblemList, SpecError
 from ..frontend.training_models import AverageSpec, EvalRule, FreezeRule, InitRule, OptimizerSpec, SchedulerSpec
-from .activations import run_checkpoint_activations
-from .average import Averager, build_averager
+from .activations import select_checkpointed, wrap_named
+from .average import Averager, build_averager, check_average
 from .freeze import freeze_selected, select_eval, select_freeze
 from .init import InitStep, apply_init_steps, plan_init, plan_rule, run_init
 from .kwargs import make_problem
 from .load import LoadReport
 from .optim import GradClip, OptimizerPlan, make_optimizer, plan_optimizer, resolve_optimizer
 from .sched import Scheduler, SchedulerPlan, make_scheduler, plan_scheduler, resolve_scheduler
-from .tie import run_ties, tied_names
+from .tie import apply_ties, check_ties, tied_names
 
 
 @dataclass
@@ -118,12 +120,12 @@ def apply_init(
 class TrainingPlan:
     """The training sections resolved against a model's names, once per ``netspec.read``.
 
-    Which tensor each init rule fills, which parameters are frozen and which modules pinned
-    to eval, the optimizer's class, arguments and param groups (by parameter name), the
-    scheduler's class and arguments; and the sections applied to each model as it is built
-    (ties, activation checkpointing, the average). ``apply_training`` carries it out on any
-    model with the same names: the meta model ``read`` checks, then the real one ``build``
-    returns.
+    The checked ties, which tensor each init rule fills, which parameters are frozen and which
+    modules pinned to eval, the optimizer's class, arguments and param groups (by parameter
+    name), the scheduler's class and arguments, the modules whose activations are
+    recomputed (outermost, by name) and the average (already checked against the optimizer).
+    ``apply_training`` carries it out on any model with the same names: the meta model
+    ``read`` checks, then the real one ``build`` returns.
     """
 
     init: list[InitStep] = field(default_factory=list)
@@ -132,8 +134,8 @@ class TrainingPlan:
     optimizer: OptimizerPlan | None = None
     scheduler: SchedulerPlan | None = None
     scheduler_interval: Literal["epoch", "step"] = "epoch"
-    tie: dict[str, str] | None = None
-    checkpoint_activations: list[str] | None = None
+    tie: dict[str, str] = field(default_factory=dict)
+    checkpointed: list[str] = field(default_factory=list)
     average: AverageSpec | None = None
 
 
@@ -151,8 +153,10 @@ class TrainingSections:
     average: AverageSpec | None = None
 
 
-def _plan(model: nn.Module, sections: TrainingSections, source: Any, problems: ProblemList) -> TrainingPlan:
-    """The plan for ``model`` (its ties already applied), adding problems instead of raising."""
+def _plan(
+    model: nn.Module, sections: TrainingSections, ties: dict[str, str], source: Any, problems: ProblemList
+) -> TrainingPlan:
+    """The plan for ``model`` (``ties``, checked, already applied), adding problems instead of raising."""
     steps = plan_init(model, sections.init, source, problems)
     before = len(problems.errors)
     frozen, pinned = select_freeze(model, sections.freeze, source, problems)
@@ -168,9 +172,9 @@ def _plan(model: nn.Module, sections: TrainingSections, source: Any, problems: P
         optimizer_in_spec=sections.optimizer is not None,
     )
     interval = sections.scheduler.interval if sections.scheduler is not None else "epoch"
-    return TrainingPlan(
-        steps, frozen, pinned, opt, sched, interval, sections.tie, sections.checkpoint_activations, sections.average
-    )
+    checkpointed = select_checkpointed(model, sections.checkpoint_activations, source, problems)
+    average = sections.average if check_average(sections.average, opt is not None, source, problems) else None
+    return TrainingPlan(steps, frozen, pinned, opt, sched, interval, ties, checkpointed, average)
 
 
 def _apply(
@@ -179,17 +183,17 @@ def _apply(
     source: Any,
     base_dir: Path | None,
     problems: ProblemList,
-    ties: dict[str, str] | None = None,
+    tied: bool = False,
 ) -> TrainingSetup:
-    """Carry ``plan`` out on ``model``; ``ties``: already applied (by ``plan_and_setup``)."""
-    if ties is None:
-        ties = run_ties(model, plan.tie, source, problems)
+    """Carry ``plan`` out on ``model``; ``tied``: its ties are already applied (by ``plan_and_setup``)."""
+    if not tied:
+        apply_ties(model, plan.tie)
     sources, reports = apply_init_steps(model, plan.init, source, base_dir, problems)
     freeze_selected(model, plan.frozen, plan.pinned)
     opt_plan = plan.optimizer
     opt = make_optimizer(model, opt_plan, source, problems) if opt_plan is not None else None
     sched = make_scheduler(opt, plan.scheduler, source, problems) if opt is not None and plan.scheduler else None
-    checkpointed = run_checkpoint_activations(model, plan.checkpoint_activations, source, problems)
+    checkpointed = wrap_named(model, plan.checkpointed)
     averager = build_averager(model, plan.average, opt, source, problems) if not problems.errors else None
     built = opt is not None and opt_plan is not None
     return TrainingSetup(
@@ -203,7 +207,7 @@ def _apply(
         load_reports=reports,
         group_labels=opt_plan.labels if built and opt_plan else [],
         eval_modules=set(plan.pinned),
-        ties=ties,
+        ties=dict(plan.tie),
         checkpointed=checkpointed,
         averager=averager,
         shared=tied_names(model),
@@ -227,9 +231,10 @@ def plan_and_setup(
 ) -> tuple[TrainingPlan, TrainingSetup]:
     """Plan against ``model``'s names, then carry the plan out on it; one ``SpecError`` for all problems."""
     problems = ProblemList()
-    ties = run_ties(model, sections.tie, source, problems)  # first: every later stage sees one shared tensor
-    plan = _plan(model, sections, source, problems)
-    setup = _apply(model, plan, source, base_dir, problems, ties)
+    ties = check_ties(model, sections.tie, source, problems)
+    apply_ties(model, ties)  # first: every later stage sees one shared tensor
+    plan = _plan(model, sections, ties, source, problems)
+    setup = _apply(model, plan, source, base_dir, problems, tied=True)
     _raise(problems)
     return plan, setup
 

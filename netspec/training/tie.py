@@ -31,8 +31,9 @@ def _unknown(name: str, params: list[str]) -> tuple[str, str]:
     return f"{name!r} is not a parameter of the model; closest names: {', '.join(map(repr, near))}", hint
 
 
-def run_ties(model: nn.Module, ties: dict[str, str] | None, source: Any, problems: ProblemList) -> dict[str, str]:
-    """Tie every ``key: value`` pair, adding problems instead of raising. Returns the ties applied."""
+def check_ties(model: nn.Module, ties: dict[str, str] | None, source: Any, problems: ProblemList) -> dict[str, str]:
+    """The ``tie`` entries checked against ``model``'s parameters (nothing is changed), adding problems
+    instead of raising. Returns the ties to apply; none when any entry is wrong."""
     if not ties:
         return {}
     before = len(problems.errors)
@@ -68,13 +69,22 @@ def run_ties(model: nn.Module, ties: dict[str, str] | None, source: Any, problem
         if a.dtype != b.dtype:
             message = f"cannot tie {key!r} ({a.dtype}) to {value!r} ({b.dtype}): different dtypes"
             problems.add(make_problem(source, path, message))
-    if len(problems.errors) > before:
-        return {}
+    return {} if len(problems.errors) > before else dict(ties)
+
+
+def apply_ties(model: nn.Module, ties: dict[str, str]) -> None:
+    """Make each key's parameter the value's (ties ``check_ties`` accepted for a model with these names)."""
     for key, value in ties.items():
         owner_path, _, leaf = key.rpartition(".")
         owner = model.get_submodule(owner_path) if owner_path else model
-        setattr(owner, leaf, params[value])
-    return dict(ties)
+        setattr(owner, leaf, model.get_parameter(value))
+
+
+def run_ties(model: nn.Module, ties: dict[str, str] | None, source: Any, problems: ProblemList) -> dict[str, str]:
+    """Check and tie every ``key: value`` pair, adding problems instead of raising. Returns the ties applied."""
+    checked = check_ties(model, ties, source, problems)
+    apply_ties(model, checked)
+    return checked
 
 
 def tied_names(model: nn.Module) -> dict[str, list[str]]:
