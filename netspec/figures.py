@@ -9,7 +9,7 @@ bytes of parameters and buffers, and the fingerprint; ``fits(spec, device)`` rai
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -28,12 +28,7 @@ class Figures:
     fingerprint: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "parameters": self.parameters,
-            "macs": self.macs,
-            "weight_bytes": self.weight_bytes,
-            "fingerprint": self.fingerprint,
-        }
+        return asdict(self)
 
 
 def figures(spec: Spec) -> Figures:

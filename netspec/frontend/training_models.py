@@ -105,17 +105,6 @@ class FreezeByType(_Strict):
     match: StrictStr | None = None
 
 
-def _freeze_kind(value: Any) -> str:
-    return "<by-type>" if isinstance(value, (dict, FreezeByType)) else "<pattern>"
-
-
-# A module path / parameter glob, or a by-type entry.
-FreezeRule = Annotated[
-    Annotated[StrictStr, Tag("<pattern>")] | Annotated[FreezeByType, Tag("<by-type>")],
-    Discriminator(_freeze_kind),
-]
-
-
 class EvalByType(_Strict):
     """``eval: [{type: BatchNorm2d, match?: "backbone.*"}]``: modules kept in eval mode, by class."""
 
@@ -123,14 +112,18 @@ class EvalByType(_Strict):
     match: StrictStr | None = None
 
 
-def _eval_kind(value: Any) -> str:
-    return "<by-type>" if isinstance(value, (dict, EvalByType)) else "<pattern>"
+def _entry_kind(value: Any) -> str:
+    """A ``freeze:`` or ``eval:`` entry: a mapping is by type, anything else a pattern."""
+    return "<by-type>" if isinstance(value, (dict, _Strict)) else "<pattern>"
 
 
+# A module path / parameter glob, or a by-type entry.
+FreezeRule = Annotated[
+    Annotated[StrictStr, Tag("<pattern>")] | Annotated[FreezeByType, Tag("<by-type>")], Discriminator(_entry_kind)
+]
 # ``eval:`` entries: a module path / glob on module names, or a by-type entry.
 EvalRule = Annotated[
-    Annotated[StrictStr, Tag("<pattern>")] | Annotated[EvalByType, Tag("<by-type>")],
-    Discriminator(_eval_kind),
+    Annotated[StrictStr, Tag("<pattern>")] | Annotated[EvalByType, Tag("<by-type>")], Discriminator(_entry_kind)
 ]
 
 

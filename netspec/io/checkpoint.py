@@ -24,6 +24,7 @@ from:``, ``extends``, ``imports``) is refused.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 from collections.abc import Mapping
@@ -157,14 +158,24 @@ def _averager_state(built: Any) -> dict[str, Any] | None:
     return None if averager is None else averager.state_dict()
 
 
-def _resume_average(averager: Any, saved: Any, file: Path) -> None:
+def _saved_state(payload: Mapping[str, Any], what: str, target: Any, file: Path) -> Mapping[str, Any] | None:
+    """The saved state of ``what`` (optimizer, scheduler, average), None when the file holds none;
+    ``CheckpointError`` when the spec builds no ``target`` for it or it is not a mapping."""
+    saved = payload.get(what)
+    if saved is None:
+        return None
+    if target is None:
+        raise CheckpointError(f"{file} holds {what} state but the spec builds no {what}")
+    if not isinstance(saved, Mapping):
+        raise CheckpointError(f"{file}: the {what} state is a {type(saved).__name__}, not a state_dict")
+    return saved
+
+
+def _resume_average(averager: Any, payload: Mapping[str, Any], file: Path) -> None:
     """Put the saved ``average:`` copy back into the rebuilt one (``training.average.Averager``)."""
+    saved = _saved_state(payload, "average", averager, file)
     if saved is None:
         return
-    if averager is None:
-        raise CheckpointError(f"{file} holds an averaged model (average:) but the spec builds none")
-    if not isinstance(saved, Mapping):
-        raise CheckpointError(f"{file}: 'average' must be a mapping, got {type(saved).__name__}")
     try:
         averager.load_state_dict(saved)
     except (ValueError, KeyError, TypeError) as err:
@@ -218,16 +229,8 @@ class CheckpointSummary:
 
     def metadata(self) -> dict[str, Any]:
         """Everything but the spec and the weight shapes, JSON-ready."""
-        return {
-            "path": self.path,
-            "kind": self.kind,
-            "epoch": self.epoch,
-            "versions": self.versions,
-            "fingerprint": self.fingerprint,
-            "dtype": self.dtype,
-            "parameters": self.parameters,
-            "tensors": len(self.weights),
-        }
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("spec", "weights")}
+        return {**fields, "tensors": len(self.weights)}
 
 
 def _text(payload: Mapping[str, Any], key: str) -> str | None:
@@ -324,13 +327,9 @@ def restore(
     # Resuming restores the saved hyperparameters too; a setting the spec changed since must win over them.
     fresh = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups] if optimizer else []
     for what, target in (("optimizer", optimizer), ("scheduler", scheduler)):
-        saved = payload.get(what)
+        saved = _saved_state(payload, what, target, file)
         if saved is None:
             continue
-        if target is None:
-            raise CheckpointError(f"{file} holds {what} state but the spec builds no {what}")
-        if not isinstance(saved, Mapping):
-            raise CheckpointError(f"{file}: the {what} state is a {type(saved).__name__}, not a state_dict")
         # Checked against the freshly built one first: torch would load a string lr or a wrongly shaped
         # momentum buffer and fail (or train wrongly) at the first step.
         fresh_groups = [{k: v for k, v in g.items() if k != "params"} for g in getattr(target, "param_groups", [])]
@@ -344,7 +343,7 @@ def restore(
             raise CheckpointError(f"{file}: cannot resume the {what}: {first_line(err)}") from None
         if what == "optimizer":
             fill_missing_group_keys(target, fresh_groups)
-    _resume_average(averager, payload.get("average"), file)
+    _resume_average(averager, payload, file)
     changed = changed_hyperparameters(payload.get("spec"), spec_data) if spec_data is not None else set()
     report = apply_spec_hyperparameters(optimizer, fresh, changed) if optimizer is not None else {}
     epoch = payload.get("epoch")

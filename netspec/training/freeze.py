@@ -122,6 +122,39 @@ def unfreeze_eval(module: nn.Module) -> None:
             sub.__class__ = type(sub)._netspec_eval_base
 
 
+def modules_of_type(
+    model: nn.Module,
+    rule: FreezeByType | EvalByType,
+    path: tuple[str | int, ...],
+    names: list[str],
+    what: str,
+    source: Any,
+    problems: ProblemList,
+) -> list[tuple[str, nn.Module]]:
+    """The modules a by-type ``freeze:`` or ``eval:`` entry selects: of one of its types and, with
+    ``match``, under a name it selects. Empty (with a problem naming the closest of ``names``, or the
+    types the model has) when the entry is wrong or selects nothing."""
+    types = as_list(rule.type)
+    if not check_types(types, model, (*path, "type"), source, problems):
+        return []
+    if rule.match is not None and not select(rule.match, names):
+        message, hint = no_match(rule.match, names, what)
+        problems.add(make_problem(source, (*path, "match"), message, hint))
+        return []
+    wanted = set(types)
+    hits = [
+        (name, module)
+        for name, module in model.named_modules()
+        if type_names(module) & wanted and (rule.match is None or (name and selects(rule.match, name)))
+    ]
+    if not hits:
+        present = sorted({type(m).__name__ for m in model.modules()})
+        where = f" matching {rule.match!r}" if rule.match is not None else ""
+        message = f"no module of type {name_list(types)}{where} in the model"
+        problems.add(make_problem(source, (*path, "type"), message, f"the model has: {name_list(present)}"))
+    return hits
+
+
 def select_freeze(
     model: nn.Module, rules: list[FreezeRule] | None, source: Any, problems: ProblemList
 ) -> tuple[set[str], set[str]]:
@@ -150,26 +183,7 @@ def select_freeze(
         if not isinstance(rule, FreezeByType):
             problems.add(make_problem(source, path, f"expected a pattern or {{type: ...}}, got {rule!r}"))
             continue
-        types = as_list(rule.type)
-        if not check_types(types, model, (*path, "type"), source, problems):
-            continue
-        if rule.match is not None and not select(rule.match, names):
-            message, hint = no_match(rule.match, names)
-            problems.add(make_problem(source, (*path, "match"), message, hint))
-            continue
-        wanted = set(types)
-        modules = [
-            (mname, module)
-            for mname, module in model.named_modules()
-            if type_names(module) & wanted and (rule.match is None or (mname and selects(rule.match, mname)))
-        ]
-        if not modules:
-            present = sorted({type(m).__name__ for m in model.modules()})
-            where = f" matching {rule.match!r}" if rule.match is not None else ""
-            message = f"no module of type {name_list(types)}{where} in the model"
-            hint = f"the model has: {name_list(present)}"
-            problems.add(make_problem(source, (*path, "type"), message, hint))
-            continue
+        modules = modules_of_type(model, rule, path, names, "parameter or module", source, problems)
         for mname, module in modules:
             prefix = f"{mname}." if mname else ""
             frozen.update(prefix + p for p, _ in module.named_parameters() if prefix + p in params)
@@ -233,28 +247,9 @@ def select_eval(model: nn.Module, rules: list[EvalRule] | None, source: Any, pro
         if not isinstance(rule, EvalByType):
             problems.add(make_problem(source, path, f"expected a module pattern or {{type: ...}}, got {rule!r}"))
             continue
-        types = as_list(rule.type)
-        if not check_types(types, model, (*path, "type"), source, problems):
-            continue
         names = [n for n in modules if n]
-        if rule.match is not None and not select(rule.match, names):
-            message, hint = no_match(rule.match, names, "module")
-            problems.add(make_problem(source, (*path, "match"), message, hint))
-            continue
-        wanted = set(types)
-        hits = [
-            name
-            for name, module in modules.items()
-            if type_names(module) & wanted and (rule.match is None or (name and selects(rule.match, name)))
-        ]
-        if not hits:
-            present = sorted({type(m).__name__ for m in model.modules()})
-            where = f" matching {rule.match!r}" if rule.match is not None else ""
-            message = f"no module of type {name_list(types)}{where} in the model"
-            problems.add(make_problem(source, (*path, "type"), message, f"the model has: {name_list(present)}"))
-            continue
-        for name in hits:
-            chosen.setdefault(name, modules[name])
+        for name, module in modules_of_type(model, rule, path, names, "module", source, problems):
+            chosen.setdefault(name, module)
     return set() if len(problems.errors) > before else set(chosen)
 
 

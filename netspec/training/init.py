@@ -27,10 +27,12 @@ from torch import nn
 from ..compiler.fill import fill
 from ..errors import ProblemList, SpecPath, did_you_mean, first_line
 from ..frontend.training_models import InitRule
-from .kwargs import check_kwargs, describe, make_problem, name_list, rule_location
+from .kwargs import check_kwargs, describe, look_up, make_problem, name_list, rule_location
 from .load import LoadReport, load_rule
 from .patterns import join_name, model_names, no_match, select, selects
 from .sharded import fill_full
+
+EXPECTED = "a torch.nn.init function name without the '_'"  # what an unknown fn is told
 
 
 @cache
@@ -120,24 +122,12 @@ def _resolve_fn(
     source: Any,
     problems: ProblemList,
 ) -> InitCall | None:
-    funcs = init_functions()
-    if name not in funcs:
-        hint = did_you_mean(name, funcs) or f"available: {name_list(funcs, 20)}"
-        message = f"unknown init function {name!r}; expected a torch.nn.init function name without the '_'"
-        problems.add(make_problem(source, fn_path, message, hint))
+    func = look_up(init_functions(), name, "init function", EXPECTED, fn_path, source, problems)
+    if func is None:
         return None
-    func = funcs[name]
-    what = f"init function {name!r}"
-    skip = init_arguments(func)
+    what, skip = f"init function {name!r}", init_arguments(func)
     converted = check_kwargs(
-        func,
-        kwargs,
-        owner=name,
-        what=what,
-        path=args_path,
-        source=source,
-        problems=problems,
-        skip=skip,
+        func, kwargs, owner=name, what=what, path=args_path, source=source, problems=problems, skip=skip
     )
     return None if converted is None else InitCall(name, func, converted, fn_path)
 

@@ -11,11 +11,13 @@ arguments; this module only turns its findings into located ``Problem``s.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from ..catalog.argtypes import check_arguments, name_list, signature_params
 from ..catalog.argtypes import describe_value as describe
-from ..errors import Problem, ProblemList, SpecPath, format_path
+from ..errors import Problem, ProblemList, SpecPath, did_you_mean, format_path
+
+T = TypeVar("T")
 
 
 class SourceLike(Protocol):
@@ -49,6 +51,18 @@ def rule_location(source: Any, path: SpecPath) -> str:
     return format_path(path)
 
 
+def look_up(
+    table: Mapping[str, T], name: str, what: str, expected: str, path: SpecPath, source: Any, problems: ProblemList
+) -> T | None:
+    """``table[name]`` (an optimizer class, a scheduler class, an init function); ``None`` after adding
+    ``unknown <what> 'name'; expected <expected>`` with did-you-mean, or the names available."""
+    if name in table:
+        return table[name]
+    hint = did_you_mean(name, table) or f"available: {name_list(table, 20)}"
+    problems.add(make_problem(source, path, f"unknown {what} {name!r}; expected {expected}", hint))
+    return None
+
+
 def check_kwargs(
     target: Callable[..., Any],
     given: Mapping[str, Any],
@@ -75,4 +89,4 @@ def check_kwargs(
     return None if found else out
 
 
-__all__ = ["check_kwargs", "describe", "make_problem", "name_list", "rule_location", "signature_params"]
+__all__ = ["check_kwargs", "describe", "look_up", "make_problem", "name_list", "rule_location", "signature_params"]

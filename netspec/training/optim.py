@@ -27,9 +27,11 @@ from torch import nn
 from ..errors import ProblemList, SpecError, SpecPath, did_you_mean, first_line
 from ..frontend.training_models import OptimizerSpec
 from .init import as_list
-from .kwargs import check_kwargs, make_problem, name_list, signature_params
+from .kwargs import check_kwargs, look_up, make_problem, name_list, signature_params
 from .patterns import model_names, no_match, select
 from .sharded import is_sharded
+
+EXPECTED = "a torch.optim optimizer class name"  # what an unknown optimizer type is told
 
 NORM_LAYERS: tuple[type[nn.Module], ...] = (
     nn.modules.batchnorm._NormBase,  # BatchNorm*, InstanceNorm*, SyncBatchNorm and their Lazy forms
@@ -181,27 +183,16 @@ def resolve_optimizer(
     spec: OptimizerSpec, source: Any, problems: ProblemList
 ) -> tuple[type[torch.optim.Optimizer], dict[str, Any], list[dict[str, Any]]] | None:
     """The optimizer class, its checked keyword arguments and each group's (no model needed)."""
-    classes = optimizer_classes()
-    if spec.type not in classes:
-        hint = did_you_mean(spec.type, classes) or f"available: {name_list(classes, 20)}"
-        message = f"unknown optimizer {spec.type!r}; expected a torch.optim optimizer class name"
-        problems.add(make_problem(source, ("optimizer", "type"), message, hint))
+    cls = look_up(optimizer_classes(), spec.type, "optimizer", EXPECTED, ("optimizer", "type"), source, problems)
+    if cls is None:
         return None
-    cls = classes[spec.type]
     given = dict(spec.extras)
     for key in ("lr", "weight_decay"):
         if getattr(spec, key) is not None:
             given[key] = getattr(spec, key)
     what = f"optimizer {spec.type}"
     kwargs = check_kwargs(
-        cls,
-        given,
-        owner=spec.type,
-        what=what,
-        path=("optimizer",),
-        source=source,
-        problems=problems,
-        skip=["params"],
+        cls, given, owner=spec.type, what=what, path=("optimizer",), source=source, problems=problems, skip=["params"]
     )
     ok = kwargs is not None
     if spec.no_decay and "weight_decay" not in signature_params(cls, ["params"]):

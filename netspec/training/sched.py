@@ -20,11 +20,13 @@ from typing import Any, Literal
 import torch
 from torch.optim import lr_scheduler
 
-from ..errors import ProblemList, SpecError, did_you_mean, first_line
+from ..errors import ProblemList, SpecError, first_line
 from ..frontend.training_models import SchedulerSpec
-from .kwargs import check_kwargs, make_problem, name_list
+from .kwargs import check_kwargs, look_up, make_problem
 
 Scheduler = lr_scheduler.LRScheduler | lr_scheduler.ReduceLROnPlateau
+
+EXPECTED = "a torch.optim.lr_scheduler class name"  # what an unknown scheduler type is told
 
 # Schedulers whose required arguments are Python objects (callables, other schedulers).
 _NOT_EXPRESSIBLE = {
@@ -60,17 +62,14 @@ def resolve_scheduler(
             problems.add(make_problem(source, ("scheduler", key), f"{key!r} needs a scheduler type"))
             return None
         return lr_scheduler.LinearLR, {}
-    classes = scheduler_classes()
-    if spec.type not in classes:
-        hint = did_you_mean(spec.type, classes) or f"available: {name_list(classes, 20)}"
-        message = f"unknown scheduler {spec.type!r}; expected a torch.optim.lr_scheduler class name"
-        problems.add(make_problem(source, ("scheduler", "type"), message, hint))
+    found = look_up(scheduler_classes(), spec.type, "scheduler", EXPECTED, ("scheduler", "type"), source, problems)
+    if found is None:
         return None
     if spec.type in _NOT_EXPRESSIBLE:
         message = f"scheduler {spec.type} cannot be configured from a spec: {_NOT_EXPRESSIBLE[spec.type]}"
         problems.add(make_problem(source, ("scheduler", "type"), message))
         return None
-    cls = classes[spec.type]
+    cls = found
     if spec.warmup is not None and issubclass(cls, lr_scheduler.ReduceLROnPlateau):
         message = f"warmup cannot be combined with {spec.type} (it steps on a metric; SequentialLR cannot)"
         problems.add(make_problem(source, ("scheduler", "warmup"), message))
