@@ -201,25 +201,23 @@ def build(
     rank's device (``cuda:LOCAL_RANK`` with NCCL, the CPU with gloo): FSDP builds on meta, shards,
     allocates each rank's shards and writes the values one process would make (same seed, same bits);
     DDP builds whole on every rank and wraps the model in ``DistributedDataParallel``."""
-    return _build(spec, device=device, dtype=dtype, overrides=overrides, search_path=search_path)
+    device = check_device(device)  # before the spec is read: a bad argument costs nothing
+    torch_dtype = _resolve_dtype(dtype)
+    return _build(read(spec, overrides, search_path=search_path), device, torch_dtype)
 
 
 def _build(
-    spec: Spec | Mapping[str, Any] | str | os.PathLike[str],
+    spec: Spec,
+    device: torch.device | None,
+    torch_dtype: torch.dtype | None,
     *,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype | str | None = None,
-    overrides: Mapping[str, Any] | None = None,
-    search_path: Sequence[str | os.PathLike[str]] | None = None,
     prepare: Callable[[nn.Module], None] | None = None,
     keep_rng: bool = False,
 ) -> Built:
-    """``build``; ``prepare(model)`` runs on the built model before the optimizer sees its parameters.
-    ``keep_rng``: even without a seed, leave the caller's RNG streams (the CPU's and the build device's)
-    as they were (loading a checkpoint must not draw from them)."""
-    device = check_device(device)  # before the spec is read: a bad argument costs nothing
-    torch_dtype = _resolve_dtype(dtype)
-    spec = read(spec, overrides, search_path=search_path)
+    """``build`` of a read spec (``device`` checked, ``dtype`` resolved); ``prepare(model)`` runs on the
+    built model before the optimizer sees its parameters. ``keep_rng``: even without a seed, leave the
+    caller's RNG streams (the CPU's and the build device's) as they were (loading a checkpoint must not
+    draw from them)."""
     on_meta = device is not None and torch.device(device).type == "meta"
     dspec, ctx, notes = (None, None, []) if on_meta else _distributed(spec)
     if ctx is not None:
@@ -326,17 +324,15 @@ def load_checkpoint(
             f"{file} was saved with weights of dtype {saved_dtype!r}, which one build dtype cannot restore; "
             "pass dtype= to load_checkpoint to choose the one to resume in"
         )
+
     # Building draws from the global RNG (init functions, when the spec has no seed): the caller's
     # streams (the CPU's and the build device's) must come out as they went in (keep_rng).
     # built.restore_rng() is how a run asks for the saved ones. Parameters the saved model shared are
     # tied before the optimizer is built, so it holds the tied ones.
-    built = _build(
-        spec,
-        device=device,
-        dtype=dtype,
-        prepare=lambda model: retie(model, payload.get("tied", []), file),
-        keep_rng=True,
-    )
+    def tie_saved(model: nn.Module) -> None:
+        retie(model, payload.get("tied", []), file)
+
+    built = _build(spec, check_device(device), _resolve_dtype(dtype), prepare=tie_saved, keep_rng=True)
     if built.strategy == "fsdp":
         raise CheckpointError(
             f"{file} is a single-file checkpoint and the spec shards the model with FSDP here; save it again to a "
@@ -377,7 +373,7 @@ def load_dcp(
     except SpecError as err:
         where = f" (in the spec embedded in {folder})"
         raise SpecError([dataclasses.replace(p, message=p.message + where) for p in err.problems]) from None
-    built = _build(spec, device=device, dtype=dtype, keep_rng=True)  # the caller's RNG streams untouched
+    built = _build(spec, check_device(device), _resolve_dtype(dtype), keep_rng=True)  # caller's RNG untouched
     averager = built.training.averager if built.training is not None else None
     built.checkpoint = restore_dcp(
         built.module, built.optimizer, built.scheduler, folder, meta, overrides, averager, spec.source.data
