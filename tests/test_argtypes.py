@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import netspec
@@ -223,3 +225,36 @@ def test_the_types_read_torch_annotations_the_same_way_for_layers_and_callables(
     assert argtypes.from_annotation(dict).check({"a": [1]}) == {"a": [1]}
     with pytest.raises(argtypes.ArgMismatch, match=r"expected mapping of any value, got list \[1\]"):
         argtypes.from_annotation(dict).check([1])
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 5) | st.floats(-2, 2, allow_nan=False) | st.sampled_from(["x", "same"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["a", "b"]), inner, max_size=2),
+    max_leaves=6,
+)
+FUZZED = [
+    *argtypes.signature_params(torch.optim.Adam, ["params"]).values(),
+    *argtypes.signature_params(torch.optim.lr_scheduler.OneCycleLR, ["optimizer"]).values(),
+    *argtypes.signature_params(nn.init.kaiming_normal_, ["tensor"]).values(),
+    *(netspec.catalog.registry.LAYERS.get(n).params[a] for n, a in [("Conv2d", "padding"), ("MaxPool2d", "stride")]),
+    netspec.catalog.registry.LAYERS.get("CrossEntropyLoss").params["weight"],
+]
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(value=JSON, index=st.integers(0, len(FUZZED) - 1))
+def test_any_spec_value_is_converted_or_refused_with_expected_and_got(value: object, index: int) -> None:
+    param = FUZZED[index]
+    try:
+        converted = param.type.check(value)
+    except argtypes.ArgMismatch as err:
+        text = str(err)
+        assert text.startswith(f"expected {param.type.describe()}, got ") and len(text) < 400
+        found = argtypes.check_arguments({param.name: param}, {param.name: value}, owner="X")[1]
+        assert found == [(param.name, f"X.{param.name}: {text}", None)]
+        return
+    # What passes converts once: checking the converted value again gives it back unchanged.
+    again = param.type.check(converted)
+    assert type(again) is type(converted)
+    if not isinstance(converted, torch.Tensor):
+        assert again == converted
