@@ -120,7 +120,7 @@ def test_block_default_and_override(tmp_path: Path) -> None:
     [
         ("{type: Dense, widht: 3}", 14, "block Dense has no parameter 'widht'"),
         ("{type: Dense}", 14, "block Dense needs parameter 'width' (int)"),
-        ("{type: Dense, width: wide}", 14, "block Dense parameter 'width' expects int, got 'wide'"),
+        ("{type: Dense, width: wide}", 14, "block Dense parameter 'width' expects int, got str 'wide'"),
         ("{type: Dence, width: 3}", 14, "did you mean 'Dense'?"),
     ],
 )
@@ -251,7 +251,7 @@ def test_errors_in_a_shared_body_name_the_instance_and_the_copy(tmp_path: Path) 
         model: {type: Sequential, layers: {a: {type: Unit, g: 4}, b: {type: Unit, g: 3}}}
         """,
     )
-    with pytest.raises(SpecError, match=r"\(in b, an instance of Unit used at model\.layers\.b\)"):
+    with pytest.raises(SpecError, match=r"\(in block Unit, used by b at model\.layers\.b\)"):
         netspec.read(spec)
     repeated = write(
         tmp_path,

@@ -125,6 +125,8 @@ MUST_READ: list[Path_] = [
     ("input", "shape"),
     ("input", "dtype"),
     ("model", "layers", 0, "c"),  # a block parameter
+    ("blocks", "Unit", "params", "c", "default"),  # block parameter defaults are substituted too
+    ("blocks", "Unit", "params", "act", "default"),
     ("model", "layers", 0, "act"),
     ("model", "layers", 1, "repeat"),
     ("model", "layers", 2, "parameters", "scale", "shape", 0),

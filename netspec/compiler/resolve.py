@@ -8,18 +8,16 @@ that the input determines may still be missing; ``infer`` fills them in.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import math
 from collections import ChainMap
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
 
 from ..catalog.checks import check_layer
 from ..catalog.registry import LAYERS, UnknownName
-from ..errors import Problem, ProblemList, SpecError, SpecPath, did_you_mean, format_path
+from ..errors import SpecError, SpecPath, did_you_mean, format_path
 from ..frontend.budget import BudgetExceeded
 from ..frontend.models import (
     AnyNode,
@@ -37,7 +35,9 @@ from ..frontend.models import (
 )
 from ..frontend.source import Source
 from ..frontend.substitute import Substitution
+from .block_args import BlockArgs
 from .expansion import NODE_ADAPTER, check_expansion
+from .instances import InContext, Where
 from .names import check_child_name, check_graph_inputs
 from .tree import LEFT_OUT, Resolved, RGraph, RNode, RStatement, RTensor
 
@@ -46,33 +46,11 @@ MAX_ELEMENTS = 2**48  # per tensor: far beyond any device, far below int64 overf
 MAX_NESTING = 100  # nodes inside nodes, block bodies included: far past real models, well inside Python's stack
 
 
-class _InContext(ProblemList):
-    """Problems found inside a block body or a repeated layer say which instance or copy they are in:
-    the document path alone (``blocks.Unit.body...``) cannot tell ``layer1.0`` from ``layer2.0``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.context: list[str] = []
-
-    def add(self, problem: Problem) -> None:
-        if self.context and problem.severity == "error":
-            problem = dataclasses.replace(problem, message=f"{problem.message} (in {'; '.join(self.context)})")
-        super().add(problem)
-
-    @contextlib.contextmanager
-    def inside(self, where: str) -> Iterator[None]:
-        self.context.append(where)
-        try:
-            yield
-        finally:
-            self.context.pop()
-
-
 class Resolver:
     """Walks the spec model once, collecting every problem rather than stopping at the first."""
 
     def __init__(
-        self, spec: SpecModel, source: Source, problems: _InContext, substitution: Substitution | None = None
+        self, spec: SpecModel, source: Source, problems: InContext, substitution: Substitution | None = None
     ) -> None:
         self.spec = spec
         self.source = source
@@ -86,6 +64,7 @@ class Resolver:
         self.budget = self.substitution.budget
         self.depth = 0
         self.estimator: Any = None  # expansion.Estimator, set by resolve() once the vars are known
+        self.block_args = BlockArgs(spec.blocks, self.substitution, source, problems)
         for name in spec.blocks:
             if name in LAYERS and LAYERS.get(name).origin == "torch.nn":
                 problems.add(source.problem(("blocks", name), f"block name {name!r} shadows torch.nn.{name}"))
@@ -119,10 +98,12 @@ class Resolver:
             if name in self.used_blocks or any(decl.required for decl in block.params.values()):
                 continue
             self.used_blocks.add(name)
-            params = {key: decl.default for key, decl in block.params.items()}
+            params: dict[str, Any] = {}
+            if not self.block_args.fill_defaults(name, params):
+                continue  # the default's problem is reported at its line
             self.block_stack.append(name)
             try:
-                with self.problems.inside(f"block {name}, used nowhere, checked with its defaults"):
+                with self.problems.inside(Where.note(f"block {name}, used nowhere, checked with its defaults")):
                     self.node(block.body, name, ("blocks", name, "body"), ChainMap(params, self.vars))
             finally:
                 self.block_stack.pop()
@@ -159,7 +140,7 @@ class Resolver:
         finally:
             self.depth -= 1
         if out is not None and self.problems.context and not out.context:
-            out.context = "; ".join(self.problems.context)
+            out.context = self.problems.describe()
         return out
 
     def _node(self, node: AnyNode, name: str, path: SpecPath, scope: Mapping[str, Any]) -> RNode | None:
@@ -221,12 +202,13 @@ class Resolver:
                 self.check_copies(count or 0, child.layer, path + (k,))
                 for i in range(count or 0):
                     key = str(len(out.children))
-                    resolved = self.node(
-                        child.layer,
-                        f"{out.name}.{key}" if out.name else key,
-                        path + (k, "layer"),
-                        ChainMap({"i": i}, scope),
-                    )
+                    with self.problems.inside(Where.copy(i, format_path(path + (k,)))):
+                        resolved = self.node(
+                            child.layer,
+                            f"{out.name}.{key}" if out.name else key,
+                            path + (k, "layer"),
+                            ChainMap({"i": i}, scope),
+                        )
                     if resolved is not None and resolved is not LEFT_OUT:
                         out.children[key] = resolved
                 continue
@@ -266,7 +248,7 @@ class Resolver:
         self.check_copies(count, node.layer, path)
         for i in range(count):
             key = str(len(out.children))  # copies left out by their `if:` take no number
-            with self.problems.inside(f"copy i={i} of {name or 'the model'}"):
+            with self.problems.inside(Where.copy(i, name)):
                 child = self.node(
                     node.layer, f"{name}.{key}" if name else key, path + ("layer",), ChainMap({"i": i}, scope)
                 )
@@ -376,38 +358,13 @@ class Resolver:
             self.problems.add(self.source.problem(path + ("type",), f"blocks use each other recursively: {cycle}"))
             return None
         given = self.substitute(node.args, scope, path)
-        params: dict[str, Any] = {}
-        ok = True
-        for key, value in given.items():
-            decl = block.params.get(key)
-            if decl is None:
-                hint = did_you_mean(key, block.params) or (
-                    "it takes " + ", ".join(block.params) if block.params else None
-                )
-                self.problems.add(
-                    self.source.problem(path + (key,), f"block {block_name} has no parameter {key!r}", hint=hint)
-                )
-                ok = False
-            elif not _param_fits(decl.type, value):
-                self.problems.add(
-                    self.source.problem(
-                        path + (key,), f"block {block_name} parameter {key!r} expects {decl.type}, got {value!r}"
-                    )
-                )
-                ok = False
-            else:
-                params[key] = value
-        for key, decl in block.params.items():
-            if key not in params and key not in given:
-                if decl.required:
-                    self.problems.add(
-                        self.source.problem(path, f"block {block_name} needs parameter {key!r} ({decl.type})")
-                    )
-                    ok = False
-                else:
-                    params[key] = decl.default
-        if not ok:
+        params = self.block_args.bind(block_name, given, path)
+        if params is None:
             return None
+        where = Where.block(block_name, name, path)
+        with self.problems.inside(where):  # a default's problem is said once, with the instances it is in
+            if not self.block_args.fill_defaults(block_name, params):
+                return None
         scope = ChainMap(params, self.vars)
         if self.estimator is not None:  # the params are known now: so are repeat counts that use them
             each = self.estimator.with_scope(scope).node(block.body, ("blocks", block_name, "body"))
@@ -416,9 +373,7 @@ class Resolver:
         self.used_blocks.add(block_name)
         self.block_stack.append(block_name)
         try:
-            with self.problems.inside(
-                f"{name or 'the model'}, an instance of {block_name} used at {format_path(path)}"
-            ):
+            with self.problems.inside(where):
                 out = self.node(block.body, name, ("blocks", block_name, "body"), scope)
         finally:
             self.block_stack.pop()
@@ -428,26 +383,14 @@ class Resolver:
         return out
 
 
-def _param_fits(kind: str, value: Any) -> bool:
-    checks: dict[str, Any] = {
-        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-        "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-        "bool": lambda v: isinstance(v, bool),
-        "str": lambda v: isinstance(v, str),
-        "list": lambda v: isinstance(v, list),
-        "dict": lambda v: isinstance(v, dict),
-        "node": lambda v: isinstance(v, (dict, str)),
-    }
-    return checks.get(kind, lambda v: True)(value)
-
-
 def resolve(spec: SpecModel, source: Source, substitution: Substitution | None = None) -> Resolved:
     """Resolve ``spec``; raises ``SpecError`` with every problem found. ``substitution``: the read's
     ``${}`` pass, whose vars are already resolved (``netspec.read`` passes it)."""
-    problems = _InContext()
+    problems = InContext()
     resolver = Resolver(spec, source, problems, substitution)
     problems.raise_if_errors()  # bad vars would only cascade
     resolver.estimator = check_expansion(spec, source, resolver.vars, resolver.budget)
+    resolver.block_args.check_defaults()  # once each, before any use
     try:
         root = resolver.node(spec.model, "", ("model",), resolver.vars)
         loss = resolver.node(spec.loss, "", ("loss",), resolver.vars) if spec.loss is not None else None

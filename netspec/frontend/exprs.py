@@ -413,10 +413,10 @@ def substitute(value: Any, scope: Mapping[str, Any]) -> Any:
     return substitute_at(value, scope, (), fail)
 
 
-def _names_in(value: Any) -> set[str]:
+def names_in(value: Any) -> set[str]:
     """Names read by the ``${...}`` inside ``value``; broken ones are skipped, substitution reports them."""
     if isinstance(value, Mapping | list | tuple):
-        return set().union(*map(_names_in, value.values() if isinstance(value, Mapping) else value))
+        return set().union(*map(names_in, value.values() if isinstance(value, Mapping) else value))
     used: set[str] = set()
     with suppress(ExprError):
         for is_expr, part in _pieces(value) if isinstance(value, str) else ():
@@ -452,7 +452,7 @@ def resolve_vars(
     # Linear in the number of vars: each var's dependencies come from the names it reads, and the
     # dependency walk keeps its own stack (a chain of 100,000 vars cannot exhaust Python's).
     order = {name: k for k, name in enumerate(vars)}
-    deps = {name: sorted((d for d in _names_in(value) if d in order), key=order.get) for name, value in vars.items()}
+    deps = {name: sorted((d for d in names_in(value) if d in order), key=order.get) for name, value in vars.items()}
     resolved: dict[str, Any] = {}
     scope = _VarScope(resolved, outer if outer is not None else {}, vars)
     on_stack: dict[str, int] = {}  # name -> position in the walk's current chain
