@@ -1,5 +1,6 @@
 """Problems in a block body or a repeated layer are said once, with the instances they occur in; block
-parameter defaults go through ``${...}`` substitution and are checked against their declared type."""
+parameter defaults go through ``${...}`` substitution and are checked against their declared type; a var's
+error is at the var's own line."""
 
 from __future__ import annotations
 
@@ -214,3 +215,41 @@ model: Unit
     )
     model = netspec.build(spec).model
     assert isinstance(model.act, nn.LeakyReLU) and model.act.negative_slope == pytest.approx(0.2)
+
+
+def test_a_var_error_points_at_the_var_itself(expect_spec_error: ExpectError) -> None:
+    text = """\
+    netspec: 1
+    vars:
+      a: 1
+      b:
+        c: 2
+        d: "${nope + a}"
+    model: {type: Linear, in_features: 4, out_features: "${b}"}
+    """
+    expect_spec_error(text, line=6, path="vars.b.d", words=("unknown name 'nope'",), count=1)
+
+
+@pytest.mark.parametrize(
+    ("section", "target", "what", "example"),
+    [
+        ("optimizer", "torch.optim.SGD", "the optimizer", "type: AdamW for torch.optim.AdamW"),
+        ("scheduler", "torch.optim.lr_scheduler.StepLR", "the scheduler", "type: CosineAnnealingLR for"),
+    ],
+)
+def test_hydra_target_in_a_training_section_names_what_type_names(
+    expect_spec_error: ExpectError, section: str, target: str, what: str, example: str
+) -> None:
+    text = f"""\
+    netspec: 1
+    model: {{type: Linear, in_features: 4, out_features: 2}}
+    {section}:
+      _target_: {target}
+      lr: 0.1
+    """
+    if section == "scheduler":
+        text = text.replace("    scheduler:", "    optimizer: {type: SGD, lr: 0.1}\n    scheduler:")
+    line = 4 if section == "optimizer" else 5
+    err = expect_spec_error(text, line=line, path=f"{section}._target_", count=1)
+    assert err.problems[0].message == f"'_target_' is not a netspec key: name {what} with 'type:'"
+    assert example in (err.problems[0].hint or "")

@@ -334,6 +334,15 @@ _TARGET_HINT = (
     "'_target_' is Hydra's key; netspec names what to build with type: (type: Linear for torch.nn.Linear, "
     "the registered name of your own class, or a block name), and the other keys are its arguments"
 )
+_TARGET_SECTIONS = {  # what `type:` names in a top-level section: (what, the hint)
+    section: (
+        f"the {section}",
+        f"'_target_' is Hydra's key; netspec names the {section} with type: (type: {example} for "
+        f"torch.optim.{'lr_scheduler.' if section == 'scheduler' else ''}{example}), and the other keys are its "
+        "arguments",
+    )
+    for section, example in (("optimizer", "AdamW"), ("scheduler", "CosineAnnealingLR"))
+}
 _KEY_HINTS = {
     ("clip_grad",): "did you mean optimizer.clip_grad? gradient clipping is set inside optimizer:",
     ("_target_",): _TARGET_HINT,
@@ -359,8 +368,15 @@ def problems_from_validation(error: ValidationError, source: Source) -> list[Pro
             hint = hint or did_you_mean(str(key), _fields_at(path, source.data)) or None
         elif kind == "missing" and path and path[-1] == "type" and _has_target(source.data, path[:-1]):
             path = (*path[:-1], "_target_")
-            message = "'_target_' is not a netspec key: name the layer with 'type:'"
-            hint = _TARGET_HINT
+            section = _TARGET_SECTIONS.get(path[0]) if len(path) == 2 else None
+            message = f"'_target_' is not a netspec key: name {section[0] if section else 'the layer'} with 'type:'"
+            hint = section[1] if section else _TARGET_HINT
+        elif (
+            kind == "value_error" and len(path) == 1 and path[0] in _TARGET_SECTIONS and _has_target(source.data, path)
+        ):
+            section = _TARGET_SECTIONS[path[0]]  # scheduler: type may be left out, so no key is missing
+            path = (*path, "_target_")
+            message, hint = f"'_target_' is not a netspec key: name {section[0]} with 'type:'", section[1]
         elif kind == "missing":
             message = f"missing required key {path[-1]!r}" if path else "missing value"
         elif kind == "literal_error":
