@@ -1,13 +1,14 @@
 """Emit of real model zoos: every torchvision classifier either round-trips exactly or emit says precisely
-why not (module path, class, reason). The default run covers a fast set whose round trip must be exact;
-``pytest --zoo tests/test_zoo.py`` runs every classifier up to 150M parameters (bench/zoo.py prints the
-pass rates and emit times recorded in docs/emit.md)."""
+why not (module path, class, reason); so does each Hugging Face model built from a small config. The default
+run covers a fast set whose round trip must be exact; ``pytest --zoo tests/test_zoo.py`` runs every
+classifier up to 150M parameters (bench/zoo.py prints the pass rates and emit times recorded in
+docs/emit.md)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from zoo import Outcome, import_torchvision, round_trip
+from zoo import HFCase, Outcome, hf_cases, hf_round_trip, import_torchvision, round_trip
 
 torchvision = import_torchvision()
 
@@ -72,6 +73,19 @@ def test_a_refusal_names_the_module_path_its_class_and_the_reason() -> None:
     outcome = check("googlenet")  # training-only auxiliary outputs
     assert outcome.status == "refused", outcome
     assert outcome.detail.startswith("the model (GoogLeNet): "), outcome.detail
+
+
+HF_CASES = {case.name: case for case in hf_cases()}
+
+
+@pytest.mark.parametrize("case", HF_CASES.values(), ids=HF_CASES)
+def test_hugging_face_model_round_trips_or_is_refused_precisely(case: HFCase) -> None:
+    """Small-config models (no download): the round trip is exact, or emit names the module path, its class
+    and the reason; a refusal while tracing also names the library's line the trace stopped at."""
+    outcome = hf_round_trip(case)
+    assert outcome.status in ("exact", "refused"), outcome
+    if outcome.status == "refused" and "cannot be traced" in outcome.detail:
+        assert " (at transformers/" in outcome.detail, outcome.detail
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -13,7 +13,7 @@ import re
 import sys
 import time
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -43,13 +43,39 @@ class Outcome:
     emit_seconds: float | None = None
 
 
-def round_trip(name: str, make: Callable[[], nn.Module], input_shape: tuple[int, ...]) -> Outcome:
+def _example(batch: int, shape: tuple[int, ...], vocab: int, seed: int) -> torch.Tensor:
+    """A random input: normal floats, or token ids below ``vocab`` when it is set."""
+    generator = torch.Generator().manual_seed(seed)
+    if vocab:
+        return torch.randint(0, vocab, (batch, *shape), generator=generator)
+    return torch.randn(batch, *shape, generator=generator)
+
+
+def _pick(out: object, field: str | None) -> object:
+    """The compared part of an output: a Hugging Face ``ModelOutput`` (a mapping) by its field name."""
+    if field is not None and isinstance(out, Mapping):
+        return out[field]
+    return out
+
+
+def round_trip(
+    name: str,
+    make: Callable[[], nn.Module],
+    input_shape: tuple[int, ...],
+    *,
+    vocab: int = 0,
+    inputs: Sequence[str] | None = None,
+    output: str | None = None,
+) -> Outcome:
+    """``vocab``: the input is token ids below it (int64); ``inputs``: the forward arguments the spec takes
+    (emit's ``inputs=``, for forwards whose every argument has a default); ``output``: the field of a
+    mapping output (a Hugging Face ``ModelOutput``) that is compared."""
     torch.manual_seed(0)
     model = make().eval()
     before = copy.deepcopy(model.state_dict())
     start = time.perf_counter()
     try:
-        spec = netspec.emit(model, input_shape=input_shape)
+        spec = netspec.emit(model, input_shape=input_shape, inputs=inputs, input_dtype="int64" if vocab else None)
     except netspec.EmitError as err:
         message = str(err)
         ok = REFUSAL.match(message) is not None
@@ -66,15 +92,78 @@ def round_trip(name: str, make: Callable[[], nn.Module], input_shape: tuple[int,
         first = next((a, b) for a, b in zip(want + [None] * len(got), got + [None] * len(want), strict=False) if a != b)
         return Outcome(name, "FAILED", f"state_dict differs at {first}", seconds)
     rebuilt.load_state_dict(model.state_dict(), strict=True)
-    x = torch.randn(1, *input_shape, generator=torch.Generator().manual_seed(1))
+    x = _example(1, input_shape, vocab, 1)
     # train mode with a batch of 2: BatchNorm refuses one value per channel (a 1x1 map of one sample)
-    x2 = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(3))
+    x2 = _example(2, input_shape, vocab, 3)
     with torch.no_grad():
-        torch.testing.assert_close(rebuilt.eval()(x), model(x))
+        torch.testing.assert_close(_pick(rebuilt.eval()(x), output), _pick(model(x), output))
         train_model, train_rebuilt = copy.deepcopy(model).train(), copy.deepcopy(rebuilt).train()
         torch.manual_seed(2)
-        want_out = train_model(x2)
+        want_out = _pick(train_model(x2), output)
         torch.manual_seed(2)
-        got_out = train_rebuilt(x2)
+        got_out = _pick(train_rebuilt(x2), output)
         torch.testing.assert_close(got_out, want_out)
     return Outcome(name, "exact", "", seconds)
+
+
+@dataclass(frozen=True)
+class HFCase:
+    """A Hugging Face model built from a small config (no download), with the input its forward takes."""
+
+    name: str
+    make: Callable[[], nn.Module]
+    input_shape: tuple[int, ...]
+    vocab: int  # token ids below it; 0: a float input (ViT's pixel_values)
+    inputs: tuple[str, ...]
+    output: str = "last_hidden_state"
+
+
+# The configs' sizes: two layers, hidden 32, two heads, an odd intermediate size (37) so that no two
+# dimensions coincide; a 99-token vocabulary; sequences of 7 tokens; ViT on 32x32 images in 8x8 patches.
+VOCAB, SEQUENCE = 99, 7
+
+
+def hf_cases() -> list[HFCase]:
+    """The Hugging Face models of the zoo (transformers imported here, not at collection; it imports
+    torchvision, hence the stand-in first)."""
+    import_torchvision()
+    import transformers as tf
+
+    small = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 37}
+    text = {"vocab_size": VOCAB}
+    ids = ((SEQUENCE,), VOCAB, ("input_ids",))
+
+    def case(name: str, make: Callable[[], nn.Module], shape: tuple[int, ...], vocab: int, inputs: tuple[str, ...]):
+        return HFCase(name, make, shape, vocab, inputs)
+
+    decoder = {**small, **text, "num_key_value_heads": 1, "max_position_embeddings": 64}
+    return [
+        case("bert", lambda: tf.BertModel(tf.BertConfig(**small, **text)), *ids),
+        case("roberta", lambda: tf.RobertaModel(tf.RobertaConfig(**small, **text)), *ids),
+        case(
+            "distilbert",
+            lambda: tf.DistilBertModel(tf.DistilBertConfig(dim=32, n_layers=2, n_heads=2, hidden_dim=37, **text)),
+            *ids,
+        ),
+        case("gpt2", lambda: tf.GPT2Model(tf.GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=64, **text)), *ids),
+        case("llama", lambda: tf.LlamaModel(tf.LlamaConfig(**decoder)), *ids),
+        case("mistral", lambda: tf.MistralModel(tf.MistralConfig(**decoder)), *ids),
+        case("qwen2", lambda: tf.Qwen2Model(tf.Qwen2Config(**decoder)), *ids),
+        case(
+            "t5-encoder",
+            lambda: tf.T5EncoderModel(tf.T5Config(d_model=32, num_layers=2, num_heads=2, d_ff=37, d_kv=16, **text)),
+            *ids,
+        ),
+        case(
+            "vit",
+            lambda: tf.ViTModel(tf.ViTConfig(**small, image_size=32, patch_size=8)),
+            (3, 32, 32),
+            0,
+            ("pixel_values",),
+        ),
+    ]
+
+
+def hf_round_trip(case: HFCase) -> Outcome:
+    torch.set_num_threads(1)
+    return round_trip(case.name, case.make, case.input_shape, vocab=case.vocab, inputs=case.inputs, output=case.output)

@@ -14,10 +14,14 @@ class and the reason.
 
 from __future__ import annotations
 
+import difflib
 import inspect
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+import torch
 import torch.fx as fx
 import torch.nn as nn
 
@@ -28,6 +32,9 @@ from .lint import ModelWarning
 from .render import GraphBody, render_graph
 from .spelling import fixed_inputs, function_name
 
+_TORCH_DIR = str(Path(torch.__file__).parent)
+_NETSPEC_DIR = str(Path(__file__).resolve().parents[1])
+
 TRACE_HINT = (
     "netspec emits a custom module by symbolic tracing (torch.fx), which cannot follow Python control flow "
     "that depends on tensor values; register the class with netspec.register to emit it as a layer, or move "
@@ -36,7 +43,15 @@ TRACE_HINT = (
 
 
 class _LeafTracer(fx.Tracer):
-    """Every submodule is a leaf: the traced module's own forward is the only code followed."""
+    """Every submodule is a leaf: the traced module's own forward is the only code followed. ``bind``, when
+    set, replaces the forward that is traced (see ``_bound_forward``)."""
+
+    bind: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None
+
+    def create_args_for_root(self, root_fn: Any, is_module: bool, concrete_args: Any = None) -> Any:
+        if self.bind is not None:
+            root_fn = self.bind(root_fn)
+        return super().create_args_for_root(root_fn, is_module, concrete_args)
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return True
@@ -71,50 +86,139 @@ def _mode_value(n: fx.Node, index: int) -> Any:
     return n.kwargs.get("training", n.args[index] if len(n.args) > index else None)
 
 
-def trace(module: nn.Module, path: str) -> tuple[fx.Graph, dict[fx.Node, Any], list[ModelWarning]]:
+def _user_line(err: BaseException) -> str:
+    """Where in the traced code an error was raised: `` (at file.py:123: source line)``, or ``""``.
+
+    The innermost frame outside torch is the user's (or the model library's) line that the tracer could
+    not follow; naming it turns "cannot be traced" into the line to change."""
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if not f.filename.startswith(_TORCH_DIR) and f.lineno]
+    frames = [f for f in frames if not f.filename.startswith(_NETSPEC_DIR)]
+    if not frames:
+        return ""
+    frame = frames[-1]
+    parts = Path(frame.filename).parts
+    shown = "/".join(parts[parts.index("site-packages") + 1 :]) if "site-packages" in parts else frame.filename
+    line = (frame.line or "").strip()
+    return f" (at {shown}:{frame.lineno}: {line[:160]})" if line else f" (at {shown}:{frame.lineno})"
+
+
+def _bound_forward(forward: Callable[..., Any], names: Sequence[str], fixed: Mapping[str, Any]) -> Callable[..., Any]:
+    """``forward(self, <names>)`` calling the real forward with those arguments and ``fixed`` by keyword:
+    what fx traces when a forward takes ``**kwargs`` (Hugging Face's, behind a decorator) or when
+    ``emit(inputs=...)`` chose the Graph's inputs. fx reads argument names from the code object, so the
+    function is generated; ``names`` are parameter names read from the signature (identifiers)."""
+    if not all(n.isidentifier() for n in names):  # unreachable: inspect returns identifiers
+        raise EmitError(f"forward parameter names {list(names)} are not identifiers")
+    namespace: dict[str, Any] = {"_forward": forward, "_fixed": dict(fixed)}
+    params = "".join(f", {n}" for n in names)
+    call = "".join(f"{n}={n}, " for n in names)
+    exec(f"def forward(self{params}):\n    return _forward(self, {call}**_fixed)\n", namespace)
+    return namespace["forward"]
+
+
+def _bindings(
+    module: nn.Module, path: str, signature: inspect.Signature, inputs: Sequence[str] | None
+) -> tuple[dict[str, Any], list[str] | None, list[ModelWarning]]:
+    """Which forward arguments are fixed (name -> value) and, when a generated forward is traced
+    (``**kwargs``, or ``inputs`` given), the Graph's input names in order (else None)."""
+    params = list(signature.parameters.values())
+    named = [p for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    var_kw = [p for p in params if p.kind is p.VAR_KEYWORD]
+    var_pos = [p for p in params if p.kind is p.VAR_POSITIONAL]
+    notes: list[ModelWarning] = []
+    if var_pos or (var_kw and not named):
+        p = (var_pos or var_kw)[0]
+        stars = "**" if p.kind is p.VAR_KEYWORD else "*"
+        raise EmitError(
+            f"{where(path, module)}: forward takes {stars}{p.name}; a Graph needs named inputs "
+            f"(write forward(self, x, y) instead of forward(self, {stars}{p.name}))"
+        )
+    if inputs is None:
+        fixed = {name: default for name, (_, default) in fixed_inputs(module).items()}
+        for name, default in fixed.items():
+            notes.append(
+                ModelWarning(
+                    path,
+                    f"{type(module).__name__}.forward argument {name!r} is fixed to its default {default!r}: "
+                    "Graph inputs have no defaults",
+                    "pass the value through a layer argument if it must vary",
+                )
+            )
+        free = [p.name for p in named if p.name not in fixed]
+        if params and not free:
+            shown = ", ".join(f"{k}={v!r}" for k, v in fixed.items())
+            hint = (
+                "emit(model, inputs=[...]) names the forward arguments the spec takes"
+                if not path
+                else "give the tensor inputs no default (forward(self, x, mask=None)), or wrap the module in one "
+                "whose forward takes the tensors"
+            )
+            raise EmitError(
+                f"{where(path, module)}: every forward input has a default ({shown}); fixing them to their "
+                "defaults would leave a Graph with no inputs, which builds but does not compute the model"
+                f"\n    hint: {hint}"
+            )
+        if not var_kw:
+            return fixed, None, notes
+        if any(p.kind is p.POSITIONAL_ONLY for p in named):
+            raise EmitError(f"{where(path, module)}: forward takes positional-only arguments and **kwargs")
+        notes.append(ModelWarning(path, f"{type(module).__name__}.forward's **{var_kw[0].name} is traced empty"))
+        return fixed, free, notes
+    names = {p.name for p in named}
+    unknown = [n for n in inputs if n not in names]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], sorted(names), n=1)
+        raise EmitError(
+            f"{where(path, module)}: inputs= names {unknown[0]!r}, which is not an argument of "
+            f"{type(module).__name__}.forward"
+            + (f"; did you mean {close[0]!r}?" if close else "")
+            + f"\n    hint: its arguments are {', '.join(p.name for p in named)}"
+        )
+    missing = [p.name for p in named if p.name not in inputs and p.default is p.empty]
+    if missing:
+        raise EmitError(
+            f"{where(path, module)}: forward's argument {missing[0]!r} has no default, so inputs= must name it"
+        )
+    if any(p.kind is p.POSITIONAL_ONLY for p in named):
+        raise EmitError(f"{where(path, module)}: inputs= cannot bind forward's positional-only arguments")
+    fixed = {p.name: p.default for p in named if p.name not in inputs}
+    if fixed:
+        notes.append(
+            ModelWarning(
+                path,
+                f"{type(module).__name__}.forward is emitted with the inputs {', '.join(inputs)}; "
+                f"{', '.join(fixed)} are fixed to their defaults" + (" and **kwargs empty" if var_kw else ""),
+            )
+        )
+    return fixed, [p.name for p in named if p.name in inputs], notes
+
+
+def trace(
+    module: nn.Module, path: str, inputs: Sequence[str] | None = None
+) -> tuple[fx.Graph, dict[fx.Node, Any], list[ModelWarning]]:
     """Trace ``module.forward`` (eval and train mode); returns the graph, dropout ``training`` values, notes.
 
     A dropout whose ``training`` follows ``self.training`` maps to ``None`` (the Graph language adds it).
+    ``inputs``: the forward arguments that become Graph inputs (the others are fixed to their defaults).
     """
-    notes: list[ModelWarning] = []
     try:
         signature = inspect.signature(module.forward)
     except (TypeError, ValueError) as err:
         raise EmitError(f"{where(path, module)}: cannot read forward's signature: {err}") from None
-    concrete: dict[str, Any] = {}
-    for p in signature.parameters.values():
-        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            stars = "**" if p.kind is p.VAR_KEYWORD else "*"
-            raise EmitError(
-                f"{where(path, module)}: forward takes {stars}{p.name}; a Graph needs named inputs "
-                f"(write forward(self, x, y) instead of forward(self, {stars}{p.name}))"
-            )
-    for name, (_, default) in fixed_inputs(module).items():
-        concrete[name] = default
-        notes.append(
-            ModelWarning(
-                path,
-                f"{type(module).__name__}.forward argument {name!r} is fixed to its default {default!r}: "
-                "Graph inputs have no defaults",
-                "pass the value through a layer argument if it must vary",
-            )
-        )
-    free = [p.name for p in signature.parameters.values() if p.name not in concrete]
-    if signature.parameters and not free:
-        shown = ", ".join(f"{k}={v!r}" for k, v in concrete.items())
-        raise EmitError(
-            f"{where(path, module)}: every forward input has a default ({shown}); fixing them to their defaults "
-            "would leave a Graph with no inputs, which builds but does not compute the model"
-            "\n    hint: give the tensor inputs no default (forward(self, x, mask=None)), or wrap the module in one "
-            "whose forward takes the tensors"
-        )
+    concrete, bound, notes = _bindings(module, path, signature, inputs)
     graphs: dict[bool, fx.Graph] = {}
     mode = module.training
     try:
         for training in (False, True):
             module.training = training
             try:
-                graphs[training] = _LeafTracer().trace(module, concrete_args=concrete or None)
+                tracer = _LeafTracer()
+                if bound is not None:
+                    names, fixed = bound, concrete
+                    tracer.bind = lambda fn, names=names, fixed=fixed: _bound_forward(fn, names, fixed)
+                    graphs[training] = tracer.trace(module)
+                else:
+                    graphs[training] = tracer.trace(module, concrete_args=concrete or None)
             except Exception as err:  # the user's forward runs under the tracer and may raise anything
                 reason = first_line(err)
                 if "is not installed as a submodule" in reason:
@@ -125,7 +229,8 @@ def trace(module: nn.Module, path: str) -> tuple[fx.Graph, dict[fx.Node, Any], l
                         "(netspec check lists every such attribute)"
                     ) from err
                 raise EmitError(
-                    f"{where(path, module)}: forward cannot be traced: {reason}\n    hint: {TRACE_HINT}"
+                    f"{where(path, module)}: forward cannot be traced: {reason}{_user_line(err)}"
+                    f"\n    hint: {TRACE_HINT}"
                 ) from err
     finally:
         module.training = mode
@@ -143,12 +248,17 @@ def trace(module: nn.Module, path: str) -> tuple[fx.Graph, dict[fx.Node, Any], l
     return graphs[False], modes, notes
 
 
-def graph_body(module: nn.Module, path: str, traced: Callable[[nn.Module], bool] | None = None) -> GraphBody:
+def graph_body(
+    module: nn.Module,
+    path: str,
+    traced: Callable[[nn.Module], bool] | None = None,
+    inputs: Sequence[str] | None = None,
+) -> GraphBody:
     """Trace (or, for a GraphModule, read) ``module``'s forward and render it as Graph statements;
     ``traced(child)``: whether a child is itself emitted by tracing (see ``render_graph``)."""
     if isinstance(module, fx.GraphModule):
         return render_graph(module.graph, module, path, traced=traced)
-    graph, modes, notes = trace(module, path)
+    graph, modes, notes = trace(module, path, inputs)
     body = render_graph(graph, module, path, modes, traced)
     body.notes = notes + body.notes
     return body

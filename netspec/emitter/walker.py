@@ -93,7 +93,8 @@ def _simple_init(tensor: torch.Tensor) -> str | dict[str, Any] | None:
 class _Walker:
     """Turns modules into spec nodes, depth first, in registration order."""
 
-    def __init__(self) -> None:
+    def __init__(self, inputs: Sequence[str] | None = None) -> None:
+        self.inputs = list(inputs) if inputs is not None else None  # the root forward's Graph inputs
         self.blocks = BlockTable()
         self.verifier = LayerVerifier()
         self.notes: list[ModelWarning] = []
@@ -204,7 +205,7 @@ class _Walker:
         return spec
 
     def graph(self, module: nn.Module, path: str) -> dict[str, Any]:
-        body = graph_body(module, path, _traced)
+        body = graph_body(module, path, _traced, self.inputs if not path else None)
         self.notes += body.notes
         node: dict[str, Any] = {"type": "Graph", "inputs": body.inputs}
         layers = self.children(module, path)
@@ -293,11 +294,17 @@ def emit(
     input_shape: Sequence[int] | None = None,
     *,
     name: str | None = None,
+    inputs: Sequence[str] | None = None,
+    input_dtype: str | None = None,
 ) -> Spec:
     """The spec of ``model`` (and ``optimizer``); ``spec.emit_warnings`` lists what it could not express.
 
     ``input_shape`` is the per-sample shape (no batch dimension), written as ``input.shape`` so that
-    the spec's summary and shape checks work. Raises ``EmitError`` for a module it cannot express.
+    the spec's summary and shape checks work; ``input_dtype`` (``"int64"`` for token ids) is written as
+    ``input.dtype``. ``inputs`` names the arguments of the model's forward that the spec takes (the
+    others are fixed to their defaults, ``**kwargs`` to none): for forwards whose every argument has a
+    default, as Hugging Face models' do (``inputs=["input_ids"]``). Raises ``EmitError`` for a module it
+    cannot express.
     """
     if not isinstance(model, nn.Module):
         raise EmitError(f"netspec.emit expects an nn.Module, got {type(model).__name__}")
@@ -322,7 +329,15 @@ def emit(
             "known yet\n    hint: run one forward pass with a real input before emitting"
         )
     warnings += lint(model)
-    walker = _Walker()
+    if inputs is not None:
+        if isinstance(inputs, str) or not all(isinstance(n, str) for n in inputs) or not inputs:
+            raise EmitError(f"inputs= expects a list of forward argument names, got {inputs!r}")
+        if not _traced(model):
+            raise EmitError(
+                f"inputs= chooses the arguments of a traced forward; {type(model).__name__} is emitted as "
+                "a layer or container, whose inputs are fixed"
+            )
+    walker = _Walker(inputs)
     try:
         root = walker.node(model, "")
     except EmitError as err:
@@ -341,6 +356,10 @@ def emit(
         if not shape or any(d <= 0 for d in shape):
             raise EmitError(f"input_shape must be positive sizes without the batch dimension, got {list(input_shape)}")
         data["input"] = {"shape": shape}
+        if input_dtype is not None:
+            data["input"]["dtype"] = input_dtype
+    elif input_dtype is not None:
+        raise EmitError("input_dtype= describes input_shape=; give both")
     if blocks:
         data["blocks"] = {k: {**v, "body": _finalise(v["body"])} for k, v in blocks.items()}
     data["model"] = _finalise(root)
