@@ -299,22 +299,26 @@ def _arguments(module: nn.Module) -> tuple[str, tuple[tuple[str, object], ...]]:
     return _forward_class(module), attrs
 
 
-def fingerprint(module: nn.Module) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
-    """State names -> shapes, and submodule names -> their arguments as text: what verification compares
+def fingerprint(module: nn.Module) -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[str, dict[str, object]]]]:
+    """State names -> shapes, and submodule names -> (forward class, arguments): what verification compares
     (arguments, not ``repr`` text, so equivalent layers built with lists or a default-only subclass pass)."""
     shapes = {k: tuple(v.shape) for k, v in module.state_dict(keep_vars=True).items()}
     described = {}
     for name, m in module.named_modules():
         cls, attrs = _arguments(m)
-        described[name] = f"{cls}(" + ", ".join(f"{k}={v!r}" for k, v in attrs) + ")"
+        described[name] = (cls, dict(attrs))
     return shapes, described
+
+
+def _described(cls: str, attrs: Mapping[str, object]) -> str:
+    return f"{cls}(" + ", ".join(f"{k}={v!r}" for k, v in attrs.items()) + ")"
 
 
 class LayerVerifier:
     """Rebuilds emitted layer nodes on meta and compares them with the originals (cached per node)."""
 
     def __init__(self) -> None:
-        self._cache: dict[str, tuple[dict[str, tuple[int, ...]], dict[str, str]]] = {}
+        self._cache: dict[str, tuple[dict[str, tuple[int, ...]], dict[str, tuple[str, dict[str, object]]]]] = {}
 
     def verify(self, module: nn.Module, node: Any, path: str) -> None:
         key = json.dumps(node, sort_keys=True, default=str)
@@ -334,13 +338,19 @@ class LayerVerifier:
                 f"{where(path, module)}: rebuilding it from the emitted arguments {node} gives a different "
                 f"state_dict ({diff}); netspec cannot recover this layer's arguments"
             )
-        for name, text in reprs.items():
-            if name in want_reprs and want_reprs[name] != text:
+        for name, (cls, attrs) in reprs.items():
+            if name not in want_reprs:
+                continue
+            want_cls, want_attrs = want_reprs[name]
+            # Attributes the constructor does not set (torchvision's `fc.stddev = 0.001`, read by its weight
+            # init only) are not arguments: the catalogue class's forward never reads them.
+            kept = {k: v for k, v in attrs.items() if k in want_attrs}
+            if want_cls != cls or want_attrs != kept:
                 sub = f"{path}.{name}" if name and path else (name or path)
                 raise EmitError(
                     f"{where(path, module)}: rebuilding it from the emitted arguments gives "
-                    f"{want_reprs[name]} at {sub or 'the top'} but the module is {text}; an argument could "
-                    "not be recovered from the instance"
+                    f"{_described(want_cls, want_attrs)} at {sub or 'the top'} but the module is "
+                    f"{_described(cls, kept)}; an argument could not be recovered from the instance"
                 )
 
 

@@ -34,6 +34,7 @@ from ..compiler.allowlists import (
     TENSOR_ATTRIBUTES,
     TENSOR_METHODS,
     TRAINING,
+    mode_select,
     route,
 )
 from ..errors import EmitError
@@ -46,6 +47,7 @@ from .spelling import (
     COMPARE,
     COMPARE_PREC,
     DTYPE_METHODS,
+    IF_PREC,
     IN_PLACE,
     MAX_INLINE_CHARS,
     MAX_NESTING,
@@ -136,6 +138,10 @@ class _Renderer(StatementWriter):
             return Expr(f"{UNARY[fn]}{self.operand(n.args[0], UNARY_PREC)}", UNARY_PREC)  # type: ignore[index]
         if fn is operator.getitem:
             return Expr(f"{self.operand(n.args[0], ATOM)}[{self.index(n.args[1])}]")
+        if fn is mode_select:  # a step or output of training mode only (modes.merge_modes)
+            flag, if_training, if_eval = n.args
+            body, test = self.operand(if_training, IF_PREC + 1), self.value(flag).text
+            return Expr(f"{body} if {test} else {self.operand(if_eval, IF_PREC)}", IF_PREC)
         if fn is getattr:
             attr = n.args[1]
             if attr not in TENSOR_ATTRIBUTES:

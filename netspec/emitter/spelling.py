@@ -58,6 +58,7 @@ COMPARE: dict[Callable[..., Any], str] = {
 COMPARE_PREC = 6
 UNARY: dict[Callable[..., Any], str] = {operator.neg: "-", operator.pos: "+", operator.invert: "~"}
 ATOM, UNARY_PREC = 100, 13
+IF_PREC = 1  # `a if training else b`
 MAX_NESTING, MAX_INLINE_CHARS = 3, 48  # inline single-use values only while statements stay readable
 # Functions that compute the same as an allow-listed name (same call signature for what fx records).
 ALIASES: dict[int, str] = {
@@ -299,6 +300,7 @@ __all__ = [
     "COMPARE",
     "COMPARE_PREC",
     "DTYPE_METHODS",
+    "IF_PREC",
     "IN_PLACE",
     "MAX_INLINE_CHARS",
     "MAX_NESTING",

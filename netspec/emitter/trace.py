@@ -29,6 +29,7 @@ from ..compiler.allowlists import MODE_ARGUMENTS
 from ..errors import EmitError, first_line
 from .layers import where
 from .lint import ModelWarning
+from .modes import merge_modes
 from .render import GraphBody, render_graph
 from .spelling import fixed_inputs, function_name
 
@@ -234,18 +235,37 @@ def trace(
                 ) from err
     finally:
         module.training = mode
-    if _signature_key(graphs[False]) != _signature_key(graphs[True]):
-        raise EmitError(
-            f"{where(path, module)}: forward computes different things in training and eval mode "
-            "(it branches on self.training), which a Graph cannot express; only dropout may depend on the mode"
-        )
     modes: dict[fx.Node, Any] = {}
-    for evaluated, trained in zip(graphs[False].nodes, graphs[True].nodes, strict=True):
-        index = _mode_index(evaluated)
-        if index is not None:
-            e, t = _mode_value(evaluated, index), _mode_value(trained, index)
-            modes[evaluated] = None if (e is False and t is True) else e
-    return graphs[False], modes, notes
+    pairs: list[tuple[fx.Node | None, fx.Node]]
+    if _signature_key(graphs[False]) == _signature_key(graphs[True]):
+        graph, same = graphs[False], True
+        pairs = list(zip(graphs[False].nodes, graphs[True].nodes, strict=True))
+    else:
+        merged = merge_modes(graphs[False], graphs[True], _mode_index)
+        if merged is None:
+            raise EmitError(
+                f"{where(path, module)}: forward computes different things in training and eval mode "
+                "(it branches on self.training), which a Graph cannot express; only dropout and steps computed "
+                "in training mode alone (auxiliary outputs) may depend on the mode"
+            )
+        graph, same = merged.graph, False
+        pairs = [*merged.counterpart.items(), *((None, t) for t in merged.training_only)]
+        notes.append(
+            ModelWarning(
+                path,
+                f"{type(module).__name__}.forward computes {len(merged.training_only)} step(s) in training mode "
+                "only (auxiliary outputs); the Graph writes them 'if training else None'",
+            )
+        )
+    for evaluated, trained in pairs:
+        index = _mode_index(trained)
+        if index is None:
+            continue
+        # a step computed in training mode only runs when training is True: its flag follows the mode
+        e = _mode_value(evaluated, index) if evaluated is not None else False
+        t = _mode_value(trained, index)
+        modes[evaluated if same and evaluated is not None else trained] = None if (e is False and t is True) else e
+    return graph, modes, notes
 
 
 def graph_body(

@@ -1,0 +1,108 @@
+"""Train and eval traces of one forward -> one graph whose training-only steps follow the mode at run time.
+
+In: the eval-mode and the train-mode ``torch.fx`` graphs of a module's forward (traced by ``trace``),
+which differ beyond dropout's ``training`` flag, and a function giving a node's mode-argument index.
+Out: a ``ModeMerge`` — the train graph, edited so that each step only training mode computes becomes
+``mode_select(training, step, None)`` (written ``a = aux1(h) if training else None``: computed in
+training only, in its original place, so random draws keep their order) and the output becomes
+``mode_select(training, train_output, eval_output)``, with a namedtuple output (GoogLeNet's
+``GoogLeNetOutputs``, Inception v3's ``InceptionOutputs``) written as a plain tuple — plus each eval
+node's counterpart in the train graph. This is GoogLeNet's and Inception v3's auxiliary heads
+(issue 12, A3). Anything else — the eval graph is not the train graph with steps left out, or a
+training-only step feeds a step both modes compute — gives ``None``, and ``trace`` refuses the module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch.fx as fx
+
+from ..compiler.allowlists import mode_select
+
+
+@dataclass
+class ModeMerge:
+    graph: fx.Graph  # the train graph, edited
+    counterpart: dict[fx.Node, fx.Node]  # eval node -> train node
+    training_only: list[fx.Node]  # train nodes eval mode does not compute (before wrapping)
+
+
+def _namedtuple(target: Any) -> bool:
+    return isinstance(target, type) and issubclass(target, tuple) and hasattr(target, "_fields")
+
+
+def _same(
+    e: fx.Node, t: fx.Node, counterpart: dict[fx.Node, fx.Node], mode_index: Callable[[fx.Node], int | None]
+) -> bool:
+    """Whether eval node ``e`` computes what train node ``t`` does (dropout's ``training`` flag aside)."""
+    if e.op != t.op or e.target != t.target:
+        return False
+
+    def strip(n: fx.Node, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        at = mode_index(n)
+        if at is not None:
+            kwargs = {k: v for k, v in kwargs.items() if k != "training"}
+            args = tuple(v for i, v in enumerate(args) if i != at)
+        return args, kwargs
+
+    mapped = fx.node.map_arg(strip(e, e.args, dict(e.kwargs)), lambda n: counterpart.get(n, n))
+    return repr(mapped) == repr(strip(t, t.args, dict(t.kwargs)))  # nodes print as their (unique) names
+
+
+def merge_modes(
+    evaluated: fx.Graph, trained: fx.Graph, mode_index: Callable[[fx.Node], int | None]
+) -> ModeMerge | None:
+    """The merged graph (see the module docstring), or None when the two modes differ otherwise."""
+    e_nodes = [n for n in evaluated.nodes if n.op != "output"]
+    t_nodes = [n for n in trained.nodes if n.op != "output"]
+    counterpart: dict[fx.Node, fx.Node] = {}
+    only: list[fx.Node] = []
+    i = 0
+    for t in t_nodes:
+        if i < len(e_nodes) and _same(e_nodes[i], t, counterpart, mode_index):
+            counterpart[e_nodes[i]] = t
+            i += 1
+        else:
+            only.append(t)
+    if i != len(e_nodes) or not only or any(n.op == "placeholder" for n in only):
+        return None
+    t_out = next(n for n in trained.nodes if n.op == "output")
+    e_out = next(n for n in evaluated.nodes if n.op == "output")
+    only_set = set(only)
+    for n in only:  # a training-only step may feed only training-only steps and the output
+        if any(u not in only_set and u is not t_out for u in n.users):
+            return None
+    train_value = t_out.args[0]
+    if isinstance(train_value, fx.Node) and train_value in only_set and _namedtuple(train_value.target):
+        # GoogLeNetOutputs(logits, aux2, aux1): the plain tuple of its fields
+        fields = list(train_value.target._fields)  # type: ignore[union-attr]
+        given = {**dict(zip(fields, train_value.args, strict=False)), **train_value.kwargs}
+        if set(given) != set(fields):
+            return None
+        t_out.args = (tuple(given[f] for f in fields),)
+        only.remove(train_value)
+        trained.erase_node(train_value)
+        train_value = t_out.args[0]
+    if any(isinstance(n.target, type) for n in only):
+        return None  # another object constructed in training only: not expressible
+    eval_value = fx.node.map_arg(e_out.args[0], lambda n: counterpart[n])
+    first = next(n for n in trained.nodes if n.op != "placeholder")
+    with trained.inserting_before(first):
+        flag = trained.get_attr("training")
+    for n in only:
+        with trained.inserting_after(n):
+            chosen = trained.create_node("call_function", mode_select, (flag, n, None), {}, name=f"{n.name}_train")
+        n.replace_all_uses_with(chosen, delete_user_cb=lambda user, chosen=chosen: user is not chosen)
+    train_value = t_out.args[0]
+    if repr(train_value) != repr(eval_value):
+        with trained.inserting_before(t_out):
+            out = trained.create_node("call_function", mode_select, (flag, train_value, eval_value), {}, name="outputs")
+        t_out.args = (out,)
+    trained.lint()
+    return ModeMerge(trained, counterpart, only)
+
+
+__all__ = ["ModeMerge", "merge_modes"]
