@@ -69,10 +69,17 @@ def test_timm_batchnormact_is_refused_with_its_path_and_class() -> None:
     assert "(BatchNormAct2d" in outcome.detail, outcome.detail
 
 
+def test_googlenet_auxiliary_outputs_follow_the_mode() -> None:
+    """Training mode returns (logits, aux2, aux1), eval mode the logits: both exact (round_trip checks
+    eval and train outputs), and the rebuilt model's training output is the 3-tuple."""
+    outcome = check("googlenet")
+    assert outcome.status == "exact", outcome
+
+
 def test_a_refusal_names_the_module_path_its_class_and_the_reason() -> None:
-    outcome = check("googlenet")  # training-only auxiliary outputs
+    outcome = check("swin_t")
     assert outcome.status == "refused", outcome
-    assert outcome.detail.startswith("the model (GoogLeNet): "), outcome.detail
+    assert outcome.detail.startswith("features.1.0.attn (ShiftedWindowAttention): "), outcome.detail
 
 
 HF_CASES = {case.name: case for case in hf_cases()}
