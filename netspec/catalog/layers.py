@@ -5,7 +5,8 @@ torchvision's ``stochastic_depth`` in one) and ``StochasticDepth`` (a layer type
 ``StochasticDepth(p, mode)`` signature). Both draw exactly the random numbers torchvision and timm
 draw (one ``bernoulli_`` over a ``[N, 1, ...]`` or ``[1, ...]`` tensor, only in training mode with
 ``p > 0``), so a seeded run matches them bit for bit, and both compile under ``torch.jit.script``,
-``torch.compile(fullgraph=True)`` and ``torch.export``.
+``torch.compile(fullgraph=True)`` and ``torch.export``. ``OWN_LAYERS`` also lists Swin's window attention
+layers (``catalog/windows.py``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Literal
 
 import torch
 import torch.nn as nn
+
+from .windows import ShiftedWindowAttention, ShiftedWindowAttentionV2
 
 DROP_MODES = ("row", "batch")
 
@@ -55,4 +58,4 @@ class StochasticDepth(nn.Module):
 
 
 # Layer types netspec itself provides, registered in the catalogue beside torch.nn's.
-OWN_LAYERS: tuple[type[nn.Module], ...] = (StochasticDepth,)
+OWN_LAYERS: tuple[type[nn.Module], ...] = (StochasticDepth, ShiftedWindowAttention, ShiftedWindowAttentionV2)

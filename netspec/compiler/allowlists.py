@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..catalog.layers import drop_path
+from ..catalog.windows import patch_merging_pad
 
 
 def route(modules: nn.ModuleDict, key: str, *args: Any, **kwargs: Any) -> Any:
@@ -78,6 +79,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     **{n: getattr(torch, n) for n in _TORCH_NAMES if hasattr(torch, n)},
     **{n: getattr(F, n) for n in _F_NAMES if hasattr(F, n)},
     "drop_path": drop_path,
+    "patch_merging_pad": patch_merging_pad,  # Swin's patch merging (torchvision's _patch_merging_pad)
     "ceil": ceil,
     "floor": floor,
 }

@@ -10,10 +10,15 @@ nor timm is imported here.
 | --- | --- |
 | ``torchvision.ops.StochasticDepth(p, mode)`` | ``{type: StochasticDepth, p, mode}`` |
 | ``timm.layers.DropPath(drop_prob, scale_by_keep=True)`` | ``{type: StochasticDepth, p: drop_prob}`` (mode ``row``) |
+| torchvision's ``ShiftedWindowAttention`` / ``...V2`` (Swin) | ``{type: ShiftedWindowAttention(V2), dim, ...}`` |
+
+Functions are matched the same way (``function_equivalent``): torchvision's ``_patch_merging_pad`` is the
+statement function ``patch_merging_pad``.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -39,10 +44,46 @@ def _timm_drop_path(module: nn.Module, path: str) -> dict[str, Any]:
     return {"type": "StochasticDepth", "p": float(module.drop_prob)}
 
 
+def _torchvision_window_attention(module: nn.Module, path: str) -> dict[str, Any]:
+    """torchvision's Swin attention: netspec's copy has the same arguments, state_dict and computation."""
+    kind = type(module).__name__
+    node: dict[str, Any] = {
+        "type": kind,
+        "dim": int(module.qkv.in_features),
+        "window_size": [int(v) for v in module.window_size],
+        "shift_size": [int(v) for v in module.shift_size],
+        "num_heads": int(module.num_heads),
+    }
+    if module.qkv.bias is None:
+        node["qkv_bias"] = False
+    if module.proj.bias is None:
+        node["proj_bias"] = False
+    if module.attention_dropout:
+        node["attention_dropout"] = float(module.attention_dropout)
+    if module.dropout:
+        node["dropout"] = float(module.dropout)
+    return node
+
+
 _EQUIVALENTS: dict[str, Callable[[nn.Module, str], dict[str, Any]]] = {
     "torchvision.ops.stochastic_depth.StochasticDepth": _torchvision_stochastic_depth,
     "timm.layers.drop.DropPath": _timm_drop_path,
+    "torchvision.models.swin_transformer.ShiftedWindowAttention": _torchvision_window_attention,
+    "torchvision.models.swin_transformer.ShiftedWindowAttentionV2": _torchvision_window_attention,
 }
+# Functions of other libraries (by qualified name) that compute exactly what a statement function does.
+_FUNCTIONS: dict[str, str] = {"torchvision.models.swin_transformer._patch_merging_pad": "patch_merging_pad"}
+
+
+def function_equivalent(fn: Any) -> str | None:
+    """The statement function computing what ``fn`` computes (listed above), or None."""
+    module, name = getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)
+    if not isinstance(module, str) or not isinstance(name, str):
+        return None
+    found = _FUNCTIONS.get(f"{module}.{name}")
+    if found is None or getattr(sys.modules.get(module), name, None) is not fn:
+        return None
+    return found
 
 
 def has_equivalent(module: nn.Module) -> bool:

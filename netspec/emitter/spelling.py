@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from ..compiler.allowlists import FUNCTIONS
 from ..errors import EmitError
+from .equivalents import function_equivalent
 from .layers import where
 
 BINOPS: dict[Callable[..., Any], tuple[str, int]] = {
@@ -182,7 +183,7 @@ def fixed_inputs(module: nn.Module) -> dict[str, tuple[int, Any]]:
 
 def function_name(fn: Any) -> str | None:
     """The allow-listed statement name of a torch/F function, by identity (or an exact alias)."""
-    return _function_names().get(id(fn))
+    return _function_names().get(id(fn)) or function_equivalent(fn)
 
 
 # -- expression text ----------------------------------------------------------------------------------

@@ -1,0 +1,257 @@
+"""Swin's shifted-window attention as netspec layer types and statement functions.
+
+In: nothing (plain definitions). Out: ``ShiftedWindowAttention`` and ``ShiftedWindowAttentionV2`` (layer
+types with torchvision's constructor arguments and state_dict names, so torchvision's Swin and Swin v2
+weights load strictly), and the statement functions ``shifted_window_attention`` and
+``patch_merging_pad``. They follow torchvision's ``torchvision/models/swin_transformer.py``
+(BSD-3-Clause) operation for operation, so outputs and dropout draws are bit-identical to it; the
+padding to a window multiple and the shift masks depend on the input's spatial size and are computed
+at run time for whatever size comes in, as torchvision does. The relative position index (an int64
+buffer) lives inside the layer, where a spec need not describe it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def patch_merging_pad(x: torch.Tensor) -> torch.Tensor:
+    """``[..., H, W, C]`` -> ``[..., ceil(H/2), ceil(W/2), 4C]``: pad H and W to even sizes and stack the four
+    2x2 neighbours along channels (Swin's patch merging)."""
+    H, W, _ = x.shape[-3:]
+    x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))
+    x0 = x[..., 0::2, 0::2, :]
+    x1 = x[..., 1::2, 0::2, :]
+    x2 = x[..., 0::2, 1::2, :]
+    x3 = x[..., 1::2, 1::2, :]
+    return torch.cat([x0, x1, x2, x3], -1)
+
+
+def _relative_position_bias(table: torch.Tensor, index: torch.Tensor, window_size: list[int]) -> torch.Tensor:
+    n = window_size[0] * window_size[1]
+    bias = table[index].view(n, n, -1)
+    return bias.permute(2, 0, 1).contiguous().unsqueeze(0)
+
+
+def shifted_window_attention(
+    input: torch.Tensor,
+    qkv_weight: torch.Tensor,
+    proj_weight: torch.Tensor,
+    relative_position_bias: torch.Tensor,
+    window_size: list[int],
+    num_heads: int,
+    shift_size: list[int],
+    attention_dropout: float = 0.0,
+    dropout: float = 0.0,
+    qkv_bias: torch.Tensor | None = None,
+    proj_bias: torch.Tensor | None = None,
+    logit_scale: torch.Tensor | None = None,
+    training: bool = True,
+) -> torch.Tensor:
+    """Window multi-head self-attention over ``[N, H, W, C]`` with a relative position bias, on windows
+    shifted by ``shift_size`` (masked where a shifted window wraps around); cosine attention with
+    ``logit_scale`` (Swin v2). Pads H and W to window multiples and crops back."""
+    B, H, W, C = input.shape
+    pad_r = (window_size[1] - W % window_size[1]) % window_size[1]
+    pad_b = (window_size[0] - H % window_size[0]) % window_size[0]
+    x = F.pad(input, (0, 0, 0, pad_r, 0, pad_b))
+    _, pad_H, pad_W, _ = x.shape
+
+    shift_size = shift_size.copy()
+    if window_size[0] >= pad_H:  # a window covering the whole map needs no shift
+        shift_size[0] = 0
+    if window_size[1] >= pad_W:
+        shift_size[1] = 0
+    if sum(shift_size) > 0:
+        x = torch.roll(x, shifts=(-shift_size[0], -shift_size[1]), dims=(1, 2))
+
+    num_windows = (pad_H // window_size[0]) * (pad_W // window_size[1])
+    x = x.view(B, pad_H // window_size[0], window_size[0], pad_W // window_size[1], window_size[1], C)
+    x = x.permute(0, 1, 3, 2, 4, 5).reshape(B * num_windows, window_size[0] * window_size[1], C)
+
+    if logit_scale is not None and qkv_bias is not None:
+        qkv_bias = qkv_bias.clone()
+        length = qkv_bias.numel() // 3
+        qkv_bias[length : 2 * length].zero_()
+    qkv = F.linear(x, qkv_weight, qkv_bias)
+    qkv = qkv.reshape(x.size(0), x.size(1), 3, num_heads, C // num_heads).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    if logit_scale is not None:
+        attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
+        logit_scale = torch.clamp(logit_scale, max=math.log(100.0)).exp()
+        attn = attn * logit_scale
+    else:
+        q = q * (C // num_heads) ** -0.5
+        attn = q.matmul(k.transpose(-2, -1))
+    attn = attn + relative_position_bias
+
+    if sum(shift_size) > 0:
+        attn_mask = x.new_zeros((pad_H, pad_W))
+        h_slices = ((0, -window_size[0]), (-window_size[0], -shift_size[0]), (-shift_size[0], None))
+        w_slices = ((0, -window_size[1]), (-window_size[1], -shift_size[1]), (-shift_size[1], None))
+        count = 0
+        for h in h_slices:
+            for w in w_slices:
+                attn_mask[h[0] : h[1], w[0] : w[1]] = count
+                count += 1
+        attn_mask = attn_mask.view(pad_H // window_size[0], window_size[0], pad_W // window_size[1], window_size[1])
+        attn_mask = attn_mask.permute(0, 2, 1, 3).reshape(num_windows, window_size[0] * window_size[1])
+        attn_mask = attn_mask.unsqueeze(1) - attn_mask.unsqueeze(2)
+        attn_mask = attn_mask.masked_fill(attn_mask != 0, (-100.0)).masked_fill(attn_mask == 0, 0.0)
+        attn = attn.view(x.size(0) // num_windows, num_windows, num_heads, x.size(1), x.size(1))
+        attn = attn + attn_mask.unsqueeze(1).unsqueeze(0)
+        attn = attn.view(-1, num_heads, x.size(1), x.size(1))
+
+    attn = F.softmax(attn, dim=-1)
+    attn = F.dropout(attn, p=attention_dropout, training=training)
+    x = attn.matmul(v).transpose(1, 2).reshape(x.size(0), x.size(1), C)
+    x = F.linear(x, proj_weight, proj_bias)
+    x = F.dropout(x, p=dropout, training=training)
+
+    x = x.view(B, pad_H // window_size[0], pad_W // window_size[1], window_size[0], window_size[1], C)
+    x = x.permute(0, 1, 3, 2, 4, 5).reshape(B, pad_H, pad_W, C)
+    if sum(shift_size) > 0:
+        x = torch.roll(x, shifts=(shift_size[0], shift_size[1]), dims=(1, 2))
+    return x[:, :H, :W, :].contiguous()
+
+
+def _relative_position_index(window_size: list[int]) -> torch.Tensor:
+    coords = torch.stack(torch.meshgrid(torch.arange(window_size[0]), torch.arange(window_size[1]), indexing="ij"))
+    flat = torch.flatten(coords, 1)
+    relative = (flat[:, :, None] - flat[:, None, :]).permute(1, 2, 0).contiguous()
+    relative[:, :, 0] += window_size[0] - 1
+    relative[:, :, 1] += window_size[1] - 1
+    relative[:, :, 0] *= 2 * window_size[1] - 1
+    return relative.sum(-1).flatten()
+
+
+class ShiftedWindowAttention(nn.Module):
+    """torchvision's ``ShiftedWindowAttention``: Swin's window attention over ``[N, H, W, C]`` (``dim = C``)."""
+
+    def __init__(
+        self,
+        dim: int,
+        window_size: list[int],
+        shift_size: list[int],
+        num_heads: int,
+        qkv_bias: bool = True,
+        proj_bias: bool = True,
+        attention_dropout: float = 0.0,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if len(window_size) != 2 or len(shift_size) != 2:
+            raise ValueError("window_size and shift_size must be of length 2")
+        if dim % num_heads:
+            raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
+        self.window_size = list(window_size)
+        self.shift_size = list(shift_size)
+        self.num_heads = num_heads
+        self.attention_dropout = attention_dropout
+        self.dropout = dropout
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim, bias=proj_bias)
+        self.define_relative_position_bias_table()
+        self.register_buffer("relative_position_index", _relative_position_index(self.window_size))
+
+    def define_relative_position_bias_table(self) -> None:
+        size = (2 * self.window_size[0] - 1) * (2 * self.window_size[1] - 1)
+        self.relative_position_bias_table = nn.Parameter(torch.zeros(size, self.num_heads))
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+
+    def get_relative_position_bias(self) -> torch.Tensor:
+        return _relative_position_bias(
+            self.relative_position_bias_table, self.relative_position_index, self.window_size
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return shifted_window_attention(
+            x,
+            self.qkv.weight,
+            self.proj.weight,
+            self.get_relative_position_bias(),
+            self.window_size,
+            self.num_heads,
+            shift_size=self.shift_size,
+            attention_dropout=self.attention_dropout,
+            dropout=self.dropout,
+            qkv_bias=self.qkv.bias,
+            proj_bias=self.proj.bias,
+            training=self.training,
+        )
+
+
+class ShiftedWindowAttentionV2(ShiftedWindowAttention):
+    """torchvision's ``ShiftedWindowAttentionV2``: Swin v2's cosine window attention with a continuous
+    relative position bias (a small MLP over log-spaced coordinates)."""
+
+    def __init__(
+        self,
+        dim: int,
+        window_size: list[int],
+        shift_size: list[int],
+        num_heads: int,
+        qkv_bias: bool = True,
+        proj_bias: bool = True,
+        attention_dropout: float = 0.0,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__(
+            dim,
+            window_size,
+            shift_size,
+            num_heads,
+            qkv_bias=qkv_bias,
+            proj_bias=proj_bias,
+            attention_dropout=attention_dropout,
+            dropout=dropout,
+        )
+        self.logit_scale = nn.Parameter(torch.log(10 * torch.ones((num_heads, 1, 1))))
+        self.cpb_mlp = nn.Sequential(
+            nn.Linear(2, 512, bias=True), nn.ReLU(inplace=True), nn.Linear(512, num_heads, bias=False)
+        )
+        if qkv_bias:
+            length = self.qkv.bias.numel() // 3
+            self.qkv.bias[length : 2 * length].data.zero_()
+
+    def define_relative_position_bias_table(self) -> None:
+        h = torch.arange(-(self.window_size[0] - 1), self.window_size[0], dtype=torch.float32)
+        w = torch.arange(-(self.window_size[1] - 1), self.window_size[1], dtype=torch.float32)
+        table = torch.stack(torch.meshgrid([h, w], indexing="ij")).permute(1, 2, 0).contiguous().unsqueeze(0)
+        table[:, :, :, 0] /= self.window_size[0] - 1
+        table[:, :, :, 1] /= self.window_size[1] - 1
+        table *= 8
+        table = torch.sign(table) * torch.log2(torch.abs(table) + 1.0) / 3.0
+        self.register_buffer("relative_coords_table", table)
+
+    def get_relative_position_bias(self) -> torch.Tensor:
+        bias = _relative_position_bias(
+            self.cpb_mlp(self.relative_coords_table).view(-1, self.num_heads),
+            self.relative_position_index,
+            self.window_size,
+        )
+        return 16 * torch.sigmoid(bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return shifted_window_attention(
+            x,
+            self.qkv.weight,
+            self.proj.weight,
+            self.get_relative_position_bias(),
+            self.window_size,
+            self.num_heads,
+            shift_size=self.shift_size,
+            attention_dropout=self.attention_dropout,
+            dropout=self.dropout,
+            qkv_bias=self.qkv.bias,
+            proj_bias=self.proj.bias,
+            logit_scale=self.logit_scale,
+            training=self.training,
+        )
+
+
+__all__ = ["ShiftedWindowAttention", "ShiftedWindowAttentionV2", "patch_merging_pad", "shifted_window_attention"]

@@ -1,0 +1,81 @@
+"""netspec's Swin window attention (catalog/windows.py) against torchvision's: same state_dict names and
+shapes, a strict load, and bit-identical outputs in eval and train mode (same seed) on maps that are not
+window multiples (the padding path) and with shifted windows (the mask path); usable as a spec layer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from zoo import import_torchvision
+
+import netspec
+from netspec.catalog.windows import ShiftedWindowAttention, ShiftedWindowAttentionV2, patch_merging_pad
+
+swin = import_torchvision().models.swin_transformer
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs"),
+    [(ShiftedWindowAttention, swin.ShiftedWindowAttention), (ShiftedWindowAttentionV2, swin.ShiftedWindowAttentionV2)],
+    ids=["v1", "v2"],
+)
+@pytest.mark.parametrize("shift", [[0, 0], [2, 2]], ids=["plain", "shifted"])
+def test_window_attention_matches_torchvision(ours: type, theirs: type, shift: list[int]) -> None:
+    torch.manual_seed(0)
+    want = theirs(16, [4, 4], shift, 2, attention_dropout=0.25, dropout=0.1)
+    got = ours(16, [4, 4], shift, 2, attention_dropout=0.25, dropout=0.1)
+    assert [(k, v.shape) for k, v in got.state_dict().items()] == [(k, v.shape) for k, v in want.state_dict().items()]
+    got.load_state_dict(want.state_dict(), strict=True)
+    x = torch.randn(2, 9, 11, 16)  # 9x11: padded to 12x12 windows of 4
+    with torch.no_grad():
+        torch.testing.assert_close(got.eval()(x), want.eval()(x), rtol=0, atol=0)
+        torch.manual_seed(5)
+        drawn = want.train()(x)
+        torch.manual_seed(5)
+        torch.testing.assert_close(got.train()(x), drawn, rtol=0, atol=0)
+
+
+def test_patch_merging_pad_matches_torchvision() -> None:
+    x = torch.randn(2, 7, 5, 3)
+    torch.testing.assert_close(patch_merging_pad(x), swin._patch_merging_pad(x), rtol=0, atol=0)
+    assert patch_merging_pad(x).shape == (2, 4, 3, 12)
+
+
+def test_window_attention_is_a_spec_layer_type() -> None:
+    spec = {
+        "netspec": 1,
+        "input": {"shape": [8, 8, 16]},
+        "model": {
+            "type": "Graph",
+            "inputs": ["x"],
+            "layers": {
+                "attn": {
+                    "type": "ShiftedWindowAttention",
+                    "dim": 16,
+                    "window_size": [4, 4],
+                    "shift_size": [2, 2],
+                    "num_heads": 2,
+                }
+            },
+            "forward": ["y = patch_merging_pad(attn(x))"],
+            "outputs": "y",
+        },
+    }
+    model = netspec.build(spec).model
+    assert type(model.attn) is ShiftedWindowAttention
+    assert model(torch.randn(1, 8, 8, 16)).shape == (1, 4, 4, 64)
+
+
+def test_bad_window_arguments_are_a_spec_error() -> None:
+    spec = {
+        "netspec": 1,
+        "model": {
+            "type": "ShiftedWindowAttention",
+            "dim": 15,
+            "window_size": [4, 4],
+            "shift_size": [0, 0],
+            "num_heads": 2,
+        },
+    }
+    with pytest.raises(netspec.SpecError, match=r"dim \(15\) must be divisible by num_heads \(2\)"):
+        netspec.build(spec)
