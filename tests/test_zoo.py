@@ -22,6 +22,7 @@ FAST_EXACT = [
     "mnasnet0_5",
     "regnet_x_400mf",
     "efficientnet_b0",  # StochasticDepth becomes netspec's StochasticDepth (same random draws)
+    "swin_t",  # ShiftedWindowAttention becomes netspec's (same computation), _patch_merging_pad patch_merging_pad
 ]
 MAX_PARAMS = 150_000_000
 
@@ -76,12 +77,6 @@ def test_googlenet_auxiliary_outputs_follow_the_mode() -> None:
     assert outcome.status == "exact", outcome
 
 
-def test_a_refusal_names_the_module_path_its_class_and_the_reason() -> None:
-    outcome = check("swin_t")
-    assert outcome.status == "refused", outcome
-    assert outcome.detail.startswith("features.1.0.attn (ShiftedWindowAttention): "), outcome.detail
-
-
 HF_CASES = {case.name: case for case in hf_cases()}
 
 
@@ -93,6 +88,13 @@ def test_hugging_face_model_round_trips_or_is_refused_precisely(case: HFCase) ->
     assert outcome.status in ("exact", "refused"), outcome
     if outcome.status == "refused" and "cannot be traced" in outcome.detail:
         assert " (at transformers/" in outcome.detail, outcome.detail
+
+
+def test_a_refusal_names_the_module_path_its_class_and_the_reason() -> None:
+    outcome = hf_round_trip(HF_CASES["bert"])
+    assert outcome.status == "refused", outcome
+    assert outcome.detail.startswith("the model (BertModel): forward cannot be traced: "), outcome.detail
+    assert "(at transformers/models/bert/modeling_bert.py:" in outcome.detail, outcome.detail
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
