@@ -86,10 +86,25 @@ def test_unsupported_operations_are_named() -> None:
 def test_mode_dependent_forward_is_refused() -> None:
     class Noisy(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return x + 1 if self.training else x
+            return x * 3 if self.training else x * 2  # eval computes a step training does not
 
     with pytest.raises(EmitError, match=r"different things in training and eval mode"):
         emit(Noisy())
+
+
+def test_a_training_only_step_before_the_output_is_emitted_as_a_run_time_branch() -> None:
+    class Noisy(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + 1 if self.training else x
+
+    spec = emit(Noisy())
+    assert spec.to_dict()["model"]["forward"] == [
+        "add_train = x + 1 if training else None",
+        "outputs = add_train if training else x",
+    ]
+    rebuilt = netspec.build(spec).model
+    x = torch.randn(3)
+    assert torch.equal(rebuilt.eval()(x), x) and torch.equal(rebuilt.train()(x), x + 1)
 
 
 def test_always_on_dropout_keeps_its_training_flag() -> None:

@@ -284,7 +284,8 @@ class _Renderer(StatementWriter):
             for p in keep:
                 self.flush(p)
             self.expr[n] = self.render(n, chains.get(n))
-            if uses.get(n, 0) == 1 and n not in out_refs:
+            # a run-time `a if training else b` is a statement of its own: the language nests no branches
+            if uses.get(n, 0) == 1 and n not in out_refs and n.target is not mode_select:
                 self.pending.append(n)
             else:
                 self.flush(n)
