@@ -49,6 +49,15 @@ def broken() -> nn.Module:
 
 def not_a_model():
     return 42
+
+
+class Tokens(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(10, 4)
+
+    def forward(self, input_ids=None, attention_mask=None):
+        return self.embed(input_ids)
 """
 
 
@@ -82,6 +91,29 @@ def test_emit_to_stdout_and_json(models: str, tmp_path: Path, capsys: pytest.Cap
     assert run("emit", f"{models}:with_optimizer", "-o", str(out)) == 0
     data = __import__("json").loads(out.read_text())
     assert data["optimizer"] == {"type": "SGD", "lr": 0.05, "momentum": 0.9}
+
+
+def test_emit_with_inputs_and_an_integer_input(models: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "tokens.yaml"
+    assert (
+        run(
+            "emit",
+            f"{models}:Tokens",
+            "--inputs",
+            "input_ids",
+            "--input-shape",
+            "5",
+            "--input-dtype",
+            "int64",
+            "-o",
+            str(out),
+        )
+        == 0
+    )
+    assert "attention_mask are fixed to their defaults" in capsys.readouterr().err
+    spec = netspec.read(out)
+    assert spec.to_dict()["input"] == {"shape": [5], "dtype": "int64"}
+    assert spec.to_dict()["model"]["inputs"] == ["input_ids"]
 
 
 def test_emit_prints_what_it_could_not_express(models: str, capsys: pytest.CaptureFixture[str]) -> None:

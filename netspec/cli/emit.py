@@ -117,7 +117,8 @@ def cmd_emit(args: argparse.Namespace) -> int:
     kwargs = _kwargs(args.args)
     shape = _shape(args.input_shape)
     model, optimizer = make_model(args.target, kwargs)
-    spec = emit(model, optimizer=optimizer, input_shape=shape)
+    inputs = [n.strip() for n in args.inputs.split(",") if n.strip()] if args.inputs else None
+    spec = emit(model, optimizer=optimizer, input_shape=shape, inputs=inputs, input_dtype=args.input_dtype)
     for warning in getattr(spec, "emit_warnings", []):
         print(warning.format(), file=sys.stderr)
     output = args.output
@@ -159,6 +160,16 @@ def add_parsers(subparsers: Any) -> None:
         "--args", metavar="JSON", help="keyword arguments for FACTORY as a JSON object, e.g. '{\"depth\": 18}'"
     )
     e.add_argument("--input-shape", metavar="DIMS", help="per-sample input shape without the batch, e.g. 3,224,224")
+    e.add_argument(
+        "--input-dtype",
+        choices=("float32", "float64", "float16", "bfloat16", "int64", "int32", "bool"),
+        help="dtype of the input (int64 for token ids); needs --input-shape",
+    )
+    e.add_argument(
+        "--inputs",
+        metavar="NAMES",
+        help="comma-separated forward arguments the spec takes, e.g. input_ids (the rest keep their defaults)",
+    )
     e.add_argument("-o", "--output", metavar="SPEC", help="file to write (.yaml/.yml or .json); default: stdout")
     e.set_defaults(run=cmd_emit)
 
