@@ -108,3 +108,41 @@ def test_a_forward_that_cannot_be_traced_names_its_file_and_line() -> None:
     message = str(info.value).splitlines()[0]
     assert message.startswith("the model (DataDependent): forward cannot be traced: "), message
     assert f"test_emit_inputs.py:{line}: if x.sum() > 0:" in message, message
+
+
+class KwargsChild(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, hidden: torch.Tensor, scale: float = 1.0, **kwargs: object) -> torch.Tensor:
+        return self.fc(hidden) * scale
+
+
+class KwargsParent(nn.Module):
+    def __init__(self, extra: bool) -> None:
+        super().__init__()
+        self.extra = extra
+        self.layer = KwargsChild()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x, output_attentions=False) if self.extra else self.layer(x)
+
+
+def test_a_child_taking_kwargs_is_traced_with_them_empty() -> None:
+    model = KwargsParent(extra=False).eval()
+    spec = netspec.emit(model)
+    assert any("KwargsChild.forward's **kwargs is traced empty" in w.format() for w in spec.emit_warnings)
+    rebuilt = rebuilt_from_yaml(spec).eval()
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    x = torch.randn(3, 4)
+    torch.testing.assert_close(rebuilt(x), model(x), rtol=0, atol=0)
+
+
+def test_a_keyword_only_kwargs_would_take_is_refused() -> None:
+    with pytest.raises(
+        EmitError,
+        match=r"the model \(KwargsParent\): calls layer \(KwargsChild\) with output_attentions=\.\.\., which only "
+        r"its \*\*kwargs takes",
+    ):
+        netspec.emit(KwargsParent(extra=True))

@@ -183,6 +183,8 @@ class _Renderer(StatementWriter):
         """The arguments of a call of a traced child, less those its Graph fixes to their defaults (a caller
         passing another value is refused: the child's Graph would silently ignore it)."""
         child = self.module.get_submodule(target)
+        if self.traced(child):
+            self.check_keywords(target, child, kwargs)
         fixed = fixed_inputs(child) if self.traced(child) else {}
         if not fixed:
             return args, dict(kwargs)
@@ -204,6 +206,23 @@ class _Renderer(StatementWriter):
         covered = set(names[: len(kept_args)])
         kept_kwargs = {k: v for k, v in given.items() if k not in fixed and k not in covered}
         return kept_args, kept_kwargs
+
+    def check_keywords(self, target: str, child: nn.Module, kwargs: Mapping[str, Any]) -> None:
+        """A keyword that only a traced child's ``**kwargs`` would take is refused: its Graph is traced with
+        ``**kwargs`` empty and has no input of that name."""
+        try:
+            params = inspect.signature(child.forward).parameters.values()
+        except (TypeError, ValueError):
+            return
+        named = {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+        var_kw = next((p.name for p in params if p.kind is p.VAR_KEYWORD), None)
+        extra = [k for k in kwargs if k not in named]
+        if var_kw is not None and extra:
+            raise EmitError(
+                f"{where(self.path, self.module)}: calls {target} ({type(child).__name__}) with {extra[0]}=..., "
+                f"which only its **{var_kw} takes; its emitted Graph is traced with **{var_kw} empty, so the value "
+                f"would be lost\n    hint: give {type(child).__name__}.forward a named argument {extra[0]!r}"
+            )
 
     def render_to(self, n: fx.Node) -> Expr:
         """``h.to(dtype)`` -> ``h.double()`` etc.; a device or other ``.to`` arguments are refused."""
