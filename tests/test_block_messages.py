@@ -253,3 +253,24 @@ def test_hydra_target_in_a_training_section_names_what_type_names(
     err = expect_spec_error(text, line=line, path=f"{section}._target_", count=1)
     assert err.problems[0].message == f"'_target_' is not a netspec key: name {what} with 'type:'"
     assert example in (err.problems[0].hint or "")
+
+
+def test_a_reference_may_name_a_container_kind(tmp_path: Path) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        """\
+netspec: 1
+input: {shape: [4]}
+blocks:
+  Stack:
+    params: {kind: {type: str, default: Sequential}}
+    body: {type: "${kind}", repeat: 2, layer: {type: Linear, in_features: 4, out_features: 4}}
+model: Stack
+""",
+        encoding="utf-8",
+    )
+    model = netspec.build(spec).model
+    assert type(model).__mro__[1] is nn.Sequential and len(model) == 2
+    assert model(torch.zeros(1, 4)).shape == (1, 4)
+    listed = netspec.build(spec, overrides={"blocks.Stack.params.kind.default": "ModuleList", "input": None}).model
+    assert isinstance(listed, nn.ModuleList) and not isinstance(listed, nn.Sequential)

@@ -125,6 +125,8 @@ MUST_READ: list[Path_] = [
     ("input", "shape"),
     ("input", "dtype"),
     ("model", "layers", 0, "c"),  # a block parameter
+    ("model", "type"),  # a container named by a reference
+    ("model", "layers", 2, "type"),
     ("blocks", "Unit", "params", "c", "default"),  # block parameter defaults are substituted too
     ("blocks", "Unit", "params", "act", "default"),
     ("model", "layers", 0, "act"),

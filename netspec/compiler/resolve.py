@@ -20,6 +20,7 @@ from ..catalog.registry import LAYERS, UnknownName
 from ..errors import SpecError, SpecPath, did_you_mean, format_path
 from ..frontend.budget import BudgetExceeded
 from ..frontend.models import (
+    NODE_KINDS,
     AnyNode,
     BlockSpec,
     GraphNode,
@@ -308,6 +309,8 @@ class Resolver:
                 self.problems.add(self.source.problem(path + ("type",), f"type must be a layer name, got {value!r}"))
                 return None
             type_name = value
+            if type_name in NODE_KINDS:  # `type: ${kind}` naming a container: read as that node
+                return self.nested({"type": type_name, **node.args}, name, path, scope)
         if type_name in self.spec.blocks:
             return self.block_instance(type_name, self.spec.blocks[type_name], node, name, path, scope)
         try:
