@@ -149,5 +149,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--zoo",
         action="store_true",
         default=False,
-        help="round-trip every torchvision classifier (<=150M params) through emit, not only the fast set",
+        help="round-trip every torchvision classifier (<=150M params) and every timm family through emit, "
+        "not only the fast set",
     )

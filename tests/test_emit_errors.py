@@ -152,20 +152,40 @@ def test_forward_signature_problems() -> None:
     torch.testing.assert_close(rebuilt(x), model(x))
 
 
-def test_integer_buffer_is_refused_with_a_fix() -> None:
+def test_integer_buffer_round_trips_with_its_dtype() -> None:
     class Indexed(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.register_buffer("order", torch.arange(4))
+            self.register_buffer("order", torch.tensor([3, 1, 0, 2]))
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return x[:, self.order]
 
-    with pytest.raises(EmitError, match=r"order \(Indexed\.order\): a buffer of dtype torch\.int64"):
-        emit(Indexed())
+    model = Indexed()
+    spec = emit(model)
+    assert spec.to_dict()["model"]["buffers"] == {"order": {"shape": [4], "init": "zeros", "dtype": "int64"}}
+    rebuilt = netspec.build(spec, dtype="float64").model  # the build's dtype is for floating point tensors
+    assert rebuilt.order.dtype == torch.int64
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    x = torch.randn(2, 4, dtype=torch.float64)
+    assert torch.equal(rebuilt(x), x[:, [3, 1, 0, 2]])
 
 
-def test_non_persistent_buffer_that_init_cannot_reproduce_is_a_warning() -> None:
+def test_buffer_of_a_dtype_a_spec_cannot_hold_is_refused_with_a_fix() -> None:
+    class Bytes(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("lut", torch.zeros(4, dtype=torch.uint8))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + self.lut
+
+    with pytest.raises(EmitError, match=r"lut \(Bytes\.lut\): a buffer of dtype torch\.uint8 cannot be written") as err:
+        emit(Bytes())
+    assert "int64, int32, bool" in str(err.value)
+
+
+def test_non_persistent_buffer_that_init_cannot_reproduce_is_refused() -> None:
     class Table(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -174,9 +194,30 @@ def test_non_persistent_buffer_that_init_cannot_reproduce_is_a_warning() -> None
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return x @ self.table
 
-    spec = emit(Table())
-    assert [w.path for w in spec.emit_warnings] == ["table"]
-    assert "starts it at zeros" in spec.emit_warnings[0].message
+    # its values are in no state_dict: a rebuilt model would compute with other values
+    with pytest.raises(EmitError, match=r"^table \(Table\.table\): a non-persistent buffer whose values no init"):
+        emit(Table())
+
+
+def test_non_persistent_buffer_of_a_known_init_round_trips() -> None:
+    class Mask(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("mask", torch.ones(4, dtype=torch.bool), persistent=False)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.masked_fill(self.mask, 0.0)
+
+    spec = emit(Mask())
+    assert spec.to_dict()["model"]["buffers"]["mask"] == {
+        "shape": [4],
+        "init": "ones",
+        "persistent": False,
+        "dtype": "bool",
+    }
+    rebuilt = netspec.build(spec).model
+    assert rebuilt.mask.dtype == torch.bool and bool(rebuilt.mask.all())
+    assert "mask" not in rebuilt.state_dict()
 
 
 def test_tied_parameters_are_written_as_tie() -> None:
@@ -235,3 +276,31 @@ def test_layers_pinned_to_eval_by_a_spec_emit_as_their_class() -> None:
     data = spec.to_dict()
     assert data["model"]["layers"][1] == {"type": "BatchNorm2d", "num_features": 4}
     assert data["freeze"] == ["1"]
+
+
+def test_a_submodule_shared_at_two_places_stays_shared() -> None:
+    class Shared(nn.Module):  # CoaT-style: one module registered under two names
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = nn.Linear(4, 4)
+            self.again = self.proj
+            self.norm = nn.BatchNorm1d(4)
+            self.norm2 = self.norm
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.norm2(self.again(self.norm(self.proj(x))))
+
+    model = Shared()
+    spec = emit(model)
+    assert spec.to_dict()["tie"] == {
+        "again.weight": "proj.weight",
+        "again.bias": "proj.bias",
+        "norm2.weight": "norm.weight",
+        "norm2.bias": "norm.bias",
+    }
+    rebuilt = netspec.build(spec).model
+    assert rebuilt.again.weight is rebuilt.proj.weight
+    assert sum(p.numel() for p in rebuilt.parameters()) == sum(p.numel() for p in model.parameters()) == 28
+    # the parameters are tied again; the BatchNorm's buffers cannot be, and that is said
+    assert [w.path for w in spec.emit_warnings] == ["norm2"]
+    assert "independent copies of its buffers" in spec.emit_warnings[0].message

@@ -467,3 +467,71 @@ def test_input_shape_with_a_multi_input_graph_says_what_to_do(tmp_path: Path) ->
     text = str(err.value)
     assert "spec.yaml:2:1: input: input.shape describes one input, but the model's Graph takes 2 (x, key)" in text
     assert "give input.shape" not in text
+
+
+BN_COUNTER = """\
+netspec: 1
+input: {shape: [3, 4, 4]}
+model:
+  type: Graph
+  inputs: [x]
+  parameters:
+    weight: {shape: [3], init: ones}
+    bias: {shape: [3], init: zeros}
+  buffers:
+    running_mean: {shape: [3], init: zeros}
+    running_var: {shape: [3], init: ones}
+    num_batches_tracked: {shape: [], init: zeros, dtype: int64}
+  forward:
+    - num_batches_tracked.add_(1) if training else None
+    - y = batch_norm(x, running_mean, running_var, weight, bias, training=training)
+  outputs: y
+"""
+
+
+def test_integer_buffer_counted_in_training_as_batchnorm_counts(tmp_path: Path) -> None:
+    built = netspec.build(write(tmp_path, BN_COUNTER)).model
+    torch_bn = nn.BatchNorm2d(3)
+    assert built.num_batches_tracked.dtype == torch.int64
+    assert [(k, v.dtype) for k, v in built.state_dict().items()] == [
+        (k, v.dtype) for k, v in torch_bn.state_dict().items()
+    ]
+    x = torch.randn(2, 3, 4, 4)
+    for mode in ("train", "train", "eval"):
+        getattr(built, mode)()
+        getattr(torch_bn, mode)()
+        torch.testing.assert_close(built(x), torch_bn(x))
+    assert int(built.num_batches_tracked) == int(torch_bn.num_batches_tracked) == 2  # eval does not count
+    torch.testing.assert_close(built.running_mean, torch_bn.running_mean)
+    built64 = netspec.build(write(tmp_path, BN_COUNTER), dtype="float64").model
+    assert built64.num_batches_tracked.dtype == torch.int64 and built64.weight.dtype == torch.float64
+
+
+@pytest.mark.parametrize(
+    ("statement", "wanted"),
+    [
+        ("y = x.add_(1)", "in-place .add_() only updates one of this Graph's buffers"),
+        ("x.add_(1)", "in-place .add_() only updates one of this Graph's buffers"),
+        ("weight.mul_(2)", "in-place .mul_() only updates one of this Graph's buffers"),
+        ("num_batches_tracked.add_(1) if training else num_batches_tracked", "other branch is None"),
+        ("num_batches_tracked.relu()", "a statement must be one assignment"),
+    ],
+)
+def test_in_place_updates_outside_own_buffers_are_errors_at_their_line(
+    tmp_path: Path, statement: str, wanted: str
+) -> None:
+    text = BN_COUNTER.replace("- num_batches_tracked.add_(1) if training else None", f"- {statement}")
+    with pytest.raises(SpecError) as err:
+        netspec.read(write(tmp_path, text, "bad.yaml"))
+    assert "bad.yaml:14:" in str(err.value) and "model.forward.0" in str(err.value), str(err.value)
+    assert wanted in str(err.value)
+
+
+def test_integer_buffer_takes_an_exact_init(tmp_path: Path) -> None:
+    text = BN_COUNTER.replace("init: zeros, dtype: int64", "init: normal, dtype: int64")
+    with pytest.raises(SpecError) as err:
+        netspec.read(write(tmp_path, text, "bad.yaml"))
+    assert "bad.yaml:12:" in str(err.value), str(err.value)
+    assert "model.buffers.num_batches_tracked.init: int64 buffers are initialised with zeros, ones or constant" in str(
+        err.value
+    )

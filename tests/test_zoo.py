@@ -1,14 +1,34 @@
-"""Emit of real model zoos: every torchvision classifier either round-trips exactly or emit says precisely
-why not (module path, class, reason); so does each Hugging Face model built from a small config. The default
-run covers a fast set whose round trip must be exact; ``pytest --zoo tests/test_zoo.py`` runs every
-classifier up to 150M parameters (bench/zoo.py prints the pass rates and emit times recorded in
-docs/emit.md)."""
+"""Emit of real model zoos: every torchvision classifier and the smallest model of every timm family either
+round-trips exactly or emit says precisely why not (module path, class, reason); so does each Hugging Face
+model built from a small config. The default run covers a fast set whose round trip must be exact;
+``pytest --zoo tests/test_zoo.py`` runs every torchvision classifier up to 150M parameters and every timm
+family (bench/zoo.py prints the pass rates, grouped refusals and emit times recorded in docs/emit.md).
+Emit must leave the model it reads exactly as it was."""
 
 from __future__ import annotations
 
+import contextlib
+import copy
+
 import pytest
 import torch
-from zoo import HFCase, Outcome, hf_cases, hf_round_trip, import_torchvision, round_trip
+import torch.nn as nn
+from zoo import (
+    HFCase,
+    Outcome,
+    hf_cases,
+    hf_round_trip,
+    import_timm,
+    import_torchvision,
+    make_timm,
+    model_state,
+    round_trip,
+    state_change,
+    timm_families,
+    timm_input_shape,
+)
+
+import netspec
 
 torchvision = import_torchvision()
 
@@ -46,28 +66,74 @@ def test_fast_set_round_trips_exactly(name: str) -> None:
     assert outcome.status == "exact", outcome
 
 
-# timm families whose smallest variant round-trips today (timm's BatchNormAct2d, which most families use,
-# is refused with its reason: see docs/emit.md).
-TIMM_EXACT = ["resnet18", "convnext_atto", "mixer_s16_224"]
+# timm families whose smallest variant must round-trip: a ResNet, ConvNeXt, MLP-Mixer, and RegNet, whose
+# BatchNormAct2d (F.batch_norm plus an int64 num_batches_tracked counted in training) is written with a
+# `num_batches_tracked.add_(1) if training else None` statement; the harness compares the counter too.
+TIMM_EXACT = ["resnet18", "convnext_atto", "mixer_s16_224", "regnetx_002"]
+
+
+def check_timm(name: str) -> Outcome:
+    torch.set_num_threads(1)
+    return round_trip(name, make_timm(name), timm_input_shape(name))
 
 
 @pytest.mark.parametrize("name", TIMM_EXACT)
 def test_timm_fast_set_round_trips_exactly(name: str) -> None:
-    import timm
-
-    torch.set_num_threads(1)
-    shape = tuple(timm.create_model(name, pretrained=False).pretrained_cfg["input_size"])
-    outcome = round_trip(name, lambda: timm.create_model(name, pretrained=False), shape)
+    outcome = check_timm(name)
     assert outcome.status == "exact", outcome
 
 
-def test_timm_batchnormact_is_refused_with_its_path_and_class() -> None:
-    import timm
+def test_timm_family_table_matches_the_installed_timm() -> None:
+    """tests/data/timm_families.json names one model of each timm module (rebuilt by bench/zoo.py --refresh-timm)."""
+    timm = import_timm()
+    families = timm_families()
+    assert set(families) == {m for m in timm.list_modules() if timm.list_models(module=m)}
+    for family, name in families.items():
+        assert name in timm.list_models(module=family), (family, name)
 
-    outcome = round_trip("regnetx_002", lambda: timm.create_model("regnetx_002", pretrained=False), (3, 224, 224))
-    assert outcome.status == "refused", outcome
-    assert outcome.detail.startswith("stem.bn"), outcome.detail
-    assert "(BatchNormAct2d" in outcome.detail, outcome.detail
+
+class _Constant(nn.Module):
+    """fx stores the tensor made in forward as a ``_tensor_constant0`` attribute of the module it traces."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.register_buffer("scale", torch.ones(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x) * torch.tensor(2.0) + self.scale * 2
+
+
+def _timm(name: str) -> nn.Module:
+    return make_timm(name)()
+
+
+@pytest.mark.parametrize(
+    ("make", "shape"),
+    [
+        (lambda: import_torchvision().models.get_model("squeezenet1_1", weights=None), (3, 64, 64)),
+        (lambda: _timm("regnetx_002"), (3, 64, 64)),  # BatchNormAct2d: in-place num_batches_tracked.add_(1)
+        (_Constant, (4,)),
+    ],
+    ids=["torchvision-squeezenet1_1", "timm-regnetx_002", "tensor-made-in-forward"],
+)
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_emit_leaves_the_model_exactly_as_it_was(make: object, shape: tuple[int, ...], mode: str) -> None:
+    torch.manual_seed(0)
+    model = getattr(make(), mode)()  # type: ignore[operator]
+    x = torch.randn(2, *shape, generator=torch.Generator().manual_seed(1))
+    probe = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        want = probe(x)
+    before = model_state(model)
+    counters = {k: int(v) for k, v in model.state_dict().items() if k.endswith("num_batches_tracked")}
+    with contextlib.suppress(netspec.EmitError):  # refused or not, the model must be untouched
+        netspec.emit(model, input_shape=shape)
+    assert state_change(before, model_state(model)) is None
+    assert {k: int(v) for k, v in model.state_dict().items() if k.endswith("num_batches_tracked")} == counters
+    assert not [n for m in model.modules() for n in vars(m) if n.startswith("_tensor_constant")]
+    with torch.no_grad():
+        torch.testing.assert_close(copy.deepcopy(model).eval()(x), want, rtol=0, atol=0)
 
 
 def test_googlenet_auxiliary_outputs_follow_the_mode() -> None:
@@ -98,10 +164,14 @@ def test_a_refusal_names_the_module_path_its_class_and_the_reason() -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """The full zoo only with --zoo: one parameter per classifier outside the fast set."""
+    """The full zoos only with --zoo: one parameter per classifier / timm family outside the fast sets."""
+    full = metafunc.config.getoption("--zoo")
     if metafunc.function.__name__ == "test_every_torchvision_classifier":
-        names = [n for n in classifiers() if n not in FAST_EXACT] if metafunc.config.getoption("--zoo") else []
+        names = [n for n in classifiers() if n not in FAST_EXACT] if full else []
         metafunc.parametrize("name", names)
+    if metafunc.function.__name__ == "test_every_timm_family":
+        models = [n for n in timm_families().values() if n not in TIMM_EXACT] if full else []
+        metafunc.parametrize("name", models)
 
 
 def test_every_torchvision_classifier(name: str) -> None:
@@ -109,4 +179,9 @@ def test_every_torchvision_classifier(name: str) -> None:
     if params > MAX_PARAMS:
         pytest.skip(f"{params:,} parameters: over the zoo's {MAX_PARAMS:,} limit")
     outcome = check(name)
+    assert outcome.status in ("exact", "refused"), outcome
+
+
+def test_every_timm_family(name: str) -> None:
+    outcome = check_timm(name)
     assert outcome.status in ("exact", "refused"), outcome

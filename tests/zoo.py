@@ -1,20 +1,30 @@
 """The model-zoo round trip shared by tests/test_zoo.py and bench/zoo.py.
 
 For one model: emit it, rebuild the spec, and either the round trip is exact — state_dict keys in
-order with their shapes, a strict load, eval outputs equal, and one train-mode forward equal under
-the same seed — or ``emit`` raised an ``EmitError`` that names the module path, its class and the
-reason. Anything else (a spec that builds but differs, another exception) is a failure.
+order with their shapes and dtypes, the same parameters shared, a strict load, eval outputs equal, and
+one train-mode forward equal under the same seed, leaving the same state (running statistics,
+counters) — or ``emit`` raised an ``EmitError`` that names the module path, its class and the reason.
+Anything else (a spec that builds but differs, another exception, emit changing the model it read) is
+a failure.
+
+The zoos: torchvision's classifiers; timm's families — each timm model module (``timm.models.resnet``,
+``timm.models.vision_transformer``, ...) with its smallest variant by parameter count, from
+``tests/data/timm_families.json`` (``python bench/zoo.py --refresh-timm`` rebuilds that table from the
+installed timm; counting every model takes a while); Hugging Face models built from small configs.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import re
 import sys
 import time
 import types
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -33,6 +43,60 @@ def import_torchvision() -> types.ModuleType:
     import torchvision
 
     return torchvision
+
+
+TIMM_FAMILIES = Path(__file__).resolve().parent / "data" / "timm_families.json"
+
+
+def import_timm() -> types.ModuleType:
+    """timm (which imports torchvision: see ``import_torchvision``)."""
+    import_torchvision()
+    import timm
+
+    return timm
+
+
+def timm_families() -> dict[str, str]:
+    """timm model module -> its smallest model (by parameter count), as recorded for the installed timm."""
+    return {family: row["model"] for family, row in json.loads(TIMM_FAMILIES.read_text())["families"].items()}
+
+
+def timm_input_shape(name: str) -> tuple[int, ...]:
+    """The input size timm's config gives the model (its pretrained resolution; no weights are loaded)."""
+    timm = import_timm()
+    return tuple(timm.models.get_pretrained_cfg(name).to_dict()["input_size"])
+
+
+def make_timm(name: str) -> Callable[[], nn.Module]:
+    timm = import_timm()
+    return lambda: timm.create_model(name, pretrained=False)
+
+
+def model_state(model: nn.Module) -> dict[str, Any]:
+    """What emit must leave exactly as it was: tensors (values, dtypes), attribute names, modes."""
+    return {
+        "state": {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()},
+        "buffers": [(k, v.dtype, tuple(v.shape)) for k, v in model.named_buffers()],
+        "attributes": {name: sorted(vars(m)) for name, m in model.named_modules()},
+        "modes": {name: m.training for name, m in model.named_modules()},
+    }
+
+
+def state_change(before: dict[str, Any], after: dict[str, Any]) -> str | None:
+    """How ``after`` differs from ``before`` (``model_state``), or None."""
+    for part in ("buffers", "attributes", "modes"):
+        if before[part] != after[part]:
+            if isinstance(before[part], dict):
+                key = next(k for k in {**before[part], **after[part]} if before[part].get(k) != after[part].get(k))
+                return f"{part} of {key or 'the model'!r}: {before[part].get(key)} -> {after[part].get(key)}"
+            return f"{part}: {before[part]} -> {after[part]}"
+    b, a = before["state"], after["state"]
+    if list(a) != list(b):
+        return f"state_dict keys: {list(b)} -> {list(a)}"
+    for k in b:
+        if a[k].dtype != b[k].dtype or not torch.equal(a[k], b[k]):
+            return f"state_dict value {k!r}"
+    return None
 
 
 @dataclass
@@ -72,25 +136,54 @@ def round_trip(
     mapping output (a Hugging Face ``ModelOutput``) that is compared."""
     torch.manual_seed(0)
     model = make().eval()
-    before = copy.deepcopy(model.state_dict())
+    before = model_state(model)
     start = time.perf_counter()
     try:
         spec = netspec.emit(model, input_shape=input_shape, inputs=inputs, input_dtype="int64" if vocab else None)
     except netspec.EmitError as err:
         message = str(err)
         ok = REFUSAL.match(message) is not None
+        change = state_change(before, model_state(model))
+        if change is not None:
+            return Outcome(name, "FAILED", f"emit (refusing) changed the model: {change}")
         return Outcome(name, "refused" if ok else "FAILED", message.splitlines()[0][:300])
     seconds = time.perf_counter() - start
-    # emit must leave the model exactly as it was
-    after = model.state_dict()
-    if list(after) != list(before) or any(not torch.equal(after[k], before[k]) for k in before):
-        return Outcome(name, "FAILED", "emit changed the model's state", seconds)
-    rebuilt = netspec.build(spec).model
-    want = [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
-    got = [(k, tuple(v.shape)) for k, v in rebuilt.state_dict().items()]
+    change = state_change(before, model_state(model))
+    if change is not None:  # emit must leave the model exactly as it was
+        return Outcome(name, "FAILED", f"emit changed the model: {change}", seconds)
+    try:
+        detail = compare(model, netspec.build(spec).model, input_shape, vocab, output)
+    except (AssertionError, RuntimeError) as err:  # assert_close's mismatch, or the rebuilt forward failing
+        detail = f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
+    if detail is not None:
+        return Outcome(name, "FAILED", detail, seconds)
+    return Outcome(name, "exact", "", seconds)
+
+
+def _entries(model: nn.Module) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
+    return [(k, tuple(v.shape), v.dtype) for k, v in model.state_dict().items()]
+
+
+def _shared(model: nn.Module) -> list[list[str]]:
+    """Groups of parameter names that are one tensor (tied weights, a submodule used at two places)."""
+    groups: dict[int, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        groups.setdefault(id(p), []).append(name)
+    return sorted(g for g in groups.values() if len(g) > 1)
+
+
+def compare(
+    model: nn.Module, rebuilt: nn.Module, input_shape: tuple[int, ...], vocab: int = 0, output: str | None = None
+) -> str | None:
+    """None when ``rebuilt`` is ``model`` again: state_dict keys in order with shapes and dtypes, the same
+    parameters shared, a strict load, eval outputs, one seeded train-mode forward and the state it leaves
+    (running statistics, counters); else what differs."""
+    want, got = _entries(model), _entries(rebuilt)
     if want != got:
         first = next((a, b) for a, b in zip(want + [None] * len(got), got + [None] * len(want), strict=False) if a != b)
-        return Outcome(name, "FAILED", f"state_dict differs at {first}", seconds)
+        return f"state_dict differs at {first}"
+    if _shared(model) != _shared(rebuilt):
+        return f"parameters shared differently: {_shared(model)[:3]} ... vs {_shared(rebuilt)[:3]} ..."
     rebuilt.load_state_dict(model.state_dict(), strict=True)
     x = _example(1, input_shape, vocab, 1)
     # train mode with a batch of 2: BatchNorm refuses one value per channel (a 1x1 map of one sample)
@@ -103,7 +196,16 @@ def round_trip(
         torch.manual_seed(2)
         got_out = _pick(train_rebuilt(x2), output)
         torch.testing.assert_close(got_out, want_out)
-    return Outcome(name, "exact", "", seconds)
+    after_want, after_got = train_model.state_dict(), train_rebuilt.state_dict()
+    for k, v in after_want.items():
+        same = v.dtype == after_got[k].dtype and (
+            torch.allclose(v, after_got[k], rtol=1.3e-6, atol=1e-5)
+            if v.is_floating_point()
+            else torch.equal(v, after_got[k])
+        )
+        if not same:
+            return f"after one train-mode forward, {k!r} differs (running statistics or a counter not updated alike)"
+    return None
 
 
 @dataclass(frozen=True)

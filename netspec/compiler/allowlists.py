@@ -98,6 +98,9 @@ TENSOR_METHODS = frozenset(
         "swapaxes gather index_select cumsum mT unfold addcmul addcdiv "
     ).split()
 )
+# In-place methods a Graph may call on one of its own buffers, in a statement of their own
+# (``num_batches_tracked.add_(1) if training else None``, as BatchNorm counts batches).
+BUFFER_UPDATES = frozenset({"add_", "sub_", "mul_", "div_", "fill_", "zero_", "copy_"})
 TENSOR_ATTRIBUTES = frozenset({"shape", "ndim", "dtype", "device", "T", "mT", "is_cuda"})
 BINARY_OPS: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
     ast.Add: operator.add,

@@ -69,7 +69,7 @@ def init_fn_name(init: str | Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
 
 def make_tensor(spec: RTensor, device: torch.device, dtype: torch.dtype | None) -> torch.Tensor:
     """Allocate and initialise a Graph-owned tensor (``init`` names are torch.nn.init's, plus sinusoidal)."""
-    dtype = dtype or torch.get_default_dtype()
+    dtype = getattr(torch, spec.dtype) if spec.dtype is not None else dtype or torch.get_default_dtype()
     name, args = init_fn_name(spec.init)
     if name in TENSOR_INITS:
         if args:

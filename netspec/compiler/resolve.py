@@ -44,6 +44,7 @@ from .tree import LEFT_OUT, Resolved, RGraph, RNode, RStatement, RTensor
 
 MAX_REPEAT = 100_000
 MAX_ELEMENTS = 2**48  # per tensor: far beyond any device, far below int64 overflow in size arithmetic
+EXACT_INITS = ("zeros", "ones", "constant")  # the inits an integer or bool buffer can take
 MAX_NESTING = 100  # nodes inside nodes, block bodies included: far past real models, well inside Python's stack
 
 
@@ -289,6 +290,13 @@ class Resolver:
         init = self.substitute(tensor.init, scope, path + ("init",))
         is_buffer = hasattr(tensor, "persistent")
         flag = self.substitute(tensor.persistent if is_buffer else tensor.requires_grad, scope, path)
+        dtype = getattr(tensor, "dtype", None)
+        if dtype is not None and not dtype.startswith(("float", "bfloat")):
+            fn = init.get("fn") if isinstance(init, dict) else init
+            if fn not in EXACT_INITS:
+                message = f"{dtype} buffers are initialised with zeros, ones or constant, got {fn!r}"
+                self.problems.add(self.source.problem(path + ("init",), message))
+                return None
         return RTensor(
             tuple(shape),  # type: ignore[arg-type]
             init,
@@ -296,6 +304,7 @@ class Resolver:
             trainable=bool(flag) if not is_buffer else False,
             persistent=bool(flag) if is_buffer else True,
             is_buffer=is_buffer,
+            dtype=dtype,
         )
 
     def layer(self, node: LayerNode, name: str, path: SpecPath, scope: Mapping[str, Any]) -> RNode | None:

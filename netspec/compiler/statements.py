@@ -23,6 +23,7 @@ from ..frontend import exprs
 from ..frontend.source import Source
 from .allowlists import (
     BINARY_OPS,
+    BUFFER_UPDATES,
     COMPARE_OPS,
     CONSTANTS,
     DROPOUTS,
@@ -52,10 +53,13 @@ class _Builder:
         children: Mapping[str, Child],
         tensors: Sequence[str],
         omitted: Mapping[str, str] | None = None,
+        buffers: Sequence[str] = (),
     ) -> None:
         self.g = fx.Graph()
         self.children = children
         self.tensors = set(tensors)
+        self.buffers = set(buffers)
+        self.updating = False  # inside a buffer-update statement
         self.omitted = omitted or {}  # children left out by a false ``if:`` -> where that ``if:`` is
         self.env: dict[str, Any] = {}
         self.used: set[str] = set()
@@ -102,12 +106,36 @@ class _Builder:
             raise StatementError("statement is nested too deeply; split it into several statements") from None
 
     def parsed(self, tree: ast.Module) -> None:
+        if len(tree.body) == 1 and isinstance(tree.body[0], ast.Expr):
+            self.update(tree.body[0].value)
+            return
         if len(tree.body) != 1 or not isinstance(tree.body[0], ast.Assign) or len(tree.body[0].targets) != 1:
             raise StatementError("a statement must be one assignment 'name = expression'", 0, "e.g. h = relu(conv1(x))")
         assign = tree.body[0]
         target = assign.targets[0]
         value = self.expr(assign.value)
         self.assign(target, value)
+
+    def update(self, e: ast.expr) -> None:
+        """A statement without ``=`` updates one of the Graph's buffers in place: ``count.add_(1)``, or in
+        training only ``count.add_(1) if training else None`` (nn.BatchNorm's ``num_batches_tracked``)."""
+        call = e.body if isinstance(e, ast.IfExp) else e
+        if isinstance(e, ast.IfExp) and not (isinstance(e.orelse, ast.Constant) and e.orelse.value is None):
+            raise StatementError("a buffer update's other branch is None: 'count.add_(1) if training else None'", 0)
+        if not (
+            isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr in BUFFER_UPDATES
+        ):
+            raise StatementError(
+                "a statement must be one assignment 'name = expression', or an in-place update of one of this "
+                f"Graph's buffers ({', '.join(f'.{m}()' for m in sorted(BUFFER_UPDATES))})",
+                0,
+                "e.g. h = relu(conv1(x)), or num_batches_tracked.add_(1) if training else None",
+            )
+        self.updating = True
+        try:
+            self.expr(e)
+        finally:
+            self.updating = False
 
     def assign(self, target: ast.expr, value: Any) -> None:
         """``h = ...``, ``a, b = ...`` and nested ``out, (h, c) = lstm(x)``."""
@@ -358,6 +386,16 @@ class _Builder:
             raise StatementError(
                 f"unknown function or layer {func.id!r}", func.col_offset, did_you_mean(func.id, known) or None
             )
+        if isinstance(func, ast.Attribute) and func.attr in BUFFER_UPDATES:
+            own = isinstance(func.value, ast.Name) and func.value.id in self.buffers
+            if not (self.updating and own):
+                raise StatementError(
+                    f"in-place .{func.attr}() only updates one of this Graph's buffers, in a statement of its own "
+                    "('count.add_(1)' or 'count.add_(1) if training else None'); write it out of place: "
+                    f".{func.attr.rstrip('_')}()",
+                    func.col_offset,
+                )
+            return self.node("call_method", func.attr, (self.expr(func.value), *args), kwargs)
         if isinstance(func, ast.Attribute):
             base = self.expr(func.value)
             if isinstance(base, fx.Node) and func.attr in TENSOR_METHODS:
@@ -387,7 +425,8 @@ def compile_statements(node: RNode, source: Source, problems: ProblemList) -> fx
     if graph_def is None:
         raise ValueError("not a Graph node")
     omitted = {name: _left_out(source, path) for name, path in node.omitted.items()}
-    builder = _Builder(graph_def, describe_children(node), list(node.tensors), omitted)
+    buffers = [name for name, t in node.tensors.items() if t.is_buffer]
+    builder = _Builder(graph_def, describe_children(node), list(node.tensors), omitted, buffers)
     ok = True
     for stmt in graph_def.statements:
         try:

@@ -28,6 +28,7 @@ class RTensor:
     trainable: bool = True
     persistent: bool = True
     is_buffer: bool = False
+    dtype: str | None = None  # a buffer's own dtype (``int64``); None: the build's
 
 
 @dataclass

@@ -14,6 +14,7 @@ class and the reason.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import inspect
 import traceback
@@ -25,7 +26,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from ..compiler.allowlists import MODE_ARGUMENTS
+from ..compiler.allowlists import BUFFER_UPDATES, MODE_ARGUMENTS
 from ..errors import EmitError, first_line
 from .layers import where
 from .lint import ModelWarning
@@ -45,9 +46,14 @@ TRACE_HINT = (
 
 class _LeafTracer(fx.Tracer):
     """Every submodule is a leaf: the traced module's own forward is the only code followed. ``bind``, when
-    set, replaces the forward that is traced (see ``_bound_forward``)."""
+    set, replaces the forward that is traced (see ``_bound_forward``).
+
+    Buffers are read as graph values (``get_attr``), as parameters are: arithmetic on them is recorded
+    instead of folded into ``_tensor_constantN`` copies, and an in-place update (BatchNorm's
+    ``num_batches_tracked.add_(1)``) becomes a node instead of running on the model's tensor."""
 
     bind: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None
+    proxy_buffer_attributes = True
 
     def create_args_for_root(self, root_fn: Any, is_module: bool, concrete_args: Any = None) -> Any:
         if self.bind is not None:
@@ -194,10 +200,49 @@ def _bindings(
     return fixed, [p.name for p in named if p.name in inputs], notes
 
 
+def _tracing_copy(module: nn.Module) -> nn.Module:
+    """A shallow copy of ``module`` to trace, so that tracing leaves the user's module exactly as it was:
+    fx stores tensor constants as ``_tensor_constantN`` attributes on the module it traces, the mode is
+    switched for the train-mode trace, and forward may assign attributes. The copy has its own attribute,
+    parameter, buffer and child dicts (the tensors and children themselves are shared, and only ever
+    read: the tracer hands forward proxies for them)."""
+    clone = copy.copy(module)
+    for table in ("_parameters", "_buffers", "_modules", "_non_persistent_buffers_set"):
+        if table in vars(module):
+            setattr(clone, table, copy.copy(vars(module)[table]))
+    return clone
+
+
+def _buffer_updates(graph: fx.Graph, module: nn.Module) -> list[str]:
+    """Take the in-place updates of ``module``'s own buffers out of ``graph`` (BatchNorm's training-only
+    ``num_batches_tracked.add_(1)``) and return them as Graph statements (``num_batches_tracked.add_(1)``).
+
+    Only an update of a buffer forward reads nowhere else, with constant arguments and an unused result,
+    is taken: then where it stands in forward does not matter. Any other in-place write stays in the graph
+    (the renderer refuses it, or writes it out of place where nothing else sees the change)."""
+    own = {name for name, _ in module.named_buffers(recurse=False)}
+    statements: list[str] = []
+    for n in list(graph.nodes):
+        if n.op != "call_method" or n.target not in BUFFER_UPDATES or n.users or not n.args:
+            continue
+        base = n.args[0]
+        if not (isinstance(base, fx.Node) and base.op == "get_attr" and base.target in own and len(base.users) == 1):
+            continue
+        constants = (*n.args[1:], *n.kwargs.values())
+        if not all(v is None or isinstance(v, (bool, int, float)) for v in constants):
+            continue
+        args = [repr(v) for v in n.args[1:]] + [f"{k}={v!r}" for k, v in n.kwargs.items()]
+        statements.append(f"{base.target}.{n.target}({', '.join(args)})")
+        graph.erase_node(n)
+        graph.erase_node(base)
+    return statements
+
+
 def trace(
     module: nn.Module, path: str, inputs: Sequence[str] | None = None
-) -> tuple[fx.Graph, dict[fx.Node, Any], list[ModelWarning]]:
-    """Trace ``module.forward`` (eval and train mode); returns the graph, dropout ``training`` values, notes.
+) -> tuple[fx.Graph, dict[fx.Node, Any], list[ModelWarning], list[str]]:
+    """Trace ``module.forward`` (eval and train mode); returns the graph, dropout ``training`` values, notes
+    and the buffer-update statements (``num_batches_tracked.add_(1) if training else None``).
 
     A dropout whose ``training`` follows ``self.training`` maps to ``None`` (the Graph language adds it).
     ``inputs``: the forward arguments that become Graph inputs (the others are fixed to their defaults).
@@ -208,33 +253,31 @@ def trace(
         raise EmitError(f"{where(path, module)}: cannot read forward's signature: {err}") from None
     concrete, bound, notes = _bindings(module, path, signature, inputs)
     graphs: dict[bool, fx.Graph] = {}
-    mode = module.training
-    try:
-        for training in (False, True):
-            module.training = training
-            try:
-                tracer = _LeafTracer()
-                if bound is not None:
-                    names, fixed = bound, concrete
-                    tracer.bind = lambda fn, names=names, fixed=fixed: _bound_forward(fn, names, fixed)
-                    graphs[training] = tracer.trace(module)
-                else:
-                    graphs[training] = tracer.trace(module, concrete_args=concrete or None)
-            except Exception as err:  # the user's forward runs under the tracer and may raise anything
-                reason = first_line(err)
-                if "is not installed as a submodule" in reason:
-                    raise EmitError(
-                        f"{where(path, module)}: forward calls a module that is not registered ({reason}); "
-                        "modules kept in a plain list, dict or tuple are invisible to PyTorch"
-                        "\n    hint: keep them in nn.ModuleList / nn.ModuleDict "
-                        "(netspec check lists every such attribute)"
-                    ) from err
+    for training in (False, True):
+        copied = _tracing_copy(module)
+        copied.training = training
+        try:
+            tracer = _LeafTracer()
+            if bound is not None:
+                names, fixed = bound, concrete
+                tracer.bind = lambda fn, names=names, fixed=fixed: _bound_forward(fn, names, fixed)
+                graphs[training] = tracer.trace(copied)
+            else:
+                graphs[training] = tracer.trace(copied, concrete_args=concrete or None)
+        except Exception as err:  # the user's forward runs under the tracer and may raise anything
+            reason = first_line(err)
+            if "is not installed as a submodule" in reason:
                 raise EmitError(
-                    f"{where(path, module)}: forward cannot be traced: {reason}{_user_line(err)}"
-                    f"\n    hint: {TRACE_HINT}"
+                    f"{where(path, module)}: forward calls a module that is not registered ({reason}); "
+                    "modules kept in a plain list, dict or tuple are invisible to PyTorch"
+                    "\n    hint: keep them in nn.ModuleList / nn.ModuleDict "
+                    "(netspec check lists every such attribute)"
                 ) from err
-    finally:
-        module.training = mode
+            raise EmitError(
+                f"{where(path, module)}: forward cannot be traced: {reason}{_user_line(err)}"
+                f"\n    hint: {TRACE_HINT}"
+            ) from err
+    updates = {mode: _buffer_updates(graph, module) for mode, graph in graphs.items()}
     modes: dict[fx.Node, Any] = {}
     pairs: list[tuple[fx.Node | None, fx.Node]]
     if _signature_key(graphs[False]) == _signature_key(graphs[True]):
@@ -265,7 +308,9 @@ def trace(
         e = _mode_value(evaluated, index) if evaluated is not None else False
         t = _mode_value(trained, index)
         modes[evaluated if same and evaluated is not None else trained] = None if (e is False and t is True) else e
-    return graph, modes, notes
+    statements = [text if text in updates[False] else f"{text} if training else None" for text in updates[True]]
+    statements += [f"{text} if not training else None" for text in updates[False] if text not in updates[True]]
+    return graph, modes, notes, statements
 
 
 def graph_body(
@@ -278,9 +323,10 @@ def graph_body(
     ``traced(child)``: whether a child is itself emitted by tracing (see ``render_graph``)."""
     if isinstance(module, fx.GraphModule):
         return render_graph(module.graph, module, path, traced=traced)
-    graph, modes, notes = trace(module, path, inputs)
+    graph, modes, notes, updates = trace(module, path, inputs)
     body = render_graph(graph, module, path, modes, traced)
     body.notes = notes + body.notes
+    body.forward = updates + body.forward
     return body
 
 

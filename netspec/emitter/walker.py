@@ -30,6 +30,7 @@ from torch.nn.parameter import is_lazy
 
 from ..compiler.construct import TENSOR_INITS
 from ..errors import EmitError, SpecError
+from ..frontend.models import DTYPE_NAMES
 from ..spec import Spec, read
 from .blocks import BlockTable
 from .equivalents import equivalent_node, has_equivalent
@@ -39,6 +40,7 @@ from .trace import graph_body
 from .training import freeze_section, optimizer_section
 
 _PLAIN_GRAPH_NAMES = frozenset({"Graph", "GraphModule"})
+BUFFER_DTYPES = DTYPE_NAMES  # what a spec's buffer ``dtype`` may be
 
 
 def _unwrap(cls: type[nn.Module]) -> type[nn.Module]:
@@ -70,9 +72,11 @@ def _layer_base(cls: type[nn.Module]) -> type[nn.Module] | None:
 
 def _simple_init(tensor: torch.Tensor) -> str | dict[str, Any] | None:
     """An ``init`` that reproduces ``tensor`` exactly (zeros, ones, constant, sinusoidal, tril), or None."""
-    if tensor.device.type == "meta" or not tensor.is_floating_point():
+    if tensor.device.type == "meta":
         return None
     with torch.no_grad():
+        if not tensor.is_floating_point():
+            return "zeros" if bool((tensor == 0).all()) else "ones" if bool((tensor == 1).all()) else None
         if tensor.numel() == 0 or bool((tensor == 0).all()):
             return "zeros"
         if bool((tensor == 1).all()):
@@ -156,13 +160,14 @@ class _Walker:
             if child is None:
                 continue
             child_path = f"{path}.{name}" if path else name
-            if id(child) in seen:
+            if id(child) in seen and any(True for _ in child.buffers()):
+                # its parameters are shared again by ``tie:`` (see emit); buffers have no tie
                 self.notes.append(
                     ModelWarning(
                         child_path,
-                        f"is the same module as {seen[id(child)]}; the spec "
-                        "builds an independent copy (the weights load, the tying is lost)",
-                        "call one layer twice in a Graph's forward to share it",
+                        f"is the same module as {seen[id(child)]}; the spec ties its parameters "
+                        "but builds independent copies of its buffers (running statistics diverge in training)",
+                        "call one layer twice in a Graph's forward to share it whole",
                     )
                 )
             seen.setdefault(id(child), child_path)
@@ -180,28 +185,32 @@ class _Walker:
     def tensor(
         self, tensor: torch.Tensor, path: str, *, buffer: bool, owner: nn.Module, persistent: bool = True
     ) -> dict[str, Any]:
-        if not tensor.is_floating_point():
+        where_ = f"{path} ({type(owner).__name__}.{path.rsplit('.', 1)[-1]})"
+        dtype = str(tensor.dtype).removeprefix("torch.")
+        if not tensor.is_floating_point() and (not buffer or dtype not in BUFFER_DTYPES):
+            kinds = "parameter" if not buffer else "buffer"
             raise EmitError(
-                f"{path} ({type(owner).__name__}.{path.rsplit('.', 1)[-1]}): a {'buffer' if buffer else 'parameter'} "
-                f"of dtype {tensor.dtype} cannot be written in a spec (Graph tensors are floating point)"
+                f"{where_}: a {kinds} of dtype {tensor.dtype} cannot be written in a spec (Graph parameters are "
+                f"floating point; buffers may also be {', '.join(d for d in BUFFER_DTYPES if 'float' not in d)})"
                 "\n    hint: compute it in forward (e.g. arange), or keep it inside a registered layer"
             )
-        self.dtypes.add(tensor.dtype)
+        if tensor.is_floating_point():
+            self.dtypes.add(tensor.dtype)
         init = _simple_init(tensor)
         if init is None:
-            init = "zeros"
             if buffer and not persistent:
-                self.notes.append(
-                    ModelWarning(
-                        path,
-                        "is a non-persistent buffer whose values no init reproduces "
-                        "(they are not in the state_dict); the rebuilt model starts it at zeros",
-                        "make it persistent, or compute it in forward",
-                    )
+                raise EmitError(
+                    f"{where_}: a non-persistent buffer whose values no init reproduces (zeros, ones, a constant, "
+                    "sinusoidal, tril); they are not in the state_dict, so the rebuilt model would compute with "
+                    "other values\n    hint: make it persistent (register_buffer(..., persistent=True)), or compute "
+                    "it in forward"
                 )
+            init = "zeros"  # the values come with the state_dict
         spec: dict[str, Any] = {"shape": list(tensor.shape), "init": init}
         if buffer and not persistent:
             spec["persistent"] = False
+        if not tensor.is_floating_point():
+            spec["dtype"] = dtype
         return spec
 
     def graph(self, module: nn.Module, path: str) -> dict[str, Any]:

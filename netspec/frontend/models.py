@@ -108,6 +108,10 @@ class ModuleDictNode(_Strict, _Conditional):
     layers: dict[str, Node]
 
 
+DType = Literal["float32", "float64", "float16", "bfloat16", "int64", "int32", "bool"]
+DTYPE_NAMES: tuple[str, ...] = get_args(DType)  # netspec.compiler.meta maps them to torch dtypes
+
+
 class TensorSpec(_Strict):
     """A tensor a Graph (or ParameterList/Dict) owns: its shape and how it is initialised."""
 
@@ -117,9 +121,12 @@ class TensorSpec(_Strict):
 
 
 class BufferSpec(_Strict):
+    """A buffer a Graph owns; ``dtype`` (default: the build's) fixes it, e.g. ``int64`` for a counter."""
+
     shape: list[IntOrRef]
     init: StrictStr | dict[str, Any] = "zeros"
     persistent: BoolOrRef = True
+    dtype: DType | None = None
 
 
 class ParameterListNode(_Strict, _Conditional):
@@ -235,8 +242,6 @@ for _cls in (SequentialNode, ModuleListNode, ModuleDictNode, GraphNode, RepeatIt
 
 ParamType = Literal["int", "float", "bool", "str", "list", "dict", "node", "any"]
 PARAM_TYPES: tuple[str, ...] = get_args(ParamType)
-DType = Literal["float32", "float64", "float16", "bfloat16", "int64", "int32", "bool"]
-DTYPE_NAMES: tuple[str, ...] = get_args(DType)  # netspec.compiler.meta maps them to torch dtypes
 
 
 class ParamDecl(_Strict):
