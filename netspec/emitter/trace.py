@@ -274,8 +274,7 @@ def trace(
                     "(netspec check lists every such attribute)"
                 ) from err
             raise EmitError(
-                f"{where(path, module)}: forward cannot be traced: {reason}{_user_line(err)}"
-                f"\n    hint: {TRACE_HINT}"
+                f"{where(path, module)}: forward cannot be traced: {reason}{_user_line(err)}\n    hint: {TRACE_HINT}"
             ) from err
     updates = {mode: _buffer_updates(graph, module) for mode, graph in graphs.items()}
     modes: dict[fx.Node, Any] = {}
