@@ -42,7 +42,7 @@ def figures(spec: Spec) -> Figures:
         tuple(inp.shape) if inp else None,
         DTYPES[inp.dtype] if inp else torch.float32,
         depth=0,
-        shapes=spec.inferred.shapes,
+        calls=spec.inferred.calls,
     )
     weight_bytes = sum(sizes_in_bytes(spec.inferred.tensors, None).values())
     return Figures(summary.total_params, summary.total_macs, weight_bytes, spec.fingerprint)

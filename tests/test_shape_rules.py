@@ -124,3 +124,24 @@ def test_lazy_layers_take_their_sizes_from_the_input_and_build_seeded() -> None:
     x = torch.randn(2, 2, 9, 9)
     built.model.eval()
     assert torch.equal(built.model(x), reference(x))
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32])
+def test_embedding_rule_equals_torch_on_integer_indices(dtype: torch.dtype) -> None:
+    layer = nn.Embedding(10, 6, device="meta", dtype=torch.float64)
+    x = torch.zeros(2, 3, 4, dtype=dtype, device="meta")
+    out = shapes.layer_output(layer, (x,))
+    assert out is not None
+    real = nn.Embedding(10, 6, dtype=torch.float64)(torch.zeros(2, 3, 4, dtype=dtype))
+    assert (out.shape, out.dtype, out.device.type) == (real.shape, real.dtype, "meta")
+
+
+def test_embedding_on_float_indices_is_left_to_torch_and_reported() -> None:
+    assert shapes.embedding_output(nn.Embedding(10, 6), (torch.zeros(2, 3),)) is None
+    spec = {
+        "netspec": 1,
+        "input": {"shape": [3]},
+        "model": {"type": "Embedding", "num_embeddings": 10, "embedding_dim": 6},
+    }
+    with pytest.raises(netspec.SpecError, match=r"Embedding failed on input \[B, 3\] from the input: .*Long, Int"):
+        netspec.read(spec)

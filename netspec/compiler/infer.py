@@ -25,6 +25,8 @@ from ..catalog.checks import check_layer
 from ..errors import Problem, ProblemList, SpecError, first_line
 from ..frontend.source import Source
 from .allowlists import FACTORIES
+from .batchdims import label_problems
+from .calls import CallLog
 from .construct import assemble, build_tree, construct_layer, copy_graphs, make_tensor
 from .meta import (
     CHANNEL_ARGS,
@@ -40,10 +42,11 @@ from .meta import (
     shape_text,
     tensors_of,
 )
-from .shapes import ShapeRuleBug, SkipInit, function_output, output_shape, output_shapes
+from .shapes import ShapeRuleBug, SkipInit, function_output, layer_output, output_shapes
 from .statements import compile_statements, route
 from .tree import RNode
 
+Ran = tuple[nn.Module | None, Any]  # a node's module and its output
 FAILED: Any = object()  # a Graph run stopped at a reported problem (None is a legitimate output)
 
 
@@ -57,6 +60,7 @@ class Inferred:
     warnings: list[Problem] = field(default_factory=list)
     tensors: dict[str, list[tuple[int, torch.dtype]]] = field(default_factory=dict)  # module -> (numel, dtype)
     lazy_inputs: dict[str, tuple[torch.Size, ...]] = field(default_factory=dict)  # lazy layer -> its input shapes
+    calls: CallLog = field(default_factory=CallLog)  # every layer call and Graph statement, with shapes
     _meta_model: nn.Module | None = field(default=None, repr=False)
 
     @property
@@ -78,6 +82,7 @@ class Inferrer:
         self.cache: dict[Any, nn.Module] = {}
         self.has_input = False
         self.tensors: dict[str, list[tuple[int, torch.dtype]]] = {}
+        self.calls = CallLog()
         self.producers: dict[int, Producer] = {}
         self.lazy_inputs: dict[str, tuple[torch.Size, ...]] = {}
         self._alive: list[Any] = []  # keeps tensors alive so id() keys stay unique
@@ -113,15 +118,21 @@ class Inferrer:
         if node.kind == "layer":
             module = self.layer(node, args)
         elif node.kind == "Sequential" and args is not None:
-            return self.sequential(node, args, kwargs)
+            return self.walked(node, args, self.sequential(node, args, kwargs))
         elif node.kind == "Graph":
-            return self.graph(node, args, kwargs)
+            return self.walked(node, args, self.graph(node, args, kwargs))
         else:
             module = self.container(node)
         if module is None:
             return None, None
         self.built[node.name] = module
         return module, self.call(node, module, args, kwargs) if args is not None else None
+
+    def walked(self, node: RNode, args: tuple[Any, ...] | None, result: Ran) -> Ran:
+        """Log a Sequential or Graph that inference ran step by step (its input and output shapes)."""
+        if args is not None and result[0] is not None:
+            self.calls.layer(node.name, args, result[1], forward=False)
+        return result
 
     def layer(self, node: RNode, args: tuple[Any, ...] | None) -> nn.Module | None:
         layer = node.layer
@@ -231,11 +242,8 @@ class Inferrer:
     def call(self, node: RNode, module: nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None) -> Any:
         lazy = _is_lazy(module)
         try:
-            shape = None if kwargs else output_shape(module, args)
-            if shape is not None:
-                out = torch.empty(shape, dtype=args[0].dtype, device=META)
-            else:
-                out = module(*args, **(kwargs or {}))
+            fast = None if kwargs else layer_output(module, args)
+            out = fast if fast is not None else module(*args, **(kwargs or {}))
         except ShapeRuleBug:
             raise  # netspec's own bug: the internal-error path, not the user's problem list
         except Exception as err:  # noqa: BLE001 - the layer's forward (a registered class) may raise anything
@@ -245,6 +253,7 @@ class Inferrer:
             self.problem(node, f"{node.type_name} failed on input {inputs or 'of this call'}: {first_line(err)}")
             return None
         self.shapes[node.name] = output_shapes(out)
+        self.calls.layer(node.name, args, out)
         if lazy:
             # Its first input fixed its sizes: the real build materialises the same ones (construct.materialize_lazy).
             self.lazy_inputs[node.name] = tuple(a.shape for a in args if isinstance(a, torch.Tensor))
@@ -394,6 +403,7 @@ class Inferrer:
                     if env[n] is None and n.op == "call_module":
                         return FAILED  # the child reported its own problem
                     if n.op != "call_module":
+                        self.calls.statement(node.name, n, a, kw, env[n])
                         self.mark(env[n], Producer(f"statement '{stmt_text.strip()}'"))
             except ShapeRuleBug:
                 raise
@@ -454,11 +464,12 @@ def _is_lazy(module: nn.Module) -> bool:
 def infer(
     root: RNode, source: Source, input_shape: tuple[int, ...] | None, input_dtype: str = "float32", batch: int = 2
 ) -> Inferred:
-    """Run inference over a copy of ``root``; raises ``SpecError`` with every problem found.
+    """Run inference over a copy of ``root``; raises ``SpecError`` with every problem found, the batch
+    written as B in its messages (at the default batch, from a second run at ``batch + 1``).
 
     ``root`` is left as resolve made it: the returned ``Inferred.root`` is a new tree.
     """
-    root = root.copy()
+    original, root = root, root.copy()
     problems = ProblemList()
     inferrer = Inferrer(source, problems)
     args = None
@@ -476,7 +487,10 @@ def infer(
         inferrer.has_input = True
     with torch.no_grad():
         module, _ = inferrer.node(root, args)
+    if problems.errors and input_shape is not None and batch == 2:
+        label_problems(problems, lambda b: infer(original, source, input_shape, input_dtype, b), batch, batch + 1)
     problems.raise_if_errors()
     if module is None:
         raise RuntimeError("inference produced no model without reporting a problem")  # internal invariant
-    return Inferred(root, inferrer.graphs, inferrer.shapes, problems.warnings, inferrer.tensors, inferrer.lazy_inputs)
+    found = inferrer
+    return Inferred(root, found.graphs, found.shapes, problems.warnings, found.tensors, found.lazy_inputs, found.calls)

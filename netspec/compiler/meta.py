@@ -44,7 +44,9 @@ def dims(t: torch.Tensor) -> str:
 
 
 def shape_text(shape: torch.Size | tuple[int, ...]) -> str:
-    return "[" + ", ".join(["B", *(str(d) for d in shape[1:])]) + "]"
+    """A probe's shape in a message, every dim a number: ``infer`` rewrites the batch ones as B afterwards
+    (``batchdims.label_problems``)."""
+    return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
 @dataclass

@@ -267,6 +267,26 @@ def output_shape(module: nn.Module, inputs: Sequence[object]) -> Shape | None:
         ) from err
 
 
+def embedding_output(module: nn.Module, inputs: Sequence[object]) -> tuple[Shape, torch.dtype] | None:
+    """``nn.Embedding`` on int64/int32 indices: ``(*indices, embedding_dim)`` in the weight's dtype; None
+    otherwise (torch then runs it, and words its own error for float indices). Its meta kernel checks
+    sizes through ``torch._check``, whose first use imports sympy."""
+    if not isinstance(module, nn.Embedding) or type(module).forward is not nn.Embedding.forward:
+        return None
+    if len(inputs) != 1 or not isinstance(inputs[0], torch.Tensor) or inputs[0].dtype not in (torch.int64, torch.int32):
+        return None
+    return (*inputs[0].shape, module.embedding_dim), module.weight.dtype
+
+
+def layer_output(module: nn.Module, inputs: Sequence[object]) -> torch.Tensor | None:
+    """The layer's output as a meta tensor from its rule (``output_shape``, ``embedding_output``), or None."""
+    shape = output_shape(module, inputs)
+    if shape is not None:
+        return torch.empty(shape, dtype=inputs[0].dtype, device="meta")  # type: ignore[union-attr]
+    indexed = embedding_output(module, inputs)
+    return None if indexed is None else torch.empty(indexed[0], dtype=indexed[1], device="meta")
+
+
 def _broadcast(shapes: Sequence[Shape]) -> Shape:
     rank = max(len(s) for s in shapes)
     out = []

@@ -164,15 +164,24 @@ def _count(n: int | None) -> str:
     return str(n)
 
 
-# The summary runs a batch of 2 on meta tensors: a leading 2 is the batch dimension, shown as B
-# (batch 1 could not tell a batch dim from a real size-1 dim, and BatchNorm refuses it in training).
+# Inference runs a batch of 2 on meta tensors (batch 1 could not tell a batch dim from a real size-1 dim,
+# and BatchNorm refuses it in training), and the summary a second probe at 3: a dim that changes with the
+# batch is shown as B (``netspec.summary.batch``). Without the second probe a leading 2 is taken for B.
 TRACE_BATCH = 2
+SECOND_BATCH = 3
+
+
+def _labelled(shape: Any) -> bool:
+    """A shape whose dims were told apart across the two probes: every dim a string ("B", "64", "32B")."""
+    return isinstance(shape, tuple) and bool(shape) and all(isinstance(d, str) for d in shape)
 
 
 def format_shape(shape: Any) -> str:
-    """A traced shape as the table prints it: ``[B, 64, 56, 56]``, nested for tuple and dict outputs."""
+    """A shape as the table prints it: ``[B, 64, 56, 56]``, ``[2, B, 32]``, nested for tuple and dict outputs."""
     if shape is None:
         return "-"
+    if _labelled(shape):
+        return "[" + ", ".join(shape) + "]"
     if isinstance(shape, tuple) and all(isinstance(d, int) for d in shape):
         dims = ["B", *map(str, shape[1:])] if shape and shape[0] == TRACE_BATCH else list(map(str, shape))
         return "[" + ", ".join(dims) + "]"
@@ -184,7 +193,9 @@ def format_shape(shape: Any) -> str:
 
 
 def _json_shape(shape: Any) -> Any:
-    """The table's shape as JSON: the traced batch dimension is "B", as in the table, not the trace's 2."""
+    """The table's shape as JSON: sizes as numbers, the batch dimension as "B" (or "32B"), as in the table."""
+    if _labelled(shape):
+        return [int(d) if d.isdigit() else d for d in shape]
     if isinstance(shape, tuple) and all(isinstance(d, int) for d in shape):
         return ["B", *shape[1:]] if shape and shape[0] == TRACE_BATCH else list(shape)
     if isinstance(shape, dict):
