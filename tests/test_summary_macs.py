@@ -185,3 +185,15 @@ def test_the_summary_of_a_llama_spec_imports_no_dynamo() -> None:
     macs, dynamo = out.stdout.split()
     assert int(macs) > 0
     assert dynamo == "False"
+
+
+def test_every_statement_function_is_classified() -> None:
+    """A function added to the Graph allow-list must be given a rule, a zero, or a known lack of one."""
+    from netspec.compiler.allowlists import FUNCTIONS, TENSOR_METHODS
+    from netspec.summary.macs import STATEMENT_RULES, UNCOUNTED_FUNCTIONS, ZERO_FUNCTIONS
+
+    for name, fn in FUNCTIONS.items():
+        kinds = [fn in STATEMENT_RULES, name in ZERO_FUNCTIONS, name in UNCOUNTED_FUNCTIONS]
+        assert kinds.count(True) == 1, (name, kinds)
+    assert not ZERO_FUNCTIONS - set(FUNCTIONS)
+    assert "matmul" in STATEMENT_RULES and "matmul" in TENSOR_METHODS
