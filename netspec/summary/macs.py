@@ -24,7 +24,16 @@ import torch.nn.functional as F
 import torch.nn.modules as modules
 
 from ..catalog.layers import StochasticDepth
-from ..compiler.allowlists import BINARY_OPS, COMPARE_OPS, FUNCTIONS, TENSOR_METHODS, UNARY_OPS, mode_select, route
+from ..compiler.allowlists import (
+    BINARY_OPS,
+    BUFFER_UPDATES,
+    COMPARE_OPS,
+    FUNCTIONS,
+    TENSOR_METHODS,
+    UNARY_OPS,
+    mode_select,
+    route,
+)
 from ..compiler.calls import CallLog, LayerCall, StatementCall, TensorShape
 
 Shape = tuple[int, ...]
@@ -202,6 +211,7 @@ ZERO_STATEMENTS: frozenset[Any] = frozenset(
     {FUNCTIONS[n] for n in ZERO_FUNCTIONS if n in FUNCTIONS}
     | {f for f in (*BINARY_OPS.values(), *UNARY_OPS.values(), *COMPARE_OPS.values()) if f not in STATEMENT_RULES}
     | {m for m in TENSOR_METHODS if m not in STATEMENT_RULES}
+    | BUFFER_UPDATES  # num_batches_tracked.add_(1)
     | {getattr, operator.getitem, route, mode_select}
 )
 
