@@ -10,7 +10,10 @@ Sections, each against hand-written PyTorch measured in the same run:
     ``torch.device("meta")``; (2) in-process read + build on meta against the hand-written meta
     build (median of paired rounds, ``timing.median_times``); (3) ``netspec plan`` of the 70B
     spec at ``--world 8``, in-process and as a command; (4) a two-process CPU (gloo) FSDP build
-    of the ~100M-parameter spec against the same model sharded by hand (bench/fsdp_build_job.py).
+    of the ~100M-parameter spec against the same model sharded by hand (bench/fsdp_build_job.py);
+    (5) the per-rank memory of FSDP's init (bench/fsdp_init_job.py): the full tensors alive at
+    once while a 2-rank build initialises an LSTM and an attention layer, replayed one tensor at
+    a time against each layer constructed whole.
 
 CPU seconds are reported beside wall seconds: on a shared machine the wall clock also counts
 other people's processes. Targets: 7B summary <= 2 s and <= 500 MB, read+build <= 10x the
@@ -147,6 +150,31 @@ def section_fsdp() -> list[str]:
     return rows
 
 
+def section_fsdp_init() -> list[str]:
+    """Per-rank memory of FSDP's init: each layer replayed one tensor at a time, against built whole."""
+    head = (
+        "| 2-rank FSDP init, LSTM + attention, 37.8M params | full tensors alive at peak, MiB | peak RSS growth, MiB |"
+    )
+    rows = [head, "|---|---|---|"]
+    with tempfile.TemporaryDirectory() as tmp:
+        found = {}
+        for mode in ("tensor", "layer"):
+            out = Path(tmp) / f"{mode}.json"
+            launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+            run_process([*launcher, str(BENCH / "fsdp_init_job.py"), mode, str(out)])
+            found[mode] = json.loads(out.read_text())
+        labels = {"tensor": "netspec.build: one tensor at a time", "layer": "each layer constructed whole (before)"}
+        for mode, label in labels.items():
+            ranks = found[mode]["ranks"]
+            peak = max(r["peak"] for r in ranks) / 2**20
+            rss = max(r["rss_kib"] for r in ranks) / 1024
+            rows.append(f"| {label} | {peak:.0f} | {rss:.0f} |")
+        rank = found["tensor"]["ranks"][0]
+        shards, largest = rank["shards"] / 2**20, rank["largest"] / 2**20
+        rows.append(f"| one rank's shards / the largest parameter | {shards:.0f} / {largest:.0f} | |")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -157,7 +185,7 @@ def main() -> None:
         ("Meta build + summary (the CLI)", lambda: section_summary(runs)),
         ("Read + build on meta, in-process", lambda: section_inprocess(runs)),
         ("Plan", lambda: section_plan(runs)),
-        *((("FSDP build", section_fsdp),) if not args.quick else ()),
+        *((("FSDP build", section_fsdp), ("FSDP init memory", section_fsdp_init)) if not args.quick else ()),
     ):
         print(f"## {title}\n")
         print("\n".join(make()) + "\n", flush=True)

@@ -262,3 +262,32 @@ def test_a_tie_split_by_the_shard_patterns_is_reported_at_the_tie(tmp_path: Path
     whole = write_spec_file(tmp_path, TIE_SPEC.replace("shard: [lm_head]", "shard: []"), "root.yaml")
     plan = netspec.plan(whole, world_size=2)
     assert plan.units[0].tensors == 1 and plan.parameters == 5 * 4 * 4  # the shared [10, 4] tensor, once
+
+
+CONTAINERS = """\
+netspec: 1
+model:
+  type: ModuleDict
+  layers:
+    blocks:
+      type: ModuleList
+      repeat: 2
+      layer: {type: Linear, in_features: 4, out_features: 4}
+    head: {type: Linear, in_features: 4, out_features: 2}
+distributed:
+  strategy: fsdp
+  shard: [blocks, head]
+"""
+
+
+def test_a_unit_without_a_forward_is_refused_at_its_pattern_and_the_root_at_the_model(tmp_path: Path) -> None:
+    """fully_shard raises a bare ValueError for a ModuleList or ModuleDict: netspec says where, before sharding."""
+    path = write_spec_file(tmp_path, CONTAINERS)
+    with pytest.raises(netspec.SpecError) as info:
+        netspec.plan(path, world_size=2)
+    shown = assert_problem(
+        info.value, file=path, line=12, path="distributed.shard.0", words=("FSDP cannot shard 'blocks'", "ModuleList")
+    )
+    assert "'blocks.*' rather than 'blocks'" in shown
+    assert_problem(info.value, file=path, line=3, path="model.type", words=("the root model", "ModuleDict", "Graph"))
+    assert len(info.value.problems) == 2  # head (a Linear) is fine

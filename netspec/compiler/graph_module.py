@@ -4,19 +4,24 @@ In: the fx graph ``statements`` produced (run-time branches marked in ``node.met
 ``BRANCH``/``JOIN``), the built children and the Graph's own tensors. Out: ``make_graph_module``'s
 ``CompiledGraph``, a module whose ``forward`` is the Python a person writes: ``if training:``
 branches, ModuleList/Sequential elements fetched once per call, spec-order registration; it
-pickles its fx graph as records and hands TorchScript a plain equivalent.
+pickles its fx graph as records and hands TorchScript a plain equivalent. Graph modules with
+the same graph share one class and its compiled ``forward`` (``code_cache``): the code is
+generated once per distinct graph, not once per instance and again per parent.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 import torch
 import torch.fx as fx
 import torch.nn as nn
+from torch.fx.experimental import _config as fx_config
 
+from .code_cache import CLASSES, Generated, code_key, positions_key
 from .graph_records import NodeRecord, graph_from_records, graph_records
 
 # node.meta keys of a run-time ``a if training else b``: each branch node carries (join id, branch), the
@@ -142,6 +147,56 @@ class CompiledGraph(fx.GraphModule):
     equivalent GraphModule with fx's plain code (same children and tensors, not copies).
     """
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        # fx makes a class per instance (its forward is installed on the class). Identical graphs share
+        # one (code_cache): made, generated and compiled for the first, reused by the others.
+        key = _PENDING_KEY.get()
+        shared = CLASSES.get(key) if key is not None else None
+        if shared is not None:
+            return nn.Module.__new__(shared)
+        return super().__new__(cls, *args, **kwargs)
+
+    def recompile(self) -> Any:
+        """fx's ``recompile``, once per distinct graph: an instance of a class already holding this
+        graph's code (an identical block, or this one again when its parent recompiles its children)
+        only takes the generated source. A graph edited after construction gets a class of its own."""
+        first = "_code" not in self.__dict__  # inside the constructor (make_graph_module's call)
+        extra = self.__dict__.get("_netspec_extra")
+        if first and extra is None:
+            key = _PENDING_KEY.get()  # make_graph_module computed it from this very graph
+        else:
+            key = code_key(self._graph, extra) if extra is not None else None
+        cls = type(self)
+        mine = cls.__dict__.get("_netspec_key")
+        if key is not None and mine == key and not fx_config.enrich_profiler_metadata:
+            generated: Generated = cls.__dict__["_netspec_generated"]
+            self._code, self._lineno_map, self._prologue_start = (
+                generated.src,
+                generated.lineno_map,
+                generated.prologue_start,
+            )
+            return generated.python_code
+        if mine is not None:  # a shared class, and this graph is no longer its graph: a class of its own
+            self.__class__ = own_class(cls)
+            cls = type(self)
+        # GraphModule.recompile also recompiles every GraphModule child; in the constructor they were just
+        # compiled themselves (make_graph_module builds children first), so that would only do it twice.
+        self.__dict__["_netspec_skip_children"] = first
+        try:
+            python_code = super().recompile()
+        finally:
+            del self.__dict__["_netspec_skip_children"]
+        if key is not None and not fx_config.enrich_profiler_metadata:
+            cls._netspec_key = key
+            cls._netspec_generated = Generated(self._code, self._lineno_map, self._prologue_start, python_code)
+            CLASSES.put(key, cls)
+        return python_code
+
+    def _recompile_submodules(self) -> list[tuple[str, Any]]:
+        if self.__dict__.get("_netspec_skip_children"):
+            return []
+        return super()._recompile_submodules()
+
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickle the fx graph itself (``graph_records``), the children, tensors and module state:
         fx's own ``GraphModule.__reduce__`` re-traces the generated code on load, which loses the
@@ -166,7 +221,24 @@ class CompiledGraph(fx.GraphModule):
 
 
 # What GraphModule's constructor sets from the graph (code, line map, tracer): rebuilt, not pickled.
-_REBUILT_BY_FX = frozenset({"_graph", "_code", "_lineno_map", "_prologue_start", "_tracer_cls", "_tracer_extras"})
+_REBUILT_BY_FX = frozenset(
+    {"_graph", "_code", "_lineno_map", "_prologue_start", "_tracer_cls", "_tracer_extras", "_netspec_extra"}
+)
+# The code key of the CompiledGraph being constructed (its graph, class name and hoisting positions):
+# __new__ and the first recompile run inside the constructor, before make_graph_module can set anything
+# on the instance; later recompiles compute it again from the graph as it is then.
+_PENDING_KEY: ContextVar[Hashable | None] = ContextVar("netspec_pending_key", default=None)
+
+
+def own_class(shared: type) -> type:
+    """A fresh per-instance class below the shared one's base, as ``fx.GraphModule.__new__`` makes."""
+    base = shared.__mro__[1]
+
+    class GraphModuleImpl(base):  # type: ignore[misc, valid-type]
+        pass
+
+    GraphModuleImpl.__name__ = shared.__name__
+    return GraphModuleImpl
 
 
 def _rebuild_compiled_graph(
@@ -200,9 +272,18 @@ def make_graph_module(
             root.register_buffer(name, tensor, persistent=buffers_persistent.get(name, True))
     graph.on_generate_code(lambda previous: _branch_codegen(graph, previous))
     if fast:
-        graph.on_generate_code(_fast_codegen(hoistable_positions(children)))
-    kind = CompiledGraph if fast else fx.GraphModule
-    gm = kind(root, graph, class_name=class_name)  # generates and compiles forward once
+        positions = hoistable_positions(children)
+        graph.on_generate_code(_fast_codegen(positions))
+        extra = (class_name, positions_key(positions))  # what the code depends on besides the graph
+        key = code_key(graph, extra)
+        token = _PENDING_KEY.set(key)
+        try:
+            gm: fx.GraphModule = CompiledGraph(root, graph, class_name=class_name)  # forward: generated or shared
+        finally:
+            _PENDING_KEY.reset(token)
+        gm._netspec_extra = extra
+    else:
+        gm = fx.GraphModule(root, graph, class_name=class_name)
     # GraphModule copies only what the graph references, in graph order, and fills dotted targets
     # ("blocks.0") with plain nn.Modules: register exactly the spec's children and tensors instead.
     for table in ("_modules", "_parameters", "_buffers"):

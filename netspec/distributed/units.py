@@ -4,7 +4,8 @@ In: a model (built on meta, so nothing is allocated), the ``DistributedSpec`` an
 ``Source``. Out: the unit module names, bottom-up (deepest first; the root is always the
 last unit), or problems: a ``shard`` pattern that matches no module (with the closest
 names), a tied parameter whose names fall in different units, a mixed-precision dtype the
-device cannot all-gather or reduce in. ``netspec plan`` uses the same functions, so a spec
+device cannot all-gather or reduce in, a unit without a forward of its own (a ModuleList or
+ModuleDict, which ``fully_shard`` refuses). ``netspec plan`` uses the same functions, so a spec
 that plans builds.
 
 A pattern is matched against whole module names (``layers.*`` selects ``layers.0``); each
@@ -47,10 +48,30 @@ def unit_names(model: nn.Module, spec: DistributedSpec, source: Any, problems: P
             continue
         found = set(hits)
         outermost = [n for n in hits if not any(prefix in found for prefix in dotted_prefixes(n)[:-1])]
+        _check_forward(model, outermost, source, ("distributed", "shard", i), problems)
         chosen += [n for n in outermost if n not in chosen]
+    _check_forward(model, [""], source, ("model", "type") if _has(source, "model") else ("distributed",), problems)
     depth = {name: name.count(".") for name in chosen}
     order = {name: i for i, name in enumerate(modules)}
     return [*sorted(chosen, key=lambda n: (-depth[n], order[n])), ""]
+
+
+def _check_forward(
+    model: nn.Module, names: list[str], source: Any, path: tuple[str | int, ...], problems: ProblemList
+) -> None:
+    """``fully_shard`` refuses a module without a forward (a ModuleList, a ModuleDict): say so at the spec."""
+    bare = [n for n in names if type(model.get_submodule(n) if n else model).forward is nn.Module.forward]
+    if not bare:
+        return
+    what = ", ".join(repr(n) if n else "the root model" for n in bare[:3]) + (" ..." if len(bare) > 3 else "")
+    kind = type(model.get_submodule(bare[0]) if bare[0] else model).__name__
+    message = f"FSDP cannot shard {what}: a {kind} has no forward of its own, and fully_shard needs one"
+    hint = (
+        "make the model a Graph (or Sequential) that calls its layers"
+        if bare == [""]
+        else f"shard its elements instead ('{bare[0]}.*' rather than '{bare[0]}')"
+    )
+    problems.add(make_problem(source, path, message, hint))
 
 
 def owner_unit(name: str, units: list[str]) -> str:

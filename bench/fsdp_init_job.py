@@ -1,0 +1,100 @@
+"""One side of bench_scale.py's FSDP-init memory figure: ``torchrun --nproc-per-node 2 fsdp_init_job.py MODE OUT``.
+
+The spec: a 4-layer LSTM (1024 wide: eight 4096x1024 gate matrices, 16 MiB each in float32) and
+a MultiheadAttention (one 3072x1024 in-projection, one 1024x1024 out-projection), each one FSDP
+unit. MODE ``tensor``: ``netspec.build`` as it is (each layer's construction recorded on meta and
+replayed one tensor at a time). MODE ``layer``: the same build with the recording turned off, so
+each layer is constructed whole on the rank's device and then sharded (what netspec did before).
+
+Each rank counts, with a dispatch mode over torch's own ops, the bytes of every plain tensor
+storage created during the build while it is alive — the full tensors made to initialise shards
+(the shards themselves are allocated inside DTensor's dispatch, which the mode does not see) —
+and reports the peak, its own shards' bytes, and its peak RSS growth (``ru_maxrss``); rank 0
+writes them to OUT.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import resource
+import sys
+import weakref
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+import netspec
+from netspec.distributed.context import current
+
+# The module itself (netspec.distributed.materialize, the attribute, is the runtime's function).
+materialize = importlib.import_module("netspec.distributed.materialize")
+
+SPEC: dict[str, Any] = {
+    "netspec": 1,
+    "seed": 0,
+    "model": {
+        "type": "Graph",
+        "inputs": ["x"],
+        "layers": {
+            "rnn": {"type": "LSTM", "input_size": 1024, "hidden_size": 1024, "num_layers": 4},
+            "attention": {"type": "MultiheadAttention", "embed_dim": 1024, "num_heads": 8},
+        },
+        "forward": ["h = rnn(x)[0]", "y = attention(h, h, h)[0]"],
+        "outputs": "y",
+    },
+    "distributed": {"strategy": "fsdp", "shard": ["rnn", "attention"]},
+}
+
+
+class LiveBytes(TorchDispatchMode):
+    """Bytes of the real storages ops create while active, counted while alive; the peak."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live: dict[int, int] = {}
+        self.peak = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        seen = {id(t.untyped_storage()) for t in tree_flatten((args, kwargs or {}))[0] if isinstance(t, torch.Tensor)}
+        out = func(*args, **(kwargs or {}))
+        for tensor in tree_flatten(out)[0]:
+            if not isinstance(tensor, torch.Tensor) or tensor.is_meta or type(tensor) is not torch.Tensor:
+                continue
+            storage = tensor.untyped_storage()
+            if id(storage) not in seen and id(storage) not in self.live:
+                self.live[id(storage)] = storage.nbytes()
+                weakref.finalize(storage, self.live.pop, id(storage), None)
+        self.peak = max(self.peak, sum(self.live.values()))
+        return out
+
+
+def main(mode: str, out: Path) -> None:
+    current()  # torchrun's environment: gloo on the CPU
+    if mode == "layer":
+        materialize.record = lambda construct: None  # type: ignore[assignment]  # every layer built whole
+    dist.barrier()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    counter = LiveBytes()
+    with counter:
+        built = netspec.build(SPEC)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before  # KiB on Linux
+    model = built.model
+    shards = sum(p.to_local().numel() * p.element_size() for p in model.parameters())
+    largest = max(p.numel() * p.element_size() for p in model.parameters())
+    mine = {"peak": counter.peak, "shards": shards, "largest": largest, "rss_kib": rss}
+    everyone: list[dict[str, int]] = [{}] * dist.get_world_size()
+    dist.all_gather_object(everyone, mine)
+    if dist.get_rank() == 0:
+        params = sum(p.numel() for p in model.parameters())
+        out.write_text(json.dumps({"mode": mode, "parameters": params, "ranks": everyone}))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], Path(sys.argv[2]))
