@@ -139,3 +139,23 @@ def test_shared_instances_pickle_and_deepcopy() -> None:
     torch.testing.assert_close(copied(x), want, rtol=0, atol=0)
     assert type(copied.blocks[0]) is not type(model.blocks[0])
     assert [type(b).__name__ for b in model.blocks] == ["Block"] * 3  # the shared class is not renamed
+
+
+def test_an_eval_frozen_block_shares_the_code_and_an_edit_stays_its_own() -> None:
+    spec = _spec(repeat=2) | {"freeze": [{"type": "Inner", "eval": True}]}
+    model = netspec.build(spec).model.train()
+    first, second = model.blocks[0].inner, model.blocks[1].inner
+    assert not first.training and not second.training  # freeze: eval keeps them in eval mode
+    assert type(first) is type(second)
+    x = torch.randn(2, 6)
+    before = second(x)
+    for node in first.graph.nodes:
+        if node.target is operator.mul:
+            node.args = (node.args[0], 5)
+    first.recompile()
+    torch.testing.assert_close(first(x), torch.relu(first.fc(x)) * 5)
+    torch.testing.assert_close(second(x), before)  # the sibling (same eval-frozen class before) is unchanged
+    model.train()
+    assert not first.training and not second.training
+    fresh = netspec.build(_spec(repeat=1)).model.blocks[0].inner
+    torch.testing.assert_close(fresh(x), torch.relu(fresh.fc(x)) * 2)  # later builds get the original code

@@ -167,18 +167,21 @@ class CompiledGraph(fx.GraphModule):
         else:
             key = code_key(self._graph, extra) if extra is not None else None
         cls = type(self)
-        mine = cls.__dict__.get("_netspec_key")
-        if key is not None and mine == key and not fx_config.enrich_profiler_metadata:
-            generated: Generated = cls.__dict__["_netspec_generated"]
+        owner = _forward_owner(cls)
+        shared_key = owner.__dict__.get("_netspec_key") if owner is not None else None
+        if key is not None and shared_key == key and not fx_config.enrich_profiler_metadata:
+            generated: Generated = owner.__dict__["_netspec_generated"]  # type: ignore[union-attr]
             self._code, self._lineno_map, self._prologue_start = (
                 generated.src,
                 generated.lineno_map,
                 generated.prologue_start,
             )
             return generated.python_code
-        if mine is not None:  # a shared class, and this graph is no longer its graph: a class of its own
-            self.__class__ = own_class(cls)
-            cls = type(self)
+        if shared_key is not None:  # its forward is a shared one, and this graph is no longer that graph
+            self.__class__ = cls = private_class(cls)
+        # Share the class if fx just made it for this instance (an fx GraphModuleImpl, no forward yet).
+        # A subclass (eval-frozen by freeze:, FSDP's FSDP<Name>, a private class) is never shared.
+        fresh = owner is None and "forward" not in cls.__dict__ and cls.__mro__[1] is CompiledGraph
         # GraphModule.recompile also recompiles every GraphModule child; in the constructor they were just
         # compiled themselves (make_graph_module builds children first), so that would only do it twice.
         self.__dict__["_netspec_skip_children"] = first
@@ -186,7 +189,7 @@ class CompiledGraph(fx.GraphModule):
             python_code = super().recompile()
         finally:
             del self.__dict__["_netspec_skip_children"]
-        if key is not None and not fx_config.enrich_profiler_metadata:
+        if key is not None and fresh and not fx_config.enrich_profiler_metadata:
             cls._netspec_key = key
             cls._netspec_generated = Generated(self._code, self._lineno_map, self._prologue_start, python_code)
             CLASSES.put(key, cls)
@@ -230,15 +233,20 @@ _REBUILT_BY_FX = frozenset(
 _PENDING_KEY: ContextVar[Hashable | None] = ContextVar("netspec_pending_key", default=None)
 
 
-def own_class(shared: type) -> type:
-    """A fresh per-instance class below the shared one's base, as ``fx.GraphModule.__new__`` makes."""
-    base = shared.__mro__[1]
+def _forward_owner(cls: type) -> type | None:
+    """The class whose ``forward`` instances of ``cls`` run, if it is a shared one (``None`` otherwise)."""
+    for klass in cls.__mro__:
+        if "forward" in klass.__dict__:
+            return klass if "_netspec_key" in klass.__dict__ else None
+    return None
 
-    class GraphModuleImpl(base):  # type: ignore[misc, valid-type]
-        pass
 
-    GraphModuleImpl.__name__ = shared.__name__
-    return GraphModuleImpl
+def private_class(cls: type) -> type:
+    """A subclass of ``cls`` for one instance, on which fx installs that instance's own ``forward``. It
+    keeps ``cls``'s call wrapper: a second ``_WrappedCall`` would call the first one's ``super()`` in a
+    loop (the same reason ``training.freeze`` shares it)."""
+    namespace = {"_wrapped_call": cls._wrapped_call, "__module__": cls.__module__, "__qualname__": cls.__qualname__}  # type: ignore[attr-defined]
+    return type(cls.__name__, (cls,), namespace)
 
 
 def _rebuild_compiled_graph(
