@@ -145,6 +145,34 @@ def test_ties_checkpointing_and_the_average_are_selected_once_per_read(monkeypat
     assert torch.allclose(model.a.weight.grad, hand.a.weight.grad)
 
 
+def test_the_distributed_plan_reuses_the_read_time_training_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    import netspec.training.activations as activations
+    import netspec.training.average as average
+    import netspec.training.setup as setup
+    import netspec.training.tie as tie
+
+    calls: list[str] = []
+
+    def counting(name: str, real: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            calls.append(name)
+            return real(*args, **kwargs)
+
+        return wrapper
+
+    for module, name in ((setup, "_plan"), (tie, "check_ties"), (average, "check_average")):
+        monkeypatch.setattr(module, name, counting(name, getattr(module, name)))
+    monkeypatch.setattr(activations, "select_checkpointed", counting("select", activations.select_checkpointed))
+    spec = netspec.read({**TIED, "distributed": {"strategy": "fsdp"}})
+    calls.clear()
+    plan = netspec.plan(spec, world_size=2)
+    assert calls == [], f"netspec.plan resolved the training sections again: {calls}"
+    # The tie counts once (a.weight + a.bias + b.bias: 24 float32 elements, half per rank) and the frozen
+    # b.bias has no gradient; SGD without momentum keeps no state.
+    per_rank = plan.to_dict()["per_rank"]
+    assert (per_rank["parameters"], per_rank["gradients"], per_rank["optimizer_state"]) == (24 * 4 // 2, 20 * 4 // 2, 0)
+
+
 def test_a_read_time_training_error_is_reported_by_read_only() -> None:
     # swa without an optimizer is found when the spec is read, located at average.type; build never sees it.
     bad = {k: v for k, v in TIED.items() if k not in ("optimizer", "freeze")}

@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -40,8 +40,8 @@ import torch
 from ..errors import Problem, SpecError
 from ..frontend.distributed_models import DistributedSpec
 from ..training.kwargs import make_problem
-from ..training.setup import setup_training
-from .runtime import checked_meta_model
+from ..training.setup import apply_training
+from .runtime import checked_meta_model, training_plan
 from .units import DTYPE_NAMES, check_ties, owner_unit, unit_names
 
 SCALAR_BYTES = 4  # torch keeps ``step`` and friends as float32 scalar tensors
@@ -248,16 +248,10 @@ def plan_spec(
         check_ties(model, units, spec.source, problems)
     if problems.errors:
         raise SpecError(problems.errors)
-    doc = spec.document
-    training = setup_training(
-        model,
-        init=None,
-        freeze=doc.freeze,
-        optimizer=doc.optimizer,
-        scheduler=None,
-        source=spec.source,
-        base_dir=spec.base_dir,
-    )
+    # The optimizer (and which parameters it sees) as ``read`` planned it; nothing else of the set-up
+    # changes a rank's bytes, and init rules on meta would fill nothing.
+    optimizer_only = replace(training_plan(spec), init=[], scheduler=None, checkpointed=[], average=None)
+    training = apply_training(model, optimizer_only, source=spec.source, base_dir=spec.base_dir)
     optimizer = training.optimizer
     kind = type(optimizer).__name__ if optimizer is not None else None
     group_of: dict[int, Mapping[str, Any]] = {}

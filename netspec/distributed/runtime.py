@@ -27,9 +27,9 @@ from ..errors import ProblemList, SpecError
 from ..frontend.distributed_models import DistributedSpec
 from ..training.average import Averager, build_averager
 from ..training.kwargs import make_problem
-from ..training.setup import apply_init
+from ..training.setup import TrainingPlan, apply_init
 from ..training.sharded import is_sharded
-from ..training.tie import run_ties
+from ..training.tie import apply_ties
 from .context import DistContext
 from .materialize import build_meta_tracked, replay
 from .units import check_precision, check_ties, unit_names
@@ -71,13 +71,19 @@ def uninitialised_problems(spec: Any, model: nn.Module, unfilled: list[str], pro
         problems.add(make_problem(spec.source, tuple(path), message, hint))
 
 
+def training_plan(spec: Any) -> TrainingPlan:
+    """What ``netspec.read`` resolved of the spec's training sections (an empty plan when it has none)."""
+    return spec.training_plan if spec.training_plan is not None else TrainingPlan()
+
+
 def checked_meta_model(spec: Any, dtype: torch.dtype | None) -> tuple[nn.Module, ProblemList]:
     """The model on meta with the spec's ties applied (FSDP must see a shared tensor as one before it
-    shards), and the problems found so far: ties that cannot be made, tensors nothing initialises."""
+    shards; the ties were checked when the spec was read), and the problems found so far: tensors
+    nothing initialises."""
     inferred = spec.inferred
     model, unfilled = build_meta_tracked(inferred.root, copy_graphs(inferred.graphs), dtype, inferred.lazy_inputs)
     problems = ProblemList()
-    run_ties(model, spec.document.tie, spec.source, problems)
+    apply_ties(model, training_plan(spec).tie)
     uninitialised_problems(spec, model, unfilled, problems)
     return model, problems
 
@@ -97,7 +103,7 @@ def prepare_fsdp(
     param_dtype, reduce_dtype = check_precision(dspec, ctx.device, ctx.backend, spec.source, problems)
     if problems.errors:
         raise SpecError(problems.errors)
-    twin = copy.deepcopy(model) if spec.document.average is not None else None  # FSDP modules cannot be copied
+    twin = copy.deepcopy(model) if training_plan(spec).average is not None else None  # FSDP modules cannot be copied
     mesh = init_device_mesh(ctx.device.type, (ctx.world_size,))
     policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce_dtype)
     shard(model, units, mesh, dspec.reshard_after_forward, policy, ctx.device)
@@ -132,10 +138,11 @@ def shard_average(
 ) -> Averager | None:
     """``average:`` under FSDP: the ``AveragedModel`` is made from the meta copy (FSDP modules refuse
     ``deepcopy``), sharded like the model, and starts from the model's own shards."""
-    if spec.document.average is None or unsharded.model is None:
+    average_spec = training_plan(spec).average  # checked against the optimizer when the spec was read
+    if average_spec is None or unsharded.model is None:
         return None
     problems = ProblemList()
-    averager = build_averager(unsharded.model, spec.document.average, optimizer, spec.source, problems)
+    averager = build_averager(unsharded.model, average_spec, optimizer, spec.source, problems)
     if problems.errors or averager is None:
         raise SpecError(problems.errors)
     copy_module = averager.averaged.module
