@@ -264,7 +264,7 @@ def _build(
         model = wrap_ddp(model, ctx, spec.source)
     loss = None
     if spec.resolved.loss is not None:
-        loss_inferred = infer(spec.resolved.loss, spec.source, None)
+        loss_inferred = spec.inferred_loss or infer(spec.resolved.loss, spec.source, None)
         with device_fork(device) if keep_rng else nullcontext():
             loss = build_model(loss_inferred, spec.source, device, torch_dtype)
     strategy = None if dspec is None else dspec.strategy

@@ -45,6 +45,7 @@ class Spec:
         self.document = document
         self.resolved = resolved
         self.inferred = inferred
+        self.inferred_loss: Inferred | None = None  # the loss section, inferred at validation (build reuses it)
         self.training_warnings: list[Problem] = []
         self.reads_files = True  # False for a checkpoint's embedded spec: init: from: is refused unread
         # The training sections resolved against the model's names (None without any): made once, here.
@@ -148,6 +149,8 @@ def validate_source(source: Source, *, read_files: bool = True) -> Spec:
         resolved = resolve(document, source, substitution)
         shape, dtype = _input_shape(document, source)
         inferred = infer(resolved.root, source, shape, dtype)
+        # The loss is built by `build` from this same inference: what validation accepts, build accepts.
+        inferred_loss = infer(resolved.loss, source, None) if resolved.loss is not None else None
     except SpecError as err:
         # The model is broken, but training sections can still be checked on their own (names and
         # arguments of init functions, optimizers, schedulers): report those problems now too.
@@ -159,6 +162,7 @@ def validate_source(source: Source, *, read_files: bool = True) -> Spec:
         )
         raise SpecError([*err.problems, *(p for p in extra if p.severity == "error")]) from None
     spec = Spec(source, document, resolved, inferred)
+    spec.inferred_loss = inferred_loss
     spec.reads_files = read_files
     if any(getattr(document, key) is not None for key in TRAINING_SECTIONS):
         spec.training_plan, spec.training_warnings = _plan_training(spec)

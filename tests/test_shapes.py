@@ -9,7 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from netspec.compiler.shapes import SkipInit, function_output, output_shape
+from netspec.compiler.function_shapes import function_output
+from netspec.compiler.shapes import SkipInit, output_shape
 
 LAYERS = [
     (nn.Conv2d(3, 8, 3), (2, 3, 17, 19)),

@@ -9,6 +9,7 @@ in_features) live in ``shapes``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -70,12 +71,81 @@ def _conv(layer: LayerType, args: Mapping[str, Any]) -> list[Finding]:
             )
         elif "Transpose" in layer.name:
             found.append(("padding", f"{layer.name} takes a numeric padding, got {padding!r}", None))
+    if "Transpose" in layer.name:
+        found.extend(_output_padding(layer, args))
     groups = args.get("groups", 1)
     for name in ("in_channels", "out_channels"):
         channels = args.get(name)
         if isinstance(channels, int) and isinstance(groups, int) and groups > 0 and channels % groups:
             found.append((name, f"{name}={channels} is not divisible by groups={groups}", None))
     return found
+
+
+def _spatial_dims(layer: LayerType) -> int | None:
+    """1, 2 or 3 for ``Conv2d``, ``AdaptiveAvgPool3d``, ...; None for a name without ``Nd``."""
+    tail = layer.name[-2:]
+    return int(tail[0]) if tail in ("1d", "2d", "3d") else None
+
+
+def _per_dim(value: Any, n: int) -> list[Any] | None:
+    """An int or an n-list as n values, or None when it is neither (the type checks report that)."""
+    values = _values(value)
+    return (
+        values * n
+        if len(values) == 1 and not isinstance(value, (list, tuple))
+        else values
+        if len(values) == n
+        else None
+    )
+
+
+def _output_padding(layer: LayerType, args: Mapping[str, Any]) -> list[Finding]:
+    """torch's ConvTranspose forward: each ``output_padding`` must be smaller than its stride or its dilation."""
+    n = _spatial_dims(layer)
+    if n is None or "output_padding" not in args:
+        return []
+    padding = _per_dim(args["output_padding"], n)
+    stride = _per_dim(args.get("stride", 1), n)
+    dilation = _per_dim(args.get("dilation", 1), n)
+    if padding is None or stride is None or dilation is None:
+        return []
+    for p, s, d in zip(padding, stride, dilation, strict=True):
+        if all(isinstance(v, int) for v in (p, s, d)) and p >= s and p >= d:
+            message = (
+                f"output_padding must be smaller than stride or dilation in every dim, got "
+                f"output_padding={_yaml(args['output_padding'])} with stride={_yaml(args.get('stride', 1))}, "
+                f"dilation={_yaml(args.get('dilation', 1))}"
+            )
+            return [("output_padding", message, "output_padding picks one of the sizes a stride > 1 allows")]
+    return []
+
+
+def _yaml(value: Any) -> str:
+    """A value as the spec writes it: ``[null]``, not Python's ``(None,)``."""
+    return json.dumps(list(value) if isinstance(value, tuple) else value)
+
+
+def _adaptive_pool(layer: LayerType, args: Mapping[str, Any]) -> list[Finding]:
+    """``output_size`` as torch's adaptive pools take it: ``n`` sizes (or one int), ``None`` (keep that
+    dim's input size) only in the 2d and 3d pools, never negative."""
+    n = _spatial_dims(layer)
+    if n is None or "output_size" not in args:
+        return []
+    size = args["output_size"]
+    name = layer.name
+    if size is None:
+        return [
+            ("output_size", f"{name} needs an output_size, got null", f"e.g. output_size: {[1] * n if n > 1 else 1}")
+        ]
+    sizes = _values(size)
+    if isinstance(size, (list, tuple)) and len(sizes) != n:
+        return [("output_size", f"{name} output_size needs {n} size(s), got {len(sizes)}: {_yaml(size)}", None)]
+    if n == 1 and None in sizes:
+        hint = "None keeps a dim's input size only in the 2d and 3d pools; give the size, or use Identity"
+        return [("output_size", f"{name} output_size must be an integer, got {_yaml(size)}", hint)]
+    if any(isinstance(v, int) and not isinstance(v, bool) and v < 0 for v in sizes):
+        return [("output_size", f"{name} output_size must not be negative, got {_yaml(size)}", None)]
+    return []
 
 
 def _group_norm(layer: LayerType, args: Mapping[str, Any]) -> list[Finding]:
@@ -103,11 +173,16 @@ _BY_PREFIX: list[tuple[str, Callable[[LayerType, Mapping[str, Any]], list[Findin
     ("Conv", _conv),
     ("LazyConv", _conv),
     ("GroupNorm", _group_norm),
+    ("AdaptiveAvgPool", _adaptive_pool),
+    ("AdaptiveMaxPool", _adaptive_pool),
     ("MultiheadAttention", _divisible("embed_dim", "num_heads")),
     ("TransformerEncoderLayer", _divisible("d_model", "nhead")),
     ("TransformerDecoderLayer", _divisible("d_model", "nhead")),
     ("Transformer", _divisible("d_model", "nhead")),
 ]
+
+
+_FAMILIES = ("Conv", "LazyConv", "AdaptiveAvgPool", "AdaptiveMaxPool")  # prefixes that name a family of layers
 
 
 def check_layer(layer: LayerType, args: Mapping[str, Any]) -> list[Finding]:
@@ -116,6 +191,6 @@ def check_layer(layer: LayerType, args: Mapping[str, Any]) -> list[Finding]:
         return []
     found = _generic(layer, args)
     for prefix, check in _BY_PREFIX:
-        if layer.name == prefix or (layer.name.startswith(prefix) and prefix in ("Conv", "LazyConv")):
+        if layer.name == prefix or (layer.name.startswith(prefix) and prefix in _FAMILIES):
             found.extend(check(layer, args))
     return found

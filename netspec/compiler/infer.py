@@ -28,6 +28,8 @@ from .allowlists import FACTORIES
 from .batchdims import label_problems
 from .calls import CallLog
 from .construct import assemble, build_tree, construct_layer, copy_graphs, make_tensor
+from .function_shapes import function_output
+from .input_dtypes import input_dtype_problem
 from .meta import (
     CHANNEL_ARGS,
     DTYPES,
@@ -42,7 +44,8 @@ from .meta import (
     shape_text,
     tensors_of,
 )
-from .shapes import ShapeRuleBug, SkipInit, function_output, layer_output, output_shapes
+from .sequence_shapes import sequence_output
+from .shapes import ShapeRuleBug, SkipInit, layer_output, output_shapes
 from .statements import compile_statements, route
 from .tree import RNode
 
@@ -241,8 +244,21 @@ class Inferrer:
 
     def call(self, node: RNode, module: nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None) -> Any:
         lazy = _is_lazy(module)
+        wrong_dtype = input_dtype_problem(module, (*args, *(kwargs or {}).values()))
+        if wrong_dtype is not None:
+            first = next(a for a in (*args, *(kwargs or {}).values()) if isinstance(a, torch.Tensor))
+            source = self.producer(first).name
+            hint = (
+                "set input.dtype (e.g. float32), or convert in a Graph statement: h = x.float()"
+                if source == "the input"
+                else "convert in a Graph statement: h = x.float() (or x.long() for indices)"
+            )
+            self.problem(node, f"{wrong_dtype} (input {shape_text(first.shape)} from {source})", hint=hint)
+            return None
         try:
             fast = None if kwargs else layer_output(module, args)
+            if fast is None:
+                fast = sequence_output(module, args, kwargs or {})
             out = fast if fast is not None else module(*args, **(kwargs or {}))
         except ShapeRuleBug:
             raise  # netspec's own bug: the internal-error path, not the user's problem list
@@ -292,8 +308,9 @@ class Inferrer:
                     )
                 )
                 return None, None
+            reported = len(self.problems.errors)
             module, value = self.node(child, call_args, call_kwargs)
-            if module is None:
+            if module is None or len(self.problems.errors) > reported:
                 return None, None  # later steps have no input to infer from; their errors would be noise
             modules[child.name.rsplit(".", 1)[-1]] = module
             # The first step takes the Sequential's own inputs; each later one the previous output.

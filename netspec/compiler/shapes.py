@@ -17,20 +17,18 @@ the user's mistake.
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.overrides import TorchFunctionMode
 
 Shape = tuple[int, ...]
 
 
-class _NoRule(Exception):
-    pass
+class NoRule(Exception):
+    """No rule applies to this input (an unbatched conv, a mask argument): run the layer on meta instead."""
 
 
 class ShapeError(ValueError):
@@ -74,17 +72,17 @@ _SAME_SHAPE: tuple[type[nn.Module], ...] = (
 )
 
 
-def _dim(dim: object, ndim: int) -> int:
+def normal_dim(dim: object, ndim: int) -> int:
     """``dim`` normalised the way torch does, or torch's own error for one out of range."""
     if not isinstance(dim, int) or isinstance(dim, bool):
-        raise _NoRule
+        raise NoRule
     if not -max(ndim, 1) <= dim < max(ndim, 1):
         raise ShapeError(f"Dimension out of range (expected to be in range of [{-ndim}, {ndim - 1}], but got {dim})")
     return dim % max(ndim, 1)
 
 
-def _flat(x: Shape, start_dim: object, end_dim: object) -> Shape:
-    start, end = _dim(start_dim, len(x)), _dim(end_dim, len(x))
+def flat_shape(x: Shape, start_dim: object, end_dim: object) -> Shape:
+    start, end = normal_dim(start_dim, len(x)), normal_dim(end_dim, len(x))
     if start > end:
         raise ShapeError("flatten() has invalid args: start_dim cannot come after end_dim")
     return (*x[:start], math.prod(x[start : end + 1]), *x[end + 1 :])
@@ -97,7 +95,7 @@ def _tuple(value: int | Sequence[int], n: int) -> tuple[int, ...]:
 def _spatial(x: Shape, n: int, layer: str) -> tuple[Shape, Shape]:
     """Split a batched (N, C, *spatial) shape; unbatched inputs are left to the meta fallback."""
     if len(x) != n + 2:
-        raise _NoRule
+        raise NoRule
     return x[:2], x[2:]
 
 
@@ -127,6 +125,11 @@ def _pool(m: nn.Module, x: Shape, n: int) -> Shape:
     stride = _tuple(m.stride if m.stride is not None else m.kernel_size, n)  # type: ignore[arg-type]
     padding = _tuple(m.padding, n)  # type: ignore[arg-type]
     dilation = _tuple(getattr(m, "dilation", 1), n)  # type: ignore[arg-type]
+    if isinstance(m, nn.AvgPool3d) and any(size < k for size, k in zip(spatial, kernel, strict=True)):
+        raise ShapeError(
+            f"AvgPool3d needs an input at least as large as its kernel in every dim, padding not counted: "
+            f"input {list(spatial)}, kernel {list(kernel)}"
+        )
     out = []
     for size, k, s, p, d in zip(spatial, kernel, stride, padding, dilation, strict=True):
         if p > k // 2:
@@ -136,24 +139,47 @@ def _pool(m: nn.Module, x: Shape, n: int) -> Shape:
         if m.ceil_mode and (length - 1) * s >= size + p:  # type: ignore[attr-defined]
             length -= 1
         if length <= 0:
-            raise ShapeError(f"output size is too small: input {list(spatial)}, kernel {list(kernel)}")
+            raise ShapeError(
+                f"output size is too small: the window (kernel {list(kernel)}, dilation {list(dilation)}) is larger "
+                f"than the input {list(spatial)} padded by {list(padding)}"
+            )
         out.append(length)
     return (*head, *out)
+
+
+def _conv_transpose(m: nn.Module, x: Shape) -> Shape:
+    """``(in - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1`` per dim."""
+    n = len(m.kernel_size)  # type: ignore[arg-type]
+    (batch, channels), spatial = _spatial(x, n, type(m).__name__)
+    if channels != m.in_channels:
+        raise ShapeError(f"expected input with {m.in_channels} channels, got {channels}")
+    out = []
+    sizes = zip(spatial, m.kernel_size, m.stride, m.padding, m.dilation, m.output_padding, strict=True)  # type: ignore[arg-type]
+    for size, k, s, p, d, op in sizes:
+        if op >= s and op >= d:
+            raise ShapeError(f"output padding must be smaller than either stride or dilation, got {op}, {s}, {d}")
+        length = (size - 1) * s - 2 * p + d * (k - 1) + op + 1
+        if length <= 0:
+            raise ShapeError(f"output size is too small: input {list(spatial)} gives {length}")
+        out.append(length)
+    return (batch, m.out_channels, *out)  # type: ignore[return-value]
 
 
 def _adaptive(m: nn.Module, x: Shape, n: int) -> Shape:
     head, spatial = _spatial(x, n, type(m).__name__)
     sizes = _tuple(m.output_size, n)  # type: ignore[arg-type]
+    if len(sizes) != n or (n == 1 and None in sizes) or any(o is not None and o < 0 for o in sizes):
+        raise ShapeError(f"{type(m).__name__}: output_size {list(sizes)} is not {n} non-negative size(s)")
     return (*head, *(s if o is None else o for s, o in zip(spatial, sizes, strict=True)))
 
 
 def _flatten(m: nn.Flatten, x: Shape) -> Shape:
-    return _flat(x, m.start_dim, m.end_dim)
+    return flat_shape(x, m.start_dim, m.end_dim)
 
 
 def _softmax(m: nn.Module, x: Shape) -> Shape:
     if m.dim is not None:  # type: ignore[attr-defined]
-        _dim(m.dim, len(x))  # type: ignore[attr-defined]
+        normal_dim(m.dim, len(x))  # type: ignore[attr-defined]
     return x
 
 
@@ -173,8 +199,19 @@ def _batch_norm(m: nn.Module, x: Shape) -> Shape:
     return x
 
 
-def _rms_norm(m: nn.Module, x: Shape) -> Shape:
-    """RMSNorm normalises the trailing ``normalized_shape`` dims; running it on meta would load torch._dynamo."""
+def _group_norm(m: nn.Module, x: Shape) -> Shape:
+    if len(x) < 2:
+        raise ShapeError(f"Expected at least 2 dimensions for input tensor but received {len(x)}")
+    if x[1] % m.num_groups:  # type: ignore[operator]
+        raise ShapeError(f"Expected number of channels in input to be divisible by num_groups, got input {list(x)}")
+    if m.affine and x[1] != m.num_channels:  # type: ignore[attr-defined]
+        raise ShapeError(f"expected input with {m.num_channels} channels, got shape {list(x)}")
+    return x
+
+
+def _trailing_norm(m: nn.Module, x: Shape) -> Shape:
+    """LayerNorm and RMSNorm normalise the trailing ``normalized_shape`` dims; on meta they cost ~1 ms each
+    (torch's Python decompositions), RMSNorm's first use also loads torch._dynamo."""
     shape = tuple(m.normalized_shape)  # type: ignore[attr-defined,arg-type]
     if len(x) < len(shape) or tuple(x[len(x) - len(shape) :]) != shape:
         dims = ", ".join(str(d) for d in shape)
@@ -212,7 +249,12 @@ _RULES: dict[type[nn.Module], Callable[[nn.Module, Shape], Shape]] = {
     nn.BatchNorm1d: _batch_norm,
     nn.BatchNorm2d: _batch_norm,  # type: ignore[dict-item]
     nn.BatchNorm3d: _batch_norm,
-    **({nn.RMSNorm: _rms_norm} if hasattr(nn, "RMSNorm") else {}),  # torch >= 2.4
+    nn.ConvTranspose1d: _conv_transpose,
+    nn.ConvTranspose2d: _conv_transpose,
+    nn.ConvTranspose3d: _conv_transpose,
+    nn.LayerNorm: _trailing_norm,
+    nn.GroupNorm: _group_norm,
+    **({nn.RMSNorm: _trailing_norm} if hasattr(nn, "RMSNorm") else {}),  # torch >= 2.4
 }
 
 
@@ -256,7 +298,7 @@ def output_shape(module: nn.Module, inputs: Sequence[object]) -> Shape | None:
         return None
     try:
         return rule(module, tuple(inputs[0].shape))
-    except _NoRule:
+    except NoRule:
         return None
     except ShapeError:
         raise
@@ -285,125 +327,6 @@ def layer_output(module: nn.Module, inputs: Sequence[object]) -> torch.Tensor | 
         return torch.empty(shape, dtype=inputs[0].dtype, device="meta")  # type: ignore[union-attr]
     indexed = embedding_output(module, inputs)
     return None if indexed is None else torch.empty(indexed[0], dtype=indexed[1], device="meta")
-
-
-def _broadcast(shapes: Sequence[Shape]) -> Shape:
-    rank = max(len(s) for s in shapes)
-    out = []
-    for dims in zip(*((1,) * (rank - len(s)) + tuple(s) for s in shapes), strict=True):
-        sizes = {d for d in dims if d != 1}
-        if len(sizes) > 1:
-            raise ShapeError(
-                "the shapes " + ", ".join(str(list(s)) for s in shapes) + " cannot be broadcast together "
-                f"(sizes {sorted(sizes)} at the same dim)"
-            )
-        out.append(sizes.pop() if sizes else 1)
-    return tuple(out)
-
-
-def _binary(a: object, b: object) -> torch.Tensor:
-    tensors = [t for t in (a, b) if isinstance(t, torch.Tensor)]
-    shape = _broadcast([tuple(t.shape) for t in tensors])
-    return torch.empty(shape, dtype=torch.result_type(a, b), device="meta")  # type: ignore[arg-type]
-
-
-def _cat(tensors: Sequence[torch.Tensor], dim: object = 0) -> torch.Tensor:
-    first = tuple(tensors[0].shape)
-    axis = _dim(dim, len(first))
-    for t in tensors[1:]:
-        other = tuple(t.shape)
-        if len(other) != len(first) or any(
-            x != y for k, (x, y) in enumerate(zip(first, other, strict=True)) if k != axis
-        ):
-            raise ShapeError(f"cat needs equal sizes except in dim {dim}, got {list(first)} and {list(other)}")
-    size = sum(t.shape[axis] for t in tensors)
-    return torch.empty((*first[:axis], size, *first[axis + 1 :]), dtype=tensors[0].dtype, device="meta")
-
-
-_ELEMENTWISE_BINARY = frozenset(
-    {operator.add, operator.sub, operator.mul, operator.truediv, torch.add, torch.sub, torch.mul, torch.div}
-)
-_SAME_SHAPE_FUNCTIONS = frozenset(
-    {
-        F.relu,
-        F.relu6,
-        F.gelu,
-        F.silu,
-        F.mish,
-        F.elu,
-        F.selu,
-        F.leaky_relu,
-        F.hardswish,
-        F.hardsigmoid,
-        F.softplus,
-        F.softmax,
-        F.log_softmax,
-        F.dropout,
-        F.dropout1d,
-        F.dropout2d,
-        F.dropout3d,
-        torch.sigmoid,
-        torch.tanh,
-        torch.relu,
-        torch.sigmoid,
-        F.sigmoid,
-        F.tanh,
-    }
-)
-
-
-def _floats(values: Sequence[object]) -> bool:
-    return all(isinstance(v, torch.Tensor) and v.is_floating_point() for v in values)
-
-
-def function_output(fn: object, args: Sequence[object], kwargs: dict[str, object]) -> torch.Tensor | None:
-    """The meta output of a common statement function without running torch's Python decompositions
-    (whose first use also imports torch._dynamo, about a second); None to run the function itself."""
-    try:
-        return _function_output(fn, args, kwargs)
-    except _NoRule:
-        return None
-    except ShapeError:
-        raise
-    except Exception as err:
-        name = getattr(fn, "__name__", repr(fn))
-        raise ShapeRuleBug(f"netspec's shape rule for {name} failed: {type(err).__name__}: {err}") from err
-
-
-def _function_output(fn: object, args: Sequence[object], kwargs: dict[str, object]) -> torch.Tensor | None:
-    first = args[0] if args else None
-    if fn in (torch.cat, torch.concat) and isinstance(first, (list, tuple)) and first and _floats(first):
-        return _cat(first, kwargs.get("dim", args[1] if len(args) > 1 else 0))  # type: ignore[arg-type]
-    if not isinstance(first, torch.Tensor) or not first.is_floating_point():
-        return None
-    if fn in _ELEMENTWISE_BINARY and len(args) == 2 and not kwargs and isinstance(args[1], (torch.Tensor, int, float)):
-        return _binary(first, args[1])
-    if fn in _SAME_SHAPE_FUNCTIONS:
-        if fn in (F.softmax, F.log_softmax) and len(args) + len(kwargs) > 1:
-            _dim(kwargs.get("dim", args[1] if len(args) > 1 else None), first.dim())
-        return torch.empty(tuple(first.shape), dtype=first.dtype, device="meta")
-    if fn is F.scaled_dot_product_attention:
-        return _attention(args, kwargs)
-    if fn is torch.flatten and first.dim() > 0:
-        start = kwargs.get("start_dim", args[1] if len(args) > 1 else 0)
-        end = kwargs.get("end_dim", args[2] if len(args) > 2 else -1)
-        return torch.empty(_flat(tuple(first.shape), start, end), dtype=first.dtype, device="meta")
-    return None
-
-
-def _attention(args: Sequence[object], kwargs: dict[str, object]) -> torch.Tensor:
-    """``scaled_dot_product_attention(q, k, v)``: ``(*batch, L, Ev)``; a mask, GQA or scale go to torch."""
-    if len(args) != 3 or set(kwargs) - {"is_causal", "dropout_p"} or not _floats(args):
-        raise _NoRule
-    q, k, v = args  # type: ignore[misc]
-    if min(q.dim(), k.dim(), v.dim()) < 2:  # type: ignore[attr-defined]
-        raise _NoRule
-    if q.shape[-1] != k.shape[-1]:  # type: ignore[attr-defined]
-        raise ShapeError(f"query and key need the same last dim, got {list(q.shape)} and {list(k.shape)}")  # type: ignore[attr-defined]
-    if k.shape[-2] != v.shape[-2]:  # type: ignore[attr-defined]
-        raise ShapeError(f"key and value need the same length (dim -2), got {list(k.shape)} and {list(v.shape)}")  # type: ignore[attr-defined]
-    batch = _broadcast([tuple(t.shape[:-2]) for t in (q, k, v)])  # type: ignore[attr-defined]
-    return torch.empty((*batch, q.shape[-2], v.shape[-1]), dtype=q.dtype, device="meta")  # type: ignore[attr-defined]
 
 
 def output_shapes(value: object) -> object:
