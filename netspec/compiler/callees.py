@@ -8,8 +8,9 @@ column, hint) that ``statements`` places at the statement.
 
 from __future__ import annotations
 
+import functools
 import inspect
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,8 +43,13 @@ def _forward_inputs(node: RNode) -> tuple[tuple[str, ...] | None, int]:
         return None, 0  # takes whatever its first step takes
     if node.layer is None:
         return None, 0
+    return _signature_inputs(node.layer.cls.forward)
+
+
+@functools.lru_cache(maxsize=1024)  # one signature per layer class, not per layer: 10,000 layers, a few classes
+def _signature_inputs(forward: Callable[..., Any]) -> tuple[tuple[str, ...] | None, int]:
     try:
-        params = list(inspect.signature(node.layer.cls.forward).parameters.values())[1:]
+        params = list(inspect.signature(forward).parameters.values())[1:]
     except (TypeError, ValueError):
         return None, 0
     if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params):

@@ -64,9 +64,6 @@ _SAME_SHAPE: tuple[type[nn.Module], ...] = (
     nn.RReLU,
     nn.Identity,
     nn.Dropout,
-    nn.Dropout1d,
-    nn.Dropout2d,
-    nn.Dropout3d,
     nn.AlphaDropout,
     nn.FeatureAlphaDropout,
 )
@@ -159,7 +156,7 @@ def _conv_transpose(m: nn.Module, x: Shape) -> Shape:
         if op >= s and op >= d:
             raise ShapeError(f"output padding must be smaller than either stride or dilation, got {op}, {s}, {d}")
         length = (size - 1) * s - 2 * p + d * (k - 1) + op + 1
-        if length <= 0:
+        if length < 0:  # torch allows an empty output
             raise ShapeError(f"output size is too small: input {list(spatial)} gives {length}")
         out.append(length)
     return (batch, m.out_channels, *out)  # type: ignore[return-value]
