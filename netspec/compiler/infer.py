@@ -29,7 +29,7 @@ from .batchdims import label_problems
 from .calls import CallLog
 from .construct import assemble, build_tree, construct_layer, copy_graphs, make_tensor
 from .function_shapes import function_output
-from .input_dtypes import input_dtype_problem
+from .input_dtypes import input_dtype_problem, takes_indices
 from .meta import (
     CHANNEL_ARGS,
     DTYPES,
@@ -248,11 +248,9 @@ class Inferrer:
         if wrong_dtype is not None:
             first = next(a for a in (*args, *(kwargs or {}).values()) if isinstance(a, torch.Tensor))
             source = self.producer(first).name
-            hint = (
-                "set input.dtype (e.g. float32), or convert in a Graph statement: h = x.float()"
-                if source == "the input"
-                else "convert in a Graph statement: h = x.float() (or x.long() for indices)"
-            )
+            dtype, cast = ("int64", "i = x.long()") if takes_indices(module) else ("float32", "h = x.float()")
+            where = f"set input.dtype: {dtype}, or " if source == "the input" else ""
+            hint = f"{where}convert in a Graph statement: {cast}"
             self.problem(node, f"{wrong_dtype} (input {shape_text(first.shape)} from {source})", hint=hint)
             return None
         try:

@@ -54,6 +54,11 @@ def _article(t: torch.Tensor) -> str:
     return ("an " if name[0] in "aeiou" else "a ") + name
 
 
+def takes_indices(module: nn.Module) -> bool:
+    """Embedding and EmbeddingBag: their input is integer indices."""
+    return issubclass(type(module), _INDICES)
+
+
 def input_dtype_problem(module: nn.Module, inputs: Sequence[object]) -> str | None:
     """Why ``module``'s forward would reject the dtype of its tensor ``inputs``, or None."""
     kind = type(module)
@@ -80,4 +85,4 @@ def input_dtype_problem(module: nn.Module, inputs: Sequence[object]) -> str | No
     return None
 
 
-__all__ = ["input_dtype_problem"]
+__all__ = ["input_dtype_problem", "takes_indices"]

@@ -5,7 +5,7 @@ no rule applies and the caller must run the layer on meta tensors instead. Runni
 ops on meta tensors costs 0.1-1 ms each in torch 2.x (Python decompositions), so a
 10,000-layer spec would take seconds to check; these formulas are the ones the torch docs
 give for each layer, and each raises ``ValueError`` with torch's wording for inputs the
-layer would reject. ``sequence_shapes`` does the same for Embedding, the recurrent layers and
+layer would reject. ``sequence_shapes`` does the same for the recurrent layers and
 attention (several inputs or outputs), ``function_shapes`` for Graph-statement functions;
 ``tests/test_property_layers.py`` holds every rule to a CPU forward of torch's own layer.
 
