@@ -207,7 +207,8 @@ def test_residual_blocks_become_reused_blocks() -> None:
     assert set(data["blocks"]) <= {"BasicBlock", "BasicBlock_2", "BasicBlock_3"}
     uses = data["model"]["layers"]["layer1"]
     # Two identical blocks: one block used twice (as a repeat).
-    assert uses == {"type": "Sequential", "repeat": 2, "layer": "BasicBlock"} or uses["layers"][0] == uses["layers"][1]
+    # (each use passes the block's parameters: in_channels, which the other BasicBlock instances vary)
+    assert uses == {"type": "Sequential", "repeat": 2, "layer": {"type": "BasicBlock", "in_channels": 16}}
     built = rebuild(spec)
     assert type(built.layer1[0]).__name__ == "BasicBlock"
     assert "layer2.0.shortcut.0.weight" in built.state_dict()
@@ -399,6 +400,12 @@ def test_resnet18_blocks_come_back_as_parameterised_blocks() -> None:
     built = netspec.load(ROOT / "specs" / "resnet18.yaml")
     data = emit(built.model).to_dict()
     assert set(data["blocks"]) == {"BasicBlock", "DownBlock"}
+    # a parameter has no default taken from one instance: every use says its own value
+    params = data["blocks"]["DownBlock"]["params"]
+    assert params and all("default" not in decl for decl in params.values()), params
+    uses = [layer for stage in ("layer2", "layer3", "layer4") for layer in data["model"]["layers"][stage]["layers"]]
+    downs = [u for u in uses if isinstance(u, dict) and u.get("type") == "DownBlock"]
+    assert len(downs) == 3 and all(set(params) <= set(u) for u in downs), downs
     rebuilt = rebuild(emit(built.model))
     assert type(rebuilt.layer2[0]).__name__ == "DownBlock"
     assert sum(p.numel() for p in rebuilt.parameters()) == 11_689_512

@@ -90,8 +90,27 @@ def test_other_mode_dependent_computation_is_still_refused() -> None:
     with pytest.raises(
         EmitError,
         match=r"the model \(ModeArithmetic\): forward computes different things in training and eval mode",
-    ):
+    ) as err:
         netspec.emit(ModeArithmetic())
+    # the real cause: where the two traces part, not a guess (x * 2 and x * 3 differ in an argument)
+    assert "(it branches on self.training: at step 2 both calls operator.mul, with other arguments)" in str(err.value)
+
+
+class ModeCall(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(x) + self.fc(x) if self.training else torch.sigmoid(x) + self.fc(x)
+
+
+def test_mode_dependent_refusal_names_the_steps_that_differ() -> None:
+    with pytest.raises(EmitError) as err:
+        netspec.emit(ModeCall())
+    message = str(err.value)
+    assert message.startswith("the model (ModeCall): forward computes different things"), message
+    assert "at step 2 eval mode calls torch.sigmoid, training mode calls torch.tanh" in message, message
 
 
 class AuxFeedsBody(nn.Module):

@@ -104,6 +104,22 @@ class _Constant(nn.Module):
         return self.fc(x) * torch.tensor(2.0) + self.scale * 2
 
 
+class _Cache(nn.Module):
+    """LeViT-style: eval mode caches a tensor computed from a parameter in a dict attribute."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.cache: dict[str, torch.Tensor] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return self.fc(x) + self.fc.bias
+        if "bias" not in self.cache:
+            self.cache["bias"] = self.fc.bias * 1
+        return self.fc(x) + self.cache["bias"]
+
+
 def _timm(name: str) -> nn.Module:
     return make_timm(name)()
 
@@ -114,8 +130,9 @@ def _timm(name: str) -> nn.Module:
         (lambda: import_torchvision().models.get_model("squeezenet1_1", weights=None), (3, 64, 64)),
         (lambda: _timm("regnetx_002"), (3, 64, 64)),  # BatchNormAct2d: in-place num_batches_tracked.add_(1)
         (_Constant, (4,)),
+        (_Cache, (4,)),
     ],
-    ids=["torchvision-squeezenet1_1", "timm-regnetx_002", "tensor-made-in-forward"],
+    ids=["torchvision-squeezenet1_1", "timm-regnetx_002", "tensor-made-in-forward", "eval-cache"],
 )
 @pytest.mark.parametrize("mode", ["eval", "train"])
 def test_emit_leaves_the_model_exactly_as_it_was(make: object, shape: tuple[int, ...], mode: str) -> None:
@@ -132,6 +149,7 @@ def test_emit_leaves_the_model_exactly_as_it_was(make: object, shape: tuple[int,
     assert state_change(before, model_state(model)) is None
     assert {k: int(v) for k, v in model.state_dict().items() if k.endswith("num_batches_tracked")} == counters
     assert not [n for m in model.modules() for n in vars(m) if n.startswith("_tensor_constant")]
+    assert getattr(model, "cache", {}) == {}  # nothing the traced forward stored reached the model
     with torch.no_grad():
         torch.testing.assert_close(copy.deepcopy(model).eval()(x), want, rtol=0, atol=0)
 

@@ -72,12 +72,27 @@ def make_timm(name: str) -> Callable[[], nn.Module]:
     return lambda: timm.create_model(name, pretrained=False)
 
 
+def _attributes(module: nn.Module) -> list[tuple[str, str]]:
+    """A module's attribute names, with the keys or length of each container attribute (a cache filled)."""
+    out = []
+    for name, value in sorted(vars(module).items()):
+        if name in ("_parameters", "_buffers", "_modules"):
+            out.append((name, repr(list(value))))
+        elif isinstance(value, dict):
+            out.append((name, repr(sorted(map(str, value)))))
+        elif isinstance(value, (list, set)):
+            out.append((name, f"{len(value)} items"))
+        else:
+            out.append((name, ""))
+    return out
+
+
 def model_state(model: nn.Module) -> dict[str, Any]:
     """What emit must leave exactly as it was: tensors (values, dtypes), attribute names, modes."""
     return {
         "state": {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()},
         "buffers": [(k, v.dtype, tuple(v.shape)) for k, v in model.named_buffers()],
-        "attributes": {name: sorted(vars(m)) for name, m in model.named_modules()},
+        "attributes": {name: _attributes(m) for name, m in model.named_modules()},
         "modes": {name: m.training for name, m in model.named_modules()},
     }
 

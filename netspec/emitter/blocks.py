@@ -5,7 +5,8 @@ and the ``{type: ...}`` dict that stands for it in the tree. Out: the ``blocks:`
 each use dict filled in. Instances of one class whose bodies are identical become one block
 named after the class; bodies that differ only in layer arguments (a ResNet ``Bottleneck`` with
 other widths or strides) become one *parameterised* block whose varying arguments are
-``${params}`` with the most common value as default; anything else gets its own block
+``${params}`` without defaults (every use passes its values, so a use that leaves one out is an
+error, never another instance's value); anything else gets its own block
 (``Bottleneck_2``). Block names never shadow a catalogue layer or a netspec node kind.
 """
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import json
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -218,14 +218,13 @@ def _parameterise(bodies: list[Any], blocks: dict[str, Any]) -> tuple[Any, dict[
             continue
         key = _dump(dumped)
         if key not in by_column:
+            # no default: each use says its value, so a use that leaves one out is an error rather than
+            # silently getting another instance's value
             name = _param_name(pos, params)
             by_column[key] = name
-            common = Counter(dumped).most_common(1)[0][0]
-            default = column[dumped.index(common)]
-            params[name] = {"type": _param_type(column), "default": default}
+            params[name] = {"type": _param_type(column)}
             for i, value in enumerate(column):
-                if _dump(value) != common:
-                    values[i][name] = value
+                values[i][name] = value
         _set(body, pos, "${" + by_column[key] + "}")
     return body, params, values
 

@@ -32,7 +32,7 @@ from .layers import where
 from .lint import ModelWarning
 from .modes import merge_modes
 from .render import GraphBody, render_graph
-from .spelling import fixed_inputs, function_name
+from .spelling import fixed_inputs, function_name, public_name
 
 _TORCH_DIR = str(Path(torch.__file__).parent)
 _NETSPEC_DIR = str(Path(__file__).resolve().parents[1])
@@ -80,6 +80,32 @@ def _signature_key(graph: fx.Graph) -> list[tuple[Any, ...]]:
             args = tuple(v for i, v in enumerate(args) if i != at)
         key.append((n.op, str(n.target), repr(norm(args)), repr(norm(kwargs))))
     return key
+
+
+def _describe(n: fx.Node) -> str:
+    """One traced step in words: ``calls attn``, ``calls torch.nn.functional.pad``, ``reads attention_biases``."""
+    if n.op == "call_module":
+        return f"calls {n.target}"
+    if n.op == "call_function":
+        return f"calls {public_name(n.target)}"
+    if n.op == "call_method":
+        return f"calls .{n.target}()"
+    if n.op == "get_attr":
+        return f"reads {n.target}"
+    return "returns" if n.op == "output" else f"takes {n.target}"
+
+
+def _first_difference(evaluated: fx.Graph, trained: fx.Graph) -> str:
+    """Where the eval and train traces part (the real cause of a mode-dependent forward)."""
+    e, t = _signature_key(evaluated), _signature_key(trained)
+    e_nodes, t_nodes = list(evaluated.nodes), list(trained.nodes)
+    at = next((i for i, (a, b) in enumerate(zip(e, t, strict=False)) if a != b), min(len(e), len(t)))
+    if at >= len(e_nodes) or at >= len(t_nodes):  # unreachable: the traces differ and both end in output
+        return f"eval mode has {len(e_nodes)} steps, training mode {len(t_nodes)}"
+    a, b = _describe(e_nodes[at]), _describe(t_nodes[at])
+    if a == b:
+        return f"at step {at + 1} both {a}, with other arguments"
+    return f"at step {at + 1} eval mode {a}, training mode {b}"
 
 
 def _mode_index(n: fx.Node) -> int | None:
@@ -203,13 +229,15 @@ def _bindings(
 def _tracing_copy(module: nn.Module) -> nn.Module:
     """A shallow copy of ``module`` to trace, so that tracing leaves the user's module exactly as it was:
     fx stores tensor constants as ``_tensor_constantN`` attributes on the module it traces, the mode is
-    switched for the train-mode trace, and forward may assign attributes. The copy has its own attribute,
-    parameter, buffer and child dicts (the tensors and children themselves are shared, and only ever
-    read: the tracer hands forward proxies for them)."""
+    switched for the train-mode trace, and forward may assign attributes or fill a cache. The copy has its
+    own attribute, parameter, buffer and child dicts and its own copy of every dict, list or set attribute
+    (the tensors and children themselves are shared, and only ever read: the tracer hands forward proxies
+    for them)."""
     clone = copy.copy(module)
-    for table in ("_parameters", "_buffers", "_modules", "_non_persistent_buffers_set"):
-        if table in vars(module):
-            setattr(clone, table, copy.copy(vars(module)[table]))
+    for name, value in vars(module).items():
+        # the module's tables, and containers forward may fill (LeViT's eval-mode attention-bias cache)
+        if isinstance(value, (dict, list, set)):
+            vars(clone)[name] = copy.copy(value)
     return clone
 
 
@@ -287,8 +315,9 @@ def trace(
         if merged is None:
             raise EmitError(
                 f"{where(path, module)}: forward computes different things in training and eval mode "
-                "(it branches on self.training), which a Graph cannot express; only dropout and steps computed "
-                "in training mode alone (auxiliary outputs) may depend on the mode"
+                f"(it branches on self.training: {_first_difference(graphs[False], graphs[True])}), which a Graph "
+                "cannot express; only dropout and steps computed in training mode alone (auxiliary outputs) may "
+                "depend on the mode"
             )
         graph, same = merged.graph, False
         pairs = [*merged.counterpart.items(), *((None, t) for t in merged.training_only)]
