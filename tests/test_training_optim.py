@@ -290,3 +290,52 @@ def test_spec_models_generate_json_schema_and_are_strict() -> None:
         OptimizerSpec.model_validate({"type": "SGD", "no_decay": "bias"})
     rule = InitRule.model_validate({"from": "x.pt", "strip_prefix": "module."})
     assert rule.from_ == "x.pt" and rule.model_dump(by_alias=True, exclude_none=True)["from"] == "x.pt"
+
+
+def test_reading_a_spec_with_an_optimizer_imports_no_dynamo() -> None:
+    """`read` checks the optimizer by constructing it over meta parameters; torch's lazy dynamo guard
+    on `add_param_group` would import all of torch._dynamo (seconds of CPU) for that check."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    code = textwrap.dedent(
+        """
+        import sys
+        import netspec
+        spec = {"netspec": 1, "input": {"shape": [8]}, "model": {"type": "Linear", "out_features": 4},
+                "optimizer": {"type": "AdamW", "lr": 0.001, "no_decay": ["bias"]}}
+        built = netspec.build(spec, device="meta")
+        print(type(built.optimizer).__name__, len(built.optimizer.param_groups), "torch._dynamo" in sys.modules)
+        """
+    )
+    env = {"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300, check=True)
+    assert out.stdout.split() == ["AdamW", "2", "False"]
+
+
+def test_an_optimizer_made_over_meta_parameters_is_torchs_own() -> None:
+    import netspec
+
+    spec = {
+        "netspec": 1,
+        "input": {"shape": [8]},
+        "model": {"type": "Linear", "out_features": 4},
+        "optimizer": {"type": "AdamW", "lr": 0.001, "weight_decay": 0.1, "no_decay": ["bias"]},
+    }
+    ours = netspec.build(spec, device="meta")
+    model = nn.Linear(8, 4, device="meta")
+    hand = torch.optim.AdamW(
+        [{"params": [model.weight]}, {"params": [model.bias], "weight_decay": 0.0}], lr=0.001, weight_decay=0.1
+    )
+    strip = [{k: v for k, v in g.items() if k != "params"} for g in hand.param_groups]
+    assert [{k: v for k, v in g.items() if k != "params"} for g in ours.optimizer.param_groups] == strip
+    assert ours.optimizer.defaults == hand.defaults
+    # No instance override is left behind: a later group goes through torch's own (dynamo-guarded) method.
+    assert "add_param_group" not in vars(ours.optimizer)
+    extra = nn.Parameter(torch.empty(3, device="meta"))
+    ours.optimizer.add_param_group({"params": [extra]})
+    assert ours.optimizer.param_groups[-1]["params"] == [extra]
+    # torch's own refusals still surface, located at the optimizer.
+    with pytest.raises(netspec.SpecError, match="AdamW rejected its settings: Invalid learning rate"):
+        netspec.read({**spec, "optimizer": {"type": "AdamW", "lr": -1.0}})

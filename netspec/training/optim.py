@@ -17,6 +17,7 @@ other parameters and its no-decay parameters (weight_decay 0), in that order.
 from __future__ import annotations
 
 import inspect
+import types
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal
@@ -331,6 +332,26 @@ def plan_optimizer(
 OPTIMIZER_ERRORS = (ValueError, TypeError, RuntimeError, KeyError)
 
 
+def _construct_on_meta(
+    cls: type[torch.optim.Optimizer], param_groups: list[dict[str, Any]], kwargs: dict[str, Any]
+) -> torch.optim.Optimizer:
+    """``cls(param_groups, **kwargs)`` over meta parameters (``read``'s check, a meta build), without
+    importing ``torch._dynamo``: ``Optimizer.add_param_group`` is wrapped in torch's lazy
+    ``_disable_dynamo``, whose first call imports all of dynamo (about 1.5 s) for a guard that only
+    matters under ``torch.compile``. The constructor runs the undecorated function instead; the
+    optimizer returned has no instance override, so its later ``add_param_group`` calls are torch's own."""
+    plain = getattr(torch.optim.Optimizer.add_param_group, "__wrapped__", None)
+    if plain is None or getattr(cls, "add_param_group", None) is not torch.optim.Optimizer.add_param_group:
+        return cls(param_groups, **kwargs)  # a torch without the wrapper, or a class with its own method
+    optimizer = cls.__new__(cls)
+    optimizer.add_param_group = types.MethodType(plain, optimizer)  # type: ignore[method-assign]
+    try:
+        optimizer.__init__(param_groups, **kwargs)  # type: ignore[misc]
+    finally:
+        del optimizer.add_param_group
+    return optimizer
+
+
 def make_optimizer(
     model: nn.Module, plan: OptimizerPlan, source: Any, problems: ProblemList
 ) -> torch.optim.Optimizer | None:
@@ -348,6 +369,8 @@ def make_optimizer(
                 group.append(params[name])
         param_groups.append({"params": group, **opts})
     try:
+        if all(p.is_meta for p in params.values()):
+            return _construct_on_meta(plan.cls, param_groups, plan.kwargs)
         return plan.cls(param_groups, **plan.kwargs)
     except OPTIMIZER_ERRORS as err:
         message = f"{plan.type_name} rejected its settings: {first_line(err)}"
