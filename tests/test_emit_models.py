@@ -410,3 +410,41 @@ def test_resnet18_blocks_come_back_as_parameterised_blocks() -> None:
     assert type(rebuilt.layer2[0]).__name__ == "DownBlock"
     assert sum(p.numel() for p in rebuilt.parameters()) == 11_689_512
     assert math.isclose(sum(p.numel() for p in built.model.parameters()), 11_689_512)
+
+
+class _Residual(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(x)
+
+
+class _C3(nn.Module):
+    """YOLO-style: the same block with n = 1, 2, 3 repeated children."""
+
+    def __init__(self, c: int, n: int) -> None:
+        super().__init__()
+        self.cv1 = nn.Conv2d(c, c, 1)
+        self.m = nn.Sequential(*(_Residual(c) for _ in range(n)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.m(self.cv1(x))
+
+
+def test_depth_variants_become_one_block_with_a_count_parameter() -> None:
+    model = nn.Sequential(_C3(4, 1), _C3(4, 2), _C3(4, 3))
+    data = emit(model, input_shape=(4, 8, 8)).to_dict()
+    assert set(data["blocks"]) == {"_C3", "_Residual"}  # not _C3, _C3_2, _C3_3
+    assert data["blocks"]["_C3"]["params"] == {"depth": {"type": "int"}}
+    assert data["blocks"]["_C3"]["body"]["layers"]["m"] == {
+        "type": "Sequential",
+        "repeat": "${depth}",
+        "layer": "_Residual",
+    }
+    assert [use["depth"] for use in data["model"]["layers"]] == [1, 2, 3]
+    rebuilt = netspec.build(netspec.read(data)).model
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    x = torch.randn(2, 4, 8, 8)
+    torch.testing.assert_close(rebuilt(x), model(x))

@@ -4,7 +4,8 @@ In: every emitted instance of a custom module (or netspec block) — its class n
 and the ``{type: ...}`` dict that stands for it in the tree. Out: the ``blocks:`` mapping, with
 each use dict filled in. Instances of one class whose bodies are identical become one block
 named after the class; bodies that differ only in layer arguments (a ResNet ``Bottleneck`` with
-other widths or strides) become one *parameterised* block whose varying arguments are
+other widths or strides, or a ``C3`` whose run of identical children is 1, 2 or 3 long) become one
+*parameterised* block whose varying arguments are
 ``${params}`` without defaults (every use passes its values, so a use that leaves one out is an
 error, never another instance's value); anything else gets its own block
 (``Bottleneck_2``). Block names never shadow a catalogue layer or a netspec node kind.
@@ -21,6 +22,7 @@ from ..catalog.registry import CONTAINER_TYPES, LAYERS, REQUIRED
 
 _NODE_KEYS = frozenset({"layers", "layer"})  # where child nodes live in container / Graph nodes
 Position = tuple[Any, ...]  # a path into a body down to one layer argument
+COUNT = "#count"  # the position of a run's length (no layer argument has this name)
 
 
 @dataclass
@@ -121,8 +123,20 @@ def _is_scalar(value: Any) -> bool:
     return value is None or isinstance(value, (bool, int, float, str))
 
 
+def _uniform(node: Any) -> bool:
+    """A Sequential/ModuleList of identical children: its length is a repeat count a block may vary."""
+    if not (isinstance(node, dict) and node.get("type") in ("Sequential", "ModuleList")):
+        return False
+    layers = node.get("layers")
+    return isinstance(layers, list) and bool(layers) and len({_dump(v) for v in layers}) == 1
+
+
 def _skeleton(node: Any, blocks: dict[str, Any]) -> Any:
-    """The body with every layer argument value (and which optional ones are given) left out."""
+    """The body with every layer argument value (and which optional ones are given) and the length of each
+    run of identical children left out (so depth variants of one class, C3 with n = 1, 2, 3, group)."""
+    if _uniform(node):
+        rest = {k: _skeleton(v, blocks) for k, v in node.items() if k != "layers"}
+        return {**rest, "repeat": COUNT, "layer": _skeleton(node["layers"][0], blocks)}
     if _is_layer(node, blocks):
         return {"type": node["type"], **{k: _skeleton(v, blocks) for k, v in node.items() if isinstance(v, dict)}}
     if isinstance(node, dict):
@@ -133,7 +147,15 @@ def _skeleton(node: Any, blocks: dict[str, Any]) -> Any:
 
 
 def _positions(node: Any, blocks: dict[str, Any], at: Position, out: dict[Position, tuple[str, Any]]) -> None:
-    """Every layer argument position in ``node``: position -> (layer type, value)."""
+    """Every layer argument position in ``node``: position -> (layer type, value); a run of identical
+    children gives its count (at ``(..., COUNT)``) and the first child's positions."""
+    if _uniform(node):
+        out[(*at, COUNT)] = (COUNT, len(node["layers"]))
+        for k, v in node.items():
+            if k != "layers":
+                _positions(v, blocks, (*at, k), out)
+        _positions(node["layers"][0], blocks, (*at, "layers", 0), out)
+        return
     if _is_layer(node, blocks):
         for k, v in node.items():
             if k == "type":
@@ -209,10 +231,11 @@ def _parameterise(bodies: list[Any], blocks: dict[str, Any]) -> tuple[Any, dict[
     params: dict[str, Any] = {}
     by_column: dict[str, str] = {}
     values: list[dict[str, Any]] = [{} for _ in bodies]
+    counts: list[tuple[Position, str]] = []
     for pos, column in columns.items():
         dumped = [_dump(v) for v in column]
         if len(set(dumped)) == 1:
-            if pos in found[0]:
+            if pos in found[0] or pos[-1] == COUNT:
                 continue  # identical everywhere: stays as written
             _set(body, pos, column[0])
             continue
@@ -220,12 +243,23 @@ def _parameterise(bodies: list[Any], blocks: dict[str, Any]) -> tuple[Any, dict[
         if key not in by_column:
             # no default: each use says its value, so a use that leaves one out is an error rather than
             # silently getting another instance's value
-            name = _param_name(pos, params)
+            name = _param_name((*pos[:-1], "depth") if pos[-1] == COUNT else pos, params)
             by_column[key] = name
             params[name] = {"type": _param_type(column)}
             for i, value in enumerate(column):
                 values[i][name] = value
-        _set(body, pos, "${" + by_column[key] + "}")
+        if pos[-1] == COUNT:
+            counts.append((pos[:-1], by_column[key]))
+        else:
+            _set(body, pos, "${" + by_column[key] + "}")
+    # a varying run length: {type: Sequential, repeat: ${repeat}, layer: <the child>}, deepest runs first
+    for at, name in sorted(counts, key=lambda c: -len(c[0])):
+        node = body
+        for key in at:
+            node = node[key]
+        layers = node.pop("layers")
+        node["repeat"] = "${" + name + "}"
+        node["layer"] = layers[0]
     return body, params, values
 
 
