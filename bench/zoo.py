@@ -82,14 +82,15 @@ def report(source: str, outcomes: list[Outcome]) -> None:
     exact = [o for o in outcomes if o.status == "exact"]
     refused = [o for o in outcomes if o.status == "refused"]
     failed = [o for o in outcomes if o.status == "FAILED"]
-    times = sorted(o.emit_seconds for o in exact if o.emit_seconds is not None)
     print(
         f"\n{source}: {len(exact)}/{len(outcomes)} exact, {len(refused)} refused with a reason, "
         f"{len(failed)} wrong or failed"
     )
-    if times:
-        p90 = times[min(len(times) - 1, int(0.9 * len(times)))]
-        print(f"emit time of the exact ones: median {statistics.median(times):.2f} s, p90 {p90:.2f} s")
+    for what, chosen in (("exact", exact), ("refused", refused)):
+        times = sorted(o.emit_seconds for o in chosen if o.emit_seconds is not None)
+        if times:
+            p90 = times[min(len(times) - 1, int(0.9 * len(times)))]
+            print(f"emit time of the {what} ones: median {statistics.median(times):.2f} s, p90 {p90:.2f} s")
     groups = collections.defaultdict(list)
     for o in refused:
         cls, text = reason(o)

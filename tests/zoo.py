@@ -158,10 +158,11 @@ def round_trip(
     except netspec.EmitError as err:
         message = str(err)
         ok = REFUSAL.match(message) is not None
+        seconds = time.perf_counter() - start
         change = state_change(before, model_state(model))
         if change is not None:
-            return Outcome(name, "FAILED", f"emit (refusing) changed the model: {change}")
-        return Outcome(name, "refused" if ok else "FAILED", message.splitlines()[0][:300])
+            return Outcome(name, "FAILED", f"emit (refusing) changed the model: {change}", seconds)
+        return Outcome(name, "refused" if ok else "FAILED", message.splitlines()[0][:300], seconds)
     seconds = time.perf_counter() - start
     change = state_change(before, model_state(model))
     if change is not None:  # emit must leave the model exactly as it was
