@@ -79,3 +79,16 @@ def test_bad_window_arguments_are_a_spec_error() -> None:
     }
     with pytest.raises(netspec.SpecError, match=r"dim \(15\) must be divisible by num_heads \(2\)"):
         netspec.build(spec)
+
+
+def test_relative_position_index_is_torchvisions_table() -> None:
+    from netspec.catalog.windows import relative_position_index
+
+    tv = import_torchvision()
+    swin_index = swin.ShiftedWindowAttention(8, [7, 7], [0, 0], 2).relative_position_index
+    got = relative_position_index(tuple(swin_index.shape), torch.int64, torch.device("cpu"))
+    assert torch.equal(got, swin_index)
+    maxvit_index = tv.models.maxvit._get_relative_position_index(7, 7)
+    assert torch.equal(relative_position_index((49, 49), torch.int64, torch.device("cpu")), maxvit_index)
+    with pytest.raises(ValueError, match=r"needs shape \[w\*\*4\] or \[w\*\*2, w\*\*2\], got \[50\]"):
+        relative_position_index((50,), torch.int64, torch.device("cpu"))

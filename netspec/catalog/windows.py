@@ -7,7 +7,8 @@ weights load strictly), and the statement functions ``shifted_window_attention``
 (BSD-3-Clause) operation for operation, so outputs and dropout draws are bit-identical to it; the
 padding to a window multiple and the shift masks depend on the input's spatial size and are computed
 at run time for whatever size comes in, as torchvision does. The relative position index (an int64
-buffer) lives inside the layer, where a spec need not describe it.
+buffer) lives inside the layer, where a spec need not describe it; ``relative_position_index`` (in
+``INTEGER_INITS``) writes that table into a Graph's own integer buffer (MaxViT's attention).
 """
 
 from __future__ import annotations
@@ -127,6 +128,21 @@ def _relative_position_index(window_size: list[int]) -> torch.Tensor:
     relative[:, :, 1] += window_size[1] - 1
     relative[:, :, 0] *= 2 * window_size[1] - 1
     return relative.sum(-1).flatten()
+
+
+def relative_position_index(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The ``init`` of that name: Swin's and MaxViT's index of the relative position of every pair of tokens
+    in a square w x w window, for a buffer of shape ``[w**4]`` (Swin) or ``[w**2, w**2]`` (MaxViT)."""
+    count = math.prod(shape)
+    tokens = math.isqrt(count)
+    w = math.isqrt(tokens)
+    if len(shape) not in (1, 2) or w < 1 or w**4 != count or (len(shape) == 2 and shape[0] != shape[1]):
+        raise ValueError(f"relative_position_index needs shape [w**4] or [w**2, w**2], got {list(shape)}")
+    return _relative_position_index([w, w]).reshape(shape).to(dtype=dtype, device=device)
+
+
+# Fixed tables an integer buffer may be initialised with (besides zeros, ones and constant).
+INTEGER_INITS = {"relative_position_index": relative_position_index}
 
 
 class ShiftedWindowAttention(nn.Module):
@@ -254,4 +270,11 @@ class ShiftedWindowAttentionV2(ShiftedWindowAttention):
         )
 
 
-__all__ = ["ShiftedWindowAttention", "ShiftedWindowAttentionV2", "patch_merging_pad", "shifted_window_attention"]
+__all__ = [
+    "INTEGER_INITS",
+    "ShiftedWindowAttention",
+    "ShiftedWindowAttentionV2",
+    "patch_merging_pad",
+    "relative_position_index",
+    "shifted_window_attention",
+]
