@@ -92,3 +92,19 @@ def test_relative_position_index_is_torchvisions_table() -> None:
     assert torch.equal(relative_position_index((49, 49), torch.int64, torch.device("cpu")), maxvit_index)
     with pytest.raises(ValueError, match=r"needs shape \[w\*\*4\] or \[w\*\*2, w\*\*2\], got \[50\]"):
         relative_position_index((50,), torch.int64, torch.device("cpu"))
+
+
+def test_maxvit_attention_matches_torchvision() -> None:
+    from netspec.catalog.windows import RelativePositionalMultiHeadAttention
+
+    maxvit = import_torchvision().models.maxvit
+    torch.manual_seed(0)
+    want = maxvit.RelativePositionalMultiHeadAttention(16, 8, 9)
+    got = RelativePositionalMultiHeadAttention(16, 8, 9)
+    assert [(k, v.shape) for k, v in got.state_dict().items()] == [(k, v.shape) for k, v in want.state_dict().items()]
+    assert torch.equal(got.relative_position_index, want.relative_position_index)
+    got.load_state_dict(want.state_dict(), strict=True)
+    x = torch.randn(2, 5, 9, 16)
+    torch.testing.assert_close(got(x), want(x), rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"max_seq_len \(10\) must be a square"):
+        RelativePositionalMultiHeadAttention(16, 8, 10)

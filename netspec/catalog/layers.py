@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 import torch.nn as nn
 
-from .windows import ShiftedWindowAttention, ShiftedWindowAttentionV2
+from .windows import RelativePositionalMultiHeadAttention, ShiftedWindowAttention, ShiftedWindowAttentionV2
 
 DROP_MODES = ("row", "batch")
 
@@ -58,4 +58,9 @@ class StochasticDepth(nn.Module):
 
 
 # Layer types netspec itself provides, registered in the catalogue beside torch.nn's.
-OWN_LAYERS: tuple[type[nn.Module], ...] = (StochasticDepth, ShiftedWindowAttention, ShiftedWindowAttentionV2)
+OWN_LAYERS: tuple[type[nn.Module], ...] = (
+    StochasticDepth,
+    ShiftedWindowAttention,
+    ShiftedWindowAttentionV2,
+    RelativePositionalMultiHeadAttention,
+)

@@ -1,9 +1,10 @@
-"""Swin's shifted-window attention as netspec layer types and statement functions.
+"""Swin's shifted-window attention and MaxViT's window attention as netspec layer types and functions.
 
 In: nothing (plain definitions). Out: ``ShiftedWindowAttention`` and ``ShiftedWindowAttentionV2`` (layer
 types with torchvision's constructor arguments and state_dict names, so torchvision's Swin and Swin v2
 weights load strictly), and the statement functions ``shifted_window_attention`` and
-``patch_merging_pad``. They follow torchvision's ``torchvision/models/swin_transformer.py``
+``patch_merging_pad``, and ``RelativePositionalMultiHeadAttention`` (MaxViT's, with torchvision's
+arguments and state_dict). They follow torchvision's ``torchvision/models/swin_transformer.py``
 (BSD-3-Clause) operation for operation, so outputs and dropout draws are bit-identical to it; the
 padding to a window multiple and the shift masks depend on the input's spatial size and are computed
 at run time for whatever size comes in, as torchvision does. The relative position index (an int64
@@ -201,6 +202,50 @@ class ShiftedWindowAttention(nn.Module):
         )
 
 
+class RelativePositionalMultiHeadAttention(nn.Module):
+    """torchvision's MaxViT attention: multi-head self-attention over ``[B, G, P, D]`` (``G`` windows or grids
+    of ``P = max_seq_len`` tokens) with a learned relative position bias over the square window."""
+
+    def __init__(self, feat_dim: int, head_dim: int, max_seq_len: int) -> None:
+        super().__init__()
+        if feat_dim % head_dim != 0:
+            raise ValueError(f"feat_dim: {feat_dim} must be divisible by head_dim: {head_dim}")
+        size = math.isqrt(max_seq_len)
+        if size * size != max_seq_len:
+            raise ValueError(f"max_seq_len ({max_seq_len}) must be a square (the window's tokens)")
+        self.n_heads = feat_dim // head_dim
+        self.head_dim = head_dim
+        self.size = size
+        self.max_seq_len = max_seq_len
+        self.to_qkv = nn.Linear(feat_dim, self.n_heads * self.head_dim * 3)
+        self.scale_factor = feat_dim**-0.5
+        self.merge = nn.Linear(self.head_dim * self.n_heads, feat_dim)
+        self.relative_position_bias_table = nn.Parameter(
+            torch.empty(((2 * size - 1) * (2 * size - 1), self.n_heads), dtype=torch.float32)
+        )
+        self.register_buffer("relative_position_index", _relative_position_index([size, size]).view(size**2, -1))
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+
+    def get_relative_positional_bias(self) -> torch.Tensor:
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+        bias = bias.view(self.max_seq_len, self.max_seq_len, -1).permute(2, 0, 1).contiguous()
+        return bias.unsqueeze(0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, G, P, D = x.shape
+        H, DH = self.n_heads, self.head_dim
+        q, k, v = torch.chunk(self.to_qkv(x), 3, dim=-1)
+        q = q.reshape(B, G, P, H, DH).permute(0, 1, 3, 2, 4)
+        k = k.reshape(B, G, P, H, DH).permute(0, 1, 3, 2, 4)
+        v = v.reshape(B, G, P, H, DH).permute(0, 1, 3, 2, 4)
+        k = k * self.scale_factor
+        dot_prod = torch.einsum("B G H I D, B G H J D -> B G H I J", q, k)
+        dot_prod = F.softmax(dot_prod + self.get_relative_positional_bias(), dim=-1)
+        out = torch.einsum("B G H I J, B G H J D -> B G H I D", dot_prod, v)
+        out = out.permute(0, 1, 3, 2, 4).reshape(B, G, P, D)
+        return self.merge(out)
+
+
 class ShiftedWindowAttentionV2(ShiftedWindowAttention):
     """torchvision's ``ShiftedWindowAttentionV2``: Swin v2's cosine window attention with a continuous
     relative position bias (a small MLP over log-spaced coordinates)."""
@@ -272,6 +317,7 @@ class ShiftedWindowAttentionV2(ShiftedWindowAttention):
 
 __all__ = [
     "INTEGER_INITS",
+    "RelativePositionalMultiHeadAttention",
     "ShiftedWindowAttention",
     "ShiftedWindowAttentionV2",
     "patch_merging_pad",

@@ -11,6 +11,7 @@ nor timm is imported here.
 | ``torchvision.ops.StochasticDepth(p, mode)`` | ``{type: StochasticDepth, p, mode}`` |
 | ``timm.layers.DropPath(drop_prob, scale_by_keep=True)`` | ``{type: StochasticDepth, p: drop_prob}`` (mode ``row``) |
 | torchvision's ``ShiftedWindowAttention`` / ``...V2`` (Swin) | ``{type: ShiftedWindowAttention(V2), dim, ...}`` |
+| torchvision's ``RelativePositionalMultiHeadAttention`` (MaxViT) | the netspec layer of that name |
 
 Functions are matched the same way (``function_equivalent``): torchvision's ``_patch_merging_pad`` is the
 statement function ``patch_merging_pad``.
@@ -65,11 +66,22 @@ def _torchvision_window_attention(module: nn.Module, path: str) -> dict[str, Any
     return node
 
 
+def _torchvision_maxvit_attention(module: nn.Module, path: str) -> dict[str, Any]:
+    """torchvision's MaxViT attention: netspec's copy has the same arguments, state_dict and computation."""
+    return {
+        "type": "RelativePositionalMultiHeadAttention",
+        "feat_dim": int(module.to_qkv.in_features),
+        "head_dim": int(module.head_dim),
+        "max_seq_len": int(module.max_seq_len),
+    }
+
+
 _EQUIVALENTS: dict[str, Callable[[nn.Module, str], dict[str, Any]]] = {
     "torchvision.ops.stochastic_depth.StochasticDepth": _torchvision_stochastic_depth,
     "timm.layers.drop.DropPath": _timm_drop_path,
     "torchvision.models.swin_transformer.ShiftedWindowAttention": _torchvision_window_attention,
     "torchvision.models.swin_transformer.ShiftedWindowAttentionV2": _torchvision_window_attention,
+    "torchvision.models.maxvit.RelativePositionalMultiHeadAttention": _torchvision_maxvit_attention,
 }
 # Functions of other libraries (by qualified name) that compute exactly what a statement function does.
 _FUNCTIONS: dict[str, str] = {"torchvision.models.swin_transformer._patch_merging_pad": "patch_merging_pad"}
