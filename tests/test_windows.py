@@ -108,3 +108,29 @@ def test_maxvit_attention_matches_torchvision() -> None:
     torch.testing.assert_close(got(x), want(x), rtol=0, atol=0)
     with pytest.raises(ValueError, match=r"max_seq_len \(10\) must be a square"):
         RelativePositionalMultiHeadAttention(16, 8, 10)
+
+
+@pytest.mark.parametrize("kind", ["swin_v2", "maxvit"])
+def test_emit_writes_torchvisions_attention_as_the_netspec_layer(kind: str) -> None:
+    tv = import_torchvision()
+    torch.manual_seed(0)
+    if kind == "swin_v2":
+        layer = swin.ShiftedWindowAttentionV2(16, [4, 4], [2, 2], 2, qkv_bias=False, attention_dropout=0.5)
+        x = torch.randn(2, 6, 7, 16)
+    else:
+        layer = tv.models.maxvit.RelativePositionalMultiHeadAttention(16, 8, 9)
+        x = torch.randn(2, 3, 9, 16)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 16), layer).eval()
+    spec = netspec.emit(model)
+    node = spec.to_dict()["model"]["layers"][1]
+    want_type = "ShiftedWindowAttentionV2" if kind == "swin_v2" else "RelativePositionalMultiHeadAttention"
+    assert node["type"] == want_type, node
+    rebuilt = netspec.build(spec).model
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    for training in (False, True):
+        model.train(training)
+        rebuilt.train(training)
+        torch.manual_seed(3)
+        want = model(x)
+        torch.manual_seed(3)
+        torch.testing.assert_close(rebuilt(x), want, rtol=0, atol=0)
