@@ -86,7 +86,7 @@ def test_unsupported_operations_are_named() -> None:
 def test_mode_dependent_forward_is_refused() -> None:
     class Noisy(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return x * 3 if self.training else x * 2  # eval computes a step training does not
+            return x.relu() if self.training else x.sigmoid()  # eval computes a step training does not
 
     with pytest.raises(EmitError, match=r"different things in training and eval mode"):
         emit(Noisy())

@@ -10,6 +10,7 @@ from typing import NamedTuple
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import yaml
 
 import netspec
@@ -83,7 +84,7 @@ def test_eval_mode_does_not_run_the_training_only_head() -> None:
 
 class ModeArithmetic(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * 3 if self.training else x * 2
+        return torch.relu(x) if self.training else torch.sigmoid(x)
 
 
 def test_other_mode_dependent_computation_is_still_refused() -> None:
@@ -127,3 +128,32 @@ class AuxFeedsBody(nn.Module):
 def test_a_training_only_step_feeding_the_rest_is_refused() -> None:
     with pytest.raises(EmitError, match=r"the model \(AuxFeedsBody\): forward computes different things"):
         netspec.emit(AuxFeedsBody())
+
+
+class ModeDropout(nn.Module):
+    """timm's and Hugging Face's attention: ``dropout_p=self.p if self.training else 0.0``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv = nn.Linear(8, 24)
+        self.p = 0.5
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=self.p if self.training else 0.0)
+
+
+def test_a_number_argument_that_follows_the_mode_is_a_run_time_choice() -> None:
+    torch.manual_seed(0)
+    model = ModeDropout()
+    built, spec = rebuilt(model)
+    forward = spec.to_dict()["model"]["forward"]
+    assert any(s.endswith("= 0.5 if training else 0.0") for s in forward), forward
+    x = torch.randn(2, 5, 8)
+    for training in (False, True):
+        model.train(training)
+        built.train(training)
+        torch.manual_seed(4)
+        want = model(x)
+        torch.manual_seed(4)
+        torch.testing.assert_close(built(x), want, rtol=0, atol=0)

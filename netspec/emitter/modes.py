@@ -7,7 +7,8 @@ Out: a ``ModeMerge`` — the train graph, edited so that each step only training
 training only, in its original place, so random draws keep their order) and the output becomes
 ``mode_select(training, train_output, eval_output)``, with a namedtuple output (GoogLeNet's
 ``GoogLeNetOutputs``, Inception v3's ``InceptionOutputs``) written as a plain tuple — plus each eval
-node's counterpart in the train graph. This is GoogLeNet's and Inception v3's auxiliary heads
+node's counterpart in the train graph. A number argument that differs by mode (``dropout_p=p if
+self.training else 0.0``) is written ``a if training else b``. This is GoogLeNet's and Inception v3's auxiliary heads
 (issue 12, A3). Anything else — the eval graph is not the train graph with steps left out, or a
 training-only step feeds a step both modes compute — gives ``None``, and ``trace`` refuses the module.
 """
@@ -28,28 +29,38 @@ class ModeMerge:
     graph: fx.Graph  # the train graph, edited
     counterpart: dict[fx.Node, fx.Node]  # eval node -> train node
     training_only: list[fx.Node]  # train nodes eval mode does not compute (before wrapping)
+    mode_constants: int = 0  # arguments written `a if training else b`
 
 
 def _namedtuple(target: Any) -> bool:
     return isinstance(target, type) and issubclass(target, tuple) and hasattr(target, "_fields")
 
 
+_Key = tuple[str, int | str]  # ("args", position) or ("kwargs", name)
+
+
 def _same(
     e: fx.Node, t: fx.Node, counterpart: dict[fx.Node, fx.Node], mode_index: Callable[[fx.Node], int | None]
-) -> bool:
-    """Whether eval node ``e`` computes what train node ``t`` does (dropout's ``training`` flag aside)."""
-    if e.op != t.op or e.target != t.target:
-        return False
-
-    def strip(n: fx.Node, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        at = mode_index(n)
-        if at is not None:
-            kwargs = {k: v for k, v in kwargs.items() if k != "training"}
-            args = tuple(v for i, v in enumerate(args) if i != at)
-        return args, kwargs
-
-    mapped = fx.node.map_arg(strip(e, e.args, dict(e.kwargs)), lambda n: counterpart.get(n, n))
-    return repr(mapped) == repr(strip(t, t.args, dict(t.kwargs)))  # nodes print as their (unique) names
+) -> list[tuple[_Key, Any]] | None:
+    """Whether eval node ``e`` computes what train node ``t`` does (dropout's ``training`` flag aside): None
+    if not; else the top-level number arguments whose value differs by mode, with their eval value
+    (``dropout_p=0.1`` in training, ``0.0`` in eval: ``p if self.training else 0.0``)."""
+    if e.op != t.op or e.target != t.target or len(e.args) != len(t.args) or set(e.kwargs) != set(t.kwargs):
+        return None
+    at = mode_index(t)
+    differing: list[tuple[_Key, Any]] = []
+    pairs = [(("args", i), a, b) for i, (a, b) in enumerate(zip(e.args, t.args, strict=True)) if i != at]
+    pairs += [(("kwargs", k), e.kwargs[k], t.kwargs[k]) for k in t.kwargs if k != "training"]
+    for key, a, b in pairs:
+        mapped = fx.node.map_arg(a, lambda n: counterpart.get(n, n))
+        if repr(mapped) == repr(b):  # nodes print as their (unique) names
+            continue
+        numbers = (int, float)
+        if type(a) is type(b) and isinstance(a, numbers) and not isinstance(a, bool):
+            differing.append((key, a))
+            continue
+        return None
+    return differing
 
 
 def merge_modes(
@@ -60,14 +71,18 @@ def merge_modes(
     t_nodes = [n for n in trained.nodes if n.op != "output"]
     counterpart: dict[fx.Node, fx.Node] = {}
     only: list[fx.Node] = []
+    constants: list[tuple[fx.Node, list[tuple[_Key, Any]]]] = []
     i = 0
     for t in t_nodes:
-        if i < len(e_nodes) and _same(e_nodes[i], t, counterpart, mode_index):
+        differing = _same(e_nodes[i], t, counterpart, mode_index) if i < len(e_nodes) else None
+        if differing is not None:
             counterpart[e_nodes[i]] = t
+            if differing:
+                constants.append((t, differing))
             i += 1
         else:
             only.append(t)
-    if i != len(e_nodes) or not only or any(n.op == "placeholder" for n in only):
+    if i != len(e_nodes) or not (only or constants) or any(n.op == "placeholder" for n in only):
         return None
     t_out = next(n for n in trained.nodes if n.op == "output")
     e_out = next(n for n in evaluated.nodes if n.op == "output")
@@ -92,6 +107,19 @@ def merge_modes(
     first = next(n for n in trained.nodes if n.op != "placeholder")
     with trained.inserting_before(first):
         flag = trained.get_attr("training")
+    for t, differing in constants:  # `dropout_p=0.1 if training else 0.0`, a statement of its own
+        args, kwargs = list(t.args), dict(t.kwargs)
+        for (where, key), in_eval in differing:
+            in_training = args[key] if where == "args" else kwargs[key]  # type: ignore[index]
+            with trained.inserting_before(t):
+                name = f"{t.name}_{key}" if where == "kwargs" else f"{t.name}_arg{key}"
+                select = (flag, in_training, in_eval)
+                chosen = trained.create_node("call_function", mode_select, select, {}, name=name)
+            if where == "args":
+                args[key] = chosen  # type: ignore[index]
+            else:
+                kwargs[key] = chosen  # type: ignore[index]
+        t.args, t.kwargs = tuple(args), kwargs
     for n in only:
         with trained.inserting_after(n):
             chosen = trained.create_node("call_function", mode_select, (flag, n, None), {}, name=f"{n.name}_train")
@@ -102,7 +130,7 @@ def merge_modes(
             out = trained.create_node("call_function", mode_select, (flag, train_value, eval_value), {}, name="outputs")
         t_out.args = (out,)
     trained.lint()
-    return ModeMerge(trained, counterpart, only)
+    return ModeMerge(trained, counterpart, only, sum(len(d) for _, d in constants))
 
 
 __all__ = ["ModeMerge", "merge_modes"]

@@ -316,18 +316,19 @@ def trace(
             raise EmitError(
                 f"{where(path, module)}: forward computes different things in training and eval mode "
                 f"(it branches on self.training: {_first_difference(graphs[False], graphs[True])}), which a Graph "
-                "cannot express; only dropout and steps computed in training mode alone (auxiliary outputs) may "
-                "depend on the mode"
+                "cannot express; only dropout, number arguments and steps computed in training mode alone "
+                "(auxiliary outputs) may depend on the mode"
             )
         graph, same = merged.graph, False
         pairs = [*merged.counterpart.items(), *((None, t) for t in merged.training_only)]
-        notes.append(
-            ModelWarning(
-                path,
-                f"{type(module).__name__}.forward computes {len(merged.training_only)} step(s) in training mode "
-                "only (auxiliary outputs); the Graph writes them 'if training else None'",
+        if merged.training_only:
+            notes.append(
+                ModelWarning(
+                    path,
+                    f"{type(module).__name__}.forward computes {len(merged.training_only)} step(s) in training "
+                    "mode only (auxiliary outputs); the Graph writes them 'if training else None'",
+                )
             )
-        )
     for evaluated, trained in pairs:
         index = _mode_index(trained)
         if index is None:
