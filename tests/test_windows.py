@@ -134,3 +134,51 @@ def test_emit_writes_torchvisions_attention_as_the_netspec_layer(kind: str) -> N
         want = model(x)
         torch.manual_seed(3)
         torch.testing.assert_close(rebuilt(x), want, rtol=0, atol=0)
+
+
+class WindowTable(torch.nn.Module):
+    """A traced module owning Swin's relative position index as a non-persistent int64 buffer (timm's way)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = torch.nn.Parameter(torch.randn(9, 2))
+        index = swin.ShiftedWindowAttention(8, [2, 2], [0, 0], 2).relative_position_index
+        self.register_buffer("index", index, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.table[self.index].sum()
+
+
+def test_an_integer_relative_position_index_buffer_is_emitted_with_its_init() -> None:
+    model = WindowTable()
+    spec = netspec.emit(model)
+    assert spec.to_dict()["model"]["buffers"]["index"] == {
+        "shape": [16],
+        "init": "relative_position_index",
+        "persistent": False,
+        "dtype": "int64",
+    }
+    rebuilt = netspec.build(spec).model
+    assert torch.equal(rebuilt.index, model.index)  # not in the state_dict: the init made it
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    x = torch.randn(3)
+    torch.testing.assert_close(rebuilt(x), model(x), rtol=0, atol=0)
+
+
+def test_a_float_init_on_an_integer_buffer_names_the_integer_inits() -> None:
+    spec = {
+        "netspec": 1,
+        "model": {
+            "type": "Graph",
+            "inputs": ["x"],
+            "buffers": {"idx": {"shape": [16], "init": "sinusoidal", "dtype": "int64"}},
+            "forward": ["y = x * 2"],
+            "outputs": "y",
+        },
+    }
+    with pytest.raises(
+        netspec.SpecError,
+        match=r"int64 buffers are initialised with zeros, ones, constant or "
+        r"relative_position_index, got 'sinusoidal'",
+    ):
+        netspec.read(spec)

@@ -21,6 +21,7 @@ import torch.fx as fx
 import torch.nn as nn
 from torch.nn.modules.lazy import LazyModuleMixin
 
+from ..catalog.windows import INTEGER_INITS
 from ..errors import did_you_mean
 from .blocks import block_class
 from .fill import build_dtype, fill
@@ -57,7 +58,7 @@ def _sinusoidal_or_meta(shape: tuple[int, ...], dtype: torch.dtype, device: torc
 
 
 # Initialisers beyond torch.nn.init for tensors a Graph owns.
-TENSOR_INITS = {"sinusoidal": _sinusoidal_or_meta, "tril": _tril}
+TENSOR_INITS = {"sinusoidal": _sinusoidal_or_meta, "tril": _tril, **INTEGER_INITS}
 
 
 def init_fn_name(init: str | Mapping[str, Any]) -> tuple[str, dict[str, Any]]:

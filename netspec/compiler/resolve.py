@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from ..catalog.checks import check_layer
 from ..catalog.registry import LAYERS, UnknownName
+from ..catalog.windows import INTEGER_INITS
 from ..errors import SpecError, SpecPath, did_you_mean, format_path
 from ..frontend.budget import BudgetExceeded
 from ..frontend.models import (
@@ -293,8 +294,11 @@ class Resolver:
         dtype = getattr(tensor, "dtype", None)
         if dtype is not None and not dtype.startswith(("float", "bfloat")):
             fn = init.get("fn") if isinstance(init, dict) else init
-            if fn not in EXACT_INITS:
-                message = f"{dtype} buffers are initialised with zeros, ones or constant, got {fn!r}"
+            if fn not in EXACT_INITS and fn not in INTEGER_INITS:
+                message = (
+                    f"{dtype} buffers are initialised with zeros, ones, constant or "
+                    f"{', '.join(INTEGER_INITS)}, got {fn!r}"
+                )
                 self.problems.add(self.source.problem(path + ("init",), message))
                 return None
         return RTensor(

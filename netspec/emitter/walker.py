@@ -28,6 +28,7 @@ import torch.fx as fx
 import torch.nn as nn
 from torch.nn.parameter import is_lazy
 
+from ..catalog.windows import INTEGER_INITS
 from ..compiler.construct import TENSOR_INITS
 from ..errors import EmitError, SpecError
 from ..frontend.models import DTYPE_NAMES
@@ -76,7 +77,16 @@ def _simple_init(tensor: torch.Tensor) -> str | dict[str, Any] | None:
         return None
     with torch.no_grad():
         if not tensor.is_floating_point():
-            return "zeros" if bool((tensor == 0).all()) else "ones" if bool((tensor == 1).all()) else None
+            if bool((tensor == 0).all()) or bool((tensor == 1).all()):
+                return "zeros" if bool((tensor == 0).all()) else "ones"
+            for name, make in INTEGER_INITS.items():  # Swin's/MaxViT's relative position index
+                try:
+                    table = make(tuple(tensor.shape), tensor.dtype, tensor.device)
+                except ValueError:
+                    continue
+                if torch.equal(table, tensor):
+                    return name
+            return None
         if tensor.numel() == 0 or bool((tensor == 0).all()):
             return "zeros"
         if bool((tensor == 1).all()):
