@@ -532,6 +532,7 @@ def test_integer_buffer_takes_an_exact_init(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as err:
         netspec.read(write(tmp_path, text, "bad.yaml"))
     assert "bad.yaml:12:" in str(err.value), str(err.value)
-    assert "model.buffers.num_batches_tracked.init: int64 buffers are initialised with zeros, ones or constant" in str(
-        err.value
+    assert (
+        "model.buffers.num_batches_tracked.init: int64 buffers are initialised with zeros, ones, constant or "
+        "relative_position_index, got 'normal'" in str(err.value)
     )
