@@ -174,6 +174,10 @@ class ShiftedWindowAttention(nn.Module):
         self.proj = nn.Linear(dim, dim, bias=proj_bias)
         self.define_relative_position_bias_table()
         self.register_buffer("relative_position_index", _relative_position_index(self.window_size))
+        self.add_variant_parts(num_heads, qkv_bias)
+
+    def add_variant_parts(self, num_heads: int, qkv_bias: bool) -> None:
+        """What a variant registers after the shared parts, in torchvision's order (V2: its scale and MLP)."""
 
     def define_relative_position_bias_table(self) -> None:
         size = (2 * self.window_size[0] - 1) * (2 * self.window_size[1] - 1)
@@ -199,7 +203,12 @@ class ShiftedWindowAttention(nn.Module):
             qkv_bias=self.qkv.bias,
             proj_bias=self.proj.bias,
             training=self.training,
+            **self.attention_options(),
         )
+
+    def attention_options(self) -> dict[str, torch.Tensor]:
+        """Further keyword arguments of ``shifted_window_attention``: none here, V2's learned logit scale."""
+        return {}
 
 
 class RelativePositionalMultiHeadAttention(nn.Module):
@@ -250,27 +259,7 @@ class ShiftedWindowAttentionV2(ShiftedWindowAttention):
     """torchvision's ``ShiftedWindowAttentionV2``: Swin v2's cosine window attention with a continuous
     relative position bias (a small MLP over log-spaced coordinates)."""
 
-    def __init__(
-        self,
-        dim: int,
-        window_size: list[int],
-        shift_size: list[int],
-        num_heads: int,
-        qkv_bias: bool = True,
-        proj_bias: bool = True,
-        attention_dropout: float = 0.0,
-        dropout: float = 0.0,
-    ) -> None:
-        super().__init__(
-            dim,
-            window_size,
-            shift_size,
-            num_heads,
-            qkv_bias=qkv_bias,
-            proj_bias=proj_bias,
-            attention_dropout=attention_dropout,
-            dropout=dropout,
-        )
+    def add_variant_parts(self, num_heads: int, qkv_bias: bool) -> None:
         self.logit_scale = nn.Parameter(torch.log(10 * torch.ones((num_heads, 1, 1))))
         self.cpb_mlp = nn.Sequential(
             nn.Linear(2, 512, bias=True), nn.ReLU(inplace=True), nn.Linear(512, num_heads, bias=False)
@@ -297,22 +286,8 @@ class ShiftedWindowAttentionV2(ShiftedWindowAttention):
         )
         return 16 * torch.sigmoid(bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return shifted_window_attention(
-            x,
-            self.qkv.weight,
-            self.proj.weight,
-            self.get_relative_position_bias(),
-            self.window_size,
-            self.num_heads,
-            shift_size=self.shift_size,
-            attention_dropout=self.attention_dropout,
-            dropout=self.dropout,
-            qkv_bias=self.qkv.bias,
-            proj_bias=self.proj.bias,
-            logit_scale=self.logit_scale,
-            training=self.training,
-        )
+    def attention_options(self) -> dict[str, torch.Tensor]:
+        return {"logit_scale": self.logit_scale}
 
 
 __all__ = [

@@ -28,16 +28,13 @@ from .allowlists import FACTORIES
 from .batchdims import label_problems
 from .calls import CallLog
 from .construct import assemble, build_tree, construct_layer, copy_graphs, make_tensor
+from .fill_sizes import fill_sizes
 from .function_shapes import function_output
 from .input_dtypes import input_dtype_problem, takes_indices
 from .meta import (
-    CHANNEL_ARGS,
     DTYPES,
-    FEATURE_ARGS,
     INFERABLE,
     META,
-    NOUN,
-    SHAPE_ARGS,
     Producer,
     cache_key,
     kwargs_text,
@@ -85,6 +82,7 @@ class Inferrer:
         self.cache: dict[Any, nn.Module] = {}
         self.has_input = False
         self.tensors: dict[str, list[tuple[int, torch.dtype]]] = {}
+        self.sizes_of: dict[int, list[tuple[int, torch.dtype]]] = {}  # id(meta module) -> its tensor sizes
         self.calls = CallLog()
         self.producers: dict[int, Producer] = {}
         self.lazy_inputs: dict[str, tuple[torch.Size, ...]] = {}
@@ -142,6 +140,7 @@ class Inferrer:
         if layer is None:
             raise RuntimeError(f"{node.name}: a layer node without a catalogue entry")
         first = next((a for a in (args or ()) if isinstance(a, torch.Tensor)), None)
+        written = len(node.args)  # fill_in only adds arguments
         if first is not None and not self.fill_in(node, args or (), first):
             return None
         missing = layer.missing(node.args)
@@ -156,7 +155,8 @@ class Inferrer:
                 )
             self.problem(node, f"{layer.name} is missing required argument(s) {', '.join(missing)}", hint=hint)
             return None
-        found = check_layer(layer, node.args)
+        # resolve checked the arguments as written; only what inference added can make a new finding.
+        found = check_layer(layer, node.args) if len(node.args) != written else []
         for arg, message, hint in found:
             self.problem(node, message, arg, hint)
         if found:
@@ -198,49 +198,18 @@ class Inferrer:
     def record_tensors(self, name: str, module: nn.Module) -> None:
         """Sizes of a module's parameters and buffers, for the memory check before allocating."""
         # Lazy modules' tensors have no size until their first forward; they count as nothing here.
-        self.tensors[name] = [(t.numel(), t.dtype) for t in (*module.parameters(), *module.buffers()) if not is_lazy(t)]
+        sizes = self.sizes_of.get(id(module))
+        if sizes is None:  # identical layers share one meta module (``self.cache``): measure it once
+            sizes = [(t.numel(), t.dtype) for t in (*module.parameters(), *module.buffers()) if not is_lazy(t)]
+            if not _is_lazy(module):
+                self.sizes_of[id(module)] = sizes
+        self.tensors[name] = sizes
 
     def fill_in(self, node: RNode, args: tuple[Any, ...], x: torch.Tensor) -> bool:
         """Infer omitted sizes from the input, and check given ones against it; False after a mismatch."""
-        ok = True
-        params = node.layer.params if node.layer else {}
-        for name in CHANNEL_ARGS + FEATURE_ARGS + SHAPE_ARGS:
-            if name not in params or x.dim() < 2:
-                continue
-            if name in SHAPE_ARGS:
-                expected: Any = [x.shape[-1]]
-                if name in node.args:
-                    given = node.args[name]
-                    given_list = list(given) if isinstance(given, (list, tuple)) else [given]
-                    if list(x.shape[x.dim() - len(given_list) :]) != given_list or len(given_list) >= x.dim():
-                        self.problem(
-                            node,
-                            f"{node.type_name} normalized_shape {given_list} does not match the "
-                            f"trailing dims of its input {shape_text(x.shape)} ({self.producer(x).name})",
-                            name,
-                        )
-                        ok = False
-                    continue
-            else:
-                expected = x.shape[1] if name in CHANNEL_ARGS else x.shape[-1]
-                if name in node.args:
-                    given = node.args[name]
-                    if isinstance(given, int) and given != expected:
-                        where = self.producer(x).describe(int(expected))
-                        self.problem(
-                            node,
-                            f"{node.label} expects {given} {NOUN.get(name, name)} but {where}",
-                            name,
-                            hint=f"set {name}: {expected} or omit it to infer it",
-                        )
-                        ok = False
-                    continue
-            node.args[name] = expected
-        if "in2_features" in params and "in2_features" not in node.args:
-            tensors = [a for a in args if isinstance(a, torch.Tensor)]
-            if len(tensors) > 1:
-                node.args["in2_features"] = tensors[1].shape[-1]
-        return ok
+        return fill_sizes(
+            node, args, x, self.producer, lambda message, arg, hint: self.problem(node, message, arg, hint)
+        )
 
     def call(self, node: RNode, module: nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None) -> Any:
         lazy = _is_lazy(module)

@@ -42,12 +42,19 @@ BINOPS: dict[Callable[..., Any], tuple[str, int]] = {
     operator.mod: ("%", 12),
     operator.matmul: ("@", 12),
     operator.pow: ("**", 14),
-    # fx records `a += b` on tensors as the out-of-place operator; the in-place forms map the same way.
-    operator.iadd: ("+", 11),
-    operator.isub: ("-", 11),
-    operator.imul: ("*", 12),
-    operator.itruediv: ("/", 12),
 }
+# fx records `a += b` on tensors as the out-of-place operator; the in-place forms map the same way.
+BINOPS.update(
+    {
+        in_place: BINOPS[plain]
+        for in_place, plain in (
+            (operator.iadd, operator.add),
+            (operator.isub, operator.sub),
+            (operator.imul, operator.mul),
+            (operator.itruediv, operator.truediv),
+        )
+    }
+)
 COMPARE: dict[Callable[..., Any], str] = {
     operator.eq: "==",
     operator.ne: "!=",
