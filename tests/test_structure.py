@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -102,18 +103,25 @@ TIED = {
 }
 
 
-def test_ties_checkpointing_and_the_average_are_selected_once_per_read(monkeypatch: pytest.MonkeyPatch) -> None:
-    import netspec.training.patterns as patterns
-    import netspec.training.setup as setup
+def counter(calls: list[str]) -> Callable[[str, Callable[..., Any]], Callable[..., Any]]:
+    """``counting(name, fn)``: ``fn`` that appends ``name`` to ``calls`` each time it runs."""
 
-    calls: list[str] = []
-
-    def counting(name: str, real: Any) -> Any:
+    def counting(name: str, real: Callable[..., Any]) -> Callable[..., Any]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             calls.append(name)
             return real(*args, **kwargs)
 
         return wrapper
+
+    return counting
+
+
+def test_ties_checkpointing_and_the_average_are_selected_once_per_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    import netspec.training.patterns as patterns
+    import netspec.training.setup as setup
+
+    calls: list[str] = []
+    counting = counter(calls)
 
     for name in ("check_ties", "select_checkpointed", "check_average"):
         monkeypatch.setattr(setup, name, counting(name, getattr(setup, name)))
@@ -152,13 +160,7 @@ def test_the_distributed_plan_reuses_the_read_time_training_plan(monkeypatch: py
     import netspec.training.tie as tie
 
     calls: list[str] = []
-
-    def counting(name: str, real: Any) -> Any:
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            calls.append(name)
-            return real(*args, **kwargs)
-
-        return wrapper
+    counting = counter(calls)
 
     for module, name in ((setup, "_plan"), (tie, "check_ties"), (average, "check_average")):
         monkeypatch.setattr(module, name, counting(name, getattr(module, name)))
