@@ -387,3 +387,25 @@ def test_build_from_a_plain_dataparallel_state_dict(cli: Cli, small: Path, tmp_p
     saved = torch.load(out, weights_only=True)
     assert list(saved) == list(reference)
     assert all(torch.equal(saved[k], reference[k]) for k in reference)
+
+
+def test_subprocess_build_writes_the_whole_state_dict_before_the_process_ends(tmp_path: Path) -> None:
+    # The command-line entry leaves the last objects to the OS (gc.freeze) instead of collecting them:
+    # the file it wrote and what it printed must be complete all the same.
+    out = tmp_path / "lenet5.pt"
+    proc = run("build", "specs/lenet5.yaml", "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "Total params: 61,706" in proc.stdout
+    state = torch.load(out, weights_only=True)
+    assert sum(t.numel() for t in state.values() if t.is_floating_point()) == 61_706
+
+
+def test_an_in_process_caller_keeps_normal_garbage_collection(capsys: pytest.CaptureFixture[str]) -> None:
+    import gc
+
+    before = gc.get_freeze_count()
+    from netspec.cli.main import main
+
+    assert main(["build", str(ROOT / "specs" / "lenet5.yaml"), "--device", "meta"]) == 0
+    capsys.readouterr()
+    assert gc.get_freeze_count() == before  # only the process's own command line (argv=None) freezes
