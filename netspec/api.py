@@ -29,6 +29,10 @@ from .io.checkpoint import CheckpointInfo, embedded_spec, is_checkpoint_path, re
 from .spec import Spec, read
 from .training import TrainingSetup, apply_training
 
+DeviceArg = torch.device | str | None  # "cpu", "cuda:1", a torch.device, or None for the default
+DtypeArg = torch.dtype | str | None  # "bfloat16", torch.float16, or None for the spec's own
+Overrides = Mapping[str, Any] | None  # --set style: {"vars.width": 128}
+
 
 @dataclass
 class Built:
@@ -290,7 +294,7 @@ def load(
         from .io.dcp import find_dcp
 
         if os.path.isdir(path) or find_dcp(path) is not None:  # netspec.save(built, DIR): a DCP directory
-            return load_dcp(path, device=device, dtype=dtype, overrides=overrides)
+            return _load_dcp(path, device, dtype, overrides)
     return build(path, device=device, dtype=dtype, overrides=overrides, search_path=search_path)
 
 
@@ -356,13 +360,7 @@ def _note_hyperparameters(built: Built) -> None:
         built.notes.append(Problem(note, ("optimizer",), severity="warning"))
 
 
-def load_dcp(
-    path: str | os.PathLike[str],
-    *,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype | str | None = None,
-    overrides: Mapping[str, Any] | None = None,
-) -> Built:
+def _load_dcp(path: str | os.PathLike[str], device: DeviceArg, dtype: DtypeArg, overrides: Overrides) -> Built:
     """Rebuild and resume a checkpoint directory written by ``netspec.save(built, DIR)`` at this world
     size: sharded by FSDP under a process group, whole without one (``dcp.load`` reshards)."""
     from .io.dcp import read_dcp, restore_dcp
