@@ -19,17 +19,16 @@ import importlib
 import json
 import resource
 import sys
-import weakref
 from pathlib import Path
 from typing import Any
 
-import torch
 import torch.distributed as dist
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: netspec and tests/
 
 import netspec
 from netspec.distributed.context import current
+from tests.live_bytes import LiveBytes
 
 # The module itself (netspec.distributed.materialize, the attribute, is the runtime's function).
 materialize = importlib.import_module("netspec.distributed.materialize")
@@ -49,28 +48,6 @@ SPEC: dict[str, Any] = {
     },
     "distributed": {"strategy": "fsdp", "shard": ["rnn", "attention"]},
 }
-
-
-class LiveBytes(TorchDispatchMode):
-    """Bytes of the real storages ops create while active, counted while alive; the peak."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.live: dict[int, int] = {}
-        self.peak = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
-        seen = {id(t.untyped_storage()) for t in tree_flatten((args, kwargs or {}))[0] if isinstance(t, torch.Tensor)}
-        out = func(*args, **(kwargs or {}))
-        for tensor in tree_flatten(out)[0]:
-            if not isinstance(tensor, torch.Tensor) or tensor.is_meta or type(tensor) is not torch.Tensor:
-                continue
-            storage = tensor.untyped_storage()
-            if id(storage) not in seen and id(storage) not in self.live:
-                self.live[id(storage)] = storage.nbytes()
-                weakref.finalize(storage, self.live.pop, id(storage), None)
-        self.peak = max(self.peak, sum(self.live.values()))
-        return out
 
 
 def main(mode: str, out: Path) -> None:

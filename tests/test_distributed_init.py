@@ -9,18 +9,16 @@ by counting the bytes of the tensors the replay allocates (a dispatch mode, torc
 
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 
 import netspec
 from netspec.compiler.construct import build_tree, copy_graphs
 from netspec.distributed.deferred import record
 from netspec.distributed.materialize import build_meta_tracked, replay
+from tests.live_bytes import LiveBytes
 
 LAYERS: dict[str, dict[str, Any]] = {
     "lstm": {"type": "LSTM", "input_size": 8, "hidden_size": 16, "num_layers": 2},
@@ -95,29 +93,6 @@ def test_every_layer_here_is_recorded_not_built_whole() -> None:
         assert recording is not None, node.type_name
 
 
-class _LiveBytes(TorchDispatchMode):
-    """The bytes of the storages ops create while it is active, counted while they are alive, at their peak
-    (torch keeps one Python object per storage: its finalizer runs when the storage is freed)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.live: dict[int, int] = {}
-        self.peak = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
-        seen = {id(t.untyped_storage()) for t in tree_flatten((args, kwargs or {}))[0] if isinstance(t, torch.Tensor)}
-        out = func(*args, **(kwargs or {}))
-        for tensor in tree_flatten(out)[0]:
-            if not isinstance(tensor, torch.Tensor) or tensor.is_meta:
-                continue
-            storage = tensor.untyped_storage()
-            if id(storage) not in seen and id(storage) not in self.live:
-                self.live[id(storage)] = storage.nbytes()
-                weakref.finalize(storage, self.live.pop, id(storage), None)
-        self.peak = max(self.peak, sum(self.live.values()))
-        return out
-
-
 def test_a_rank_holds_one_full_tensor_of_a_layer_at_a_time() -> None:
     """A 2-layer LSTM has eight tensors; built whole, all of them are alive at once; replayed, one."""
     layer = {"type": "LSTM", "input_size": 64, "hidden_size": 64, "num_layers": 2}
@@ -125,14 +100,14 @@ def test_a_rank_holds_one_full_tensor_of_a_layer_at_a_time() -> None:
     largest = 4 * 64 * 64 * 4  # weight_ih_l0, weight_hh_l0, ...: [256, 64] float32
     inferred = netspec.read(spec).inferred
     node = inferred.root.children["rnn"]
-    whole = _LiveBytes()
+    whole = LiveBytes()
     with whole:
         module = build_tree(node, torch.device("cpu"), None, copy_graphs(inferred.graphs))
     del module
     assert whole.peak >= 4 * largest  # the counter sees the whole layer: four matrices, four biases
     model, _ = build_meta_tracked(inferred.root, copy_graphs(inferred.graphs), None)
     model.to_empty(device="cpu")
-    replayed = _LiveBytes()
+    replayed = LiveBytes()
     with replayed:
         replay(inferred.root, model, torch.device("cpu"), None, copy_graphs(inferred.graphs))
     assert largest <= replayed.peak <= largest + 4 * 256 * 4  # one matrix (and at most a bias beside it)
