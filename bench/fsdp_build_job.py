@@ -10,7 +10,6 @@ its peak resident memory above what it held before the build; rank 0 writes them
 
 from __future__ import annotations
 
-import json
 import resource
 import sys
 import time
@@ -22,6 +21,7 @@ import torch.distributed as dist
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 import handwritten as hw  # noqa: E402
+from rank_report import report_and_finish  # noqa: E402
 
 import netspec  # noqa: E402
 from netspec.distributed.context import current  # noqa: E402
@@ -72,13 +72,7 @@ def main(mode: str, out: Path) -> None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     local = sum(p.to_local().numel() for p in model.parameters())
     mine = {"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_mib": (peak - before) / 1024, "local": local}
-    everyone: list[dict[str, float]] = [{}] * dist.get_world_size()
-    dist.all_gather_object(everyone, mine)
-    if dist.get_rank() == 0:
-        params = sum(p.numel() for p in model.parameters())
-        out.write_text(json.dumps({"mode": mode, "parameters": params, "ranks": everyone}))
-    dist.barrier()
-    dist.destroy_process_group()
+    report_and_finish(mode, model, mine, out)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ writes them to OUT.
 from __future__ import annotations
 
 import importlib
-import json
 import resource
 import sys
 from pathlib import Path
@@ -25,6 +24,8 @@ from typing import Any
 import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: netspec and tests/
+
+from rank_report import report_and_finish  # beside this file
 
 import netspec
 from netspec.distributed.context import current
@@ -64,13 +65,7 @@ def main(mode: str, out: Path) -> None:
     shards = sum(p.to_local().numel() * p.element_size() for p in model.parameters())
     largest = max(p.numel() * p.element_size() for p in model.parameters())
     mine = {"peak": counter.peak, "shards": shards, "largest": largest, "rss_kib": rss}
-    everyone: list[dict[str, int]] = [{}] * dist.get_world_size()
-    dist.all_gather_object(everyone, mine)
-    if dist.get_rank() == 0:
-        params = sum(p.numel() for p in model.parameters())
-        out.write_text(json.dumps({"mode": mode, "parameters": params, "ranks": everyone}))
-    dist.barrier()
-    dist.destroy_process_group()
+    report_and_finish(mode, model, mine, out)
 
 
 if __name__ == "__main__":
