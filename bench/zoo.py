@@ -1,7 +1,7 @@
 """Emit round trips over real model zoos: pass rate per source, the refusals grouped by reason, and emit
 time (median, p90) of the exact ones.
 
-Run: python bench/zoo.py [--source torchvision|timm|hf|all] [--max-params 150000000]
+Run: python bench/zoo.py [--source torchvision|timm|hf|all] [--max-params 150000000] [--only A,B]
      python bench/zoo.py --refresh-timm   # rewrite tests/data/timm_families.json from the installed timm
 One thread; takes a while on 2 cores. Prints one line per model (exact / refused with emit's reason /
 FAILED), then per source the totals and the grouped reasons that docs/emit.md records.
@@ -115,17 +115,27 @@ def main() -> None:
     parser.add_argument("--source", choices=["torchvision", "timm", "hf", "all"], default="all")
     parser.add_argument("--max-params", type=int, default=150_000_000)
     parser.add_argument("--refresh-timm", action="store_true")
+    parser.add_argument(
+        "--only", default="", help="comma-separated model or timm family names: run just those (while fixing one)"
+    )
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)
     if args.refresh_timm:
         refresh_timm()
         return
+    only = {name for name in args.only.split(",") if name}
+
+    def wanted(*names: str) -> bool:
+        return not only or any(name in only for name in names)
+
     print(f"{datetime.date.today()}, torch {torch.__version__}")
     if args.source in ("torchvision", "all"):
         tv = import_torchvision()
         outcomes = []
         for name in tv.models.list_models(module=tv.models):
+            if not wanted(name):
+                continue
 
             def make(name: str = name) -> torch.nn.Module:
                 return tv.models.get_model(name, weights=None)
@@ -140,6 +150,7 @@ def main() -> None:
         outcomes = [
             run_one(f"{family}/{name}", make_timm(name), timm_input_shape(name))
             for family, name in timm_families().items()
+            if wanted(family, name)
         ]
         report(f"timm {timm.__version__} (smallest model of each of {len(outcomes)} families)", outcomes)
     if args.source in ("hf", "all"):
@@ -147,6 +158,8 @@ def main() -> None:
 
         hf = []
         for case in hf_cases():
+            if not wanted(case.name):
+                continue
             outcome = hf_round_trip(case)
             hf.append(outcome)
             print(f"{outcome.status:8} {case.name:32} {outcome.detail}", flush=True)
