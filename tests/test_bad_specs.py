@@ -408,6 +408,27 @@ def test_child_name_with_a_dot(expect_spec_error: ExpectError) -> None:
     )
 
 
+def test_parameter_dict_key_with_a_dot_or_a_module_attribute(expect_spec_error: ExpectError, tmp_path: Path) -> None:
+    """nn.ParameterDict refuses such keys with a KeyError at build: they are refused at validation, at the key."""
+    text = """\
+    netspec: 1
+    model:
+      type: ParameterDict
+      parameters:
+        scale: {shape: [3]}
+        w.b: {shape: [3]}
+        train: {shape: [2]}
+    """
+    err = expect_spec_error(text, line=6, path="model.parameters.w.b", words=("contains '.'", "use 'w_b'"), count=2)
+    assert_problem(
+        err,
+        file=tmp_path / "spec.yaml",
+        line=7,
+        path="model.parameters.train",
+        words=("clashes with the nn.Module attribute",),
+    )
+
+
 def test_child_name_forward_clashes_with_nn_module(expect_spec_error: ExpectError) -> None:
     expect_spec_error(
         SEQ + "    forward: ReLU\n",

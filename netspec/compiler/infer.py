@@ -46,8 +46,37 @@ from .shapes import ShapeRuleBug, SkipInit, layer_output, output_shapes
 from .statements import compile_statements, route
 from .tree import RNode
 
-Ran = tuple[nn.Module | None, Any]  # a node's module and its output
 FAILED: Any = object()  # a Graph run stopped at a reported problem (None is a legitimate output)
+
+
+class Later:
+    """A container (Sequential, ModuleList, ModuleDict, Graph) inference checked, assembled only if a module is
+    needed: a second call of it, a layer taking it as an argument. Validation reads only shapes, and
+    assembling a Graph generates and compiles its ``forward`` (a third of validating a 10,000-statement
+    Graph); ``build`` and ``Inferred.meta_model`` assemble it from the same tree and graphs."""
+
+    __slots__ = ("_make", "_module")
+
+    def __init__(self, make: Callable[[], nn.Module]) -> None:
+        self._make: Callable[[], nn.Module] | None = make
+        self._module: nn.Module | None = None
+
+    def get(self) -> nn.Module:
+        if self._module is None:
+            if self._make is None:
+                raise RuntimeError("a deferred module is assembled once")
+            make, self._make = self._make, None
+            self._module = make()
+        return self._module
+
+
+Built = nn.Module | Later  # a built layer, or a container assembled on demand
+Ran = tuple[Built | None, Any]  # a node's module and its output
+
+
+def real(module: Built) -> nn.Module:
+    """The module itself (a deferred container is assembled now)."""
+    return module.get() if isinstance(module, Later) else module
 
 
 @dataclass
@@ -78,7 +107,7 @@ class Inferrer:
         self.problems = problems
         self.graphs: dict[str, fx.Graph] = {}
         self.shapes: dict[str, Any] = {}
-        self.built: dict[str, nn.Module] = {}
+        self.built: dict[str, Built] = {}
         self.cache: dict[Any, nn.Module] = {}
         self.has_input = False
         self.tensors: dict[str, list[tuple[int, torch.dtype]]] = {}
@@ -102,13 +131,11 @@ class Inferrer:
             self._alive.append(t)
 
     # -- nodes --------------------------------------------------------------------------------
-    def node(
-        self, node: RNode, args: tuple[Any, ...] | None, kwargs: Mapping[str, Any] | None = None
-    ) -> tuple[nn.Module | None, Any]:
+    def node(self, node: RNode, args: tuple[Any, ...] | None, kwargs: Mapping[str, Any] | None = None) -> Ran:
         """Build ``node`` on meta (inferring from ``args`` when given) and run it; returns (module, output)."""
         if node.name in self.built and node.name:
             module = self.built[node.name]
-            return module, self.call(node, module, args, kwargs) if args is not None else None
+            return module, self.call(node, real(module), args, kwargs) if args is not None else None
         if args is not None and node.kind in ("ModuleList", "ModuleDict", "ParameterList", "ParameterDict"):
             self.problem(
                 node,
@@ -116,6 +143,7 @@ class Inferrer:
                 "call its elements from a Graph, or drop input.shape",
             )
             return None, None
+        module: Built | None
         if node.kind == "layer":
             module = self.layer(node, args)
         elif node.kind == "Sequential" and args is not None:
@@ -127,7 +155,7 @@ class Inferrer:
         if module is None:
             return None, None
         self.built[node.name] = module
-        return module, self.call(node, module, args, kwargs) if args is not None else None
+        return module, self.call(node, real(module), args, kwargs) if args is not None else None
 
     def walked(self, node: RNode, args: tuple[Any, ...] | None, result: Ran) -> Ran:
         """Log a Sequential or Graph that inference ran step by step (its input and output shapes)."""
@@ -164,10 +192,10 @@ class Inferrer:
         nested: dict[str, nn.Module] = {}
         for key, value in node.args.items():
             if isinstance(value, RNode):
-                module, _ = self.node(value, args if value.kind == "layer" else None)
-                if module is None:
+                built, _ = self.node(value, args if value.kind == "layer" else None)
+                if built is None:
                     return None
-                nested[key] = module
+                nested[key] = real(built)
         # Layers with the same type and arguments behave the same on meta tensors: build one of each.
         key = None if nested or _lazy_class(layer.cls) else cache_key(node)
         module = self.cache.get(key) if key is not None else None
@@ -257,14 +285,12 @@ class Inferrer:
             self.mark(out, Producer(self.producer(first).name, tuple(first.shape[1:])))
         return out
 
-    def sequential(
-        self, node: RNode, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None
-    ) -> tuple[nn.Module | None, Any]:
+    def sequential(self, node: RNode, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None) -> Ran:
         call_args: tuple[Any, ...] | None = args
         call_kwargs = kwargs
         # An empty Sequential is the identity (a ResNet shortcut written as `nn.Sequential()`).
         value: Any = args[0] if not node.children and len(args) == 1 and not kwargs else None
-        modules: dict[str, nn.Module] = {}
+        modules: dict[str, Built] = {}
         for child in node.children.values():
             if child.kind in ("ModuleList", "ModuleDict", "ParameterList", "ParameterDict"):
                 self.problems.add(
@@ -282,20 +308,22 @@ class Inferrer:
             modules[child.name.rsplit(".", 1)[-1]] = module
             # The first step takes the Sequential's own inputs; each later one the previous output.
             call_args, call_kwargs = (value,), None
-        seq = assemble(node, modules, {}, None)
+        seq = Later(lambda: assemble(node, {k: real(m) for k, m in modules.items()}, {}, None))
         self.built[node.name] = seq
         if value is not None:
             self.shapes[node.name] = output_shapes(value)
         return seq, value
 
-    def container(self, node: RNode) -> nn.Module | None:
+    def container(self, node: RNode) -> Built | None:
         children = {k: self.finish(c) for k, c in node.children.items()}
         if any(m is None for m in children.values()):
             return None
         tensors = self.owned_tensors(node)
         if tensors is None:
             return None
-        return assemble(node, children, tensors, None)  # type: ignore[arg-type]
+        if node.kind in ("ParameterList", "ParameterDict"):
+            return assemble(node, {}, tensors, None)  # holds only tensors: nothing to defer
+        return Later(lambda: assemble(node, {k: real(m) for k, m in children.items()}, tensors, None))  # type: ignore[union-attr]
 
     def owned_tensors(self, node: RNode) -> dict[str, torch.Tensor] | None:
         out: dict[str, torch.Tensor] = {}
@@ -313,7 +341,7 @@ class Inferrer:
             self.tensors[node.name] = [(t.numel(), t.dtype) for t in out.values()]
         return out if len(out) == len(node.tensors) else None
 
-    def finish(self, node: RNode) -> nn.Module | None:
+    def finish(self, node: RNode) -> Built | None:
         """Build a node nobody called (a ModuleList element, an unused layer) without inference."""
         if node.name in self.built:
             return self.built[node.name]
@@ -321,9 +349,7 @@ class Inferrer:
         return module
 
     # -- graphs -------------------------------------------------------------------------------
-    def graph(
-        self, node: RNode, args: tuple[Any, ...] | None, kwargs: Mapping[str, Any] | None
-    ) -> tuple[nn.Module | None, Any]:
+    def graph(self, node: RNode, args: tuple[Any, ...] | None, kwargs: Mapping[str, Any] | None) -> Ran:
         graph = compile_statements(node, self.source, self.problems)
         if graph is None:
             return None, None
@@ -339,7 +365,8 @@ class Inferrer:
         children = {k: self.finish(c) for k, c in node.children.items()}
         if any(m is None for m in children.values()):
             return None, None
-        module = assemble(node, children, tensors, graph)  # type: ignore[arg-type]
+        # Its forward is generated when something needs the module (a second call), not to validate it.
+        module = Later(lambda: assemble(node, {k: real(m) for k, m in children.items()}, tensors, graph))  # type: ignore[union-attr]
         self.built[node.name] = module
         if out is not None:
             self.shapes[node.name] = output_shapes(out)

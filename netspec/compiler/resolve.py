@@ -170,6 +170,9 @@ class Resolver:
             out = RNode(node.type, name, path)
             entries = dict(enumerate(node.parameters)) if isinstance(node, ParameterListNode) else node.parameters
             for key, tensor in entries.items():
+                named = isinstance(node, ParameterDictNode)
+                if named and not check_child_name(key, path + ("parameters", key), self.source, self.problems):
+                    continue  # a key with '.' or an nn.Module attribute's name: ParameterDict refuses it
                 resolved = self.tensor(tensor, path + ("parameters", key), scope)
                 if resolved is not None:
                     out.tensors[str(key)] = resolved
