@@ -69,7 +69,8 @@ def test_fast_set_round_trips_exactly(name: str) -> None:
 # timm families whose smallest variant must round-trip: a ResNet, ConvNeXt, MLP-Mixer, and RegNet, whose
 # BatchNormAct2d (F.batch_norm plus an int64 num_batches_tracked counted in training) is written with a
 # `num_batches_tracked.add_(1) if training else None` statement; the harness compares the counter too.
-TIMM_EXACT = ["resnet18", "convnext_atto", "mixer_s16_224", "regnetx_002"]
+# fasternet_t0: each Partial_conv3 picks its forward in __init__ (self.forward = self.forward_split_cat).
+TIMM_EXACT = ["resnet18", "convnext_atto", "mixer_s16_224", "regnetx_002", "fasternet_t0"]
 
 
 def check_timm(name: str) -> Outcome:

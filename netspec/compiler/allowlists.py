@@ -96,6 +96,10 @@ TENSOR_METHODS = frozenset(
         "type_as masked_fill matmul mul add sub div pow clone detach t max min amax amin argmax argmin norm "
         "narrow roll flip clamp numel new_zeros new_ones new_full new_empty tril triu std var square movedim "
         "swapaxes gather index_select cumsum mT unfold addcmul addcdiv "
+        # element-wise, reordering and tiling methods timm's models call (SAM2's Hiera tiles its position
+        # embedding): each computes what torch's function of the same name does
+        "tile cos sin sign floor ceil round log2 erf logical_not where maximum minimum sort argsort topk "
+        "all any isfinite clamp_min clamp_max bmm "
     ).split()
 )
 # In-place methods a Graph may call on one of its own buffers, in a statement of their own

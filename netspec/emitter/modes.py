@@ -32,6 +32,18 @@ class ModeMerge:
     mode_constants: int = 0  # arguments written `a if training else b`
 
 
+CONSTANT_PREFIX = "_tensor_constant"
+
+
+def target_key(n: fx.Node) -> str:
+    """What a node calls or reads, for comparing two traces: fx stores a tensor computed eagerly in forward
+    (arithmetic on a plain tensor attribute, ``torch.tensor(...)``) as ``_tensor_constantN``, numbered from
+    a counter that runs on between traces, so the two modes' traces of one computation name it differently;
+    such a read compares as the same read (emit refuses it anyway: a spec cannot hold that tensor)."""
+    target = str(n.target)
+    return CONSTANT_PREFIX if n.op == "get_attr" and target.startswith(CONSTANT_PREFIX) else target
+
+
 def _namedtuple(target: Any) -> bool:
     return isinstance(target, type) and issubclass(target, tuple) and hasattr(target, "_fields")
 
@@ -45,7 +57,9 @@ def _same(
     """Whether eval node ``e`` computes what train node ``t`` does (dropout's ``training`` flag aside): None
     if not; else the top-level number arguments whose value differs by mode, with their eval value
     (``dropout_p=0.1`` in training, ``0.0`` in eval: ``p if self.training else 0.0``)."""
-    if e.op != t.op or e.target != t.target or len(e.args) != len(t.args) or set(e.kwargs) != set(t.kwargs):
+    if e.op != t.op or len(e.args) != len(t.args) or set(e.kwargs) != set(t.kwargs):
+        return None
+    if (e.target != t.target) and not (e.op == "get_attr" and target_key(e) == target_key(t) == CONSTANT_PREFIX):
         return None
     at = mode_index(t)
     differing: list[tuple[_Key, Any]] = []
@@ -133,4 +147,4 @@ def merge_modes(
     return ModeMerge(trained, counterpart, only, sum(len(d) for _, d in constants))
 
 
-__all__ = ["ModeMerge", "merge_modes"]
+__all__ = ["CONSTANT_PREFIX", "ModeMerge", "merge_modes", "target_key"]

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 import torch.fx as fx
 import torch.nn as nn
 
@@ -40,6 +41,7 @@ from ..compiler.allowlists import (
 from ..errors import EmitError
 from .layers import same_value, where
 from .lint import ModelWarning
+from .modes import CONSTANT_PREFIX
 from .spelling import (
     ASSERTS,
     ATOM,
@@ -72,6 +74,7 @@ class GraphBody:
     forward: list[str]
     outputs: str | list[str] | dict[str, str]
     notes: list[ModelWarning] = field(default_factory=list)
+    used: set[str] = field(default_factory=set)  # the children forward calls or reads (first name of a path)
 
 
 # -- rendering ------------------------------------------------------------------------------------------
@@ -311,7 +314,8 @@ class _Renderer(StatementWriter):
         for p in self.pending:
             self.flush(p)
         outputs = self._outputs(output.args[0])
-        return GraphBody(inputs, self.statements, outputs, self.notes)
+        used = {str(n.target).split(".")[0] for n in nodes if n.op in ("call_module", "get_attr")}
+        return GraphBody(inputs, self.statements, outputs, self.notes, used & set(self.children))
 
     def _attr(self, n: fx.Node) -> Expr:
         target = str(n.target)
@@ -319,17 +323,34 @@ class _Renderer(StatementWriter):
             return Expr(target)
         if target == "training" or target in self.children:
             return Expr(target)  # dropout's mode flag or route's ModuleDict; rendered by their users
-        if target.startswith("_tensor_constant") or "." not in target:
-            what = f"self.{target}" if "." not in target and not target.startswith("_tensor_constant") else "a tensor"
+        if target.startswith(CONSTANT_PREFIX):
+            plain = sorted(k for k, v in vars(self.module).items() if isinstance(v, torch.Tensor) and k[0] != "_")
+            source = f" (its plain tensor attributes: {', '.join(plain)})" if plain else ""
             raise EmitError(
-                f"{where(self.path, self.module)}: forward reads {what}, a tensor that is not a registered "
-                "parameter or buffer (a plain attribute, or made with torch.tensor in forward), so a spec cannot "
-                "hold it\n    hint: self.register_buffer(name, tensor) in __init__ (or nn.Parameter to train it)"
+                f"{where(self.path, self.module)}: forward computes with a tensor that is not a registered "
+                "parameter or buffer — arithmetic on a plain tensor attribute, or a tensor made in forward with "
+                f"torch.tensor, which tracing stores as a constant{source} — so a spec cannot hold it"
+                "\n    hint: self.register_buffer(name, tensor) in __init__ (or nn.Parameter to train it)"
+            )
+        if "." not in target:
+            raise EmitError(
+                f"{where(self.path, self.module)}: forward reads self.{target}, a tensor that is not a registered "
+                "parameter or buffer, so a spec cannot hold it"
+                "\n    hint: self.register_buffer(name, tensor) in __init__ (or nn.Parameter to train it)"
             )
         raise self.fail(f"reads the tensor {target!r} of a submodule directly")
 
     def _outputs(self, value: Any) -> str | list[str] | dict[str, str]:
         def name(v: Any) -> str:
+            if isinstance(v, (tuple, list)) and v and all(isinstance(e, fx.Node) for e in v):
+                # a nested tuple, ``return x, (h, w)``: one output holding the inner tuple, written as a statement
+                fresh = self.fresh("out")
+                inner = ", ".join(self.expr[e].text for e in v)
+                if isinstance(v, list):
+                    self.statements.append(f"{fresh} = [{inner}]")
+                else:
+                    self.statements.append(f"{fresh} = ({inner}{',' if len(v) == 1 else ''})")
+                return fresh
             if not isinstance(v, fx.Node):
                 raise self.fail(f"returns {v!r}, which is not a tensor computed in forward")
             text = self.expr[v].text

@@ -287,7 +287,7 @@ class StatementWriter:
             items = [self.index(x) for x in v]
             return items[0] + "," if len(items) == 1 else ", ".join(items)
         if v is Ellipsis:
-            raise self.fail("indexes with '...' (Ellipsis)")
+            return "..."  # h[..., :w]: the statement language reads it as Python does
         return self.value(v).text
 
     def operand(self, v: Any, prec: int, right: bool = False) -> str:

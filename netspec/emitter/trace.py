@@ -30,7 +30,7 @@ from ..compiler.allowlists import BUFFER_UPDATES, MODE_ARGUMENTS
 from ..errors import EmitError, first_line
 from .layers import where
 from .lint import ModelWarning
-from .modes import merge_modes
+from .modes import merge_modes, target_key
 from .render import GraphBody, render_graph
 from .spelling import fixed_inputs, function_name, public_name
 
@@ -63,6 +63,39 @@ class _LeafTracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return True
 
+    def get_fresh_qualname(self, prefix: str) -> str:
+        """``_tensor_constant0``, ``1``, ... counted per trace (fx's own counter is shared by every tracer in
+        the process), so the eval and train traces of one forward name their constants alike."""
+        counter = vars(self).setdefault("_own_counter", {})
+        i = counter.get(prefix, 0)
+        while hasattr(self.root, f"{prefix}{i}"):
+            i += 1
+        counter[prefix] = i + 1
+        return f"{prefix}{i}"
+
+
+def own_forward(module: nn.Module) -> bool:
+    """Whether ``forward`` is replaced on the instance (``self.forward = self.forward_split_cat``, as timm's
+    FasterNet chooses its forward in ``__init__``): then that attribute, not the class's, is what runs."""
+    return "forward" in vars(module) and not isinstance(module, fx.GraphModule)
+
+
+def _forward_function(module: nn.Module, path: str) -> Callable[..., Any] | None:
+    """The function to trace in place of the class's ``forward`` (taking ``self``), or None to trace the class's:
+    an instance's own ``forward`` that is a method of the module itself. Anything else assigned there (a
+    lambda, another module's method, a ``functools.partial``) is refused: tracing the class's forward would
+    emit what does not run."""
+    if not own_forward(module):
+        return None
+    own = vars(module)["forward"]
+    if inspect.ismethod(own) and own.__self__ is module:
+        return own.__func__
+    raise EmitError(
+        f"{where(path, module)}: forward is replaced on this instance by {type(own).__name__} {own!r}, which is "
+        "not a method of the module itself, so its computation cannot be traced as the module's"
+        "\n    hint: assign one of the module's own methods (self.forward = self.forward_fast), or define forward"
+    )
+
 
 def _signature_key(graph: fx.Graph) -> list[tuple[Any, ...]]:
     """A comparable form of a graph, with dropout's ``training`` flag left out."""
@@ -78,7 +111,7 @@ def _signature_key(graph: fx.Graph) -> list[tuple[Any, ...]]:
         if at is not None:
             kwargs.pop("training", None)
             args = tuple(v for i, v in enumerate(args) if i != at)
-        key.append((n.op, str(n.target), repr(norm(args)), repr(norm(kwargs))))
+        key.append((n.op, target_key(n), repr(norm(args)), repr(norm(kwargs))))
     return key
 
 
@@ -280,6 +313,7 @@ def trace(
     except (TypeError, ValueError) as err:
         raise EmitError(f"{where(path, module)}: cannot read forward's signature: {err}") from None
     concrete, bound, notes = _bindings(module, path, signature, inputs)
+    own = _forward_function(module, path)
     graphs: dict[bool, fx.Graph] = {}
     for training in (False, True):
         copied = _tracing_copy(module)
@@ -288,8 +322,11 @@ def trace(
             tracer = _LeafTracer()
             if bound is not None:
                 names, fixed = bound, concrete
-                tracer.bind = lambda fn, names=names, fixed=fixed: _bound_forward(fn, names, fixed)
+                tracer.bind = lambda fn, names=names, fixed=fixed, own=own: _bound_forward(own or fn, names, fixed)
                 graphs[training] = tracer.trace(copied)
+            elif own is not None:
+                tracer.bind = lambda fn, own=own: own
+                graphs[training] = tracer.trace(copied, concrete_args=concrete or None)
             else:
                 graphs[training] = tracer.trace(copied, concrete_args=concrete or None)
         except Exception as err:  # the user's forward runs under the tracer and may raise anything
@@ -359,4 +396,4 @@ def graph_body(
     return body
 
 
-__all__ = ["TRACE_HINT", "graph_body", "trace"]
+__all__ = ["TRACE_HINT", "graph_body", "own_forward", "trace"]

@@ -30,14 +30,14 @@ from torch.nn.parameter import is_lazy
 
 from ..catalog.windows import INTEGER_INITS
 from ..compiler.construct import TENSOR_INITS
-from ..errors import EmitError, SpecError
+from ..errors import EmitError, SpecError, first_line
 from ..frontend.models import DTYPE_NAMES
 from ..spec import Spec, read
 from .blocks import BlockTable
 from .equivalents import equivalent_node, has_equivalent
 from .layers import LayerVerifier, catalogue_entry, layer_args, where
 from .lint import ModelWarning, lint
-from .trace import graph_body
+from .trace import graph_body, own_forward
 from .training import freeze_section, optimizer_section
 
 _PLAIN_GRAPH_NAMES = frozenset({"Graph", "GraphModule"})
@@ -54,6 +54,8 @@ def _unwrap(cls: type[nn.Module]) -> type[nn.Module]:
 def _traced(module: nn.Module) -> bool:
     """Whether ``node`` emits ``module`` by tracing its forward (not a container, equivalent or catalogue layer)."""
     cls = _unwrap(type(module))
+    if own_forward(module):
+        return True  # forward replaced on the instance: what runs is that method, whatever the class
     if isinstance(module, (nn.Sequential, nn.ModuleList, nn.ModuleDict)):
         return cls.forward not in (nn.Sequential.forward, nn.Module.forward)
     if isinstance(module, (fx.GraphModule, nn.ParameterList, nn.ParameterDict)):
@@ -121,6 +123,9 @@ class _Walker:
         if isinstance(module, fx.GraphModule):
             node = self.graph(module, path)
             block = None if cls.__name__ in _PLAIN_GRAPH_NAMES else cls.__name__
+        elif own_forward(module):  # timm's Partial_conv3: self.forward = self.forward_split_cat
+            node = self.graph(module, path)
+            block = cls.__name__
         elif isinstance(module, nn.Sequential) and cls.forward is nn.Sequential.forward:
             node = self.sequence("Sequential", module, path)
             block = None if cls is nn.Sequential else cls.__name__
@@ -163,7 +168,11 @@ class _Walker:
             if t.is_floating_point():
                 self.dtypes.add(t.dtype)
 
-    def children(self, module: nn.Module, path: str) -> dict[str, Any]:
+    def children(self, module: nn.Module, path: str, used: set[str] | None = None) -> dict[str, Any]:
+        """The spec nodes of ``module``'s children. ``used``: the children a traced forward calls or reads
+        (None: all); a child outside it that holds no parameter or buffer and cannot be emitted is left out,
+        with a note (timm's Hiera keeps a ``Reroll`` for ``forward_intermediates`` that ``forward`` never
+        calls): the rebuilt model computes and stores the same without it."""
         out: dict[str, Any] = {}
         seen: dict[int, str] = {}
         for name, child in module._modules.items():
@@ -181,7 +190,22 @@ class _Walker:
                     )
                 )
             seen.setdefault(id(child), child_path)
-            out[name] = self.node(child, child_path)
+            if used is None or name in used or any(True for _ in (*child.parameters(), *child.buffers())):
+                out[name] = self.node(child, child_path)
+                continue
+            blocks, notes = len(self.blocks.instances), len(self.notes)
+            try:
+                out[name] = self.node(child, child_path)
+            except EmitError as err:
+                del self.blocks.instances[blocks:], self.notes[notes:]
+                self.notes.append(
+                    ModelWarning(
+                        child_path,
+                        f"{type(child).__name__} is left out of the spec: {type(module).__name__}.forward never "
+                        f"calls it, it holds no parameters or buffers, and it cannot be emitted "
+                        f"({first_line(err).split(': ', 1)[-1]})",
+                    )
+                )
         return out
 
     def sequence(self, kind: str, module: nn.Module, path: str) -> dict[str, Any]:
@@ -227,7 +251,7 @@ class _Walker:
         body = graph_body(module, path, _traced, self.inputs if not path else None)
         self.notes += body.notes
         node: dict[str, Any] = {"type": "Graph", "inputs": body.inputs}
-        layers = self.children(module, path)
+        layers = self.children(module, path, body.used)
         if layers:
             node["layers"] = layers
         join = (lambda n: f"{path}.{n}") if path else (lambda n: n)

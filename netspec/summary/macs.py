@@ -170,6 +170,7 @@ def _statement_rules() -> dict[Callable[..., Any] | str, Callable[[StatementCall
         "matmul": product(0, 1),
         torch.mm: product(0, 1),
         torch.bmm: product(0, 1),
+        "bmm": product(0, 1),
         torch.baddbmm: product(1, 2),
         torch.addmm: product(1, 2),
         F.scaled_dot_product_attention: _sdpa,
