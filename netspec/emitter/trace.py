@@ -56,6 +56,9 @@ class _LeafTracer(fx.Tracer):
     proxy_buffer_attributes = True
 
     def create_args_for_root(self, root_fn: Any, is_module: bool, concrete_args: Any = None) -> Any:
+        own = vars(self.root).get("forward")
+        if inspect.ismethod(own):  # a forward chosen per instance (``_check_own_forward`` vetted it)
+            root_fn = own.__func__
         if self.bind is not None:
             root_fn = self.bind(root_fn)
         return super().create_args_for_root(root_fn, is_module, concrete_args)
@@ -80,16 +83,13 @@ def own_forward(module: nn.Module) -> bool:
     return "forward" in vars(module) and not isinstance(module, fx.GraphModule)
 
 
-def _forward_function(module: nn.Module, path: str) -> Callable[..., Any] | None:
-    """The function to trace in place of the class's ``forward`` (taking ``self``), or None to trace the class's:
-    an instance's own ``forward`` that is a method of the module itself. Anything else assigned there (a
-    lambda, another module's method, a ``functools.partial``) is refused: tracing the class's forward would
-    emit what does not run."""
-    if not own_forward(module):
-        return None
-    own = vars(module)["forward"]
-    if inspect.ismethod(own) and own.__self__ is module:
-        return own.__func__
+def _check_own_forward(module: nn.Module, path: str) -> None:
+    """An instance's own ``forward`` is traced in place of the class's when it is a method of the module
+    itself; anything else assigned there (a lambda, another module's method, a ``functools.partial``) is
+    refused: tracing the class's forward would emit what does not run."""
+    own = vars(module).get("forward") if own_forward(module) else None
+    if own is None or (inspect.ismethod(own) and own.__self__ is module):
+        return
     raise EmitError(
         f"{where(path, module)}: forward is replaced on this instance by {type(own).__name__} {own!r}, which is "
         "not a method of the module itself, so its computation cannot be traced as the module's"
@@ -312,8 +312,8 @@ def trace(
         signature = inspect.signature(module.forward)
     except (TypeError, ValueError) as err:
         raise EmitError(f"{where(path, module)}: cannot read forward's signature: {err}") from None
+    _check_own_forward(module, path)
     concrete, bound, notes = _bindings(module, path, signature, inputs)
-    own = _forward_function(module, path)
     graphs: dict[bool, fx.Graph] = {}
     for training in (False, True):
         copied = _tracing_copy(module)
@@ -322,11 +322,8 @@ def trace(
             tracer = _LeafTracer()
             if bound is not None:
                 names, fixed = bound, concrete
-                tracer.bind = lambda fn, names=names, fixed=fixed, own=own: _bound_forward(own or fn, names, fixed)
+                tracer.bind = lambda fn, names=names, fixed=fixed: _bound_forward(fn, names, fixed)
                 graphs[training] = tracer.trace(copied)
-            elif own is not None:
-                tracer.bind = lambda fn, own=own: own
-                graphs[training] = tracer.trace(copied, concrete_args=concrete or None)
             else:
                 graphs[training] = tracer.trace(copied, concrete_args=concrete or None)
         except Exception as err:  # the user's forward runs under the tracer and may raise anything
