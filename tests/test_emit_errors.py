@@ -57,9 +57,10 @@ def test_unsupported_operations_are_named() -> None:
         def __init__(self) -> None:
             super().__init__()
             self.fc = nn.Linear(4, 4)
+            self.fc.scale = torch.ones(4)  # a plain tensor attribute of the child (fc.weight would be written)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return F.linear(x, self.fc.weight)  # a child's tensor, not the Graph's own
+            return F.linear(x, self.fc.weight) * self.fc.scale
 
     class Constant(nn.Module):
         def __init__(self) -> None:
@@ -72,7 +73,7 @@ def test_unsupported_operations_are_named() -> None:
     cases = [
         (Logit(), r"the model \(Logit\): calls torch\.special\.logit"),
         (nn.Sequential(nn.Linear(4, 4), Method()), r"1 \(Method\): calls the tensor method \.cosh\(\)"),
-        (ReachesIn(), r"reads the tensor 'fc\.weight' of a submodule"),
+        (ReachesIn(), r"ReachesIn\): reads 'fc\.scale', which is not a parameter or buffer of a submodule"),
         (
             Constant(),
             r"(?s)forward reads self\.mask, a tensor that is not a registered parameter or buffer.*register_buffer",

@@ -1,7 +1,8 @@
 """What a Graph statement may call: each child's kind, its own children and its forward's inputs.
 
 In: a resolved node (``RNode``) whose children a Graph's statements call. Out: a ``Child`` per
-child (kind, grandchildren, forward parameter names and how many are required), and
+child (kind, grandchildren, forward parameter names and how many are required, the parameters and
+buffers a statement may read as ``child.name``), and
 ``check_arity``, which turns a call with the wrong inputs into a ``StatementError`` (message,
 column, hint) that ``statements`` places at the statement.
 """
@@ -34,6 +35,7 @@ class Child:
     children: Mapping[str, Child]
     inputs: tuple[str, ...] | None = None  # forward's parameter names when known; None: unchecked
     required: int = 0  # how many of them have no default
+    tensors: frozenset[str] | None = frozenset()  # its own parameters and buffers; None: a layer's, known once built
 
 
 def _forward_inputs(node: RNode) -> tuple[tuple[str, ...] | None, int]:
@@ -58,8 +60,14 @@ def _signature_inputs(forward: Callable[..., Any]) -> tuple[tuple[str, ...] | No
     return tuple(p.name for p in params), required
 
 
+def _own_tensors(node: RNode) -> frozenset[str] | None:
+    return None if node.kind == "layer" else frozenset(node.tensors)
+
+
 def describe_children(node: RNode) -> dict[str, Child]:
-    return {k: Child(v.kind, describe_children(v), *_forward_inputs(v)) for k, v in node.children.items()}
+    return {
+        k: Child(v.kind, describe_children(v), *_forward_inputs(v), _own_tensors(v)) for k, v in node.children.items()
+    }
 
 
 def check_arity(path: str, child: Child, args: tuple[Any, ...], kwargs: Mapping[str, Any], col: int) -> None:

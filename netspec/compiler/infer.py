@@ -22,7 +22,7 @@ from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import is_lazy
 
 from ..catalog.checks import check_layer
-from ..errors import Problem, ProblemList, SpecError, first_line
+from ..errors import Problem, ProblemList, SpecError, did_you_mean, first_line
 from ..frontend.source import Source
 from .allowlists import FACTORIES
 from .batchdims import label_problems
@@ -403,8 +403,12 @@ class Inferrer:
                     target = str(n.target)
                     if target == "training":
                         env[n] = False
+                    elif target in tensors:
+                        env[n] = tensors[target]
                     else:
-                        env[n] = tensors[target] if target in tensors else self.child_for(node, target)
+                        env[n] = self.child_value(node, target, stmt_path, stmt_text)
+                        if env[n] is None:
+                            return FAILED
                 elif n.op == "output":
                     return fx.node.map_arg(n.args[0], lambda a: env[a])
                 else:
@@ -431,6 +435,23 @@ class Inferrer:
                 )
                 return FAILED
         return FAILED
+
+    def child_value(self, node: RNode, target: str, stmt_path: Any, stmt_text: str) -> Any:
+        """A ``get_attr`` beyond the Graph's own tensors: a child (``route``'s ModuleDict), or a child's tensor
+        (``qkv.weight``; the child is built first if forward reads it before calling it). None: reported."""
+        parts, owner = target.split("."), node
+        while parts and parts[0] in owner.children:
+            owner = owner.children[parts.pop(0)]
+        module, name = (self.finish(owner) if parts else None), ".".join(parts)
+        if module is None:
+            return None if parts else owner  # a child that could not be built reported its own problem
+        found = dict(module.named_parameters()) | dict(module.named_buffers())
+        if name in found:
+            return found[name]
+        message = f"'{stmt_text.strip()}': {owner.label} ({owner.type_name}) has no parameter or buffer {name!r}"
+        has = f"; it has {', '.join(found)}" if found else ""
+        self.problems.add(self.source.problem(stmt_path, message + has, hint=did_you_mean(name, found) or None))
+        return None
 
     def child_for(self, node: RNode, target: str) -> RNode:
         current = node

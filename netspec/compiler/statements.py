@@ -277,12 +277,32 @@ class _Builder:
     def attribute(self, e: ast.Attribute) -> Any:
         if e.attr.startswith("_"):
             raise StatementError(f"attribute {e.attr!r} is not allowed", e.col_offset)
+        owner = self.child_path(e.value)
+        if owner is not None:
+            return self.child_tensor(owner, e.attr, e.col_offset)
         base = self.expr(e.value)
         if isinstance(base, fx.Node) and e.attr in TENSOR_ATTRIBUTES:
             return self.node("call_function", getattr, (base, e.attr), {})
         raise StatementError(
             f"attribute {e.attr!r} is not allowed here", e.col_offset, did_you_mean(e.attr, TENSOR_ATTRIBUTES) or None
         )
+
+    def child_tensor(self, owner: tuple[str, Child], attr: str, col: int) -> fx.Node:
+        """``qkv.weight``, ``blocks[0].rel_pos.table``: a child's own parameter or buffer, read in place.
+
+        A Graph's or container's tensors are checked here; a layer's are known once it is built (``infer``)."""
+        path, child = owner
+        if attr in child.children:
+            raise StatementError(f"layer {path}.{attr} must be called, e.g. {path}.{attr}(h)", col)
+        if child.tensors is not None and attr not in child.tensors:
+            raise StatementError(
+                f"{path} ({child.kind}) has no parameter or buffer {attr!r}"
+                + (f"; it has {', '.join(sorted(child.tensors))}" if child.tensors else ""),
+                col,
+                did_you_mean(attr, child.tensors) or None,
+            )
+        self.used.add(path.split(".")[0])
+        return self.attr(f"{path}.{attr}")
 
     def child_path(self, e: ast.expr) -> tuple[str, Child] | None:
         """``blocks``, ``heads.cls``, ``blocks[2]``, ``blocks[-1]`` -> ("blocks.2", child) when it names a child."""

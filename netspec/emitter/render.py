@@ -338,7 +338,10 @@ class _Renderer(StatementWriter):
                 "parameter or buffer, so a spec cannot hold it"
                 "\n    hint: self.register_buffer(name, tensor) in __init__ (or nn.Parameter to train it)"
             )
-        raise self.fail(f"reads the tensor {target!r} of a submodule directly")
+        owner, _, name = target.rpartition(".")
+        if owner.split(".")[0] in self.children and _holds(self.module.get_submodule(owner), name):
+            return Expr(f"{self.child_ref(owner)}.{name}")  # qkv.weight: the child's own tensor, read in place
+        raise self.fail(f"reads {target!r}, which is not a parameter or buffer of a submodule")
 
     def _outputs(self, value: Any) -> str | list[str] | dict[str, str]:
         def name(v: Any) -> str:
@@ -423,6 +426,11 @@ class _Renderer(StatementWriter):
                 chains[run[-1]] = (parent_path, n.args[0])
                 absorbed.update(run[:-1])
         return chains, absorbed
+
+
+def _holds(module: nn.Module, name: str) -> bool:
+    """Whether ``name`` is one of ``module``'s own parameters or buffers."""
+    return name in module._parameters or name in module._buffers
 
 
 def _eval_order(n: fx.Node, args: tuple[Any, ...]) -> list[fx.Node]:

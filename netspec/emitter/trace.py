@@ -274,6 +274,22 @@ def _tracing_copy(module: nn.Module) -> nn.Module:
     return clone
 
 
+def _drop_dead_reads(graph: fx.Graph) -> None:
+    """Remove reads nothing uses: ``getattr(x, 'device')`` and ``get_attr`` nodes without users.
+
+    fx creates an attribute node only when the attribute is used, and ``str(x.device)`` uses it: LeViT's and
+    EfficientFormer's eval-mode bias cache keys on it, then computes what training mode computes. A read
+    without users has no effect, so leaving it out cannot change what the graph computes."""
+    changed = True
+    while changed:
+        changed = False
+        for n in reversed(list(graph.nodes)):
+            if n.users or not (n.op == "get_attr" or (n.op == "call_function" and n.target is getattr)):
+                continue
+            graph.erase_node(n)
+            changed = True
+
+
 def _buffer_updates(graph: fx.Graph, module: nn.Module) -> list[str]:
     """Take the in-place updates of ``module``'s own buffers out of ``graph`` (BatchNorm's training-only
     ``num_batches_tracked.add_(1)``) and return them as Graph statements (``num_batches_tracked.add_(1)``).
@@ -338,6 +354,8 @@ def trace(
             raise EmitError(
                 f"{where(path, module)}: forward cannot be traced: {reason}{_user_line(err)}\n    hint: {TRACE_HINT}"
             ) from err
+    for graph in graphs.values():
+        _drop_dead_reads(graph)
     updates = {mode: _buffer_updates(graph, module) for mode, graph in graphs.items()}
     modes: dict[fx.Node, Any] = {}
     pairs: list[tuple[fx.Node | None, fx.Node]]
