@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import inspect
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +75,9 @@ class GraphBody:
     outputs: str | list[str] | dict[str, str]
     notes: list[ModelWarning] = field(default_factory=list)
     used: set[str] = field(default_factory=set)  # the children forward calls or reads (first name of a path)
+    # traced children whose defaulted forward arguments are passed values computed here (DLA's ``shortcut``):
+    # child path -> those names, which the child's Graph takes as inputs instead of fixing them
+    passed: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 # -- rendering ------------------------------------------------------------------------------------------
@@ -88,8 +91,10 @@ class _Renderer(StatementWriter):
         path: str,
         dropout_modes: Mapping[fx.Node, Any],
         traced: Callable[[nn.Module], bool],
+        inputs_passed: Sequence[str] = (),
     ) -> None:
         self.graph = graph
+        self.inputs_passed = set(inputs_passed)  # defaulted inputs the parent passes: kept even if unused
         self.traced = traced
         self.module = module
         self.path = path
@@ -106,6 +111,7 @@ class _Renderer(StatementWriter):
         self.pending: list[fx.Node] = []
         self.depth: dict[fx.Node, int] = {}  # nesting of calls in a node's inlined expression
         self.notes: list[ModelWarning] = []
+        self.passed: dict[str, tuple[str, ...]] = {}
 
     # -- one node -----------------------------------------------------------------------------------
     def render(self, n: fx.Node, chain: tuple[str, Any] | None) -> Expr:
@@ -194,10 +200,29 @@ class _Renderer(StatementWriter):
         names = list(inspect.signature(child.forward).parameters)
         if len(fixed) == len(names):
             return args, dict(kwargs)  # every input defaulted: the child's own trace refuses it, naming why
+        passed = self.passed.get(target, ())
+        fixed = {k: v for k, v in fixed.items() if k not in passed}
         given = {**{names[i]: v for i, v in enumerate(args) if i < len(names)}, **kwargs}
+        for name in passed:
+            if not isinstance(given.get(name), fx.Node):
+                raise EmitError(
+                    f"{where(self.path, self.module)}: calls {target} ({type(child).__name__}) with {name}= a value "
+                    f"computed in forward at one call and {given.get(name, fixed_inputs(child)[name][1])!r} at "
+                    f"another; its emitted Graph takes {name} as an input, which every call must pass"
+                    f"\n    hint: call {target} the same way everywhere, or register {type(child).__name__} as a layer"
+                )
         for name, value in given.items():
             if name in fixed and not _same(value, fixed[name][1]):
                 shown = "a value computed in forward" if isinstance(value, fx.Node) else repr(value)
+                if _refs(value):  # a list or tuple holding computed values: no Graph input takes one
+                    kind = "tuple" if isinstance(value, tuple) else "list"
+                    raise EmitError(
+                        f"{where(self.path, self.module)}: calls {target} ({type(child).__name__}) with "
+                        f"{name}={value!r}, a {kind} of values computed in forward; a Graph input takes one value, "
+                        f"so its emitted Graph cannot take {name} (and fixes it to the default {fixed[name][1]!r})"
+                        "\n    hint: pass the tensors as separate arguments, or register "
+                        f"{type(child).__name__} as a layer"
+                    )
                 raise EmitError(
                     f"{where(self.path, self.module)}: calls {target} ({type(child).__name__}) with {name}={shown}, "
                     f"but its emitted Graph fixes {name} to the default {fixed[name][1]!r} (Graph inputs have no "
@@ -205,6 +230,8 @@ class _Renderer(StatementWriter):
                     f"\n    hint: give {type(child).__name__}.forward's {name!r} no default, "
                     "or pass it as a layer argument"
                 )
+        if not fixed:
+            return args, dict(kwargs)
         kept_args = args[: min(i for i, _ in fixed.values())]
         covered = set(names[: len(kept_args)])
         kept_kwargs = {k: v for k, v in given.items() if k not in fixed and k not in covered}
@@ -265,8 +292,28 @@ class _Renderer(StatementWriter):
         self.statements.append(f"{name} = {self.expr[n].text}")
         self.expr[n] = Expr(name)
 
+    def passed_values(self, nodes: list[fx.Node]) -> dict[str, tuple[str, ...]]:
+        """The defaulted forward arguments of traced children that some call here passes a computed value:
+        their Graphs take them as inputs (timm's DLA passes ``shortcut``, GC ViT ``q_global``)."""
+        out: dict[str, tuple[str, ...]] = {}
+        for n in nodes:
+            if n.op != "call_module":
+                continue
+            child = self.module.get_submodule(str(n.target))
+            fixed = fixed_inputs(child) if self.traced(child) else {}
+            if not fixed:
+                continue
+            names = list(inspect.signature(child.forward).parameters)
+            given = {**{names[i]: v for i, v in enumerate(n.args) if i < len(names)}, **n.kwargs}
+            computed = [k for k in names if k in fixed and isinstance(given.get(k), fx.Node)]
+            if computed and len(fixed) < len(names):
+                previous = out.get(str(n.target), ())
+                out[str(n.target)] = tuple(k for k in names if k in computed or k in previous)
+        return out
+
     def run(self) -> GraphBody:
         nodes = list(self.graph.nodes)
+        self.passed = self.passed_values(nodes)
         skipped = self._skipped(nodes)
         chains, absorbed = self._chains(nodes, skipped)
         effective: dict[fx.Node, tuple[Any, ...]] = {}
@@ -315,7 +362,7 @@ class _Renderer(StatementWriter):
             self.flush(p)
         outputs = self._outputs(output.args[0])
         used = {str(n.target).split(".")[0] for n in nodes if n.op in ("call_module", "get_attr")}
-        return GraphBody(inputs, self.statements, outputs, self.notes, used & set(self.children))
+        return GraphBody(inputs, self.statements, outputs, self.notes, used & set(self.children), self.passed)
 
     def _attr(self, n: fx.Node) -> Expr:
         target = str(n.target)
@@ -381,7 +428,7 @@ class _Renderer(StatementWriter):
             for n in nodes:
                 if n in skipped or n.op == "output" or not all(u in skipped for u in n.users):
                     continue
-                fixed_input = n.op == "placeholder" and bool(n.args)
+                fixed_input = n.op == "placeholder" and bool(n.args) and n.target not in self.inputs_passed
                 pure_read = n.op == "call_function" and n.target in (operator.getitem, getattr)
                 if fixed_input or pure_read or (bool(n.users) and n.op == "call_function"):
                     skipped.add(n)
@@ -459,11 +506,13 @@ def render_graph(
     path: str,
     dropout_modes: Mapping[fx.Node, Any] | None = None,
     traced: Callable[[nn.Module], bool] | None = None,
+    passed: Sequence[str] = (),
 ) -> GraphBody:
     """Statements, inputs and outputs for ``graph``, whose call_module targets are ``module``'s submodules.
 
-    ``traced(child)`` says whether a child is emitted as a traced Graph (whose defaulted inputs are fixed)."""
-    return _Renderer(graph, module, path, dropout_modes or {}, traced or (lambda m: False)).run()
+    ``traced(child)`` says whether a child is emitted as a traced Graph (whose defaulted inputs are fixed);
+    ``passed``: this module's defaulted inputs that its parent passes, which stay inputs even when unused."""
+    return _Renderer(graph, module, path, dropout_modes or {}, traced or (lambda m: False), passed).run()
 
 
 __all__ = ["GraphBody", "render_graph"]

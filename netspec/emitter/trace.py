@@ -183,10 +183,15 @@ def _bound_forward(forward: Callable[..., Any], names: Sequence[str], fixed: Map
 
 
 def _bindings(
-    module: nn.Module, path: str, signature: inspect.Signature, inputs: Sequence[str] | None
+    module: nn.Module,
+    path: str,
+    signature: inspect.Signature,
+    inputs: Sequence[str] | None,
+    passed: Sequence[str] = (),
 ) -> tuple[dict[str, Any], list[str] | None, list[ModelWarning]]:
     """Which forward arguments are fixed (name -> value) and, when a generated forward is traced
-    (``**kwargs``, or ``inputs`` given), the Graph's input names in order (else None)."""
+    (``**kwargs``, or ``inputs`` given), the Graph's input names in order (else None). ``passed``: defaulted
+    arguments the parent passes values computed in its forward, which stay inputs."""
     params = list(signature.parameters.values())
     named = [p for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     var_kw = [p for p in params if p.kind is p.VAR_KEYWORD]
@@ -200,7 +205,7 @@ def _bindings(
             f"(write forward(self, x, y) instead of forward(self, {stars}{p.name}))"
         )
     if inputs is None:
-        fixed = {name: default for name, (_, default) in fixed_inputs(module).items()}
+        fixed = {name: default for name, (_, default) in fixed_inputs(module).items() if name not in passed}
         for name, default in fixed.items():
             notes.append(
                 ModelWarning(
@@ -316,20 +321,21 @@ def _buffer_updates(graph: fx.Graph, module: nn.Module) -> list[str]:
 
 
 def trace(
-    module: nn.Module, path: str, inputs: Sequence[str] | None = None
+    module: nn.Module, path: str, inputs: Sequence[str] | None = None, passed: Sequence[str] = ()
 ) -> tuple[fx.Graph, dict[fx.Node, Any], list[ModelWarning], list[str]]:
     """Trace ``module.forward`` (eval and train mode); returns the graph, dropout ``training`` values, notes
     and the buffer-update statements (``num_batches_tracked.add_(1) if training else None``).
 
     A dropout whose ``training`` follows ``self.training`` maps to ``None`` (the Graph language adds it).
-    ``inputs``: the forward arguments that become Graph inputs (the others are fixed to their defaults).
+    ``inputs``: the forward arguments that become Graph inputs (the others are fixed to their defaults);
+    ``passed``: defaulted arguments that stay inputs, because the parent passes them computed values.
     """
     try:
         signature = inspect.signature(module.forward)
     except (TypeError, ValueError) as err:
         raise EmitError(f"{where(path, module)}: cannot read forward's signature: {err}") from None
     _check_own_forward(module, path)
-    concrete, bound, notes = _bindings(module, path, signature, inputs)
+    concrete, bound, notes = _bindings(module, path, signature, inputs, passed)
     graphs: dict[bool, fx.Graph] = {}
     for training in (False, True):
         copied = _tracing_copy(module)
@@ -399,13 +405,15 @@ def graph_body(
     path: str,
     traced: Callable[[nn.Module], bool] | None = None,
     inputs: Sequence[str] | None = None,
+    passed: Sequence[str] = (),
 ) -> GraphBody:
     """Trace (or, for a GraphModule, read) ``module``'s forward and render it as Graph statements;
-    ``traced(child)``: whether a child is itself emitted by tracing (see ``render_graph``)."""
+    ``traced(child)``: whether a child is itself emitted by tracing (see ``render_graph``); ``passed``: the
+    defaulted arguments its parent passes computed values (``GraphBody.passed`` of the parent)."""
     if isinstance(module, fx.GraphModule):
         return render_graph(module.graph, module, path, traced=traced)
-    graph, modes, notes, updates = trace(module, path, inputs)
-    body = render_graph(graph, module, path, modes, traced)
+    graph, modes, notes, updates = trace(module, path, inputs, passed)
+    body = render_graph(graph, module, path, modes, traced, passed)
     body.notes = notes + body.notes
     body.forward = updates + body.forward
     return body

@@ -115,6 +115,7 @@ class _Walker:
         self.verifier = LayerVerifier()
         self.notes: list[ModelWarning] = []
         self.dtypes: set[torch.dtype] = set()
+        self.passed: dict[str, tuple[str, ...]] = {}  # traced child path -> defaulted arguments given values
 
     def node(self, module: nn.Module, path: str) -> Any:
         cls = _unwrap(type(module))
@@ -248,8 +249,10 @@ class _Walker:
         return spec
 
     def graph(self, module: nn.Module, path: str) -> dict[str, Any]:
-        body = graph_body(module, path, _traced, self.inputs if not path else None)
+        body = graph_body(module, path, _traced, self.inputs if not path else None, self.passed.get(path, ()))
         self.notes += body.notes
+        join_path = (lambda n: f"{path}.{n}") if path else (lambda n: n)
+        self.passed.update({join_path(k): v for k, v in body.passed.items()})
         node: dict[str, Any] = {"type": "Graph", "inputs": body.inputs}
         layers = self.children(module, path, body.used)
         if layers:
