@@ -445,6 +445,7 @@ class Inferrer:
         module, name = (self.finish(owner) if parts else None), ".".join(parts)
         if module is None:
             return None if parts else owner  # a child that could not be built reported its own problem
+        module = real(module)
         found = dict(module.named_parameters()) | dict(module.named_buffers())
         if name in found:
             return found[name]
