@@ -24,12 +24,13 @@ from torch.nn.parameter import is_lazy
 from ..catalog.checks import check_layer
 from ..errors import Problem, ProblemList, SpecError, did_you_mean, first_line
 from ..frontend.source import Source
-from .allowlists import FACTORIES
+from .allowlists import FACTORIES, route
 from .batchdims import label_problems
 from .calls import CallLog
 from .construct import assemble, build_tree, construct_layer, copy_graphs, make_tensor
 from .fill_sizes import fill_sizes
 from .function_shapes import function_output
+from .graph_compile import compile_statements
 from .input_dtypes import input_dtype_problem, takes_indices
 from .meta import (
     DTYPES,
@@ -43,7 +44,6 @@ from .meta import (
 )
 from .sequence_shapes import sequence_output
 from .shapes import ShapeRuleBug, SkipInit, layer_output, output_shapes
-from .statements import compile_statements, route
 from .tree import RNode
 
 FAILED: Any = object()  # a Graph run stopped at a reported problem (None is a legitimate output)

@@ -1,9 +1,11 @@
-"""Graph statements -> a ``torch.fx.Graph`` (the one IR).
+"""Graph statements -> a ``torch.fx.Graph`` (the one IR): the statement language itself.
 
-In: a Graph node's ``inputs``, ``forward`` statements (parsed with ``ast``, never ``eval``-ed)
-and ``outputs``, plus what its children are (``callees``: so ``blocks(h)`` over a ModuleList can
-be unrolled and a call's inputs checked). Out: a ``torch.fx.Graph`` whose nodes carry the
-statement they came from in ``node.meta["netspec"]``, or problems placed at the statement.
+In: a Graph node's ``inputs``, then each ``forward`` statement (parsed with ``ast``, never
+``eval``-ed; through ``statement_parse``'s shared trees where it can), its ``outputs``, plus what
+its children are (``callees``: so ``blocks(h)`` over a ModuleList can be unrolled and a call's
+inputs checked). Out: ``StatementBuilder``, whose ``torch.fx.Graph`` nodes carry the statement
+they came from in ``node.meta["netspec"]``, or a ``StatementError`` (message, column, hint).
+``graph_compile.compile_statements`` runs it over a Graph node and places the problems;
 ``graph_module.make_graph_module`` turns the graph plus built children into a real module.
 """
 
@@ -11,16 +13,14 @@ from __future__ import annotations
 
 import ast
 import contextlib
-import dataclasses
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch.fx as fx
 
-from ..errors import Problem, ProblemList, did_you_mean
+from ..errors import did_you_mean
 from ..frontend import exprs
-from ..frontend.source import Source
 from .allowlists import (
     BINARY_OPS,
     BUFFER_UPDATES,
@@ -38,15 +38,22 @@ from .allowlists import (
     mode_select,
     route,
 )
-from .callees import Child, StatementError, check_arity, describe_children
+from .callees import Child, StatementError, check_arity
 from .graph_module import BRANCH, JOIN
-from .tree import RGraph, RNode
+from .statement_parse import MARK, parse_shared
+from .tree import RGraph
 
 MAX_STATEMENT_CHARS = 10_000
 THROWAWAY = "_"
 
 
-class _Builder:
+class SharedTreeFailed(Exception):
+    """A statement parsed through a shared tree failed: compile the Graph again from each statement's own text."""
+
+
+class StatementBuilder:
+    """Compiles one Graph's statements, in order, into its fx graph (``g``); ``StatementError`` at a bad one."""
+
     def __init__(
         self,
         graph_def: RGraph,
@@ -54,8 +61,16 @@ class _Builder:
         tensors: Sequence[str],
         omitted: Mapping[str, str] | None = None,
         buffers: Sequence[str] = (),
+        shared: bool = False,
     ) -> None:
         self.g = fx.Graph()
+        # Parse statements through their shape's shared tree (``statement_parse``): its columns are the
+        # shape's, so a failing statement raises ``SharedTreeFailed`` and the Graph is compiled again without it.
+        self.shared = shared
+        self.names: list[str] = []  # the statement's names, when its tree is a shared one (``ǂk`` is names[k])
+        # ``h = <expr>``: the node <expr> makes is created with the name h (a rename costs as much as the node).
+        self.naming: tuple[ast.expr, str] | None = None
+        self.named: tuple[fx.Node, str] | None = None  # the last node created with a name asked for
         self.children = children
         self.tensors = set(tensors)
         self.buffers = set(buffers)
@@ -71,9 +86,26 @@ class _Builder:
             self.env[name] = self.g.placeholder(name)
 
     def node(
-        self, op: str, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any], name: str | None = None
+        self,
+        op: str,
+        target: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        name: str | None = None,
+        e: ast.expr | None = None,
     ) -> fx.Node:
-        n = self.g.create_node(op, target, args, kwargs, name=name)
+        """A new node; ``e``: the expression it computes (the statement's whole value gets the target's name)."""
+        if name is None and e is not None and self.naming is not None and self.naming[0] is e:
+            name = self.naming[1]
+        # Arguments set after creation: create_node walks them with pytree looking for SymInts, which a
+        # statement (constants from its text, fx nodes) never holds — a third of the node's cost.
+        n = self.g.create_node(op, target, name=name)
+        if name is not None:
+            self.named = (n, name)
+        if args:
+            n.args = args
+        if kwargs:
+            n.kwargs = kwargs
         n.meta["netspec"] = self.stmt
         if self.branch is not None:
             n.meta[BRANCH] = self.branch
@@ -94,6 +126,17 @@ class _Builder:
         self.stmt = (path, text)
         if len(text) > MAX_STATEMENT_CHARS:
             raise StatementError(f"statement is {len(text):,} characters long; the limit is {MAX_STATEMENT_CHARS:,}")
+        if self.shared:
+            found = parse_shared(text.strip())
+            if found is not None:
+                tree, self.names = found
+                try:
+                    self.parsed(tree)
+                except (StatementError, RecursionError):
+                    raise SharedTreeFailed from None
+                finally:
+                    self.names = []
+                return
         try:
             tree = ast.parse(text.strip(), mode="exec")
         except SyntaxError as err:
@@ -105,6 +148,11 @@ class _Builder:
         except RecursionError:
             raise StatementError("statement is nested too deeply; split it into several statements") from None
 
+    def ident(self, e: ast.Name) -> str:
+        """The name ``e`` stands for in the statement (a shared tree holds placeholders)."""
+        n = e.id
+        return self.names[int(n[1:])] if n[:1] == MARK else n
+
     def parsed(self, tree: ast.Module) -> None:
         if len(tree.body) == 1 and isinstance(tree.body[0], ast.Expr):
             self.update(tree.body[0].value)
@@ -113,7 +161,12 @@ class _Builder:
             raise StatementError("a statement must be one assignment 'name = expression'", 0, "e.g. h = relu(conv1(x))")
         assign = tree.body[0]
         target = assign.targets[0]
-        value = self.expr(assign.value)
+        if isinstance(target, ast.Name):
+            self.naming = (assign.value, self.ident(target))
+        try:
+            value = self.expr(assign.value)
+        finally:
+            self.naming = None
         self.assign(target, value)
 
     def update(self, e: ast.expr) -> None:
@@ -143,26 +196,32 @@ class _Builder:
             self.bind(target, value)
         elif isinstance(target, ast.Tuple) and all(isinstance(t, (ast.Name, ast.Tuple)) for t in target.elts):
             for k, elt in enumerate(target.elts):
-                if isinstance(elt, ast.Name) and elt.id == THROWAWAY:
+                if isinstance(elt, ast.Name) and self.ident(elt) == THROWAWAY:
                     continue  # `a, _ = attn(h, h, h)`: the value is not needed
                 if isinstance(value, (list, tuple)):
                     item = value[k]
                 else:
-                    name = elt.id if isinstance(elt, ast.Name) else None
+                    name = self.ident(elt) if isinstance(elt, ast.Name) else None
                     item = self.node("call_function", operator.getitem, (value, k), {}, name=name)
                 self.assign(elt, item)
         else:
             raise StatementError("assign to a name or a tuple of names", target.col_offset)
 
     def bind(self, target: ast.Name, value: Any) -> None:
-        name = target.id
+        name = self.ident(target)
         if name == THROWAWAY:
             raise StatementError("'_' only throws away part of a tuple, as in 'a, _ = attn(h, h, h)'", 0)
         if name.startswith("_") or name in RESERVED_NAMES:
             raise StatementError(f"the name {name!r} is reserved; choose another", target.col_offset)
         if name in self.children or name in self.tensors:
             raise StatementError(f"{name!r} is a layer or tensor of this Graph; choose another name", target.col_offset)
-        if isinstance(value, fx.Node) and value.op not in ("placeholder", "get_attr") and value.name != name:
+        fresh = self.named is not None and self.named[0] is value and self.named[1] == name  # made as `name`
+        if (
+            isinstance(value, fx.Node)
+            and value.op not in ("placeholder", "get_attr")
+            and value.name != name
+            and not fresh
+        ):
             # Rename so the generated forward reads with the spec's own variable names.
             value._rename(name)
         self.env[name] = value
@@ -226,7 +285,7 @@ class _Builder:
             finally:
                 self.branch = None
         if_training, if_eval = values if not negated else values[::-1]
-        n = self.node("call_function", mode_select, (test, if_training, if_eval), {})
+        n = self.node("call_function", mode_select, (test, if_training, if_eval), {}, e=e)
         n.meta[JOIN] = join
         return n
 
@@ -234,12 +293,13 @@ class _Builder:
         if not any(isinstance(a, fx.Node) for a in args):
             # Constant folding (plain numbers stay numbers) through the cost checks of ${...}: 9**9**9,
             # 'a' * 6000000000 and (x, x) * 2**22 are refused before they are built, 1/0 is an error.
-            text = ast.unparse(e) if e is not None else ""
+            # (A shared tree's text would show placeholders: a failure compiles the statement from its own.)
+            text = ast.unparse(e) if e is not None and not self.names else ""
             try:
                 return exprs.fold(fn, *args, text=text[:200])
             except exprs.ExprError as err:
                 raise StatementError(err.message, e.col_offset if e is not None else 0, err.hint) from None
-        return self.node("call_function", fn, args, {})
+        return self.node("call_function", fn, args, {}, e=e)
 
     def index(self, e: ast.expr) -> Any:
         if isinstance(e, ast.Slice):
@@ -250,7 +310,7 @@ class _Builder:
         return self.expr(e)
 
     def name(self, e: ast.Name) -> Any:
-        n = e.id
+        n = self.ident(e)
         if n in self.env:
             return self.env[n]
         if n == TRAINING:
@@ -282,7 +342,7 @@ class _Builder:
             return self.child_tensor(owner, e.attr, e.col_offset)
         base = self.expr(e.value)
         if isinstance(base, fx.Node) and e.attr in TENSOR_ATTRIBUTES:
-            return self.node("call_function", getattr, (base, e.attr), {})
+            return self.node("call_function", getattr, (base, e.attr), {}, e=e)
         raise StatementError(
             f"attribute {e.attr!r} is not allowed here", e.col_offset, did_you_mean(e.attr, TENSOR_ATTRIBUTES) or None
         )
@@ -306,10 +366,12 @@ class _Builder:
 
     def child_path(self, e: ast.expr) -> tuple[str, Child] | None:
         """``blocks``, ``heads.cls``, ``blocks[2]``, ``blocks[-1]`` -> ("blocks.2", child) when it names a child."""
-        if isinstance(e, ast.Name) and e.id in self.omitted and e.id not in self.env:
-            raise StatementError(f"layer {e.id!r} is left out: {self.omitted[e.id]}", e.col_offset)
-        if isinstance(e, ast.Name) and e.id in self.children and e.id not in self.env:
-            return e.id, self.children[e.id]
+        if isinstance(e, ast.Name):
+            n = self.ident(e)
+            if n in self.omitted and n not in self.env:
+                raise StatementError(f"layer {n!r} is left out: {self.omitted[n]}", e.col_offset)
+            if n in self.children and n not in self.env:
+                return n, self.children[n]
         if isinstance(e, ast.Attribute):
             parent = self.child_path(e.value)
             if parent and e.attr in parent[1].children:
@@ -371,7 +433,7 @@ class _Builder:
                 if isinstance(key, fx.Node) and key.op == "placeholder":
                     # heads[key](h): route through a ModuleDict by a forward input
                     self.used.add(parent[0].split(".")[0])
-                    return self.node("call_function", route, (self.attr(parent[0]), key, *args), kwargs)
+                    return self.node("call_function", route, (self.attr(parent[0]), key, *args), kwargs, e=e)
                 if isinstance(key, fx.Node):
                     raise StatementError(
                         f"{parent[0]}[...] is indexed by a value computed in forward; index a child by a "
@@ -388,26 +450,28 @@ class _Builder:
                 if kwargs or len(args) != 1:
                     raise StatementError(f"{path}(h) applies every element in order and takes one input", e.col_offset)
                 value = args[0]
+                last = next(reversed(child.children), None)
                 for key in child.children:
-                    value = self.node("call_module", f"{path}.{key}", (value,), {})
+                    value = self.node("call_module", f"{path}.{key}", (value,), {}, e=e if key == last else None)
                 return value
             if child.kind in ("ModuleDict", "ParameterList", "ParameterDict"):
                 raise StatementError(f"{path} is a {child.kind} and cannot be called; index it", e.col_offset)
             check_arity(path, child, args, kwargs, e.col_offset)
-            return self.node("call_module", path, args, kwargs)
+            return self.node("call_module", path, args, kwargs, e=e)
         if isinstance(func, ast.Name):
-            if func.id in FUNCTIONS:
-                if func.id in DROPOUTS and len(args) <= TRAINING_INDEX:
+            fname = self.ident(func)
+            if fname in FUNCTIONS:
+                if fname in DROPOUTS and len(args) <= TRAINING_INDEX:
                     kwargs.setdefault(TRAINING, self.attr(TRAINING))
-                if func.id in TRAINING_ALIASES and TRAINING in kwargs:
-                    kwargs[TRAINING_ALIASES[func.id]] = kwargs.pop(TRAINING)
-                return self.node("call_function", FUNCTIONS[func.id], args, kwargs)
+                if fname in TRAINING_ALIASES and TRAINING in kwargs:
+                    kwargs[TRAINING_ALIASES[fname]] = kwargs.pop(TRAINING)
+                return self.node("call_function", FUNCTIONS[fname], args, kwargs, e=e)
             known = [*FUNCTIONS, *self.children]
             raise StatementError(
-                f"unknown function or layer {func.id!r}", func.col_offset, did_you_mean(func.id, known) or None
+                f"unknown function or layer {fname!r}", func.col_offset, did_you_mean(fname, known) or None
             )
         if isinstance(func, ast.Attribute) and func.attr in BUFFER_UPDATES:
-            own = isinstance(func.value, ast.Name) and func.value.id in self.buffers
+            own = isinstance(func.value, ast.Name) and self.ident(func.value) in self.buffers
             if not (self.updating and own):
                 raise StatementError(
                     f"in-place .{func.attr}() only updates one of this Graph's buffers, in a statement of its own "
@@ -415,11 +479,11 @@ class _Builder:
                     f".{func.attr.rstrip('_')}()",
                     func.col_offset,
                 )
-            return self.node("call_method", func.attr, (self.expr(func.value), *args), kwargs)
+            return self.node("call_method", func.attr, (self.expr(func.value), *args), kwargs, e=e)
         if isinstance(func, ast.Attribute):
             base = self.expr(func.value)
             if isinstance(base, fx.Node) and func.attr in TENSOR_METHODS:
-                return self.node("call_method", func.attr, (base, *args), kwargs)
+                return self.node("call_method", func.attr, (base, *args), kwargs, e=e)
             raise StatementError(
                 f"method {func.attr!r} is not allowed", func.col_offset, did_you_mean(func.attr, TENSOR_METHODS) or None
             )
@@ -437,58 +501,3 @@ class _Builder:
         if isinstance(outputs, list):
             return tuple(get(n) for n in outputs)
         return {k: get(v) for k, v in outputs.items()}
-
-
-def compile_statements(node: RNode, source: Source, problems: ProblemList) -> fx.Graph | None:
-    """Compile a resolved Graph node's statements; problems are located at their statement."""
-    graph_def = node.graph
-    if graph_def is None:
-        raise ValueError("not a Graph node")
-    omitted = {name: _left_out(source, path) for name, path in node.omitted.items()}
-    buffers = [name for name, t in node.tensors.items() if t.is_buffer]
-    builder = _Builder(graph_def, describe_children(node), list(node.tensors), omitted, buffers)
-    ok = True
-    for stmt in graph_def.statements:
-        try:
-            builder.statement(stmt.text, stmt.path)
-        except StatementError as err:
-            problems.add(_statement_problem(source, stmt.path, stmt.text, err))
-            ok = False
-            break  # later statements would only repeat "not defined" errors
-    if not ok:
-        return None
-    try:
-        builder.g.output(builder.outputs(graph_def.outputs))
-    except StatementError as err:
-        problems.add(source.problem(graph_def.outputs_path, err.message, hint=err.hint))
-        return None
-    for name in node.children:
-        if name not in builder.used:
-            problems.add(
-                source.problem(
-                    node.children[name].path,
-                    f"layer {name!r} is never used in forward; it stays registered",
-                    warning=True,
-                )
-            )
-    return builder.g
-
-
-def _left_out(source: Source, if_path: Any) -> str:
-    loc = source.locate(if_path)
-    return "its 'if:' is false" + (f" (line {loc.line})" if loc is not None else "")
-
-
-def _statement_problem(source: Source, path: Any, text: str, err: StatementError) -> Problem:
-    problem = source.problem(path, f"{err.message} in '{text.strip()}'", hint=err.hint)
-    loc, line = problem.location, problem.source_line
-    if loc is None or line is None or not err.col:
-        return problem
-    # Point the caret at the offending part of the statement when the statement sits on the item's own
-    # line as written (plain or quoted); a folded or multi-line scalar keeps the caret at the item.
-    statement = text.strip()
-    first_line = statement.split("\n", 1)[0]
-    begin = loc.column - 1 + (1 if line[loc.column - 1 : loc.column] in ("'", '"') else 0)
-    if err.col >= len(first_line) or line[begin : begin + len(first_line)] != first_line:
-        return problem
-    return dataclasses.replace(problem, location=dataclasses.replace(loc, column=begin + 1 + err.col))
