@@ -178,8 +178,10 @@ def test_hugging_face_model_round_trips_or_is_refused_precisely(case: HFCase) ->
 def test_a_refusal_names_the_module_path_its_class_and_the_reason() -> None:
     outcome = hf_round_trip(HF_CASES["bert"])
     assert outcome.status == "refused", outcome
-    assert outcome.detail.startswith("the model (BertModel): forward cannot be traced: "), outcome.detail
-    assert "(at transformers/models/bert/modeling_bert.py:" in outcome.detail, outcome.detail
+    # guarded tracing follows BERT's shape checks; what stops it is a read of a child's buffer
+    assert outcome.detail.startswith("the model (BertModel): reads the tensor 'embeddings.token_type_ids' of a"), (
+        outcome.detail
+    )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -45,6 +45,22 @@ def floor(x: Any) -> Any:
     return torch.floor(x) if isinstance(x, torch.Tensor) else math.floor(x)
 
 
+def expect_input(x: torch.Tensor, shape: list[int], dtype: str | None = None) -> torch.Tensor:
+    """``x = expect_input(x, [-1, 7], 'int64')``: ``x`` itself, after checking its rank, the sizes that are
+    not -1 and its dtype; emit writes it first in a Graph whose traced forward specialised on them (a branch
+    on ``x.dim()``), so another input raises instead of computing something else."""
+    dims = list(x.shape)
+    wrong = len(dims) != len(shape) or any(want not in (-1, got) for want, got in zip(shape, dims, strict=False))
+    if wrong or (dtype is not None and str(x.dtype).removeprefix("torch.") != dtype):
+        want = "[" + ", ".join("N" if d == -1 else str(d) for d in shape) + "]"
+        raise ValueError(
+            f"this model was emitted for an input of shape {want}"
+            + (f" and dtype {dtype}" if dtype is not None else "")
+            + f" (its traced forward depends on them); got shape {dims} and dtype {str(x.dtype).removeprefix('torch.')}"
+        )
+    return x
+
+
 # torch.nn.functional names win over torch's (activations, pooling, dropout).
 _F_NAMES = (
     "relu relu6 gelu silu mish elu selu celu leaky_relu hardswish hardsigmoid hardtanh softplus softsign "
@@ -62,10 +78,11 @@ _TORCH_NAMES = (
     "roll flip narrow zeros_like ones_like full_like rand_like randn_like tril triu masked_fill add sub "
     "mul div pow maximum minimum square erf baddbmm outer topk sort arange movedim swapaxes unflatten "
     "channel_shuffle gather index_select diag norm sign floor ceil addcmul addcdiv addmm conv1d conv2d conv3d "
+    "ones zeros full "
 ).split()
 # Functions that make a tensor without a tensor argument: during validation they run on meta, as does
 # any call with a device= keyword (arange(500000000) would otherwise allocate 4 GB just to be checked).
-FACTORIES = frozenset({torch.arange})
+FACTORIES = frozenset({torch.arange, torch.ones, torch.zeros, torch.full})
 # Functions whose third positional argument is ``training``: when a statement leaves it out, it follows
 # the module's mode (``self.training``), as nn.Dropout and timm's DropPath do.
 DROPOUTS = frozenset(
@@ -82,6 +99,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "patch_merging_pad": patch_merging_pad,  # Swin's patch merging (torchvision's _patch_merging_pad)
     "ceil": ceil,
     "floor": floor,
+    "expect_input": expect_input,
 }
 # ``training=`` accepted for functions that call the flag something else (nn.InstanceNorm passes
 # ``self.training`` as ``use_input_stats``).

@@ -28,6 +28,7 @@ import torch.nn as nn
 
 from ..compiler.allowlists import BUFFER_UPDATES, MODE_ARGUMENTS
 from ..errors import EmitError, first_line
+from .guards import Guard, GuardMixin, GuardSession, GuardState, drop_unused_metadata, fake_tree
 from .layers import where
 from .lint import ModelWarning
 from .modes import merge_modes, target_key
@@ -94,6 +95,139 @@ def _check_own_forward(module: nn.Module, path: str) -> None:
         f"{where(path, module)}: forward is replaced on this instance by {type(own).__name__} {own!r}, which is "
         "not a method of the module itself, so its computation cannot be traced as the module's"
         "\n    hint: assign one of the module's own methods (self.forward = self.forward_fast), or define forward"
+    )
+
+
+class _GuardTracer(GuardMixin, _LeafTracer):
+    """The leaf tracer with example values and guards (see ``guards``)."""
+
+
+def _named(signature: inspect.Signature) -> list[str]:
+    return [p.name for p in signature.parameters.values() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
+def _examples(
+    session: GuardSession | None, module: nn.Module, path: str, names: Sequence[str]
+) -> list[tuple[str, dict[str, Any]]]:
+    """The example inputs to trace ``module`` at (the first is the traced one), or none (plain tracing)."""
+    if session is None:
+        return []
+    if not path:
+        return session.root_examples(names[0]) if len(names) == 1 else []
+    return session.child_examples(module, path)
+
+
+def _run_trace(
+    module: nn.Module,
+    path: str,
+    training: bool,
+    bound: Sequence[str] | None,
+    concrete: Mapping[str, Any],
+    example: Mapping[str, Any] | None,
+    session: GuardSession | None,
+) -> tuple[fx.Graph, GuardState | None]:
+    """One trace of ``module.forward`` in one mode (with examples when ``example`` is given)."""
+    copied = _tracing_copy(module)
+    copied.training = training
+    try:
+        tracer: _LeafTracer
+        if example is not None and session is not None:
+            guarded = _GuardTracer()
+            guarded.guard_setup(example, session.fake, fake_tree(module, session.fake, training))
+            tracer = guarded
+        else:
+            tracer = _LeafTracer()
+        if bound is not None:
+            names, fixed = bound, concrete
+            tracer.bind = lambda fn, names=names, fixed=fixed: _bound_forward(fn, names, fixed)
+            graph = tracer.trace(copied)
+        else:
+            graph = tracer.trace(copied, concrete_args=dict(concrete) or None)
+    except Exception as err:  # the user's forward runs under the tracer and may raise anything
+        reason = first_line(err)
+        if "is not installed as a submodule" in reason:
+            raise EmitError(
+                f"{where(path, module)}: forward calls a module that is not registered ({reason}); "
+                "modules kept in a plain list, dict or tuple are invisible to PyTorch"
+                "\n    hint: keep them in nn.ModuleList / nn.ModuleDict "
+                "(netspec check lists every such attribute)"
+            ) from err
+        raise EmitError(
+            f"{where(path, module)}: forward cannot be traced: {reason}{_user_line(err)}\n    hint: {TRACE_HINT}"
+        ) from err
+    _drop_dead_reads(graph)
+    if isinstance(tracer, _GuardTracer):
+        drop_unused_metadata(graph)
+        return graph, tracer.state
+    return graph, None
+
+
+def _same_trace(a: fx.Graph, sa: GuardState, b: fx.Graph, sb: GuardState) -> str | None:
+    """None when two guarded traces agree (graph and guard outcomes); else where they part."""
+    failed = [t for t in sb.missing_calls if t not in sa.missing_calls]
+    if failed:
+        return f"{failed[0]} cannot run at that size"
+    for ga, gb in zip(sa.guards, sb.guards, strict=False):
+        if ga.key() != gb.key():
+            if ga.line == gb.line and ga.what == gb.what:
+                return f"at {ga.line}: {_what(ga)} is {ga.value!r} at one size and {gb.value!r} at the other"
+            return f"at {ga.line}: the traces part ({_what(ga)} {ga.value!r}; the other trace: {gb.line})"
+    if len(sa.guards) != len(sb.guards):
+        extra = (sa.guards if len(sa.guards) > len(sb.guards) else sb.guards)[min(len(sa.guards), len(sb.guards))]
+        return f"at {extra.line}: one trace reads {_what(extra)} and the other does not"
+    if _signature_key(a) != _signature_key(b):
+        return f"a size is written into the graph as a number ({_first_difference(a, b)})"
+    return None
+
+
+def _what(guard: Guard) -> str:
+    return {"bool": "the condition", "len": "the length", "int": "the number", "float": "the number"}.get(
+        guard.what, f"the {guard.what}"
+    )
+
+
+def _check_sizes(
+    module: nn.Module,
+    path: str,
+    bound: Sequence[str] | None,
+    concrete: Mapping[str, Any],
+    examples: Sequence[tuple[str, dict[str, Any]]],
+    graph: fx.Graph,
+    state: GuardState | None,
+    session: GuardSession,
+) -> GuardState | None:
+    """Trace the eval-mode forward again at the other example sizes: the graph and every guard must come out
+    the same, else the forward specialises on a size that varies and is refused, naming the line. The root
+    is traced at other batch and per-sample sizes, and, if that fails or differs, at another batch size
+    alone (then the emitted Graph checks the per-sample shape). Returns the accepted second trace's state."""
+    if state is None:  # unreachable: examples make a guarded trace
+        return None
+    problems: list[str] = []
+    accepted: GuardState | None = None
+    for i, (shown, example) in enumerate(examples[1:]):
+        try:
+            other, other_state = _run_trace(module, path, False, bound, concrete, example, session)
+        except EmitError as err:
+            difference: str | None = f"tracing fails ({str(err).split(': ', 2)[-1].splitlines()[0]})"
+            other_state = None
+        else:
+            difference = _same_trace(graph, state, other, other_state) if other_state is not None else "no example"
+        if path:  # a child: every recorded call must trace alike
+            if difference is not None:
+                problems.append(f"{difference} (traced with {examples[0][0]} and {shown})")
+                break
+            accepted = accepted or other_state
+            continue
+        if difference is None:  # the root: other sizes, or else another batch size with the shape checked
+            session.pinned = i == 1
+            return other_state
+        problems.append(f"{difference} (traced at input {examples[0][0]} and {shown})")
+    if not problems:
+        return accepted
+    raise EmitError(
+        f"{where(path, module)}: forward specialises Python control flow on a size that varies: {problems[-1]}; "
+        "the Graph would compute the traced branch for every input"
+        f"\n    hint: {TRACE_HINT}"
     )
 
 
@@ -321,7 +455,11 @@ def _buffer_updates(graph: fx.Graph, module: nn.Module) -> list[str]:
 
 
 def trace(
-    module: nn.Module, path: str, inputs: Sequence[str] | None = None, passed: Sequence[str] = ()
+    module: nn.Module,
+    path: str,
+    inputs: Sequence[str] | None = None,
+    passed: Sequence[str] = (),
+    session: GuardSession | None = None,
 ) -> tuple[fx.Graph, dict[fx.Node, Any], list[ModelWarning], list[str]]:
     """Trace ``module.forward`` (eval and train mode); returns the graph, dropout ``training`` values, notes
     and the buffer-update statements (``num_batches_tracked.add_(1) if training else None``).
@@ -329,6 +467,8 @@ def trace(
     A dropout whose ``training`` follows ``self.training`` maps to ``None`` (the Graph language adds it).
     ``inputs``: the forward arguments that become Graph inputs (the others are fixed to their defaults);
     ``passed``: defaulted arguments that stay inputs, because the parent passes them computed values.
+    ``session``: guarded tracing (see ``guards``) when the model's input shape is known: Python may then
+    branch on shapes and dtypes, provided the traces at other sizes agree (``_check_sizes``).
     """
     try:
         signature = inspect.signature(module.forward)
@@ -336,32 +476,16 @@ def trace(
         raise EmitError(f"{where(path, module)}: cannot read forward's signature: {err}") from None
     _check_own_forward(module, path)
     concrete, bound, notes = _bindings(module, path, signature, inputs, passed)
+    names = bound if bound is not None else [n for n in _named(signature) if n not in concrete]
+    examples = _examples(session, module, path, names)
     graphs: dict[bool, fx.Graph] = {}
+    states: dict[bool, GuardState | None] = {}
+    first = examples[0][1] if examples else None
     for training in (False, True):
-        copied = _tracing_copy(module)
-        copied.training = training
-        try:
-            tracer = _LeafTracer()
-            if bound is not None:
-                names, fixed = bound, concrete
-                tracer.bind = lambda fn, names=names, fixed=fixed: _bound_forward(fn, names, fixed)
-                graphs[training] = tracer.trace(copied)
-            else:
-                graphs[training] = tracer.trace(copied, concrete_args=concrete or None)
-        except Exception as err:  # the user's forward runs under the tracer and may raise anything
-            reason = first_line(err)
-            if "is not installed as a submodule" in reason:
-                raise EmitError(
-                    f"{where(path, module)}: forward calls a module that is not registered ({reason}); "
-                    "modules kept in a plain list, dict or tuple are invisible to PyTorch"
-                    "\n    hint: keep them in nn.ModuleList / nn.ModuleDict "
-                    "(netspec check lists every such attribute)"
-                ) from err
-            raise EmitError(
-                f"{where(path, module)}: forward cannot be traced: {reason}{_user_line(err)}\n    hint: {TRACE_HINT}"
-            ) from err
-    for graph in graphs.values():
-        _drop_dead_reads(graph)
+        graphs[training], states[training] = _run_trace(module, path, training, bound, concrete, first, session)
+    if examples and session is not None:
+        accepted = _check_sizes(module, path, bound, concrete, examples, graphs[False], states[False], session)
+        session.record(path, module, [s for s in (states[False], accepted) if s is not None])
     updates = {mode: _buffer_updates(graph, module) for mode, graph in graphs.items()}
     modes: dict[fx.Node, Any] = {}
     pairs: list[tuple[fx.Node | None, fx.Node]]
@@ -406,13 +530,14 @@ def graph_body(
     traced: Callable[[nn.Module], bool] | None = None,
     inputs: Sequence[str] | None = None,
     passed: Sequence[str] = (),
+    session: GuardSession | None = None,
 ) -> GraphBody:
     """Trace (or, for a GraphModule, read) ``module``'s forward and render it as Graph statements;
     ``traced(child)``: whether a child is itself emitted by tracing (see ``render_graph``); ``passed``: the
     defaulted arguments its parent passes computed values (``GraphBody.passed`` of the parent)."""
     if isinstance(module, fx.GraphModule):
         return render_graph(module.graph, module, path, traced=traced)
-    graph, modes, notes, updates = trace(module, path, inputs, passed)
+    graph, modes, notes, updates = trace(module, path, inputs, passed, session)
     body = render_graph(graph, module, path, modes, traced, passed)
     body.notes = notes + body.notes
     body.forward = updates + body.forward

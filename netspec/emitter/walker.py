@@ -35,6 +35,7 @@ from ..frontend.models import DTYPE_NAMES
 from ..spec import Spec, read
 from .blocks import BlockTable
 from .equivalents import equivalent_node, has_equivalent
+from .guards import GuardSession
 from .layers import LayerVerifier, catalogue_entry, layer_args, where
 from .lint import ModelWarning, lint
 from .trace import graph_body, own_forward
@@ -109,7 +110,8 @@ def _simple_init(tensor: torch.Tensor) -> str | dict[str, Any] | None:
 class _Walker:
     """Turns modules into spec nodes, depth first, in registration order."""
 
-    def __init__(self, inputs: Sequence[str] | None = None) -> None:
+    def __init__(self, inputs: Sequence[str] | None = None, session: GuardSession | None = None) -> None:
+        self.session = session  # guarded tracing, when the input's shape is known
         self.inputs = list(inputs) if inputs is not None else None  # the root forward's Graph inputs
         self.blocks = BlockTable()
         self.verifier = LayerVerifier()
@@ -249,7 +251,9 @@ class _Walker:
         return spec
 
     def graph(self, module: nn.Module, path: str) -> dict[str, Any]:
-        body = graph_body(module, path, _traced, self.inputs if not path else None, self.passed.get(path, ()))
+        body = graph_body(
+            module, path, _traced, self.inputs if not path else None, self.passed.get(path, ()), self.session
+        )
         self.notes += body.notes
         join_path = (lambda n: f"{path}.{n}") if path else (lambda n: n)
         self.passed.update({join_path(k): v for k, v in body.passed.items()})
@@ -383,9 +387,12 @@ def emit(
                 f"inputs= chooses the arguments of a traced forward; {type(model).__name__} is emitted as "
                 "a layer or container, whose inputs are fixed"
             )
-    walker = _Walker(inputs)
+    session = _session(input_shape, input_dtype)
+    walker = _Walker(inputs, session)
     try:
         root = walker.node(model, "")
+        if session is not None and session.specialised:
+            _check_input(root, session)
     except EmitError as err:
         if not warnings:
             raise
@@ -446,6 +453,28 @@ def emit(
     _verify(model, spec)
     spec.emit_warnings = warnings  # type: ignore[attr-defined]
     return spec
+
+
+def _session(input_shape: Sequence[int] | None, input_dtype: str | None) -> GuardSession | None:
+    """Guarded tracing (Python may branch on shapes and dtypes) needs the input's shape; None without it."""
+    if input_shape is None or not all(isinstance(d, int) and d > 0 for d in input_shape) or not input_shape:
+        return None
+    dtype = getattr(torch, input_dtype, None) if input_dtype is not None else torch.get_default_dtype()
+    return GuardSession(input_shape, dtype) if isinstance(dtype, torch.dtype) else None
+
+
+def _check_input(root: Any, session: GuardSession) -> None:
+    """A traced forward specialised on its input's rank, dtype or per-sample shape: the root Graph checks
+    its input first (``expect_input``), so another input is an error, never another computation."""
+    inputs = root.get("inputs") if isinstance(root, dict) and root.get("type") == "Graph" else None
+    if not inputs or len(inputs) != 1:
+        lines = "; ".join(dict.fromkeys(session.lines))
+        raise EmitError(
+            f"the model ({type(root).__name__ if not isinstance(root, dict) else root.get('type')}): a traced forward "
+            f"specialises on its input's shape or dtype (at {lines}), and the model's input cannot be checked "
+            "(it is not a Graph with one input)"
+        )
+    root["forward"].insert(0, session.check_statement(inputs[0]))
 
 
 def _wrapped(model: nn.Module) -> nn.Module | None:

@@ -1,0 +1,421 @@
+"""Guarded tracing: ``torch.fx`` tracing whose values carry an example, so Python may branch on shapes.
+
+In: a module's forward and example inputs (fake tensors: a shape and dtype, no data). Out: the fx graph, as
+``torch.fx`` records it, plus the *guards*: every place Python needed a concrete value of a traced one —
+``if x.dim() == 2``, ``x.shape[1] == 1``, ``len(x.shape)``, ``range(x.size(1))``, ``x.dtype`` (read as
+the example's dtype, so ``torch.finfo(x.dtype)`` works), iteration over a traced tuple — each with the
+user's line and the value the example gave. Every recorded op is also run on the examples (under one
+``FakeTensorMode``, on a copy of the module whose tensors are fake), so each node knows its example value
+(``node.meta[EXAMPLE]``); a child's call records the example arguments it was called with
+(``GuardedTrace.calls``), which become that child's examples when it is traced in turn.
+
+Soundness is the caller's (``trace.trace``): a guard fixes a value for every later call of the rebuilt
+model, so a forward is traced again at another batch and sequence size and must give the same graph and
+the same guard outcomes; rank and dtype specialisations make the emitted Graph check its input
+(``expect_input``). Branching on tensor *data* (``if mask.any()``) is refused here, with its line: no
+example has data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import sys
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+from torch.fx._symbolic_trace import _maybe_revert_all_patches
+from torch.fx.proxy import Attribute, TraceError
+from torch.utils._pytree import tree_flatten
+
+EXAMPLE = "netspec_example"
+_TORCH_DIR = str(Path(torch.__file__).parent)
+_NETSPEC_DIR = str(Path(__file__).resolve().parents[1])
+
+
+class _Missing:
+    """No example value: computing the op on the examples failed (or there were none)."""
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING = _Missing()
+# Tensor accessors whose result depends on the tensor's metadata only (shape, rank, dtype, device).
+_META_METHODS = frozenset(
+    {"size", "dim", "ndimension", "numel", "nelement", "is_floating_point", "is_complex", "element_size"}
+)
+_META_ATTRIBUTES = frozenset({"shape", "ndim", "dtype", "device", "is_cuda", "type"})
+
+
+@dataclass(frozen=True)
+class Guard:
+    """One specialisation: at ``line`` Python read ``what`` of a traced value and got ``value``."""
+
+    line: str
+    what: str
+    value: Any
+
+    def key(self) -> tuple[str, str, str]:
+        return (self.line, self.what, repr(self.value))
+
+
+@dataclass
+class GuardState:
+    """What one guarded trace recorded: its guards and each child's example calls (target -> args)."""
+
+    guards: list[Guard] = field(default_factory=list)
+    calls: dict[str, list[tuple[tuple[Any, ...], dict[str, Any]]]] = field(default_factory=dict)
+    missing_calls: list[str] = field(default_factory=list)  # children whose example output could not be made
+
+
+def caller_line() -> str:
+    """``file.py:123: source`` of the innermost frame outside torch and netspec (the user's line)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if not name.startswith(_TORCH_DIR) and not name.startswith(_NETSPEC_DIR) and not name.startswith("<"):
+            break
+        frame = frame.f_back  # type: ignore[assignment]
+    if frame is None:
+        return "<unknown>"
+    import linecache
+
+    parts = Path(frame.f_code.co_filename).parts
+    shown = (
+        "/".join(parts[parts.index("site-packages") + 1 :]) if "site-packages" in parts else frame.f_code.co_filename
+    )
+    text = linecache.getline(frame.f_code.co_filename, frame.f_lineno).strip()
+    return f"{shown}:{frame.f_lineno}: {text[:160]}" if text else f"{shown}:{frame.f_lineno}"
+
+
+def example_of(value: Any) -> Any:
+    """The example value of a proxy (or node); other values are their own example."""
+    if isinstance(value, fx.Proxy):
+        value = value.node
+    if isinstance(value, fx.Node):
+        return value.meta.get(EXAMPLE, MISSING)
+    return value
+
+
+class GuardProxy(fx.Proxy):
+    """A proxy that answers Python's questions about its value from the example, recording a guard."""
+
+    def __getattr__(self, k: str) -> Any:
+        if k == "dtype":
+            value = example_of(self)
+            if isinstance(value, torch.Tensor):
+                return self.tracer.specialise(self, "dtype", value.dtype)  # type: ignore[attr-defined]
+        return GuardAttribute(self, k)
+
+    def __len__(self) -> int:
+        value = example_of(self)
+        if value is MISSING or (isinstance(value, torch.Tensor) and value.dim() == 0):
+            return super().__len__()
+        return self.tracer.specialise(self, "len", len(value))  # type: ignore[attr-defined]
+
+    def __index__(self) -> int:
+        return self.tracer.specialise(self, "int", self.tracer.metadata_value(self, int))  # type: ignore[attr-defined]
+
+    def __int__(self) -> int:
+        return self.__index__()
+
+    def __float__(self) -> float:
+        return self.tracer.specialise(self, "float", self.tracer.metadata_value(self, float))  # type: ignore[attr-defined]
+
+
+class GuardAttribute(GuardProxy, Attribute):
+    """``x.shape``, ``x.ndim``, ... as a guarded proxy (fx makes its node only when it is used)."""
+
+
+# Tensor factories whose sizes may be traced values (``torch.ones((batch, length), device=x.device)``):
+# while a guarded trace runs they are recorded as graph calls instead of reading the sizes as numbers.
+FACTORY_NAMES = ("ones", "zeros", "full", "empty", "arange")
+_PATCH_LOCK = threading.Lock()
+
+
+def _recording(tracer: GuardMixin, original: Any) -> Any:
+    def factory(*args: Any, **kwargs: Any) -> Any:
+        flat, _ = tree_flatten((args, kwargs))
+        if any(isinstance(v, fx.Proxy) for v in flat):
+            return tracer.create_proxy("call_function", original, args, kwargs)  # type: ignore[attr-defined]
+        return original(*args, **kwargs)
+
+    return factory
+
+
+@contextlib.contextmanager
+def recorded_factories(tracer: GuardMixin) -> Iterator[None]:
+    """``torch.ones`` etc. recorded when a size or the device is a traced value (one trace at a time)."""
+    with _PATCH_LOCK:
+        originals = {name: getattr(torch, name) for name in FACTORY_NAMES}
+        log = logging.getLogger("torch._subclasses.fake_tensor")  # an example op failing is no error here
+        level = log.level
+        log.setLevel(logging.CRITICAL)
+        try:
+            for name, fn in originals.items():
+                setattr(torch, name, _recording(tracer, fn))
+            yield
+        finally:
+            for name, fn in originals.items():
+                setattr(torch, name, fn)
+            log.setLevel(level)
+
+
+class GuardMixin:
+    """Mixed into an ``fx.Tracer``: proxies with examples (``node.meta[EXAMPLE]``) and guards.
+
+    ``guard_setup`` gives the examples of the placeholders (by argument name), the fake tensor mode and
+    the fake copy of the traced module (``fake_tree``) on which ops run."""
+
+    examples: Mapping[str, Any]
+    fake: FakeTensorMode | None = None
+    tree: nn.Module | None = None
+    state: GuardState
+
+    def trace(self, root: Any, concrete_args: Any = None) -> fx.Graph:
+        if self.fake is None:
+            return super().trace(root, concrete_args)  # type: ignore[misc]
+        with recorded_factories(self):
+            return super().trace(root, concrete_args)  # type: ignore[misc]
+
+    def guard_setup(self, examples: Mapping[str, Any], fake: FakeTensorMode, tree: nn.Module) -> None:
+        self.examples, self.fake, self.tree, self.state = dict(examples), fake, tree, GuardState()
+
+    # -- proxies carry examples ------------------------------------------------------------------------
+    def proxy(self, node: fx.Node) -> fx.Proxy:
+        return GuardProxy(node, self)  # type: ignore[arg-type]
+
+    def create_node(self, kind: str, target: Any, args: Any, kwargs: Any, *rest: Any, **more: Any) -> fx.Node:
+        node = super().create_node(kind, target, args, kwargs, *rest, **more)  # type: ignore[misc]
+        if self.fake is not None:
+            node.meta[EXAMPLE] = self._run(node)
+            node.meta["netspec_data"] = self._data_dependent(node)
+        return node
+
+    def _run(self, node: fx.Node) -> Any:
+        if node.op == "placeholder":
+            return self.examples.get(str(node.target).lstrip("*"), MISSING)
+        if node.op == "output":
+            return MISSING
+        if node.op == "get_attr":  # the fake tree's tensor, or a constant fx stored on the traced copy
+            for value in (self.tree, getattr(self, "root", None)):
+                try:
+                    for part in str(node.target).split("."):
+                        value = getattr(value, part)
+                except AttributeError:
+                    continue
+                if isinstance(value, torch.Tensor) and not isinstance(value, FakeTensor):
+                    value = self.fake.from_tensor(value)  # type: ignore[union-attr]
+                return value
+            return MISSING
+        args, kwargs = fx.node.map_arg((node.args, node.kwargs), example_of)  # type: ignore[misc]
+        flat, _ = tree_flatten((args, kwargs))
+        if any(v is MISSING for v in flat):
+            return MISSING
+        try:
+            # fx's patches (Module.__call__ recording calls) are lifted while the examples run
+            with _maybe_revert_all_patches(), self.fake:  # type: ignore[union-attr]
+                if node.op == "call_function":
+                    return node.target(*args, **kwargs)  # type: ignore[operator]
+                if node.op == "call_method":
+                    return getattr(args[0], str(node.target))(*args[1:], **kwargs)
+                if node.op == "call_module":
+                    self.state.calls.setdefault(str(node.target), []).append((args, kwargs))
+                    return self.tree.get_submodule(str(node.target))(*args, **kwargs)  # type: ignore[union-attr]
+        except Exception:  # noqa: BLE001 - the op may fail on fake tensors as on real ones; then no example
+            if node.op == "call_module":
+                self.state.missing_calls.append(str(node.target))
+            return MISSING
+        return MISSING  # unreachable: every fx op kind is handled above
+
+    def _data_dependent(self, node: fx.Node) -> bool:
+        """Whether a non-tensor value was computed from tensor data (``.item()``, ``.tolist()``)."""
+        if isinstance(node.meta.get(EXAMPLE), torch.Tensor):
+            return False
+        accessor = (node.op == "call_method" and node.target in _META_METHODS) or (
+            node.op == "call_function"
+            and (
+                node.target is len
+                or (node.target is getattr and len(node.args) > 1 and node.args[1] in _META_ATTRIBUTES)
+            )
+        )
+        for n in node.all_input_nodes:
+            if isinstance(n.meta.get(EXAMPLE), torch.Tensor):
+                if not accessor:
+                    return True
+            elif n.meta.get("netspec_data", False):
+                return True
+        return False
+
+    # -- concrete values -------------------------------------------------------------------------------
+    def metadata_value(self, obj: fx.Proxy, kind: type) -> Any:
+        """The example value of ``obj`` for Python (``int(...)``, ``bool(...)``), refusing tensor data."""
+        value = example_of(obj)
+        if value is MISSING:
+            raise TraceError("symbolically traced variables cannot be used as inputs to control flow")
+        if isinstance(value, torch.Tensor) or obj.node.meta.get("netspec_data", False):
+            raise TraceError(
+                "Python control flow on tensor data (a traced value's contents, not its shape or dtype), "
+                "which a Graph cannot express"
+            )
+        return kind(value)
+
+    def specialise(self, obj: fx.Proxy, what: str, value: Any) -> Any:
+        self.state.guards.append(Guard(caller_line(), what, value))
+        return value
+
+    def to_bool(self, obj: fx.Proxy) -> bool:
+        if self.fake is None:
+            return super().to_bool(obj)  # type: ignore[misc]
+        return self.specialise(obj, "bool", self.metadata_value(obj, bool))
+
+    def iter(self, obj: fx.Proxy) -> Iterator[Any]:
+        value = example_of(obj)
+        if self.fake is None or value is MISSING or isinstance(value, torch.Tensor):
+            return super().iter(obj)  # type: ignore[misc]
+        n = self.specialise(obj, "len", len(value))
+        return iter([obj[i] for i in range(n)])
+
+    def keys(self, obj: fx.Proxy) -> Any:
+        value = example_of(obj)
+        if self.fake is None or not isinstance(value, Mapping):
+            return super().keys(obj)  # type: ignore[misc]
+        return self.specialise(obj, "keys", list(value.keys()))
+
+
+def drop_unused_metadata(graph: fx.Graph) -> None:
+    """Remove the non-tensor nodes nothing uses any more: the ``x.dim() == 2`` a guard consumed."""
+    for node in reversed(list(graph.nodes)):
+        if node.users or node.op not in ("call_function", "call_method"):
+            continue
+        value = node.meta.get(EXAMPLE, MISSING)
+        if value is MISSING or isinstance(value, torch.Tensor):
+            continue
+        graph.erase_node(node)
+
+
+def fake_tree(module: nn.Module, fake: FakeTensorMode, training: bool) -> nn.Module:
+    """A copy of ``module`` and its submodules (each a shallow copy with its own tables and containers)
+    whose parameters and buffers are fake tensors: running it computes shapes and dtypes, never touches
+    the user's tensors, caches or counters."""
+    memo: dict[int, nn.Module] = {}
+
+    def copy_of(m: nn.Module) -> nn.Module:
+        if id(m) in memo:
+            return memo[id(m)]
+        clone = copy.copy(m)
+        memo[id(m)] = clone
+        for name, value in vars(m).items():
+            if isinstance(value, (dict, list, set)):
+                vars(clone)[name] = copy.copy(value)
+        clone._parameters = {k: None if v is None else _fake(v, fake) for k, v in m._parameters.items()}
+        clone._buffers = {k: None if v is None else _fake(v, fake) for k, v in m._buffers.items()}
+        clone._modules = {k: None if v is None else copy_of(v) for k, v in m._modules.items()}
+        clone.training = training
+        return clone
+
+    return copy_of(module)
+
+
+def _fake(tensor: torch.Tensor, fake: FakeTensorMode) -> torch.Tensor:
+    made = fake.from_tensor(tensor)
+    return nn.Parameter(made, requires_grad=tensor.requires_grad) if isinstance(tensor, nn.Parameter) else made
+
+
+def fake_input(fake: FakeTensorMode, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
+    with fake:
+        return torch.empty(tuple(shape), dtype=dtype)
+
+
+def _calls_by_name(module: nn.Module, calls: Sequence[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[dict[str, Any]]:
+    """A child's recorded example calls as argument name -> example (by its forward's signature)."""
+    import inspect
+
+    try:
+        signature = inspect.signature(module.forward)
+    except (TypeError, ValueError):
+        return []
+    out = []
+    for args, kwargs in calls:
+        try:
+            out.append(dict(signature.bind_partial(*args, **kwargs).arguments))
+        except TypeError:
+            return []
+    return out
+
+
+class GuardSession:
+    """One emit's guarded tracing: the fake tensor mode, the root's example inputs, and the examples each
+    traced child was called with (recorded by its parent's accepted traces, by module path).
+
+    ``specialised``: some traced forward recorded a guard (the emitted root Graph then checks its input's
+    rank, and its dtype when ``dtype_read``); ``pinned``: the root's guards hold at another batch size but
+    not at other per-sample sizes, so the input's whole per-sample shape is checked."""
+
+    def __init__(self, input_shape: Sequence[int], dtype: torch.dtype) -> None:
+        self.fake = FakeTensorMode(allow_non_fake_inputs=True)
+        self.input_shape, self.dtype = tuple(input_shape), dtype
+        self.calls: dict[str, list[dict[str, Any]]] = {}
+        self.specialised = False
+        self.dtype_read = False
+        self.pinned = False
+        self.lines: list[str] = []
+
+    def root_examples(self, name: str) -> list[tuple[str, dict[str, Any]]]:
+        """The root input at the declared size (batch 2), at other sizes (batch 3, every per-sample size
+        + 1), and — for a floating point input, whose per-sample sizes may be channels that cannot vary — at
+        another batch size alone (then the per-sample shape is checked); each with its description."""
+        sizes = [(2, *self.input_shape), (3, *(d + 1 for d in self.input_shape)), (3, *self.input_shape)]
+        if not self.dtype.is_floating_point:  # token ids: every per-sample size is a sequence length
+            sizes = sizes[:2]
+        return [(str(list(s)), {name: fake_input(self.fake, s, self.dtype)}) for s in sizes]
+
+    def child_examples(self, module: nn.Module, path: str) -> list[tuple[str, dict[str, Any]]]:
+        return [(_describe_example(e), e) for e in self.calls.get(path, [])]
+
+    def record(self, path: str, module: nn.Module, states: Sequence[GuardState]) -> None:
+        """Keep what the accepted traces of ``module`` (at ``path``) called each child with."""
+        for state in states:
+            if state.guards:
+                self.specialised = True
+                self.dtype_read = self.dtype_read or any(g.what == "dtype" for g in state.guards)
+                self.lines += [g.line for g in state.guards]
+            for target, calls in state.calls.items():
+                child = module.get_submodule(target)
+                full = f"{path}.{target}" if path else target
+                self.calls.setdefault(full, []).extend(_calls_by_name(child, calls))
+
+    def check_statement(self, name: str) -> str:
+        """The root Graph's first statement: its input checked against what the traces assumed."""
+        shape = [-1, *(self.input_shape if self.pinned else [-1] * len(self.input_shape))]
+        dtype = str(self.dtype).removeprefix("torch.") if self.dtype_read or not self.dtype.is_floating_point else None
+        return f"{name} = expect_input({name}, {shape}" + (f", {dtype!r})" if dtype else ")")
+
+
+def _describe_example(example: Mapping[str, Any]) -> str:
+    shown = [f"{k}: {list(v.shape)}" for k, v in example.items() if isinstance(v, torch.Tensor)]
+    return "{" + ", ".join(shown) + "}"
+
+
+__all__ = [
+    "EXAMPLE",
+    "MISSING",
+    "Guard",
+    "GuardMixin",
+    "GuardProxy",
+    "GuardSession",
+    "GuardState",
+    "drop_unused_metadata",
+    "example_of",
+    "fake_input",
+    "fake_tree",
+]
