@@ -158,3 +158,57 @@ def test_timm_efficientformer_eval_cache_of_its_attention_bias_round_trips() -> 
     rebuilt.load_state_dict(model.state_dict())
     x = torch.randn(2, 9, 16)
     torch.testing.assert_close(rebuilt(x), model(x), rtol=0, atol=0)
+
+
+class _Entries(nn.Module):
+    """Entries of a ParameterList (by position) and a ParameterDict (by name, not always an identifier)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scales = nn.ParameterList([nn.Parameter(torch.randn(4)), nn.Parameter(torch.randn(4))])
+        self.tables = nn.ParameterDict({"a": nn.Parameter(torch.randn(4)), "b-c": nn.Parameter(torch.randn(4))})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scales[1] + self.tables["a"] - self.tables["b-c"]
+
+
+def test_emit_writes_parameter_list_and_dict_entries_by_position_and_name() -> None:
+    outcome = round_trip("entries", _Entries, (4,))
+    assert outcome.status == "exact", outcome
+    forward = netspec.emit(_Entries(), input_shape=(4,)).to_dict()["model"]["forward"]
+    assert forward == ["sub_out = x * scales[1] + tables['a'] - tables['b-c']"]
+
+
+ENTRIES = """
+netspec: 1
+input: {shape: [4]}
+model:
+  type: Graph
+  inputs: [x]
+  layers:
+    scales: {type: ParameterList, parameters: [{shape: [4], init: ones}, {shape: [4], init: zeros}]}
+  forward:
+    - y = x * scales[-2] + scales[1]
+  outputs: y
+"""
+
+
+def test_a_parameter_list_entry_is_read_by_position(tmp_path: Path) -> None:
+    model = netspec.build(write_spec_file(tmp_path, ENTRIES)).model
+    x = torch.randn(3, 4)
+    torch.testing.assert_close(model(x), x * model.scales[0] + model.scales[1], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("statement", "wanted"),
+    [
+        ("y = x * scales[2]", "index 2 is out of range for scales (2 entries)"),
+        ("y = x * scales['a']", "scales (ParameterList) has no parameter or buffer 'a'; it has 0, 1"),
+        ("y = x * scales[x]", "scales is indexed by a constant position or name"),
+    ],
+)
+def test_a_bad_parameter_list_index_is_an_error_at_its_statement(tmp_path: Path, statement: str, wanted: str) -> None:
+    with pytest.raises(SpecError) as err:
+        netspec.read(write_spec_file(tmp_path, ENTRIES.replace("y = x * scales[-2] + scales[1]", statement)))
+    message = str(err.value)
+    assert "spec.yaml:9:" in message and "model.forward.0" in message and wanted in message, message

@@ -244,6 +244,9 @@ class StatementBuilder:
         if isinstance(e, ast.Compare) and len(e.ops) == 1 and type(e.ops[0]) in COMPARE_OPS:
             return self.apply(COMPARE_OPS[type(e.ops[0])], self.expr(e.left), self.expr(e.comparators[0]), e=e)
         if isinstance(e, ast.Subscript):
+            tensor = self.parameter_entry(e)
+            if tensor is not None:
+                return tensor
             return self.apply(operator.getitem, self.expr(e.value), self.index(e.slice), e=e)
         if isinstance(e, ast.Attribute):
             return self.attribute(e)
@@ -363,6 +366,26 @@ class StatementBuilder:
             )
         self.used.add(path.split(".")[0])
         return self.attr(f"{path}.{attr}")
+
+    def parameter_entry(self, e: ast.Subscript) -> fx.Node | None:
+        """``scales[0]``, ``tables['a']``: an entry of a ParameterList (by position) or ParameterDict (by name)."""
+        if isinstance(e.value, ast.Name) and e.value.id in self.env:
+            return None
+        try:  # a path that names no child is left to expr, which reports it (or reads a child's tensor)
+            owner = self.child_path(e.value) if isinstance(e.value, (ast.Name, ast.Attribute)) else None
+        except StatementError:
+            return None
+        if owner is None or owner[1].kind not in ("ParameterList", "ParameterDict"):
+            return None
+        key = self.index(e.slice)
+        if owner[1].kind == "ParameterList" and isinstance(key, int) and not isinstance(key, bool):
+            size = len(owner[1].tensors or ())
+            if not -size <= key < size:
+                raise StatementError(f"index {key} is out of range for {owner[0]} ({size} entries)", e.slice.col_offset)
+            key = str(key % size)
+        if not isinstance(key, str):
+            raise StatementError(f"{owner[0]} is indexed by a constant position or name", e.slice.col_offset)
+        return self.child_tensor(owner, key, e.slice.col_offset)
 
     def child_path(self, e: ast.expr) -> tuple[str, Child] | None:
         """``blocks``, ``heads.cls``, ``blocks[2]``, ``blocks[-1]`` -> ("blocks.2", child) when it names a child."""

@@ -18,6 +18,7 @@ Anything else raises ``EmitError`` naming the module path, its class and the ope
 from __future__ import annotations
 
 import inspect
+import keyword
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -386,8 +387,13 @@ class _Renderer(StatementWriter):
                 "\n    hint: self.register_buffer(name, tensor) in __init__ (or nn.Parameter to train it)"
             )
         owner, _, name = target.rpartition(".")
-        if owner.split(".")[0] in self.children and _holds(self.module.get_submodule(owner), name):
-            return Expr(f"{self.child_ref(owner)}.{name}")  # qkv.weight: the child's own tensor, read in place
+        holder = self.module.get_submodule(owner) if owner.split(".")[0] in self.children else None
+        if holder is not None and _holds(holder, name):
+            if isinstance(holder, (nn.ParameterList, nn.ParameterDict)):  # scales[0], tables['a']
+                key = list(holder._parameters).index(name) if isinstance(holder, nn.ParameterList) else repr(name)
+                return Expr(f"{self.child_ref(owner)}[{key}]")
+            if name.isidentifier() and not keyword.iskeyword(name):
+                return Expr(f"{self.child_ref(owner)}.{name}")  # qkv.weight: the child's own tensor, read in place
         raise self.fail(f"reads {target!r}, which is not a parameter or buffer of a submodule")
 
     def _outputs(self, value: Any) -> str | list[str] | dict[str, str]:
