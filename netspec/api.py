@@ -207,7 +207,13 @@ def build(
     DDP builds whole on every rank and wraps the model in ``DistributedDataParallel``."""
     device = check_device(device)  # before the spec is read: a bad argument costs nothing
     torch_dtype = _resolve_dtype(dtype)
-    return _build(read(spec, overrides, search_path=search_path), device, torch_dtype)
+    weights = _dtype_name(torch_dtype)
+    return _build(read(spec, overrides, search_path=search_path, dtype=weights), device, torch_dtype)
+
+
+def _dtype_name(dtype: torch.dtype | None) -> str:
+    """The build dtype's name (``None`` builds in float32), the dtype ``read`` checks inputs against."""
+    return "float32" if dtype is None else str(dtype).removeprefix("torch.")
 
 
 def _build(
@@ -222,6 +228,7 @@ def _build(
     built model before the optimizer sees its parameters. ``keep_rng``: even without a seed, leave the
     caller's RNG streams (the CPU's and the build device's) as they were (loading a checkpoint must not
     draw from them)."""
+    spec = read(spec, dtype=_dtype_name(torch_dtype))  # inputs checked against this dtype (no-op when they were)
     on_meta = device is not None and torch.device(device).type == "meta"
     dspec, ctx, notes = (None, None, []) if on_meta else _distributed(spec)
     if ctx is not None:

@@ -48,6 +48,7 @@ class Spec:
         self.inferred_loss: Inferred | None = None  # the loss section, inferred at validation (build reuses it)
         self.training_warnings: list[Problem] = []
         self.reads_files = True  # False for a checkpoint's embedded spec: init: from: is refused unread
+        self.weights_dtype = "float32"  # the build dtype its inputs were checked against (build's dtype=)
         # The training sections resolved against the model's names (None without any): made once, here.
         self.training_plan: TrainingPlan | None = None
         self.emit_warnings: list[Any] = []  # set by netspec.emit: what it could not express (lint.ModelWarning)
@@ -116,8 +117,11 @@ def _check_var_overrides(source: Source, overrides: Mapping[str, Any]) -> None:
         raise SpecError(problems)
 
 
-def validate_source(source: Source, *, read_files: bool = True) -> Spec:
+def validate_source(source: Source, *, read_files: bool = True, dtype: str = "float32") -> Spec:
     """Stages 2-4 on an already loaded source; raises ``SpecError`` listing every problem.
+
+    ``dtype`` is the floating dtype the model will be built in: every layer's input is checked
+    against it, and an ``input`` without ``dtype:`` is taken to be of it.
 
     ``read_files=False`` (a checkpoint's embedded spec) refuses every ``init: from:`` rule, however it
     was written (after ``${}`` substitution and validation), without looking at the file.
@@ -147,8 +151,8 @@ def validate_source(source: Source, *, read_files: bool = True) -> Spec:
         problems.raise_if_errors()
     try:
         resolved = resolve(document, source, substitution)
-        shape, dtype = _input_shape(document, source)
-        inferred = infer(resolved.root, source, shape, dtype)
+        shape, input_dtype = _input_shape(document, source, dtype)
+        inferred = infer(resolved.root, source, shape, input_dtype, weights_dtype=dtype)
         # The loss is built by `build` from this same inference: what validation accepts, build accepts.
         inferred_loss = infer(resolved.loss, source, None) if resolved.loss is not None else None
     except SpecError as err:
@@ -164,23 +168,25 @@ def validate_source(source: Source, *, read_files: bool = True) -> Spec:
     spec = Spec(source, document, resolved, inferred)
     spec.inferred_loss = inferred_loss
     spec.reads_files = read_files
+    spec.weights_dtype = dtype
     if any(getattr(document, key) is not None for key in TRAINING_SECTIONS):
         spec.training_plan, spec.training_warnings = _plan_training(spec)
     return spec
 
 
-def _input_shape(document: SpecModel, source: Source) -> tuple[tuple[int, ...] | None, str]:
+def _input_shape(document: SpecModel, source: Source, weights: str) -> tuple[tuple[int, ...] | None, str]:
+    """The per-sample input shape and dtype; an input without ``dtype:`` has the weights' dtype."""
     from .compiler.resolve import MAX_ELEMENTS
 
     if document.input is None:
-        return None, "float32"
+        return None, weights
     dims = list(document.input.shape)
     if any(not isinstance(d, int) or isinstance(d, bool) or d <= 0 for d in dims):
         raise SpecError(source.problem(("input", "shape"), f"input.shape needs positive integers, got {dims}"))
     if math.prod(dims) > MAX_ELEMENTS:
         message = f"input.shape {dims} has {math.prod(dims):,} elements per sample; the limit is {MAX_ELEMENTS:,}"
         raise SpecError(source.problem(("input", "shape"), message))
-    return tuple(dims), document.input.dtype
+    return tuple(dims), document.input.dtype if "dtype" in document.input.model_fields_set else weights
 
 
 def _plan_training(spec: Spec) -> tuple[TrainingPlan, list[Problem]]:
@@ -227,23 +233,31 @@ def read(
     *,
     search_path: Sequence[str | os.PathLike[str]] | None = None,
     read_files: bool = True,
+    dtype: str | None = None,
 ) -> Spec:
     """Parse and validate a spec file (YAML/JSON), a dict, or re-validate a ``Spec`` with overrides.
 
     ``extends`` and ``imports`` are merged first, reading files only from ``search_path`` (default:
     the spec's folder; the working directory for a dict); ``overrides`` apply after merging.
     ``read_files=False`` for a spec from an untrusted place (a checkpoint): ``init: from:`` is
-    refused unread, however it is written."""
+    refused unread, however it is written. ``dtype``: the floating dtype the model will be built in
+    (``build``'s ``dtype=``; default float32): each layer's input dtype is checked against it."""
     if isinstance(spec, Spec):
         read_files = read_files and spec.reads_files
-        if not overrides and read_files == spec.reads_files:
+        dtype = dtype or spec.weights_dtype
+        if not overrides and read_files == spec.reads_files and dtype == spec.weights_dtype:
             return spec
-        return read_source(spec.source, overrides, read_files=read_files)
-    return read_source(load_source(spec, search_path), overrides, copy=False, read_files=read_files)
+        return read_source(spec.source, overrides, read_files=read_files, dtype=dtype)
+    return read_source(load_source(spec, search_path), overrides, copy=False, read_files=read_files, dtype=dtype)
 
 
 def read_source(
-    source: Source, overrides: Mapping[str, Any] | None = None, *, copy: bool = True, read_files: bool = True
+    source: Source,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    copy: bool = True,
+    read_files: bool = True,
+    dtype: str | None = None,
 ) -> Spec:
     """Validate a loaded (and composed) source with ``overrides`` applied to a copy of it (``copy=False``:
     to the source itself). ``netspec sweep`` composes once and validates each point with this."""
@@ -253,4 +267,4 @@ def read_source(
         _check_var_overrides(source, overrides)
         apply_overrides(source, overrides)
     with gc_paused():  # the pipeline allocates many small, acyclic objects; cyclic GC passes only cost time
-        return validate_source(source, read_files=read_files)
+        return validate_source(source, read_files=read_files, dtype=dtype or "float32")

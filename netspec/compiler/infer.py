@@ -31,7 +31,7 @@ from .construct import assemble, build_tree, construct_layer, copy_graphs, make_
 from .fill_sizes import fill_sizes
 from .function_shapes import function_output
 from .graph_compile import compile_statements
-from .input_dtypes import input_dtype_problem, takes_indices
+from .input_dtypes import dtype_message, input_dtype_problem
 from .meta import (
     DTYPES,
     INFERABLE,
@@ -102,8 +102,9 @@ class Inferred:
 
 
 class Inferrer:
-    def __init__(self, source: Source, problems: ProblemList) -> None:
+    def __init__(self, source: Source, problems: ProblemList, dtype: torch.dtype | None = None) -> None:
         self.source = source
+        self.dtype = dtype  # the weights' dtype (build's dtype=); None: float32
         self.problems = problems
         self.graphs: dict[str, fx.Graph] = {}
         self.shapes: dict[str, Any] = {}
@@ -202,7 +203,7 @@ class Inferrer:
         if module is None:
             try:
                 with SkipInit():
-                    module = construct_layer(node, META, None, nested)
+                    module = construct_layer(node, META, self.dtype, nested)
             except Exception as err:  # noqa: BLE001 - a registered class's __init__ may raise anything; reported
                 self.problem(node, f"{layer.name}({kwargs_text(node.args)}) cannot be constructed: {first_line(err)}")
                 return None
@@ -241,14 +242,10 @@ class Inferrer:
 
     def call(self, node: RNode, module: nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None) -> Any:
         lazy = _is_lazy(module)
-        wrong_dtype = input_dtype_problem(module, (*args, *(kwargs or {}).values()))
+        wrong_dtype = input_dtype_problem(module, args, kwargs)
         if wrong_dtype is not None:
-            first = next(a for a in (*args, *(kwargs or {}).values()) if isinstance(a, torch.Tensor))
-            source = self.producer(first).name
-            dtype, cast = ("int64", "i = x.long()") if takes_indices(module) else ("float32", "h = x.float()")
-            where = f"set input.dtype: {dtype}, or " if source == "the input" else ""
-            hint = f"{where}convert in a Graph statement: {cast}"
-            self.problem(node, f"{wrong_dtype} (input {shape_text(first.shape)} from {source})", hint=hint)
+            message, hint = dtype_message(wrong_dtype, self.producer(wrong_dtype.tensor).name)
+            self.problem(node, message, hint=hint)
             return None
         try:
             fast = None if kwargs else layer_output(module, args)
@@ -329,7 +326,7 @@ class Inferrer:
         out: dict[str, torch.Tensor] = {}
         for key, spec in node.tensors.items():
             try:
-                out[key] = make_tensor(spec, META, None)
+                out[key] = make_tensor(spec, META, self.dtype)
             except Exception as err:  # noqa: BLE001 - the init function (torch's or netspec's) is reported
                 self.problems.add(
                     self.source.problem(
@@ -495,16 +492,23 @@ def _is_lazy(module: nn.Module) -> bool:
 
 
 def infer(
-    root: RNode, source: Source, input_shape: tuple[int, ...] | None, input_dtype: str = "float32", batch: int = 2
+    root: RNode,
+    source: Source,
+    input_shape: tuple[int, ...] | None,
+    input_dtype: str = "float32",
+    batch: int = 2,
+    *,
+    weights_dtype: str = "float32",
 ) -> Inferred:
     """Run inference over a copy of ``root``; raises ``SpecError`` with every problem found, the batch
     written as B in its messages (at the default batch, from a second run at ``batch + 1``).
+    ``weights_dtype`` is the dtype the model is built in (``build``'s ``dtype=``): inputs are checked against it.
 
     ``root`` is left as resolve made it: the returned ``Inferred.root`` is a new tree.
     """
     original, root = root, root.copy()
     problems = ProblemList()
-    inferrer = Inferrer(source, problems)
+    inferrer = Inferrer(source, problems, None if weights_dtype == "float32" else DTYPES[weights_dtype])
     args = None
     if input_shape is not None:
         inputs = root.graph.inputs if root.graph is not None else ["x"]
@@ -521,7 +525,12 @@ def infer(
     with torch.no_grad():
         module, _ = inferrer.node(root, args)
     if problems.errors and input_shape is not None and batch == 2:
-        label_problems(problems, lambda b: infer(original, source, input_shape, input_dtype, b), batch, batch + 1)
+        label_problems(
+            problems,
+            lambda b: infer(original, source, input_shape, input_dtype, b, weights_dtype=weights_dtype),
+            batch,
+            batch + 1,
+        )
     problems.raise_if_errors()
     if module is None:
         raise RuntimeError("inference produced no model without reporting a problem")  # internal invariant

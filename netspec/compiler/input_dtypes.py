@@ -1,11 +1,23 @@
 """Which input dtypes a ``torch.nn`` layer's forward accepts, checked before it runs on meta.
 
-In: a constructed (meta) layer and the tensors it is called with. Out: None when the call is
-fine, or the message for an input the real forward rejects: an int64 or bool tensor into a layer
-that computes in floating point (Linear, Conv, the norms, LSTM, MultiheadAttention, GELU, ...),
-or floating-point indices into Embedding. Meta tensors compute no values, so ``F.linear`` on an
-int64 meta tensor succeeds where the CPU and CUDA kernels fail; these are the kernels' rules, as
-torch 2.x's CPU kernels apply them.
+In: a constructed (meta) layer and the arguments it is called with. Out: None when the call is
+fine, or a ``DtypeProblem`` for an input the real forward rejects:
+
+- an int64 or bool tensor into a layer that computes in floating point (Linear, Conv, the norms,
+  LSTM, MultiheadAttention, GELU, ...), or anything but int64/int32 indices into Embedding;
+- a floating tensor of another dtype than the layer's parameters: float64 into float32 Linear,
+  Conv, LSTM, MultiheadAttention, the Transformer layers, PReLU, Bilinear, or float32 into a model
+  built in float64 or bfloat16 ("expected float32 input (the layer's parameters), got float64").
+  The norms' CPU kernels take a reduced-precision input (float16, bfloat16) with float32
+  parameters and nothing else mixed; RMSNorm takes any mix; InstanceNorm is judged by its affine
+  parameters only (running statistics of another dtype are fine).
+
+Meta tensors compute no values and mostly skip these checks (``F.linear`` of a float64 meta
+tensor and float32 weights succeeds where the CPU and CUDA kernels fail); these are the kernels'
+rules, as torch 2.x's CPU kernels apply them, verified by a CPU forward in
+tests/test_property_layers.py. Masks (``attn_mask``, ``key_padding_mask``, ...) are not inputs
+here: torch's own checks of them run on meta. A layer's output dtype is what its meta run gives;
+elementwise Graph statements promote (float32 + float64 is float64) as torch does.
 
 Only ``torch.nn``'s own classes are judged (a registered model may well take token ids), and a
 subclass only when it runs that class's ``forward``.
@@ -13,10 +25,15 @@ subclass only when it runs that class's ``forward``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import inspect
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+
+from .meta import shape_text
 
 # Index layers: integer indices only.
 _INDICES: tuple[type[nn.Module], ...] = (nn.Embedding, nn.EmbeddingBag)
@@ -39,18 +56,39 @@ _NO_BOOL: tuple[type[nn.Module], ...] = (
     nn.AvgPool2d, nn.AvgPool3d, nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReflectionPad3d, nn.LocalResponseNorm,
 )  # fmt: skip
 
+# The norms' CPU kernels' "mixed dtype": a float16/bfloat16 input with float32 parameters (and only that).
+_MIXED_NORMS: tuple[type[nn.Module], ...] = (
+    nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
+    nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d,
+)  # fmt: skip
+_REDUCED = (torch.float16, torch.bfloat16)
+# Judged by their parameters only: instance_norm takes running statistics of any floating dtype.
+_PARAMETERS_ONLY: tuple[type[nn.Module], ...] = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
+# Any floating input with any floating weight (F.rms_norm).
+_ANY_FLOAT: tuple[type[nn.Module], ...] = (nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()
+
+
+@dataclass(frozen=True)
+class DtypeProblem:
+    """An input the layer's forward rejects: the message, the tensor, and the dtype it needs."""
+
+    message: str
+    tensor: torch.Tensor
+    wanted: str  # the dtype to cast to: "float32", "int64", ...
+    floating: bool = False  # a floating input into parameters of another floating dtype
+
 
 def _owner(kind: type[nn.Module], table: tuple[type[nn.Module], ...]) -> bool:
     """``kind`` is one of ``table`` or a subclass that runs the same ``forward``."""
     return any(issubclass(kind, klass) and kind.forward is klass.forward for klass in table)
 
 
-def _dtype(t: torch.Tensor) -> str:
-    return str(t.dtype).removeprefix("torch.")
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def _article(t: torch.Tensor) -> str:
-    name = _dtype(t)
+    name = dtype_name(t.dtype)
     return ("an " if name[0] in "aeiou" else "a ") + name
 
 
@@ -59,30 +97,93 @@ def takes_indices(module: nn.Module) -> bool:
     return issubclass(type(module), _INDICES)
 
 
-def input_dtype_problem(module: nn.Module, inputs: Sequence[object]) -> str | None:
-    """Why ``module``'s forward would reject the dtype of its tensor ``inputs``, or None."""
+@functools.lru_cache(maxsize=256)
+def _parameter_names(kind: type[nn.Module]) -> tuple[str, ...]:
+    """The names of ``kind.forward``'s positional parameters after ``self``."""
+    try:
+        params = list(inspect.signature(kind.forward).parameters.values())[1:]
+    except (TypeError, ValueError):
+        return ()
+    return tuple(p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+
+def _data(kind: type[nn.Module], args: Sequence[object], kwargs: Mapping[str, object]) -> list[torch.Tensor]:
+    """The tensors a call passes as data (its masks left out), an initial state's tuple flattened."""
+    names = _parameter_names(kind) if kwargs or len(args) > 1 else ()
+    out: list[torch.Tensor] = []
+    values = [v for i, v in enumerate(args) if i >= len(names) or "mask" not in names[i]]
+    values += [v for k, v in kwargs.items() if "mask" not in k]
+    for value in values:
+        if isinstance(value, torch.Tensor):
+            out.append(value)
+        elif isinstance(value, tuple):
+            out.extend(v for v in value if isinstance(v, torch.Tensor))
+    return out
+
+
+def _state_dtype(module: nn.Module, kind: type[nn.Module]) -> torch.dtype | None:
+    """The floating dtype of the layer's parameters (then buffers), or None when it has none."""
+    tensors = module.parameters() if _owner(kind, _PARAMETERS_ONLY) else (*module.parameters(), *module.buffers())
+    return next((t.dtype for t in tensors if t.is_floating_point()), None)
+
+
+def input_dtype_problem(
+    module: nn.Module, args: Sequence[object], kwargs: Mapping[str, object] | None = None
+) -> DtypeProblem | None:
+    """Why ``module``'s forward would reject the dtype of its tensor inputs, or None."""
     kind = type(module)
-    tensors = [t for t in inputs if isinstance(t, torch.Tensor)]
-    indices = issubclass(kind, _INDICES)
-    if not tensors or (not indices and all(t.is_floating_point() for t in tensors)):
-        return None  # the common case, decided without looking at the module's tensors
     if not getattr(kind.forward, "__module__", "").startswith("torch.nn"):
+        return None
+    tensors = _data(kind, args, kwargs or {})
+    if not tensors:
         return None
     name = kind.__name__
     if _owner(kind, _INDICES):
         first = tensors[0]
         if first.dtype not in _INDEX_DTYPES:
-            return f"{name} takes integer indices (int64 or int32), got a {_dtype(first)} tensor"
+            message = f"{name} takes integer indices (int64 or int32), got a {dtype_name(first.dtype)} tensor"
+            return DtypeProblem(message, first, "int64")
         return None
     odd = next((t for t in tensors if not (t.is_floating_point() or t.is_complex())), None)
-    if odd is None:
+    if odd is not None:
+        if _owner(kind, _NO_BOOL):
+            if odd.dtype != torch.bool:
+                return None
+            return DtypeProblem(f"{name} does not take bool tensors, got a bool tensor", odd, "float32")
+        state = _state_dtype(module, kind)
+        if state is not None or _owner(kind, _FLOAT_ONLY):
+            wanted = dtype_name(state or torch.float32)
+            message = f"{name} computes in floating point and cannot take {_article(odd)} tensor"
+            return DtypeProblem(message, odd, wanted)
         return None
-    if _owner(kind, _NO_BOOL):
-        return f"{name} does not take bool tensors, got a bool tensor" if odd.dtype == torch.bool else None
-    floating_state = any(t.is_floating_point() for t in (*module.parameters(), *module.buffers()))
-    if floating_state or _owner(kind, _FLOAT_ONLY):
-        return f"{name} computes in floating point and cannot take {_article(odd)} tensor"
+    if _owner(kind, _ANY_FLOAT):
+        return None
+    state = _state_dtype(module, kind)
+    if state is None:
+        return None  # parameter-free: the kernels promote or keep the input's dtype, as meta does
+    mixed = _owner(kind, _MIXED_NORMS) and state == torch.float32
+    for t in tensors:
+        if t.is_floating_point() and t.dtype != state and not (mixed and t.dtype in _REDUCED):
+            wanted = dtype_name(state)
+            message = f"{name} expected {wanted} input (the layer's parameters), got {dtype_name(t.dtype)}"
+            return DtypeProblem(message, t, wanted, floating=True)
     return None
 
 
-__all__ = ["input_dtype_problem", "takes_indices"]
+# The Graph statement that converts to a dtype.
+_CASTS = {"float32": "float", "float64": "double", "float16": "half", "bfloat16": "bfloat16", "int64": "long"}
+
+
+def dtype_message(problem: DtypeProblem, source: str) -> tuple[str, str]:
+    """The message and hint for ``problem``, whose tensor came from ``source`` ("the input", a layer, ...)."""
+    got = dtype_name(problem.tensor.dtype)
+    name = "i" if problem.wanted.startswith("int") else "h"
+    cast = f"convert in a Graph statement: {name} = x.{_CASTS.get(problem.wanted, 'float')}()"
+    ways = [f"set input.dtype: {problem.wanted}"] if source == "the input" else []
+    if problem.floating:
+        ways.append(f"build in {got} (build(spec, dtype='{got}'))")
+    hint = ", or ".join([*ways, cast])
+    return f"{problem.message} (input {shape_text(problem.tensor.shape)} from {source})", hint
+
+
+__all__ = ["DtypeProblem", "dtype_message", "dtype_name", "input_dtype_problem", "takes_indices"]
