@@ -14,11 +14,27 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.nn as nn
 
 from .meta import CHANNEL_ARGS, FEATURE_ARGS, NOUN, SHAPE_ARGS, Producer, shape_text
 from .tree import RNode
 
 Report = Callable[[str, str, str | None], None]  # (message, argument, hint)
+
+# Layers that also take one unbatched sample, (C, *spatial): the rank of that sample. Their channels are
+# dim 0 of an input of this rank, dim 1 of a batch.
+_UNBATCHED_RANK: tuple[tuple[type[nn.Module], int], ...] = tuple(
+    (getattr(nn, f"{kind}{n}d"), n + 1) for kind in ("Conv", "ConvTranspose", "InstanceNorm") for n in (1, 2, 3)
+)
+
+
+def _channel_dim(cls: object, x: torch.Tensor) -> int:
+    """Where the channels of ``x`` are for a layer of class ``cls``: 0 for one unbatched sample, else 1."""
+    if isinstance(cls, type):
+        for klass, rank in _UNBATCHED_RANK:
+            if issubclass(cls, klass):
+                return 0 if x.dim() == rank else 1
+    return 1
 
 
 def fill_sizes(
@@ -48,7 +64,9 @@ def fill_sizes(
                     ok = False
                 continue
         else:
-            expected = x.shape[1] if name in CHANNEL_ARGS else x.shape[-1]
+            expected = (
+                x.shape[_channel_dim(node.layer.cls, x) if node.layer else 1] if name in CHANNEL_ARGS else x.shape[-1]
+            )
             if name in node.args:
                 given = node.args[name]
                 if isinstance(given, int) and given != expected:

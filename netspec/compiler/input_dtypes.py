@@ -44,12 +44,18 @@ _INDEX_DTYPES = (torch.int64, torch.int32)
 _FLOAT_ONLY: tuple[type[nn.Module], ...] = (
     nn.CELU, nn.ELU, nn.SELU, nn.GELU, nn.GLU, nn.Hardshrink, nn.Hardsigmoid, nn.Hardswish, nn.LeakyReLU,
     nn.LogSigmoid, nn.LogSoftmax, nn.Mish, nn.RReLU, nn.SiLU, nn.Softmax, nn.Softmax2d, nn.Softmin, nn.Softplus,
-    nn.Softshrink, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
+    nn.Softshrink,
     nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
     nn.AdaptiveMaxPool3d, nn.MaxPool1d, nn.Upsample, nn.UpsamplingBilinear2d, nn.UpsamplingNearest2d,
     nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d,
     *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
 )  # fmt: skip
+# In training, dropping with 0 < p < 1 scales by 1/(1-p): floating point only; p = 0 or 1 takes any dtype.
+_DROPOUTS: tuple[type[nn.Module], ...] = (
+    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
+)  # fmt: skip
+# An empty output (an output size of 0) is returned before the kernel looks at the dtype.
+_EMPTY_ANY_DTYPE: tuple[type[nn.Module], ...] = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
 # Integers work, bool does not ("Boolean inputs not supported for relu").
 _NO_BOOL: tuple[type[nn.Module], ...] = (
     nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.Softsign, nn.Tanhshrink, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d,
@@ -121,6 +127,10 @@ def _data(kind: type[nn.Module], args: Sequence[object], kwargs: Mapping[str, ob
     return out
 
 
+def _sizes(value: object) -> tuple[object, ...]:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
+
+
 def _state_dtype(module: nn.Module, kind: type[nn.Module]) -> torch.dtype | None:
     """The floating dtype of the layer's parameters (then buffers), or None when it has none."""
     tensors = module.parameters() if _owner(kind, _PARAMETERS_ONLY) else (*module.parameters(), *module.buffers())
@@ -146,6 +156,13 @@ def input_dtype_problem(
         return None
     odd = next((t for t in tensors if not (t.is_floating_point() or t.is_complex())), None)
     if odd is not None:
+        if _owner(kind, _DROPOUTS):
+            if getattr(module, "p", 0.5) in (0, 1):
+                return None
+            message = f"{name} with p={module.p} scales in floating point and cannot take {_article(odd)} tensor"
+            return DtypeProblem(message, odd, "float32")
+        if _owner(kind, _EMPTY_ANY_DTYPE) and 0 in _sizes(getattr(module, "output_size", None)):
+            return None
         if _owner(kind, _NO_BOOL):
             if odd.dtype != torch.bool:
                 return None

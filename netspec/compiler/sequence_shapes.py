@@ -104,6 +104,8 @@ def _attention(m: nn.Module, args: Sequence[torch.Tensor], kwargs: Mapping[str, 
         weights_shape, per_head = (target, source), (heads, target, source)
     if 0 in out.shape or source == 0:
         raise NoRule  # empty sequences and batches: torch's own checks decide
+    source += (m.bias_k is not None) + bool(m.add_zero_attn)  # each appends one key (and value) position
+    weights_shape, per_head = (*weights_shape[:-1], source), (*per_head[:-1], source)
     if not kwargs.get("need_weights", True):
         return out, None
     average = kwargs.get("average_attn_weights", True)
