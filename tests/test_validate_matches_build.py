@@ -14,9 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn as nn
+import yaml
 
 import netspec
+from netspec.compiler.shapes import output_shapes
 from netspec.errors import SpecError
+from tests.conftest import assert_problem
 
 ExpectError = Callable[..., SpecError]
 
@@ -224,6 +227,166 @@ def test_integer_tokens_into_embedding_then_float_layers_match_torch(write_spec:
     reference = nn.Sequential(nn.Embedding(10, 6), nn.LayerNorm(6), nn.GELU(), nn.Linear(6, 3))
     out = forward_matches_torch(path, reference, torch.randint(0, 10, (2, 5)))
     assert netspec.read(path).inferred.shapes[""] == tuple(out.shape) == (2, 5, 3)
+
+
+# -- floating inputs of another dtype than the layer's parameters --------------------------------------
+# Each bad case is checked against torch first (the CPU forward raises), then netspec must refuse it at the
+# layer's line; each good neighbour must validate, build and compute what torch computes.
+
+FLOAT_LAYERS = [
+    ("{type: Linear, in_features: 4, out_features: 2}", lambda: nn.Linear(4, 2), [4]),
+    ("{type: Conv1d, in_channels: 4, out_channels: 2, kernel_size: 1}", lambda: nn.Conv1d(4, 2, 1), [4, 3]),
+    ("{type: LayerNorm, normalized_shape: 4}", lambda: nn.LayerNorm(4), [4]),
+    ("{type: BatchNorm1d, num_features: 4}", lambda: nn.BatchNorm1d(4), [4, 3]),
+    ("{type: GroupNorm, num_groups: 2, num_channels: 4}", lambda: nn.GroupNorm(2, 4), [4, 3]),
+    ("{type: InstanceNorm1d, num_features: 4, affine: true}", lambda: nn.InstanceNorm1d(4, affine=True), [4, 3]),
+    ("{type: LSTM, input_size: 4, hidden_size: 3}", lambda: nn.LSTM(4, 3), [4]),
+    ("{type: TransformerEncoderLayer, d_model: 4, nhead: 2}", lambda: nn.TransformerEncoderLayer(4, 2), [3, 4]),
+    ("{type: PReLU}", lambda: nn.PReLU(), [4]),
+]
+
+
+def _sequential(layer: str, shape: list[int], dtype: str) -> str:
+    return (
+        f"netspec: 1\ninput: {{shape: {shape}, dtype: {dtype}}}\nmodel:\n  type: Sequential\n  layers:\n    - {layer}\n"
+    )
+
+
+@pytest.mark.parametrize(("layer", "reference", "shape"), FLOAT_LAYERS)
+@pytest.mark.parametrize("dtype", ["float64", "float16", "bfloat16"])
+def test_a_floating_input_of_another_dtype_than_the_parameters(
+    expect_spec_error: ExpectError, layer: str, reference: Callable[[], nn.Module], shape: list[int], dtype: str
+) -> None:
+    torch_layer = reference()
+    x = torch.randn(2, *shape).to(getattr(torch, dtype))
+    if dtype != "float64" and isinstance(torch_layer, (nn.LayerNorm, nn.BatchNorm1d, nn.GroupNorm, nn.InstanceNorm1d)):
+        out = torch_layer(x)  # the norms' CPU kernels take float16/bfloat16 into float32 parameters
+        assert out.dtype == x.dtype
+        assert netspec.read(yaml.safe_load(_sequential(layer, shape, dtype))).inferred.shapes[""] == tuple(out.shape)
+        return
+    with pytest.raises((RuntimeError, ValueError)):
+        torch_layer(x)
+    name = layer.split(",")[0].removeprefix("{type: ").rstrip("}")
+    words = (f"{name} expected float32 input (the layer's parameters), got {dtype}", "from the input")
+    hints = ("set input.dtype: float32", f"build(spec, dtype='{dtype}')", "h = x.float()")
+    err = expect_spec_error(_sequential(layer, shape, dtype), line=6, path="model.layers.0", words=(*words, *hints))
+    assert len(err.problems) == 1
+
+
+@pytest.mark.parametrize(("layer", "reference", "shape"), FLOAT_LAYERS)
+def test_a_float64_input_into_a_float64_build_matches_torch(
+    write_spec: Callable[..., Path], layer: str, reference: Callable[[], nn.Module], shape: list[int]
+) -> None:
+    path = write_spec(_sequential(layer, shape, "float64"))
+    model = netspec.build(path, dtype="float64").model
+    torch_layer = nn.Sequential(reference()).double()
+    torch_layer.load_state_dict(model.state_dict())
+    model.eval(), torch_layer.eval()
+    x = torch.randn(2, *shape, dtype=torch.float64)
+    with torch.no_grad():
+        got, want = model(x), torch_layer(x)
+    assert netspec.read(path, dtype="float64").inferred.shapes[""] == output_shapes(want)
+    got, want = (got[0], want[0]) if isinstance(got, tuple) else (got, want)
+    assert got.dtype == want.dtype == torch.float64 and torch.allclose(got, want)
+
+
+def test_a_float32_input_into_a_float64_build_is_refused_at_build(tmp_path: Path) -> None:
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(_sequential("{type: Linear, in_features: 4, out_features: 2}", [4], "float32"))
+    with pytest.raises(RuntimeError, match="mat1 and mat2 must have the same dtype"):
+        nn.Linear(4, 2).double()(torch.randn(2, 4))
+    assert netspec.read(spec_file).inferred.shapes[""] == (2, 2)  # float32 weights: fine
+    with pytest.raises(netspec.SpecError) as info:
+        netspec.build(spec_file, dtype="float64")
+    words = ("Linear expected float64 input (the layer's parameters), got float32", "set input.dtype: float64")
+    assert_problem(info.value, file=spec_file, line=6, path="model.layers.0", words=words)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.yaml"]
+
+
+def test_an_input_without_dtype_follows_the_build_dtype(write_spec: Callable[..., Path]) -> None:
+    path = write_spec("netspec: 1\ninput: {shape: [4]}\nmodel: {type: Linear, in_features: 4, out_features: 2}\n")
+    for dtype in (torch.float64, torch.bfloat16):
+        model = netspec.build(path, dtype=dtype).model
+        x = torch.randn(3, 4, dtype=dtype)
+        reference = nn.Linear(4, 2).to(dtype)
+        reference.load_state_dict(model.state_dict())
+        assert torch.equal(model(x), reference(x)) and model(x).dtype == dtype
+
+
+def test_a_built_spec_rebuilt_in_another_dtype_is_checked_again(tmp_path: Path) -> None:
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(_sequential("{type: Linear, in_features: 4, out_features: 2}", [4], "float32"))
+    spec = netspec.read(spec_file)
+    assert netspec.build(spec).model[0].weight.dtype == torch.float32
+    with pytest.raises(netspec.SpecError) as info:
+        netspec.build(spec, dtype="bfloat16")
+    assert_problem(info.value, file=spec_file, line=6, path="model.layers.0", words=("expected bfloat16 input",))
+
+
+GRAPH_PROMOTES = """\
+netspec: 1
+input: {shape: [4]}
+model:
+  type: Graph
+  inputs: [x]
+  layers:
+    fc: {type: Linear, in_features: 4, out_features: 4}
+    norm: {type: LayerNorm, normalized_shape: 4}
+  forward:
+    - h = fc(x) + x.double()
+    - y = norm(CAST)
+  outputs: y
+"""
+
+
+def test_a_graph_statement_promotes_and_the_next_layer_is_checked_against_it(
+    expect_spec_error: ExpectError, write_spec: Callable[..., Path]
+) -> None:
+    fc, norm = nn.Linear(4, 4), nn.LayerNorm(4)
+    x = torch.randn(2, 4)
+    h = fc(x) + x.double()
+    assert h.dtype == torch.float64  # float32 + float64 promotes
+    with pytest.raises(RuntimeError, match="mixed dtype"):
+        norm(h)
+    words = (
+        "LayerNorm expected float32 input (the layer's parameters), got float64",
+        "statement 'h = fc(x) + x.double()'",
+    )
+    expect_spec_error(GRAPH_PROMOTES.replace("CAST", "h"), line=8, path="model.layers.norm", words=words)
+    # The good neighbour casts back: validates, builds and computes what torch computes.
+    path = write_spec(GRAPH_PROMOTES.replace("CAST", "h.float()"))
+    model = netspec.build(path).model
+    fc.load_state_dict(model.fc.state_dict()), norm.load_state_dict(model.norm.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(model(x), norm((fc(x) + x.double()).float()))
+    assert netspec.read(path).inferred.shapes[""] == (2, 4)
+
+
+def test_attention_masks_are_not_judged_as_inputs(write_spec: Callable[..., Path]) -> None:
+    path = write_spec(
+        """\
+        netspec: 1
+        input: {shape: [5, 4]}
+        model:
+          type: Graph
+          inputs: [x]
+          layers:
+            attn: {type: MultiheadAttention, embed_dim: 4, num_heads: 2, batch_first: true}
+          forward:
+            - pad = x[..., 0] > 0
+            - y, w = attn(x, x, x, key_padding_mask=pad, need_weights=False)
+          outputs: y
+        """
+    )
+    model = netspec.build(path).model.eval()
+    reference = nn.MultiheadAttention(4, 2, batch_first=True).eval()
+    reference.load_state_dict(model.attn.state_dict())
+    x = torch.randn(2, 5, 4)
+    x[:, :, 0] = torch.tensor([1.0, -1.0, 1.0, 1.0, -1.0])
+    with torch.no_grad():
+        want, _ = reference(x, x, x, key_padding_mask=x[..., 0] > 0, need_weights=False)
+        assert torch.allclose(model(x), want)
+    assert netspec.read(path).inferred.shapes[""] == (2, 5, 4)
 
 
 # -- adaptive pools' output_size -----------------------------------------------------------------------

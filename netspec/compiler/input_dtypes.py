@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -115,6 +116,8 @@ def _parameter_names(kind: type[nn.Module]) -> tuple[str, ...]:
 
 def _data(kind: type[nn.Module], args: Sequence[object], kwargs: Mapping[str, object]) -> list[torch.Tensor]:
     """The tensors a call passes as data (its masks left out), an initial state's tuple flattened."""
+    if not kwargs and len(args) == 1:  # the common call, ``layer(x)``
+        return [args[0]] if isinstance(args[0], torch.Tensor) else _data(kind, (), {"input": args[0]})
     names = _parameter_names(kind) if kwargs or len(args) > 1 else ()
     out: list[torch.Tensor] = []
     values = [v for i, v in enumerate(args) if i >= len(names) or "mask" not in names[i]]
@@ -131,9 +134,49 @@ def _sizes(value: object) -> tuple[object, ...]:
     return tuple(value) if isinstance(value, (tuple, list)) else (value,)
 
 
-def _state_dtype(module: nn.Module, kind: type[nn.Module]) -> torch.dtype | None:
+@dataclass(frozen=True)
+class _Rules:
+    """Which of the rules above a layer class follows (worked out once per class)."""
+
+    judged: bool  # torch.nn's own forward
+    indices: bool
+    dropout: bool
+    empty_any_dtype: bool
+    no_bool: bool
+    float_only: bool
+    any_float: bool
+    mixed: bool
+    parameters_only: bool
+
+
+@functools.lru_cache(maxsize=1024)
+def _rules(kind: type[nn.Module]) -> _Rules:
+    return _Rules(
+        judged=getattr(kind.forward, "__module__", "").startswith("torch.nn"),
+        indices=_owner(kind, _INDICES),
+        dropout=_owner(kind, _DROPOUTS),
+        empty_any_dtype=_owner(kind, _EMPTY_ANY_DTYPE),
+        no_bool=_owner(kind, _NO_BOOL),
+        float_only=_owner(kind, _FLOAT_ONLY),
+        any_float=_owner(kind, _ANY_FLOAT),
+        mixed=_owner(kind, _MIXED_NORMS),
+        parameters_only=_owner(kind, _PARAMETERS_ONLY),
+    )
+
+
+def _state_dtype(module: nn.Module, rules: _Rules) -> torch.dtype | None:
     """The floating dtype of the layer's parameters (then buffers), or None when it has none."""
-    tensors = module.parameters() if _owner(kind, _PARAMETERS_ONLY) else (*module.parameters(), *module.buffers())
+    # A layer's own tensors first (torch's registries: no generator machinery, called for every layer call).
+    own = (
+        module._parameters.values()
+        if rules.parameters_only
+        else (*module._parameters.values(), *module._buffers.values())
+    )
+    found = next((t.dtype for t in own if t is not None and t.is_floating_point()), None)
+    if found is not None or not module._modules:
+        return found
+    params = module.parameters()
+    tensors = params if rules.parameters_only else itertools.chain(params, module.buffers())
     return next((t.dtype for t in tensors if t.is_floating_point()), None)
 
 
@@ -142,13 +185,14 @@ def input_dtype_problem(
 ) -> DtypeProblem | None:
     """Why ``module``'s forward would reject the dtype of its tensor inputs, or None."""
     kind = type(module)
-    if not getattr(kind.forward, "__module__", "").startswith("torch.nn"):
+    rules = _rules(kind)
+    if not rules.judged:
         return None
     tensors = _data(kind, args, kwargs or {})
     if not tensors:
         return None
     name = kind.__name__
-    if _owner(kind, _INDICES):
+    if rules.indices:
         first = tensors[0]
         if first.dtype not in _INDEX_DTYPES:
             message = f"{name} takes integer indices (int64 or int32), got a {dtype_name(first.dtype)} tensor"
@@ -156,29 +200,29 @@ def input_dtype_problem(
         return None
     odd = next((t for t in tensors if not (t.is_floating_point() or t.is_complex())), None)
     if odd is not None:
-        if _owner(kind, _DROPOUTS):
+        if rules.dropout:
             if getattr(module, "p", 0.5) in (0, 1):
                 return None
             message = f"{name} with p={module.p} scales in floating point and cannot take {_article(odd)} tensor"
             return DtypeProblem(message, odd, "float32")
-        if _owner(kind, _EMPTY_ANY_DTYPE) and 0 in _sizes(getattr(module, "output_size", None)):
+        if rules.empty_any_dtype and 0 in _sizes(getattr(module, "output_size", None)):
             return None
-        if _owner(kind, _NO_BOOL):
+        if rules.no_bool:
             if odd.dtype != torch.bool:
                 return None
             return DtypeProblem(f"{name} does not take bool tensors, got a bool tensor", odd, "float32")
-        state = _state_dtype(module, kind)
-        if state is not None or _owner(kind, _FLOAT_ONLY):
+        state = _state_dtype(module, rules)
+        if state is not None or rules.float_only:
             wanted = dtype_name(state or torch.float32)
             message = f"{name} computes in floating point and cannot take {_article(odd)} tensor"
             return DtypeProblem(message, odd, wanted)
         return None
-    if _owner(kind, _ANY_FLOAT):
-        return None
-    state = _state_dtype(module, kind)
+    if rules.any_float or (rules.float_only and not rules.mixed):
+        return None  # parameter-free (or any mix): the kernels keep the input's dtype, as meta does
+    state = _state_dtype(module, rules)
     if state is None:
         return None  # parameter-free: the kernels promote or keep the input's dtype, as meta does
-    mixed = _owner(kind, _MIXED_NORMS) and state == torch.float32
+    mixed = rules.mixed and state == torch.float32
     for t in tensors:
         if t.is_floating_point() and t.dtype != state and not (mixed and t.dtype in _REDUCED):
             wanted = dtype_name(state)
