@@ -151,6 +151,11 @@ def _sizes(value: object) -> list[object]:
 def agree(case: Case) -> None:
     want_ok, want = torch_verdict(case)
     got_ok, got = netspec_verdict(case)
+    if want_ok and case.name.startswith("ConvTranspose") and 0 in want:
+        # An empty output: torch's kernel gives it for a batch of 2 or more and refuses a batch of 1 or one
+        # sample. A spec that fails at batch 1 is refused (docs/testing.md).
+        assert not got_ok and "output size is too small" in got, f"{case}: netspec accepts an empty output {got}"
+        return
     if want_ok and not got_ok and stricter_on_purpose(case, got):
         return
     if want_ok != got_ok:

@@ -147,8 +147,11 @@ def _pool(m: nn.Module, x: Shape, n: int) -> Shape:
 
 
 def _conv_transpose(m: nn.Module, x: Shape) -> Shape:
-    """``(in - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1`` per dim."""
+    """``(in - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1`` per dim; one
+    unbatched sample too (the meta kernel would give it an empty output that the CPU kernel refuses)."""
     n = len(m.kernel_size)  # type: ignore[arg-type]
+    if len(x) == n + 1:
+        return _conv_transpose(m, (1, *x))[1:]
     (batch, channels), spatial = _spatial(x, n, type(m).__name__)
     if channels != m.in_channels:
         raise ShapeError(f"expected input with {m.in_channels} channels, got {channels}")
@@ -158,7 +161,7 @@ def _conv_transpose(m: nn.Module, x: Shape) -> Shape:
         if op >= s and op >= d:
             raise ShapeError(f"output padding must be smaller than either stride or dilation, got {op}, {s}, {d}")
         length = (size - 1) * s - 2 * p + d * (k - 1) + op + 1
-        if length < 0:  # torch allows an empty output
+        if length <= 0:  # torch's kernel takes an empty output for a batch of 2 or more, not of 1 or one sample
             raise ShapeError(f"output size is too small: input {list(spatial)} gives {length}")
         out.append(length)
     return (batch, m.out_channels, *out)  # type: ignore[return-value]
