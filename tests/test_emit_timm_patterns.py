@@ -7,6 +7,8 @@ is refused with an EmitError naming the module path, class and reason."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 import torch.fx as fx
@@ -222,3 +224,49 @@ def test_a_registered_buffer_instead_round_trips() -> None:
     round_trip(model, torch.randn(2, 4))
     rebuilt = netspec.build(netspec.read(yaml.safe_load(netspec.emit(model).to_yaml()))).model
     assert torch.equal(rebuilt.state_dict()["scale"], torch.tensor([2.0]))
+
+
+class FollowsTensors(nn.Module):
+    """XCiT's positional encoding: tensors made on a parameter's device, cast to its dtype (``.to(w.dtype)``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.scale = nn.Parameter(torch.rand(4) + 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ramp = torch.arange(4, device=self.scale.device).to(self.scale.dtype)
+        return (self.fc(x) + ramp).to(x.device).to(x) * self.scale
+
+
+def test_to_a_dtype_or_device_read_from_a_tensor_round_trips() -> None:
+    forward = round_trip(FollowsTensors(), torch.randn(2, 4))
+    text = "\n".join(forward)
+    assert ".to(scale.dtype)" in text and ".to(x.device).to(x)" in text
+    # and the double-precision model follows: the cast is to whatever dtype the parameter has
+    model = FollowsTensors().double()
+    spec = netspec.emit(model)
+    rebuilt = netspec.build(netspec.read(yaml.safe_load(spec.to_yaml()))).model.double()
+    rebuilt.load_state_dict(model.state_dict())
+    x = torch.randn(2, 4, dtype=torch.float64)
+    assert rebuilt(x).dtype == torch.float64
+    torch.testing.assert_close(rebuilt(x), model(x))
+
+
+@pytest.mark.parametrize("call", ["x.to('cuda')", "x.to(x.dtype, copy=True)", "x.to()"])
+def test_to_with_a_constant_or_more_arguments_is_a_spec_error(
+    call: str, expect_spec_error: Callable[..., netspec.SpecError]
+) -> None:
+    text = f"""\
+        netspec: 1
+        input: {{shape: [4]}}
+        model:
+          type: Graph
+          inputs: [x]
+          forward:
+            - y = {call}
+          outputs: y
+        """
+    expect_spec_error(
+        text, line=7, path="model.forward.0", words=(".to() takes one value read from a tensor", "h.float()")
+    )

@@ -118,8 +118,13 @@ TENSOR_METHODS = frozenset(
         # embedding): each computes what torch's function of the same name does
         "tile cos sin sign floor ceil round log2 erf logical_not where maximum minimum sort argsort topk "
         "all any isfinite clamp_min clamp_max bmm "
+        "to "  # only with one value read from a tensor (TO_METHOD): h.to(x.dtype), h.to(x.device), h.to(x)
     ).split()
 )
+# ``h.to(v)`` takes exactly one positional argument, a value computed in forward (``x.dtype``, ``x.device``,
+# a tensor): a fixed dtype is written ``h.float()``, ``h.half()``, ...; a fixed device ('cuda:0') would tie
+# the spec to one machine.
+TO_METHOD = "to"
 # In-place methods a Graph may call on one of its own buffers, in a statement of their own
 # (``num_batches_tracked.add_(1) if training else None``, as BatchNorm counts batches).
 BUFFER_UPDATES = frozenset({"add_", "sub_", "mul_", "div_", "fill_", "zero_", "copy_"})

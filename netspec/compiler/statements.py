@@ -31,6 +31,7 @@ from .allowlists import (
     RESERVED_NAMES,
     TENSOR_ATTRIBUTES,
     TENSOR_METHODS,
+    TO_METHOD,
     TRAINING,
     TRAINING_ALIASES,
     TRAINING_INDEX,
@@ -505,6 +506,13 @@ class StatementBuilder:
             return self.node("call_method", func.attr, (self.expr(func.value), *args), kwargs, e=e)
         if isinstance(func, ast.Attribute):
             base = self.expr(func.value)
+            if func.attr == TO_METHOD and not (len(args) == 1 and not kwargs and isinstance(args[0], fx.Node)):
+                raise StatementError(
+                    ".to() takes one value read from a tensor ('h.to(x.dtype)', 'h.to(x.device)', 'h.to(x)'); "
+                    "for a fixed dtype write h.float(), h.half(), h.double(), h.bfloat16(), h.long(), h.int() "
+                    "or h.bool()",
+                    func.col_offset,
+                )
             if isinstance(base, fx.Node) and func.attr in TENSOR_METHODS:
                 return self.node("call_method", func.attr, (base, *args), kwargs, e=e)
             raise StatementError(

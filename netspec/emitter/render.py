@@ -256,10 +256,14 @@ class _Renderer(StatementWriter):
             )
 
     def render_to(self, n: fx.Node) -> Expr:
-        """``h.to(dtype)`` -> ``h.double()`` etc.; a device or other ``.to`` arguments are refused."""
+        """``h.to(dtype)`` -> ``h.double()`` etc.; ``h.to(v)`` of one value of forward (``w.dtype``, ``x.device``,
+        a tensor) as it is; a constant device or other ``.to`` arguments are refused."""
         rest = [*n.args[1:], *n.kwargs.values()]
         if len(rest) == 1 and rest[0] in DTYPE_METHODS and set(n.kwargs) <= {"dtype"}:
             return Expr(f"{self.operand(n.args[0], ATOM)}.{DTYPE_METHODS[rest[0]]}()")
+        if len(rest) == 1 and isinstance(rest[0], fx.Node) and set(n.kwargs) <= {"dtype", "device", "other"}:
+            # h.to(w.dtype), h.to(x.device), h.to(x): a value of this forward, as the module computes it
+            return Expr(f"{self.operand(n.args[0], ATOM)}.to({self.value(rest[0]).text})")
         raise self.fail(f"calls .to({self.call_args(n.args[1:], {})}) with something other than one dtype")
 
     def check_in_place(self, n: fx.Node) -> None:
