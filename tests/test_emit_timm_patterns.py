@@ -270,3 +270,42 @@ def test_to_with_a_constant_or_more_arguments_is_a_spec_error(
     expect_spec_error(
         text, line=7, path="model.forward.0", words=(".to() takes one value read from a tensor", "h.float()")
     )
+
+
+class Fourier(nn.Module):
+    """XCiT's PositionalEncodingFourier: made on the projection's device, cast to the projection's dtype."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.token_projection = nn.Conv2d(4, 6, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        device = self.token_projection.weight.device
+        dtype = self.token_projection.weight.dtype
+        ramp = torch.arange(1, 5, device=device).to(torch.float32)
+        grid = (ramp[None, :, None, None] * x).to(dtype)
+        return self.token_projection(grid)
+
+
+def test_a_childs_tensor_dtype_and_device_round_trip() -> None:
+    forward = round_trip(Fourier(), torch.randn(2, 4, 3, 3))
+    text = "\n".join(forward)
+    assert "token_projection.weight.device" in text and "token_projection.weight.dtype" in text
+
+
+def test_an_attribute_of_a_childs_missing_tensor_is_a_spec_error(
+    expect_spec_error: Callable[..., netspec.SpecError],
+) -> None:
+    text = """\
+        netspec: 1
+        input: {shape: [4]}
+        model:
+          type: Graph
+          inputs: [x]
+          layers:
+            inner: {type: Graph, inputs: [x], parameters: {scale: {shape: [4], init: ones}}, forward: [], outputs: x}
+          forward:
+            - y = x.to(inner.scael.dtype)
+          outputs: y
+        """
+    expect_spec_error(text, line=9, path="model.forward.0", words=("inner (Graph) has no parameter or buffer 'scael'",))

@@ -341,10 +341,20 @@ class StatementBuilder:
     def attribute(self, e: ast.Attribute) -> Any:
         if e.attr.startswith("_"):
             raise StatementError(f"attribute {e.attr!r} is not allowed", e.col_offset)
-        owner = self.child_path(e.value)
-        if owner is not None:
-            return self.child_tensor(owner, e.attr, e.col_offset)
-        base = self.expr(e.value)
+        inner = e.value  # qkv.weight.dtype: an attribute of a child's tensor
+        holder = self.child_path(inner.value) if isinstance(inner, ast.Attribute) else None
+        if (
+            holder is not None
+            and isinstance(inner, ast.Attribute)
+            and inner.attr not in holder[1].children
+            and not inner.attr.startswith("_")
+        ):
+            base = self.child_tensor(holder, inner.attr, inner.col_offset)
+        else:
+            owner = self.child_path(e.value)
+            if owner is not None:
+                return self.child_tensor(owner, e.attr, e.col_offset)
+            base = self.expr(e.value)
         if isinstance(base, fx.Node) and e.attr in TENSOR_ATTRIBUTES:
             return self.node("call_function", getattr, (base, e.attr), {}, e=e)
         raise StatementError(
