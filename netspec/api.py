@@ -25,6 +25,7 @@ from .compiler.infer import infer
 from .compiler.meta import DTYPES
 from .compiler.shapes import SkipInit
 from .errors import CheckpointError, NetspecError, Problem, SpecError, first_line
+from .frontend.dtypes import FLOATING_DTYPES
 from .io.checkpoint import CheckpointInfo, embedded_spec, is_checkpoint_path, read_checkpoint, restore, retie
 from .spec import Spec, read
 from .training import TrainingSetup, apply_training
@@ -105,18 +106,15 @@ class Built:
         return averager.update(self.module)
 
 
-_WEIGHT_DTYPES = ("float32", "float64", "float16", "bfloat16")
-
-
 def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     """The weights' dtype: a floating type (an int64 model has no gradients), or ``None`` to keep float32."""
     if dtype is None:
         return None
     name = str(dtype).removeprefix("torch.") if isinstance(dtype, torch.dtype) else dtype
     if not isinstance(name, str) or name not in DTYPES:
-        raise SpecError(Problem(f"unknown dtype {dtype!r}; expected one of {', '.join(_WEIGHT_DTYPES)}"))
-    if name not in _WEIGHT_DTYPES:
-        message = f"dtype {name} cannot hold trainable weights; expected one of {', '.join(_WEIGHT_DTYPES)}"
+        raise SpecError(Problem(f"unknown dtype {dtype!r}; expected one of {', '.join(FLOATING_DTYPES)}"))
+    if name not in FLOATING_DTYPES:
+        message = f"dtype {name} cannot hold trainable weights; expected one of {', '.join(FLOATING_DTYPES)}"
         raise SpecError(Problem(message, hint="the input's dtype is input.dtype in the spec"))
     return DTYPES[name]
 

@@ -179,6 +179,40 @@ def test_output_saves_the_state_dict_readable_by_others(cli: Cli, small: Path, t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.pt", "small.yaml"]  # no temporary file left
 
 
+DOUBLE_INPUT = """\
+netspec: 1
+seed: 0
+input: {shape: [4], dtype: float64}
+model:
+  type: Sequential
+  layers:
+    - {type: Linear, in_features: 4, out_features: 2}
+"""
+
+
+def test_dtype_flag_validates_and_builds_for_that_weights_dtype(cli: Cli, tmp_path: Path) -> None:
+    spec = tmp_path / "double.yaml"
+    spec.write_text(DOUBLE_INPUT, encoding="utf-8")
+    code, _, err = cli("validate", spec)
+    assert code == 1
+    assert f"{spec}:7:7: model.layers.0: Linear expected float32 input (the layer's parameters), got float64" in err
+    assert "--dtype float64" in err
+    code, out, _ = cli("validate", "--dtype", "float64", spec)
+    assert (code, out.strip()) == (0, f"{spec}: ok")
+    out_file = tmp_path / "double.pt"
+    code, _, err = cli("build", "--dtype", "float64", spec, "-o", out_file)
+    assert code == 0, err
+    saved = torch.load(out_file, weights_only=True)
+    assert {t.dtype for t in saved.values()} == {torch.float64}
+    # initialised in float32 and then cast: the float32 build's weights, exactly
+    single = tmp_path / "single.yaml"
+    single.write_text(DOUBLE_INPUT.replace("float64", "float32"), encoding="utf-8")
+    float32 = netspec.build(single).model.state_dict()
+    assert all(torch.equal(saved[k], float32[k].double()) for k in float32)
+    code, _, err = cli("build", "--dtype", "int8", spec)
+    assert code == 2 and "invalid choice: 'int8'" in err
+
+
 def test_output_replaces_an_existing_file_atomically(tmp_path: Path) -> None:
     target = tmp_path / "out.pt"
     target.write_bytes(b"old")

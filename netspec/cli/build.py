@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NetspecError, UsageError
+from ..frontend.dtypes import FLOATING_DTYPES
 from .common import EXIT_INVALID, EXIT_OK, add_search_path_argument, add_set_argument, parse_set, print_warnings
 
 
@@ -42,7 +43,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         if torch.device(args.device).type == "meta":
             raise UsageError("-o needs weights, and --device meta builds none: drop one of them")
         check_target(args.output, inputs)  # before the build: nothing is written for a bad -o
-    built = build(args.spec, device=args.device, overrides=overrides, search_path=args.search_path)
+    built = build(args.spec, device=args.device, dtype=args.dtype, overrides=overrides, search_path=args.search_path)
     print_warnings(built.warnings)
     if args.from_checkpoint:
         from ..io.weights import load_weights
@@ -87,7 +88,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     overrides = parse_set(args.set)
     for path in args.specs:
         try:
-            spec = read(path, overrides, search_path=args.search_path)
+            spec = read(path, overrides, search_path=args.search_path, dtype=args.dtype)
         except NetspecError as err:
             print(str(err), file=sys.stderr)
             status = EXIT_INVALID
@@ -111,6 +112,15 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_dtype_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dtype",
+        choices=FLOATING_DTYPES,
+        default=None,
+        help="the weights' dtype (default float32); every layer's input dtype is checked against it",
+    )
+
+
 def add_parsers(subparsers: Any) -> None:
     """Add ``build``, ``validate`` and ``schema`` to ``netspec``'s subcommands."""
     b = subparsers.add_parser("build", help="validate, build and print the summary")
@@ -118,6 +128,7 @@ def add_parsers(subparsers: Any) -> None:
     b.add_argument("-o", "--output", help="save the built model's state_dict here (atomically)")
     add_set_argument(b, "override a value, e.g. vars.width=128")
     b.add_argument("--device", default="cpu", help="device to build on (cpu, cuda, cuda:1, meta)")
+    _add_dtype_argument(b)
     b.add_argument("--format", choices=("table", "json"), default="table")
     b.add_argument("--depth", type=int, default=None, help="fold modules nested deeper than N")
     b.add_argument(
@@ -142,6 +153,7 @@ def add_parsers(subparsers: Any) -> None:
     v = subparsers.add_parser("validate", help="check one or more specs without building")
     v.add_argument("specs", nargs="+")
     add_set_argument(v)
+    _add_dtype_argument(v)
     add_search_path_argument(v)
     v.set_defaults(run=cmd_validate)
 

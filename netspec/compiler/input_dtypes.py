@@ -242,7 +242,7 @@ def dtype_message(problem: DtypeProblem, source: str) -> tuple[str, str]:
     cast = f"convert in a Graph statement: {name} = x.{_CASTS.get(problem.wanted, 'float')}()"
     ways = [f"set input.dtype: {problem.wanted}"] if source == "the input" else []
     if problem.floating:
-        ways.append(f"build in {got} (build(spec, dtype='{got}'))")
+        ways.append(f"build in {got} (--dtype {got}, or build(spec, dtype='{got}'))")
     hint = ", or ".join([*ways, cast])
     return f"{problem.message} (input {shape_text(problem.tensor.shape)} from {source})", hint
 

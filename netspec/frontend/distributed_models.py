@@ -13,7 +13,6 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
 STRATEGIES = ("fsdp", "ddp")
-PRECISIONS = ("float32", "float16", "bfloat16", "float64")
 Precision = Literal["float32", "float16", "bfloat16", "float64"]
 
 
