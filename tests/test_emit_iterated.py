@@ -33,7 +33,7 @@ class _Positional(nn.Module):
         self.conv = nn.Conv2d(8, 8, 3, padding=1, groups=8)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        b, n, c = x.shape
+        b, _, c = x.shape
         feat = x.transpose(1, 2).reshape(b, c, *size)
         return self.conv(feat).flatten(2).transpose(1, 2) + x
 
