@@ -53,9 +53,11 @@ class CallLog:
     layers: dict[str, list[LayerCall]] = field(default_factory=dict)
     statements: dict[str, list[StatementCall]] = field(default_factory=dict)
 
-    def layer(self, name: str, args: tuple[Any, ...], out: Any, forward: bool = True) -> None:
+    def layer(self, name: str, args: tuple[Any, ...], out: Any, forward: bool = True, shapes: Any = None) -> None:
+        """Log a call of ``name``; ``shapes``: ``output_shapes(out)`` when the caller has it already."""
         inputs = tuple(output_shapes(a) for a in args)
-        self.layers.setdefault(name, []).append(LayerCall(inputs, output_shapes(out), forward))
+        shown = output_shapes(out) if shapes is None else shapes
+        self.layers.setdefault(name, []).append(LayerCall(inputs, shown, forward))
 
     def statement(self, graph: str, n: fx.Node, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
         call = StatementCall(n.target, _shapes_of(args), _shapes_of(kwargs), output_shapes(out))  # type: ignore[arg-type]

@@ -4,17 +4,21 @@ In: a function from the statement allow-list and its (meta) arguments. Out: the 
 tensor, or None when no rule applies and the caller runs the function itself. torch's Python
 decompositions cost about a millisecond per call on meta (and their first use imports
 torch._dynamo, about a second); a wrong input raises ``ShapeError`` with torch's meaning, a
-failing rule ``ShapeRuleBug``.
+failing rule ``ShapeRuleBug``. ``statement_value`` is a whole statement's value on meta: the rule
+when one applies, else the method or function run on meta (``device=`` and the tensor factories
+forced to meta, ``.to``/``.cuda``/``.cpu`` staying there).
 """
 
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from .allowlists import FACTORIES
 from .shapes import NoRule, Shape, ShapeError, ShapeRuleBug, flat_shape, normal_dim
 
 
@@ -85,6 +89,26 @@ _SAME_SHAPE_FUNCTIONS = frozenset(
 
 def _floats(values: Sequence[object]) -> bool:
     return all(isinstance(v, torch.Tensor) and v.is_floating_point() for v in values)
+
+
+_META = torch.device("meta")
+
+
+def statement_value(op: str, target: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
+    """A ``call_method`` or ``call_function`` node's value on meta tensors (validation allocates nothing)."""
+    if "device" in kwargs:  # every device= runs on meta
+        kwargs = {**kwargs, "device": _META}
+    if op == "call_method":
+        if target in ("to", "cuda", "cpu"):  # moving between devices: the meta tensor stays on meta
+            rest = [a for a in args[1:] if not isinstance(a, (str, torch.device, int))]
+            kw = {k: v for k, v in kwargs.items() if k not in ("device", "non_blocking")}
+            return args[0].to(*rest, **kw) if (rest or kw) and target == "to" else args[0]
+        return getattr(args[0], str(target))(*args[1:], **kwargs)
+    fn: Callable[..., Any] = target
+    if fn in FACTORIES:
+        kwargs = {**kwargs, "device": _META}
+    fast = function_output(fn, args, kwargs if isinstance(kwargs, dict) else dict(kwargs))
+    return fast if fast is not None else fn(*args, **kwargs)
 
 
 def function_output(fn: object, args: Sequence[object], kwargs: dict[str, object]) -> torch.Tensor | None:

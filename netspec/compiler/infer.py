@@ -11,26 +11,26 @@ collected and raised together as one ``SpecError``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.fx as fx
 import torch.nn as nn
-from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import is_lazy
 
 from ..catalog.checks import check_layer
-from ..errors import Problem, ProblemList, SpecError, did_you_mean, first_line
+from ..errors import ProblemList, SpecError, did_you_mean, first_line
 from ..frontend.source import Source
-from .allowlists import FACTORIES, route
+from .allowlists import route
 from .batchdims import label_problems
+from .call_memo import Answer, CallMemo, fresh
 from .calls import CallLog
-from .construct import assemble, build_tree, construct_layer, copy_graphs, make_tensor
+from .construct import assemble, construct_layer, make_tensor
 from .fill_sizes import fill_sizes
-from .function_shapes import function_output
+from .function_shapes import statement_value
 from .graph_compile import compile_statements
+from .inferred import Built, Inferred, Later, real
 from .input_dtypes import dtype_message, input_dtype_problem
 from .meta import (
     DTYPES,
@@ -38,7 +38,10 @@ from .meta import (
     META,
     Producer,
     cache_key,
+    first_tensor,
+    is_lazy_module,
     kwargs_text,
+    lazy_class,
     shape_text,
     tensors_of,
 )
@@ -47,58 +50,7 @@ from .shapes import ShapeRuleBug, SkipInit, layer_output, output_shapes
 from .tree import RNode
 
 FAILED: Any = object()  # a Graph run stopped at a reported problem (None is a legitimate output)
-
-
-class Later:
-    """A container (Sequential, ModuleList, ModuleDict, Graph) inference checked, assembled only if a module is
-    needed: a second call of it, a layer taking it as an argument. Validation reads only shapes, and
-    assembling a Graph generates and compiles its ``forward`` (a third of validating a 10,000-statement
-    Graph); ``build`` and ``Inferred.meta_model`` assemble it from the same tree and graphs."""
-
-    __slots__ = ("_make", "_module")
-
-    def __init__(self, make: Callable[[], nn.Module]) -> None:
-        self._make: Callable[[], nn.Module] | None = make
-        self._module: nn.Module | None = None
-
-    def get(self) -> nn.Module:
-        if self._module is None:
-            if self._make is None:
-                raise RuntimeError("a deferred module is assembled once")
-            make, self._make = self._make, None
-            self._module = make()
-        return self._module
-
-
-Built = nn.Module | Later  # a built layer, or a container assembled on demand
 Ran = tuple[Built | None, Any]  # a node's module and its output
-
-
-def real(module: Built) -> nn.Module:
-    """The module itself (a deferred container is assembled now)."""
-    return module.get() if isinstance(module, Later) else module
-
-
-@dataclass
-class Inferred:
-    """What inference hands to the builder and the summary."""
-
-    root: RNode
-    graphs: dict[str, fx.Graph]
-    shapes: dict[str, Any] = field(default_factory=dict)  # module name -> output shape(s)
-    warnings: list[Problem] = field(default_factory=list)
-    tensors: dict[str, list[tuple[int, torch.dtype]]] = field(default_factory=dict)  # module -> (numel, dtype)
-    lazy_inputs: dict[str, tuple[torch.Size, ...]] = field(default_factory=dict)  # lazy layer -> its input shapes
-    calls: CallLog = field(default_factory=CallLog)  # every layer call and Graph statement, with shapes
-    _meta_model: nn.Module | None = field(default=None, repr=False)
-
-    @property
-    def meta_model(self) -> nn.Module:
-        """The whole model on the meta device (built on first use: inference shares identical layers)."""
-        if self._meta_model is None:
-            with SkipInit():
-                self._meta_model = build_tree(self.root, META, None, copy_graphs(self.graphs), self.lazy_inputs)
-        return self._meta_model
 
 
 class Inferrer:
@@ -114,19 +66,25 @@ class Inferrer:
         self.tensors: dict[str, list[tuple[int, torch.dtype]]] = {}
         self.sizes_of: dict[int, list[tuple[int, torch.dtype]]] = {}  # id(meta module) -> its tensor sizes
         self.calls = CallLog()
+        self.memo = CallMemo()
+        self.ruled = False  # the last call's output came from a shape rule
         self.producers: dict[int, Producer] = {}
         self.lazy_inputs: dict[str, tuple[torch.Size, ...]] = {}
         self._alive: list[Any] = []  # keeps tensors alive so id() keys stay unique
 
     # -- helpers ------------------------------------------------------------------------------
     def problem(self, node: RNode, message: str, arg: str | None = None, hint: str | None = None) -> None:
-        path = node.arg_paths.get(arg, node.path) if arg else node.path
+        path = node.arg_path(arg) if arg else node.path
         self.problems.add(self.source.problem(path, message + node.where(), hint=hint))
 
     def producer(self, t: torch.Tensor) -> Producer:
         return self.producers.get(id(t), Producer("the input"))
 
     def mark(self, value: Any, producer: Producer) -> None:
+        if isinstance(value, torch.Tensor):  # the common case, without building a list
+            self.producers[id(value)] = producer
+            self._alive.append(value)
+            return
         for t in tensors_of(value):
             self.producers[id(t)] = producer
             self._alive.append(t)
@@ -145,6 +103,12 @@ class Inferrer:
             )
             return None, None
         module: Built | None
+        key = self.memo.key(node, args) if node.kind == "layer" and args is not None and not kwargs else None
+        if key is not None:
+            answer = self.memo.get(key)
+            if answer is not None:
+                return self.answered(node, args, answer)  # type: ignore[arg-type]
+            reported, written = len(self.problems.problems), frozenset(node.args)
         if node.kind == "layer":
             module = self.layer(node, args)
         elif node.kind == "Sequential" and args is not None:
@@ -156,7 +120,27 @@ class Inferrer:
         if module is None:
             return None, None
         self.built[node.name] = module
-        return module, self.call(node, real(module), args, kwargs) if args is not None else None
+        if args is None:
+            return module, None
+        out = self.call(node, real(module), args, kwargs)
+        if (
+            key is not None
+            and self.ruled
+            and len(self.problems.problems) == reported
+            and not is_lazy_module(real(module))
+        ):
+            self.memo.remember(key, node, written, real(module), out, args)
+        return module, out
+
+    def answered(self, node: RNode, args: tuple[Any, ...], answer: Answer) -> Ran:
+        """What ``layer`` and ``call`` do for a call the memo has answered: the same arguments, module,
+        records and log entry, new output tensors."""
+        node.args.update(answer.added)
+        self.record_tensors(node.name, answer.module)
+        self.built[node.name] = answer.module
+        out = fresh(answer.output)
+        self.called(node, args, out)
+        return answer.module, out
 
     def walked(self, node: RNode, args: tuple[Any, ...] | None, result: Ran) -> Ran:
         """Log a Sequential or Graph that inference ran step by step (its input and output shapes)."""
@@ -168,7 +152,7 @@ class Inferrer:
         layer = node.layer
         if layer is None:
             raise RuntimeError(f"{node.name}: a layer node without a catalogue entry")
-        first = next((a for a in (args or ()) if isinstance(a, torch.Tensor)), None)
+        first = first_tensor(args) if args else None
         written = len(node.args)  # fill_in only adds arguments
         if first is not None and not self.fill_in(node, args or (), first):
             return None
@@ -191,14 +175,14 @@ class Inferrer:
         if found:
             return None
         nested: dict[str, nn.Module] = {}
-        for key, value in node.args.items():
-            if isinstance(value, RNode):
-                built, _ = self.node(value, args if value.kind == "layer" else None)
-                if built is None:
-                    return None
-                nested[key] = real(built)
+        templates = [(k, v) for k, v in node.args.items() if isinstance(v, RNode)]
+        for key, value in templates:
+            built, _ = self.node(value, args if value.kind == "layer" else None)
+            if built is None:
+                return None
+            nested[key] = real(built)
         # Layers with the same type and arguments behave the same on meta tensors: build one of each.
-        key = None if nested or _lazy_class(layer.cls) else cache_key(node)
+        key = None if nested or lazy_class(layer.cls) else cache_key(node)
         module = self.cache.get(key) if key is not None else None
         if module is None:
             try:
@@ -212,9 +196,8 @@ class Inferrer:
         # A module argument (TransformerEncoder's encoder_layer) is a constructor template: torch deep-copies
         # it into `layers` and keeps no reference. What the layer registers is in its own record; the
         # templates' records would count weights the model does not have.
-        for value in node.args.values():
-            if isinstance(value, RNode):
-                self.drop_tensors(value.name)
+        for _, value in templates:
+            self.drop_tensors(value.name)
         self.record_tensors(node.name, module)
         return module
 
@@ -230,7 +213,7 @@ class Inferrer:
         sizes = self.sizes_of.get(id(module))
         if sizes is None:  # identical layers share one meta module (``self.cache``): measure it once
             sizes = [(t.numel(), t.dtype) for t in (*module.parameters(), *module.buffers()) if not is_lazy(t)]
-            if not _is_lazy(module):
+            if not is_lazy_module(module):
                 self.sizes_of[id(module)] = sizes
         self.tensors[name] = sizes
 
@@ -241,7 +224,8 @@ class Inferrer:
         )
 
     def call(self, node: RNode, module: nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None) -> Any:
-        lazy = _is_lazy(module)
+        self.ruled = False
+        lazy = is_lazy_module(module)
         wrong_dtype = input_dtype_problem(module, args, kwargs)
         if wrong_dtype is not None:
             message, hint = dtype_message(wrong_dtype, self.producer(wrong_dtype.tensor).name)
@@ -251,6 +235,7 @@ class Inferrer:
             fast = None if kwargs else layer_output(module, args)
             if fast is None:
                 fast = sequence_output(module, args, kwargs or {})
+            self.ruled = fast is not None
             out = fast if fast is not None else module(*args, **(kwargs or {}))
         except ShapeRuleBug:
             raise  # netspec's own bug: the internal-error path, not the user's problem list
@@ -260,13 +245,18 @@ class Inferrer:
             )
             self.problem(node, f"{node.type_name} failed on input {inputs or 'of this call'}: {first_line(err)}")
             return None
-        self.shapes[node.name] = output_shapes(out)
-        self.calls.layer(node.name, args, out)
         if lazy:
             # Its first input fixed its sizes: the real build materialises the same ones (construct.materialize_lazy).
             self.lazy_inputs[node.name] = tuple(a.shape for a in args if isinstance(a, torch.Tensor))
             self.record_tensors(node.name, module)
-        first = next((a for a in args if isinstance(a, torch.Tensor)), None)
+        self.called(node, args, out)
+        return out
+
+    def called(self, node: RNode, args: tuple[Any, ...], out: Any) -> None:
+        """Record a layer's call: its output shapes, the log entry and who produced each output tensor."""
+        shapes = self.shapes[node.name] = output_shapes(out)
+        self.calls.layer(node.name, args, out, shapes=shapes)
+        first = first_tensor(args)
         flattening = (
             isinstance(out, torch.Tensor)
             and first is not None
@@ -280,7 +270,6 @@ class Inferrer:
         )
         if flattening and first is not None and self.producer(first).name != "the input":
             self.mark(out, Producer(self.producer(first).name, tuple(first.shape[1:])))
-        return out
 
     def sequential(self, node: RNode, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None) -> Ran:
         call_args: tuple[Any, ...] | None = args
@@ -389,6 +378,7 @@ class Inferrer:
             )
             return FAILED
         env: dict[fx.Node, Any] = {}
+        value_of = env.__getitem__
         inputs = dict(zip(graph_def.inputs, args, strict=False)) | dict(kwargs)
         prefix = f"{node.name}." if node.name else ""
         for n in graph.nodes:
@@ -409,8 +399,8 @@ class Inferrer:
                 elif n.op == "output":
                     return fx.node.map_arg(n.args[0], lambda a: env[a])
                 else:
-                    a = fx.node.map_arg(n.args, lambda a: env[a])
-                    kw = fx.node.map_arg(n.kwargs, lambda a: env[a])
+                    a = fx.node.map_arg(n.args, value_of) if n.args else ()
+                    kw = fx.node.map_arg(n.kwargs, value_of) if n.kwargs else {}
                     env[n] = self.run_node(node, n, a, kw, prefix)
                     if env[n] is None and n.op == "call_module":
                         return FAILED  # the child reported its own problem
@@ -462,33 +452,13 @@ class Inferrer:
             child = self.child_for(node, str(n.target))
             _, out = self.node(child, args, kwargs)
             return out
-        if "device" in kwargs:  # validation allocates nothing: every device= runs on meta
-            kwargs = {**kwargs, "device": META}
-        if n.op == "call_method":
-            if n.target in ("to", "cuda", "cpu"):  # moving between devices: the meta tensor stays on meta
-                rest = [a for a in args[1:] if not isinstance(a, (str, torch.device, int))]
-                kw = {k: v for k, v in kwargs.items() if k not in ("device", "non_blocking")}
-                return args[0].to(*rest, **kw) if (rest or kw) and n.target == "to" else args[0]
-            return getattr(args[0], str(n.target))(*args[1:], **kwargs)
         if n.target is route:
             holder, key, *rest = args
             outs = {k: self.node(c, tuple(rest), kwargs)[1] for k, c in holder.children.items()}
             if isinstance(key, str) and key in outs:
                 return outs[key]
             return next(iter(outs.values()), None)
-        fn: Callable[..., Any] = n.target  # type: ignore[assignment]
-        if fn in FACTORIES:
-            kwargs = {**kwargs, "device": META}
-        fast = function_output(fn, args, kwargs)
-        return fast if fast is not None else fn(*args, **kwargs)
-
-
-def _lazy_class(cls: type) -> bool:
-    return isinstance(cls, type) and issubclass(cls, LazyModuleMixin)
-
-
-def _is_lazy(module: nn.Module) -> bool:
-    return isinstance(module, LazyModuleMixin) and module.has_uninitialized_params()
+        return statement_value(n.op, n.target, args, kwargs)
 
 
 def infer(

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn as nn
+from torch.nn.modules.lazy import LazyModuleMixin
 
 from ..frontend.models import DTYPE_NAMES
 from .tree import RNode
@@ -62,11 +64,14 @@ class Producer:
         return f"{self.name} produces {size}"
 
 
+_ATOMS = frozenset({int, float, bool, str, type(None)})
+
+
 def freeze(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return tuple(freeze(v) for v in value)
-    if isinstance(value, dict):
-        return tuple(sorted((k, freeze(v)) for k, v in value.items()))
+    if isinstance(value, dict):  # most arguments are plain numbers and strings: no call for those
+        return tuple(sorted((k, v if type(v) in _ATOMS else freeze(v)) for k, v in value.items()))
     if isinstance(value, torch.Tensor):
         raise TypeError("tensors are not cached")
     return value
@@ -91,3 +96,20 @@ def tensors_of(value: Any) -> list[torch.Tensor]:
 
 def kwargs_text(args: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={'<node>' if isinstance(v, RNode) else repr(v)}" for k, v in args.items())
+
+
+def first_tensor(args: tuple[Any, ...]) -> torch.Tensor | None:
+    """The first tensor among a call's arguments (the one sizes are inferred from)."""
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            return a
+    return None
+
+
+def lazy_class(cls: type) -> bool:
+    return isinstance(cls, type) and issubclass(cls, LazyModuleMixin)
+
+
+def is_lazy_module(module: nn.Module) -> bool:
+    """A lazy module (``LazyLinear``, ...) before its first input has fixed its sizes."""
+    return isinstance(module, LazyModuleMixin) and module.has_uninitialized_params()

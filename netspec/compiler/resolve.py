@@ -74,6 +74,8 @@ class Resolver:
 
     # -- values -------------------------------------------------------------------------------
     def substitute(self, value: Any, scope: Mapping[str, Any], path: SpecPath) -> Any:
+        if _plain(value):  # what the ${} pass would return for it (a flat mapping: a copy), without the walk
+            return dict(value) if isinstance(value, dict) else value
         return self.substitution.at(value, scope, path, self.problems)  # problems here carry their context
 
     def integer(self, value: Any, scope: Mapping[str, Any], path: SpecPath, what: str, low: int = 0) -> int | None:
@@ -342,15 +344,18 @@ class Resolver:
             )
             return None
         raw = self.substitute(node.args, scope, path)
-        raw = {k: v for k, v in raw.items() if (*path, k) not in self.failed}
+        if self.failed:
+            raw = {k: v for k, v in raw.items() if (*path, k) not in self.failed}
         args, found = layer.check_args(raw)
-        out = RNode("layer", name, path, layer=layer, args=args, arg_paths={k: path + (k,) for k in raw})
+        out = RNode("layer", name, path, layer=layer, args=args, written=tuple(raw))
         found += check_layer(layer, args)
         for arg, message, hint in found:
             self.problems.add(self.source.problem(path + ((arg,) if arg else ()), message, hint=hint))
         for arg, value in list(args.items()):
+            if not isinstance(value, (dict, str)):
+                continue
             param = layer.params.get(arg)
-            if param is not None and param.type.is_node and isinstance(value, (dict, str)):
+            if param is not None and param.type.is_node:
                 nested = self.nested(value, f"{name}.{arg}", path + (arg,), scope)
                 if nested is None or nested is LEFT_OUT:
                     del args[arg]
@@ -400,6 +405,21 @@ class Resolver:
             out.block = block_name
             out.use_path = path
         return out
+
+
+_SCALARS = (int, float, bool, type(None))
+
+
+def _plain(value: Any) -> bool:
+    """A value with no ``${`` in it and nothing nested: a string, a number, or a flat mapping of them by str."""
+    if isinstance(value, str):
+        return "${" not in value
+    if isinstance(value, dict):
+        return all(
+            type(k) is str and (isinstance(v, _SCALARS) or (isinstance(v, str) and "${" not in v))
+            for k, v in value.items()
+        )
+    return isinstance(value, _SCALARS)
 
 
 def resolve(spec: SpecModel, source: Source, substitution: Substitution | None = None) -> Resolved:

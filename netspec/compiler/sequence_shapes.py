@@ -10,6 +10,7 @@ raises ``ShapeError``; any other failure is ``ShapeRuleBug``, netspec's own bug.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
@@ -18,10 +19,11 @@ import torch.nn as nn
 from .shapes import NoRule, ShapeError, ShapeRuleBug
 
 Rule = Callable[[nn.Module, Sequence[torch.Tensor], Mapping[str, object]], object]
+_META = torch.device("meta")
 
 
 def _meta(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
-    return torch.empty(tuple(shape), dtype=dtype, device="meta")
+    return torch.empty(tuple(shape), dtype=dtype, device=_META)
 
 
 def _recurrent(m: nn.Module, args: Sequence[torch.Tensor], kwargs: Mapping[str, object]) -> object:
@@ -120,14 +122,21 @@ _RULES: dict[type[nn.Module], Rule] = {
 }
 
 
+@functools.lru_cache(maxsize=1024)  # one answer per class, not per layer
+def _class_rule(kind: type[nn.Module]) -> Rule | None:
+    """The rule of the first class in ``kind``'s MRO that has one, if ``kind`` runs that class's forward."""
+    klass = next((c for c in kind.__mro__ if c in _RULES), None)
+    return _RULES[klass] if klass is not None and kind.forward is klass.forward else None
+
+
 def sequence_output(module: nn.Module, args: Sequence[object], kwargs: Mapping[str, object]) -> object | None:
     """The meta output of a recurrent or attention layer's call, or None to run it on meta."""
     kind = type(module)
-    klass = next((c for c in kind.__mro__ if c in _RULES), None)
-    if klass is None or kind.forward is not klass.forward or not all(isinstance(a, torch.Tensor) for a in args):
+    rule = _class_rule(kind)
+    if rule is None or not all(isinstance(a, torch.Tensor) for a in args):
         return None
     try:
-        return _RULES[klass](module, args, kwargs)  # type: ignore[arg-type]
+        return rule(module, args, kwargs)  # type: ignore[arg-type]
     except NoRule:
         return None
     except ShapeError:

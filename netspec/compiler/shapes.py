@@ -18,6 +18,7 @@ the user's mistake.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 
@@ -27,6 +28,7 @@ from torch.nn.modules.lazy import LazyModuleMixin
 from torch.overrides import TorchFunctionMode
 
 Shape = tuple[int, ...]
+_META = torch.device("meta")  # a device object: torch.empty parses a device string on every call
 
 
 class NoRule(Exception):
@@ -271,13 +273,18 @@ def _rule_owner(kind: type[nn.Module]) -> type[nn.Module] | None:
 
 
 def _rule_for(module: nn.Module) -> Callable[[nn.Module, Shape], Shape] | None:
-    kind = type(module)
+    rule = _class_rule(type(module))
+    if rule is not None and isinstance(module, LazyModuleMixin) and module.has_uninitialized_params():
+        return None  # its sizes come from its first input: run it
+    return rule
+
+
+@functools.lru_cache(maxsize=1024)  # one answer per class, not per layer (block classes are classes too)
+def _class_rule(kind: type[nn.Module]) -> Callable[[nn.Module, Shape], Shape] | None:
     klass = _rule_owner(kind)
     # A subclass with its own forward (timm's Conv2dSame pads first) computes something else.
     if klass is None or kind.forward is not klass.forward:
         return None
-    if isinstance(module, LazyModuleMixin) and module.has_uninitialized_params():
-        return None  # its sizes come from its first input: run it
     if klass in _RULES:
         return _RULES[klass]
     if klass in _POOLS:
@@ -293,10 +300,13 @@ def output_shape(module: nn.Module, inputs: Sequence[object]) -> Shape | None:
     Raises ``ShapeError`` for an input the layer rejects and ``ShapeRuleBug`` when a rule itself fails."""
     if len(inputs) != 1 or not isinstance(inputs[0], torch.Tensor) or not inputs[0].is_floating_point():
         return None
-    if getattr(module, "padding_mode", "zeros") != "zeros" or getattr(module, "return_indices", False):
-        return None
     rule = _rule_for(module)
     if rule is None:
+        return None
+    # Set in __init__ by torch's conv and pooling layers (read from the instance: nn.Module.__getattr__ is
+    # slow to say that a layer has no such attribute).
+    own = vars(module)
+    if own.get("padding_mode", "zeros") != "zeros" or own.get("return_indices", False):
         return None
     try:
         return rule(module, tuple(inputs[0].shape))
@@ -326,9 +336,9 @@ def layer_output(module: nn.Module, inputs: Sequence[object]) -> torch.Tensor | 
     """The layer's output as a meta tensor from its rule (``output_shape``, ``embedding_output``), or None."""
     shape = output_shape(module, inputs)
     if shape is not None:
-        return torch.empty(shape, dtype=inputs[0].dtype, device="meta")  # type: ignore[union-attr]
+        return torch.empty(shape, dtype=inputs[0].dtype, device=_META)  # type: ignore[union-attr]
     indexed = embedding_output(module, inputs)
-    return None if indexed is None else torch.empty(indexed[0], dtype=indexed[1], device="meta")
+    return None if indexed is None else torch.empty(indexed[0], dtype=indexed[1], device=_META)
 
 
 def output_shapes(value: object) -> object:

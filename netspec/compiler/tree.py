@@ -8,7 +8,6 @@ entry and checked arguments, children, owned tensors, Graph statements), ``RTens
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -54,7 +53,7 @@ class RNode:
     path: SpecPath  # where in the document this node was written
     layer: LayerType | None = None
     args: dict[str, Any] = field(default_factory=dict)  # nested layer nodes appear as RNode values
-    arg_paths: dict[str, SpecPath] = field(default_factory=dict)
+    written: tuple[str, ...] = ()  # the arguments the document gives (inference may add others)
     children: dict[str, RNode] = field(default_factory=dict)
     tensors: dict[str, RTensor] = field(default_factory=dict)
     graph: RGraph | None = None
@@ -68,6 +67,10 @@ class RNode:
         if self.block:
             return self.block
         return self.layer.name if self.layer else self.kind
+
+    def arg_path(self, arg: str) -> SpecPath:
+        """Where argument ``arg`` was written; the node's own path for one inference added."""
+        return (*self.path, arg) if arg in self.written else self.path
 
     def where(self) -> str:
         """How messages name this node when its document path (a block body, a repeated layer) is shared."""
@@ -86,9 +89,13 @@ class RNode:
         Arguments and children are copied node by node; what later stages only read (layer
         entries, paths, owned tensor specs, Graph statements) is shared.
         """
-        args = {k: v.copy() if isinstance(v, RNode) else v for k, v in self.args.items()}
-        children = {k: c.copy() for k, c in self.children.items()}
-        return dataclasses.replace(self, args=args, children=children, tensors=dict(self.tensors))
+        new = object.__new__(RNode)  # every field as it is (dataclasses.replace would run __init__ again) ...
+        new.__dict__.update(self.__dict__)
+        # ... then the ones inference completes, each a copy
+        new.args = {k: v.copy() if isinstance(v, RNode) else v for k, v in self.args.items()}
+        new.children = {k: c.copy() for k, c in self.children.items()}
+        new.tensors = dict(self.tensors)
+        return new
 
 
 # What ``Resolver.node`` returns for a node whose ``if:`` is false.
