@@ -123,16 +123,17 @@ _RULES: dict[type[nn.Module], Rule] = {
 
 
 @functools.lru_cache(maxsize=1024)  # one answer per class, not per layer
-def _class_rule(kind: type[nn.Module]) -> Rule | None:
-    """The rule of the first class in ``kind``'s MRO that has one, if ``kind`` runs that class's forward."""
+def _forward_owner(kind: type[nn.Module]) -> type[nn.Module] | None:
+    """The first class in ``kind``'s MRO that has a rule, if ``kind`` runs that class's forward."""
     klass = next((c for c in kind.__mro__ if c in _RULES), None)
-    return _RULES[klass] if klass is not None and kind.forward is klass.forward else None
+    return klass if klass is not None and kind.forward is klass.forward else None
 
 
 def sequence_output(module: nn.Module, args: Sequence[object], kwargs: Mapping[str, object]) -> object | None:
     """The meta output of a recurrent or attention layer's call, or None to run it on meta."""
     kind = type(module)
-    rule = _class_rule(kind)
+    klass = _forward_owner(kind)
+    rule = _RULES.get(klass) if klass is not None else None
     if rule is None or not all(isinstance(a, torch.Tensor) for a in args):
         return None
     try:

@@ -273,18 +273,11 @@ def _rule_owner(kind: type[nn.Module]) -> type[nn.Module] | None:
 
 
 def _rule_for(module: nn.Module) -> Callable[[nn.Module, Shape], Shape] | None:
-    rule = _class_rule(type(module))
-    if rule is not None and isinstance(module, LazyModuleMixin) and module.has_uninitialized_params():
-        return None  # its sizes come from its first input: run it
-    return rule
-
-
-@functools.lru_cache(maxsize=1024)  # one answer per class, not per layer (block classes are classes too)
-def _class_rule(kind: type[nn.Module]) -> Callable[[nn.Module, Shape], Shape] | None:
-    klass = _rule_owner(kind)
-    # A subclass with its own forward (timm's Conv2dSame pads first) computes something else.
-    if klass is None or kind.forward is not klass.forward:
+    klass = _forward_owner(type(module))
+    if klass is None:
         return None
+    if isinstance(module, LazyModuleMixin) and module.has_uninitialized_params():
+        return None  # its sizes come from its first input: run it
     if klass in _RULES:
         return _RULES[klass]
     if klass in _POOLS:
@@ -292,6 +285,14 @@ def _class_rule(kind: type[nn.Module]) -> Callable[[nn.Module, Shape], Shape] | 
     if klass in _ADAPTIVE:
         return lambda m, x, n=_ADAPTIVE[klass]: _adaptive(m, x, n)  # type: ignore[misc]
     return lambda m, x: x
+
+
+@functools.lru_cache(maxsize=1024)  # one answer per class, not per layer (block classes are classes too)
+def _forward_owner(kind: type[nn.Module]) -> type[nn.Module] | None:
+    """The class with a rule whose ``forward`` ``kind`` runs, or None."""
+    klass = _rule_owner(kind)
+    # A subclass with its own forward (timm's Conv2dSame pads first) computes something else.
+    return klass if klass is not None and kind.forward is klass.forward else None
 
 
 def output_shape(module: nn.Module, inputs: Sequence[object]) -> Shape | None:
