@@ -1,4 +1,4 @@
-"""Layers inference has seen already (``call_memo``): each repeat still gets its own sizes, output and messages.
+"""Layers seen already (``call_memo``, resolve's check memo): each repeat gets its own sizes, output and messages.
 
 Identical layers called with identical inputs are answered once; what a user sees — the sizes filled in, the
 model that builds, the summary's per-layer shapes, who produced a tensor in a message — must be what
@@ -8,6 +8,7 @@ inferring each of them on its own gives.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -93,3 +94,26 @@ def test_a_mismatch_after_identical_layers_names_the_one_that_produced_it(expect
         text, line=10, path="model.layers.fc.in_features", words=("fc expects 4 input features but b produces 8",)
     )
     assert "c produces" not in str(err)
+
+
+def test_identical_bad_layers_are_each_reported_at_their_own_line(tmp_path: Path) -> None:
+    """resolve checks each distinct (type, arguments) once: every copy still gets its problem, at its line."""
+    lines = ["netspec: 1", "model:", "  type: Sequential", "  layers:"]
+    lines += ["    - {type: Dropout, p: 1.5}" for _ in range(3)]
+    path = tmp_path / "spec.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    try:
+        netspec.read(path)
+    except SpecError as err:
+        found = [(p.location.line if p.location else None, p.message) for p in err.problems]
+    else:
+        raise AssertionError("Dropout p=1.5 validated")
+    assert [line for line, _ in found] == [5, 6, 7]
+    assert all("p" in message and "1.5" in message for _, message in found)
+
+
+def test_identical_layers_get_their_own_arguments() -> None:
+    spec = netspec.read(chain(["h = a(x)", "y = b(h)"], {"a": {"type": "LayerNorm"}, "b": {"type": "LayerNorm"}}))
+    a, b = spec.inferred.root.children["a"], spec.inferred.root.children["b"]
+    assert a.args == b.args and a.args is not b.args
+    assert spec.resolved.root.children["a"].args is not spec.resolved.root.children["b"].args

@@ -23,24 +23,8 @@ import torch
 import torch.nn as nn
 from torch.nn.modules.lazy import LazyModuleMixin
 
-from .meta import META
+from .meta import META, typed
 from .tree import RNode
-
-_ATOMS = frozenset({int, float, bool, str, type(None)})
-
-
-class _NoKey(Exception):
-    pass
-
-
-def _typed(value: Any) -> Hashable:
-    """``value`` keyed with its type, so that 1, 1.0 and True, or [1] and (1,), stay apart."""
-    kind = type(value)
-    if kind in _ATOMS:
-        return (kind, value)
-    if kind is list or kind is tuple:
-        return (kind, tuple(_typed(v) for v in value))
-    raise _NoKey
 
 
 def _template(value: Any, inputs: tuple[Any, ...]) -> bool:
@@ -85,8 +69,8 @@ class CallMemo:
                 return None
             inputs.append((a.shape, a.dtype, a.stride()))
         try:
-            written = tuple((k, _typed(v)) for k, v in node.args.items())
-        except _NoKey:
+            written = tuple((k, typed(v)) for k, v in node.args.items())
+        except TypeError:
             return None
         return (layer.name, layer.cls, node.block, written, tuple(inputs))
 

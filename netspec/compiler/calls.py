@@ -20,14 +20,14 @@ import torch.fx as fx
 from .shapes import output_shapes
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TensorShape:
     """A tensor argument of a statement, as its shape (a ``torch.Size`` argument stays a ``torch.Size``)."""
 
     shape: tuple[int, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LayerCall:
     inputs: tuple[Any, ...]  # the shapes of the positional arguments, as ``output_shapes`` writes them
     output: Any
@@ -36,7 +36,7 @@ class LayerCall:
     forward: bool = True
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StatementCall:
     target: Callable[..., Any] | str  # the fx node's target: a function, or a tensor method's name
     args: tuple[Any, ...]  # tensors as TensorShape, other values as given

@@ -67,6 +67,22 @@ class Producer:
 _ATOMS = frozenset({int, float, bool, str, type(None)})
 
 
+def typed(value: Any) -> Any:
+    """Plain data (numbers, strings, None, lists and tuples of them) as a key that keeps 1, 1.0 and True,
+    or [1] and (1,), apart; ``TypeError`` for anything else."""
+    kind = type(value)
+    if kind in _ATOMS:
+        return (kind, value)
+    if kind is list or kind is tuple:
+        return (kind, tuple(typed(v) for v in value))
+    raise TypeError("not plain data")
+
+
+def immutable(value: Any) -> bool:
+    """Numbers, strings, None and tuples of them: safe to share between nodes."""
+    return type(value) in _ATOMS or (type(value) is tuple and all(immutable(v) for v in value))
+
+
 def freeze(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return tuple(freeze(v) for v in value)

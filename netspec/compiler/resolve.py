@@ -15,8 +15,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ..catalog.argtypes import Finding
 from ..catalog.checks import check_layer
-from ..catalog.registry import LAYERS, UnknownName
+from ..catalog.registry import LAYERS, LayerType, UnknownName
 from ..catalog.windows import INTEGER_INITS
 from ..errors import SpecError, SpecPath, did_you_mean, format_path
 from ..frontend.budget import BudgetExceeded
@@ -40,6 +41,7 @@ from ..frontend.substitute import Substitution
 from .block_args import BlockArgs
 from .expansion import NODE_ADAPTER, check_expansion
 from .instances import InContext, Where
+from .meta import immutable, typed
 from .names import check_child_name, check_graph_inputs
 from .tree import LEFT_OUT, Resolved, RGraph, RNode, RStatement, RTensor
 
@@ -66,6 +68,7 @@ class Resolver:
         self.vars = self.substitution.vars
         self.budget = self.substitution.budget
         self.depth = 0
+        self.check_memo: dict[Any, tuple[dict[str, Any], list[Finding]]] = {}  # see ``checked``
         self.estimator: Any = None  # expansion.Estimator, set by resolve() once the vars are known
         self.block_args = BlockArgs(spec.blocks, self.substitution, source, problems)
         for name in spec.blocks:
@@ -346,9 +349,8 @@ class Resolver:
         raw = self.substitute(node.args, scope, path)
         if self.failed:
             raw = {k: v for k, v in raw.items() if (*path, k) not in self.failed}
-        args, found = layer.check_args(raw)
+        args, found = self.checked(layer, raw)
         out = RNode("layer", name, path, layer=layer, args=args, written=tuple(raw))
-        found += check_layer(layer, args)
         for arg, message, hint in found:
             self.problems.add(self.source.problem(path + ((arg,) if arg else ()), message, hint=hint))
         for arg, value in list(args.items()):
@@ -362,6 +364,22 @@ class Resolver:
                 else:
                     args[arg] = nested
         return out
+
+    def checked(self, layer: LayerType, raw: dict[str, Any]) -> tuple[dict[str, Any], list[Finding]]:
+        """``raw`` converted and checked (``check_args``, ``check_layer``): once per distinct layer type and
+        plain arguments (10,000 copies of six layers are six checks), each node getting its own dict."""
+        try:
+            key: Any = (layer.name, layer.cls, tuple((k, typed(v)) for k, v in raw.items()))
+        except TypeError:  # a nested node, a mapping: checked on its own
+            key = None
+        known = self.check_memo.get(key) if key is not None else None
+        if known is not None:
+            return dict(known[0]), list(known[1])
+        args, found = layer.check_args(raw)
+        found += check_layer(layer, args)
+        if key is not None and all(immutable(v) for v in args.values()):
+            self.check_memo[key] = (dict(args), list(found))
+        return args, found
 
     def nested(self, value: Any, name: str, path: SpecPath, scope: Mapping[str, Any]) -> RNode | None:
         """A node given as a layer argument (TransformerEncoder's ``encoder_layer``)."""

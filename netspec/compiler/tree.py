@@ -8,7 +8,7 @@ entry and checked arguments, children, owned tensors, Graph statements), ``RTens
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from ..catalog.registry import LayerType
@@ -30,7 +30,7 @@ class RTensor:
     dtype: str | None = None  # a buffer's own dtype (``int64``); None: the build's
 
 
-@dataclass
+@dataclass(slots=True)
 class RStatement:
     text: str
     path: SpecPath
@@ -44,7 +44,7 @@ class RGraph:
     outputs_path: SpecPath
 
 
-@dataclass
+@dataclass(slots=True)  # no __dict__ per node: a 10,000-layer spec has two trees of them
 class RNode:
     """One resolved node: what to build, under which name, and where it was written."""
 
@@ -90,13 +90,16 @@ class RNode:
         entries, paths, owned tensor specs, Graph statements) is shared.
         """
         new = object.__new__(RNode)  # every field as it is (dataclasses.replace would run __init__ again) ...
-        new.__dict__.update(self.__dict__)
+        for name in _SHARED_FIELDS:
+            object.__setattr__(new, name, getattr(self, name))
         # ... then the ones inference completes, each a copy
         new.args = {k: v.copy() if isinstance(v, RNode) else v for k, v in self.args.items()}
         new.children = {k: c.copy() for k, c in self.children.items()}
         new.tensors = dict(self.tensors)
         return new
 
+
+_SHARED_FIELDS = tuple(f.name for f in fields(RNode) if f.name not in ("args", "children", "tensors"))
 
 # What ``Resolver.node`` returns for a node whose ``if:`` is false.
 LEFT_OUT = RNode("layer", "", ())
