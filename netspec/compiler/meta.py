@@ -51,7 +51,7 @@ def shape_text(shape: torch.Size | tuple[int, ...]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
-@dataclass
+@dataclass(slots=True)
 class Producer:
     """Who made a tensor, for messages: ``features.pool2 produces 16×4×4=256``."""
 
