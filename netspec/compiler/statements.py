@@ -380,7 +380,7 @@ class StatementBuilder:
 
     def parameter_entry(self, e: ast.Subscript) -> fx.Node | None:
         """``scales[0]``, ``tables['a']``: an entry of a ParameterList (by position) or ParameterDict (by name)."""
-        if isinstance(e.value, ast.Name) and e.value.id in self.env:
+        if isinstance(e.value, ast.Name) and self.ident(e.value) in self.env:
             return None
         try:  # a path that names no child is left to expr, which reports it (or reads a child's tensor)
             owner = self.child_path(e.value) if isinstance(e.value, (ast.Name, ast.Attribute)) else None
