@@ -7,6 +7,7 @@ is refused with an EmitError naming the module path, class and reason."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import pytest
@@ -309,3 +310,47 @@ def test_an_attribute_of_a_childs_missing_tensor_is_a_spec_error(
           outputs: y
         """
     expect_spec_error(text, line=9, path="model.forward.0", words=("inner (Graph) has no parameter or buffer 'scael'",))
+
+
+class Blockified(nn.Module):
+    """NesT's deblockify and TinyViT's window check: Python reads sizes (``int(math.sqrt(T))``, ``if H == ws``)."""
+
+    def __init__(self, window: int) -> None:
+        super().__init__()
+        self.window = window
+        self.norm = nn.LayerNorm(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, c = x.shape
+        side = int(math.sqrt(t))
+        if side == self.window:  # one window: no partition
+            return self.norm(x) + x
+        grid = x.reshape(b, side // self.window, self.window, side // self.window, self.window, c)
+        return self.norm(grid.transpose(2, 3).reshape(b, t, c)) * 2
+
+
+class Stage(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(3, 4)
+        self.blocks = nn.Sequential(Blockified(2), Blockified(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.embed(x.flatten(2).transpose(1, 2)))
+
+
+def test_modules_inside_a_sequential_are_traced_with_example_sizes() -> None:
+    """The Sequential runs its children one by one on the example, so each traced block inside it knows the
+    sizes it is called with (timm's stages of blocks: nest, tiny_vit, mobilevit, cpubone)."""
+    model = Stage().eval()
+    spec = netspec.emit(model, input_shape=(3, 4, 4))
+    net = netspec.build(netspec.read(yaml.safe_load(spec.to_yaml()))).model
+    net.load_state_dict(model.state_dict(), strict=True)
+    x = torch.randn(2, 3, 4, 4)
+    for training in (False, True):
+        model.train(training)
+        net.train(training)
+        torch.testing.assert_close(net(x), model(x), rtol=0, atol=0)
+    bodies = {name: "\n".join(b.get("body", b)["forward"]) for name, b in spec.to_dict()["blocks"].items()}
+    assert any("* 2" in text for text in bodies.values())  # the 2-window block partitions
+    assert any("* 2" not in text for text in bodies.values())  # the 4-window one does not

@@ -229,13 +229,26 @@ class GuardMixin:
                 if node.op == "call_method":
                     return getattr(args[0], str(node.target))(*args[1:], **kwargs)
                 if node.op == "call_module":
-                    self.state.calls.setdefault(str(node.target), []).append((args, kwargs))
-                    return self.tree.get_submodule(str(node.target))(*args, **kwargs)  # type: ignore[union-attr]
+                    return self._call(str(node.target), args, kwargs)
         except Exception:  # noqa: BLE001 - the op may fail on fake tensors as on real ones; then no example
             if node.op == "call_module":
                 self.state.missing_calls.append(str(node.target))
             return MISSING
         return MISSING  # unreachable: every fx op kind is handled above
+
+    def _call(self, target: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Run the fake tree's child ``target``, recording the call; a plain Sequential runs its children one
+        by one, each call recorded (``blocks.0``, ``blocks.1``, ...), so that the traced modules inside a
+        Sequential (timm's stages of blocks) get examples too."""
+        self.state.calls.setdefault(target, []).append((args, kwargs))
+        child = self.tree.get_submodule(target)  # type: ignore[union-attr]
+        if type(child).forward is not nn.Sequential.forward or kwargs or len(args) != 1:
+            return child(*args, **kwargs)
+        value = args[0]
+        for name, sub in child._modules.items():
+            if sub is not None:
+                value = self._call(f"{target}.{name}", (value,), {})
+        return value
 
     def _data_dependent(self, node: fx.Node) -> bool:
         """Whether a non-tensor value was computed from tensor data (``.item()``, ``.tolist()``)."""
