@@ -53,7 +53,10 @@ def _generic(layer: LayerType, args: Mapping[str, Any]) -> list[Finding]:
                 found.append((name, f"reduction must be one of {', '.join(map(repr, allowed))}, got {value!r}",
                               did_you_mean(value, allowed) or None))  # fmt: skip
         negative = any(isinstance(v, int) and v < 0 for v in _values(value))
-        if name == "padding" and isinstance(value, (int, list, tuple)) and negative:
+        # ZeroPad/ConstantPad crop where padding is negative (NASNet's ZeroPad2d((-1, 1, -1, 1))); F.pad's
+        # constant mode takes it, so only the other layers refuse it
+        crops = layer.name.startswith(("ZeroPad", "ConstantPad"))
+        if name == "padding" and isinstance(value, (int, list, tuple)) and negative and not crops:
             found.append((name, f"padding must not be negative, got {value!r}", None))
     return found
 

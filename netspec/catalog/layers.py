@@ -6,7 +6,7 @@ torchvision's ``stochastic_depth`` in one) and ``StochasticDepth`` (a layer type
 draw (one ``bernoulli_`` over a ``[N, 1, ...]`` or ``[1, ...]`` tensor, only in training mode with
 ``p > 0``), so a seeded run matches them bit for bit, and both compile under ``torch.jit.script``,
 ``torch.compile(fullgraph=True)`` and ``torch.export``. ``OWN_LAYERS`` also lists Swin's window attention
-layers (``catalog/windows.py``).
+layers (``catalog/windows.py``) and the TensorFlow "SAME" padding layers (``catalog/same_padding.py``).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Literal
 import torch
 import torch.nn as nn
 
+from .same_padding import AvgPool2dSame, Conv2dSame, MaxPool2dSame
 from .windows import RelativePositionalMultiHeadAttention, ShiftedWindowAttention, ShiftedWindowAttentionV2
 
 DROP_MODES = ("row", "batch")
@@ -63,4 +64,7 @@ OWN_LAYERS: tuple[type[nn.Module], ...] = (
     ShiftedWindowAttention,
     ShiftedWindowAttentionV2,
     RelativePositionalMultiHeadAttention,
+    Conv2dSame,
+    MaxPool2dSame,
+    AvgPool2dSame,
 )

@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..catalog.layers import drop_path
+from ..catalog.same_padding import pad_same
 from ..catalog.windows import patch_merging_pad
 
 
@@ -97,6 +98,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     **{n: getattr(F, n) for n in _F_NAMES if hasattr(F, n)},
     "drop_path": drop_path,
     "patch_merging_pad": patch_merging_pad,  # Swin's patch merging (torchvision's _patch_merging_pad)
+    "pad_same": pad_same,  # TensorFlow "SAME" padding for a window (timm's pad_same)
     "ceil": ceil,
     "floor": floor,
     "expect_input": expect_input,

@@ -46,6 +46,7 @@ from .tree import RGraph
 
 MAX_STATEMENT_CHARS = 10_000
 THROWAWAY = "_"
+SELF = "self"  # ``self[0](x)``: a Graph's own child by position or name (reserved as a variable name)
 
 
 class SharedTreeFailed(Exception):
@@ -328,6 +329,12 @@ class StatementBuilder:
             return self.attr(n)
         if n in CONSTANTS:
             return CONSTANTS[n]
+        if n == SELF:
+            raise StatementError(
+                "'self' only indexes the Graph's own children: self[0](h) calls the first, self['0'](h) the one "
+                "named '0'",
+                e.col_offset,
+            )
         if n in self.children:
             raise StatementError(f"layer {n!r} must be called, e.g. {n}(h)", e.col_offset)
         if n in FUNCTIONS:
@@ -398,8 +405,16 @@ class StatementBuilder:
             raise StatementError(f"{owner[0]} is indexed by a constant position or name", e.slice.col_offset)
         return self.child_tensor(owner, key, e.slice.col_offset)
 
+    def own(self, e: ast.expr) -> tuple[str, Child] | None:
+        """``self`` as the base of a subscript: the Graph's own children, so ``self[0](x)`` and ``self['0'](x)``
+        call a child whose name is not an identifier (a Sequential subclass's ``0, 1, ...``)."""
+        if isinstance(e, ast.Name) and e.id == SELF:
+            return "", Child("Graph", self.children)
+        return None
+
     def child_path(self, e: ast.expr) -> tuple[str, Child] | None:
-        """``blocks``, ``heads.cls``, ``blocks[2]``, ``blocks[-1]`` -> ("blocks.2", child) when it names a child."""
+        """``blocks``, ``heads.cls``, ``blocks[2]``, ``blocks[-1]``, ``self[0]`` -> ("blocks.2", child) when it
+        names a child."""
         if isinstance(e, ast.Name):
             n = self.ident(e)
             if n in self.omitted and n not in self.env:
@@ -417,7 +432,7 @@ class StatementBuilder:
                     did_you_mean(e.attr, parent[1].children) or None,
                 )
         if isinstance(e, ast.Subscript):
-            parent = self.child_path(e.value)
+            parent = self.own(e.value) or self.child_path(e.value)
             if parent is None:
                 return None
             key = self.index(e.slice)
@@ -433,25 +448,28 @@ class StatementBuilder:
     def child_key(self, parent: tuple[str, Child], key: Any, col: int) -> tuple[str, Child]:
         """``blocks[2]``, ``blocks[-1]``, ``seq['conv']``, ``heads['16']`` with a constant (folded) key."""
         path, child = parent
+        shown_path = path or SELF
         keys = list(child.children)
         if isinstance(key, int) and not isinstance(key, bool):
             if not -len(keys) <= key < len(keys):
                 shown = str(key) if len(str(key)) <= 20 else str(key)[:8] + "…"
                 raise StatementError(
-                    f"index {shown} is out of range for {path} ({len(keys)} children: positions "
+                    f"index {shown} is out of range for {shown_path} ({len(keys)} children: positions "
                     f"{-len(keys)}..{len(keys) - 1})",
                     col,
                 )
             key = keys[key]
         elif not isinstance(key, str):
             raise StatementError(
-                f"{path} is indexed by {type(key).__name__} {key!r}; a child is indexed by its position (int) "
-                "or its name (str)",
+                f"{shown_path} is indexed by {type(key).__name__} {key!r}; a child is indexed by its position "
+                "(int) or its name (str)",
                 col,
             )
+        if key in self.omitted and not path:
+            raise StatementError(f"layer {key!r} is left out: {self.omitted[key]}", col)
         if key not in child.children:
-            raise StatementError(f"{path} has no child {key!r}", col, did_you_mean(key, keys) or None)
-        return f"{path}.{key}", child.children[key]
+            raise StatementError(f"{shown_path} has no child {key!r}", col, did_you_mean(key, keys) or None)
+        return (f"{path}.{key}" if path else key), child.children[key]
 
     def call(self, e: ast.Call) -> Any:
         if any(isinstance(a, ast.Starred) for a in e.args) or any(k.arg is None for k in e.keywords):
@@ -461,9 +479,15 @@ class StatementBuilder:
         func = e.func
         target: tuple[str, Child] | None = None
         if isinstance(func, ast.Subscript):
-            parent = self.child_path(func.value)
+            parent = self.own(func.value) or self.child_path(func.value)
             if parent is not None:
                 key = self.index(func.slice)
+                if isinstance(key, fx.Node) and not parent[0]:
+                    raise StatementError(
+                        "self[...] is indexed by a value computed in forward; index the Graph's own children by a "
+                        "constant position or name",
+                        func.slice.col_offset,
+                    )
                 if isinstance(key, fx.Node) and key.op == "placeholder":
                     # heads[key](h): route through a ModuleDict by a forward input
                     self.used.add(parent[0].split(".")[0])

@@ -244,9 +244,16 @@ class StatementWriter:
     def child_ref(self, target: str) -> str:
         parts = target.split(".")
         first = parts[0]
-        if first not in self.children or not first.isidentifier() or keyword.iskeyword(first):
-            raise self.fail(f"calls submodule {target!r}, whose name is not a Python identifier")
-        text, parent = first, self.children[first]
+        if first not in self.children:  # unreachable: fx only records calls of registered children
+            raise self.fail(f"calls submodule {target!r}, which is not one of its children")
+        if first.isidentifier() and not keyword.iskeyword(first):
+            text = first
+        else:
+            # A Sequential subclass's children 0, 1, ...: the Graph's own children by position (``self[0]``),
+            # or by name where the position differs (``self['0']``).
+            keys = [k for k, v in self.module._modules.items() if v is not None]  # the emitted `layers` order
+            text = f"self[{first}]" if first.isdigit() and keys.index(first) == int(first) else f"self[{first!r}]"
+        parent = self.children[first]
         for part in parts[1:]:
             keys = list(parent._modules)
             if isinstance(parent, (nn.Sequential, nn.ModuleList)) and part.isdigit():

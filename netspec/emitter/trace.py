@@ -28,6 +28,7 @@ import torch.nn as nn
 
 from ..compiler.allowlists import BUFFER_UPDATES, MODE_ARGUMENTS
 from ..errors import EmitError, first_line
+from .equivalents import leaf_functions
 from .guards import Guard, GuardMixin, GuardSession, GuardState, drop_unused_metadata, fake_tree
 from .layers import where
 from .lint import ModelWarning
@@ -132,11 +133,11 @@ def _run_trace(
     try:
         tracer: _LeafTracer
         if example is not None and session is not None:
-            guarded = _GuardTracer()
+            guarded = _GuardTracer(autowrap_functions=tuple(leaf_functions()))  # timm's pad_same: one step
             guarded.guard_setup(example, session.fake, fake_tree(module, session.fake, training))
             tracer = guarded
         else:
-            tracer = _LeafTracer()
+            tracer = _LeafTracer(autowrap_functions=tuple(leaf_functions()))
         if bound is not None:
             names, fixed = bound, concrete
             tracer.bind = lambda fn, names=names, fixed=fixed: _bound_forward(fn, names, fixed)

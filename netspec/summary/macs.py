@@ -24,6 +24,7 @@ import torch.nn.functional as F
 import torch.nn.modules as modules
 
 from ..catalog.layers import StochasticDepth
+from ..catalog.same_padding import AvgPool2dSame, Conv2dSame, MaxPool2dSame
 from ..compiler.allowlists import (
     BINARY_OPS,
     BUFFER_UPDATES,
@@ -92,6 +93,7 @@ LAYER_RULES: dict[type[nn.Module], Callable[[Any, LayerCall], int | None]] = {
     nn.ConvTranspose2d: _conv_transpose,
     nn.ConvTranspose3d: _conv_transpose,
     nn.MultiheadAttention: _attention,
+    Conv2dSame: _conv,  # the padding adds no FLOPs; the convolution is a Conv2d's
 }
 # torch.nn modules whose forward calls no matmul or convolution (what torch's counter counts): norms,
 # activations, dropout, pooling, padding, reshaping, resampling, embeddings.
@@ -119,7 +121,7 @@ ZERO_LAYERS: frozenset[type] = frozenset(
         if isinstance(cls, type) and issubclass(cls, nn.Module) and cls.__module__ == mod.__name__
     }
     - {nn.MultiheadAttention}
-    | {nn.Identity, StochasticDepth}
+    | {nn.Identity, StochasticDepth, MaxPool2dSame, AvgPool2dSame}
 )
 CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
@@ -200,7 +202,7 @@ ZERO_FUNCTIONS = frozenset(
         "feature_alpha_dropout flatten flip floor fold full_like gather gelu glu group_norm hardsigmoid hardswish "
         "hardtanh hstack index_select instance_norm interpolate layer_norm leaky_relu log log1p log_softmax "
         "logsigmoid logsumexp masked_fill max max_pool1d max_pool2d max_pool3d maximum mean min minimum mish "
-        "movedim mul narrow neg norm normalize one_hot ones_like pad patch_merging_pad permute pixel_shuffle "
+        "movedim mul narrow neg norm normalize one_hot ones_like pad pad_same patch_merging_pad permute pixel_shuffle "
         "pixel_unshuffle pow prod rand_like randn_like relu relu6 reshape roll rsqrt selu sigmoid sign silu "
         "softmax softmin softplus softsign sort split sqrt square squeeze stack std sub sum swapaxes tanh "
         "tanhshrink tensor_split topk transpose tril triu unbind unflatten unfold unsqueeze var vstack where "
