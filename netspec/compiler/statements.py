@@ -516,6 +516,8 @@ class StatementBuilder:
                 raise StatementError(f"{path} is a {child.kind} and cannot be called; index it", e.col_offset)
             check_arity(path, child, args, kwargs, e.col_offset)
             return self.node("call_module", path, args, kwargs, e=e)
+        if isinstance(func, ast.Name) and func.id == SELF:
+            return self.name(func)  # says how self is used
         if isinstance(func, ast.Name):
             fname = self.ident(func)
             if fname in FUNCTIONS:
