@@ -26,7 +26,7 @@ from ..errors import did_you_mean
 from .blocks import block_class
 from .fill import build_dtype, fill
 from .graph_module import make_graph_module
-from .tree import RNode, RTensor
+from .tree import VALUES_INIT, RNode, RTensor
 
 
 def sinusoidal(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -72,7 +72,13 @@ def make_tensor(spec: RTensor, device: torch.device, dtype: torch.dtype | None) 
     """Allocate and initialise a Graph-owned tensor (``init`` names are torch.nn.init's, plus sinusoidal)."""
     dtype = getattr(torch, spec.dtype) if spec.dtype is not None else dtype or torch.get_default_dtype()
     name, args = init_fn_name(spec.init)
-    if name in TENSOR_INITS:
+    if name == VALUES_INIT:
+        # the tensor's values written out (checked by resolve: one number per element, row-major)
+        if device.type == "meta":
+            tensor = torch.empty(spec.shape, dtype=dtype, device=device)
+        else:
+            tensor = torch.tensor(args["data"], dtype=dtype, device=device).reshape(spec.shape)
+    elif name in TENSOR_INITS:
         if args:
             raise ValueError(f"init {name!r} takes no arguments, got {', '.join(args)}")
         tensor = TENSOR_INITS[name](spec.shape, dtype, device)
@@ -80,7 +86,9 @@ def make_tensor(spec: RTensor, device: torch.device, dtype: torch.dtype | None) 
         fn = getattr(nn.init, name + "_", None)
         if fn is None or name.startswith("_"):
             known = sorted(
-                {n[:-1] for n in dir(nn.init) if n.endswith("_") and not n.startswith("_")} | set(TENSOR_INITS)
+                {n[:-1] for n in dir(nn.init) if n.endswith("_") and not n.startswith("_")}
+                | set(TENSOR_INITS)
+                | {VALUES_INIT}
             )
             raise ValueError(
                 f"unknown init {name!r}; " + (did_you_mean(name, known) or "expected one of " + ", ".join(known))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import ChainMap
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -43,12 +43,24 @@ from .expansion import NODE_ADAPTER, check_expansion
 from .instances import InContext, Where
 from .meta import immutable, typed
 from .names import check_child_name, check_graph_inputs
-from .tree import LEFT_OUT, Resolved, RGraph, RNode, RStatement, RTensor
+from .tree import LEFT_OUT, VALUES_INIT, Resolved, RGraph, RNode, RStatement, RTensor
 
 MAX_REPEAT = 100_000
 MAX_ELEMENTS = 2**48  # per tensor: far beyond any device, far below int64 overflow in size arithmetic
 EXACT_INITS = ("zeros", "ones", "constant")  # the inits an integer or bool buffer can take
 MAX_NESTING = 100  # nodes inside nodes, block bodies included: far past real models, well inside Python's stack
+
+
+def _fits(value: object, dtype: str | None) -> bool:
+    """Whether ``value`` is an element a tensor of ``dtype`` takes exactly: a bool for bool, an int for an
+    integer dtype, an int or float for a floating one."""
+    if dtype == "bool":
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if dtype is not None and not dtype.startswith(("float", "bfloat")):
+        return isinstance(value, int)
+    return isinstance(value, (int, float))
 
 
 class Resolver:
@@ -300,15 +312,17 @@ class Resolver:
         is_buffer = hasattr(tensor, "persistent")
         flag = self.substitute(tensor.persistent if is_buffer else tensor.requires_grad, scope, path)
         dtype = getattr(tensor, "dtype", None)
-        if dtype is not None and not dtype.startswith(("float", "bfloat")):
-            fn = init.get("fn") if isinstance(init, dict) else init
-            if fn not in EXACT_INITS and fn not in INTEGER_INITS:
-                message = (
-                    f"{dtype} buffers are initialised with zeros, ones, constant or "
-                    f"{', '.join(INTEGER_INITS)}, got {fn!r}"
-                )
-                self.problems.add(self.source.problem(path + ("init",), message))
-                return None
+        fn = init.get("fn") if isinstance(init, dict) else init
+        integer = dtype is not None and not dtype.startswith(("float", "bfloat"))
+        if integer and fn not in EXACT_INITS and fn not in INTEGER_INITS and fn != VALUES_INIT:
+            message = (
+                f"{dtype} buffers are initialised with zeros, ones, constant or {', '.join(INTEGER_INITS)}, or "
+                f"written out as {{fn: {VALUES_INIT}, data: [...]}}, got {fn!r}"
+            )
+            self.problems.add(self.source.problem(path + ("init",), message))
+            return None
+        if fn == VALUES_INIT and not self.values(init, shape, dtype, path + ("init",)):  # type: ignore[arg-type]
+            return None
         return RTensor(
             tuple(shape),  # type: ignore[arg-type]
             init,
@@ -318,6 +332,31 @@ class Resolver:
             is_buffer=is_buffer,
             dtype=dtype,
         )
+
+    def values(self, init: Mapping[str, Any], shape: Sequence[int], dtype: str | None, path: SpecPath) -> bool:
+        """``{fn: values, data: [...]}``: a flat list of one number per element (ints for an integer buffer,
+        bools for a bool one)."""
+        extra = sorted(set(init) - {"fn", "data"})
+        data = init.get("data")
+        count = math.prod(shape)
+        message, at = "", path
+        if extra:
+            message = f"init values takes only data (the numbers, row-major), got {', '.join(extra)}"
+        elif not isinstance(data, list) or any(isinstance(v, (list, dict)) for v in data):
+            message = f"init values needs data: a flat list of {count:,} numbers (row-major)"
+            at = path + ("data",) if "data" in init else path
+        elif len(data) != count:
+            message = f"init values has {len(data):,} numbers for shape {list(shape)} ({count:,} elements)"
+            at = path + ("data",)
+        else:
+            bad = next((k for k, v in enumerate(data) if not _fits(v, dtype)), None)
+            if bad is not None:
+                message = f"init values of a {dtype or 'floating-point'} tensor: data[{bad}] is {data[bad]!r}"
+                at = path + ("data", bad)
+        if message:
+            self.problems.add(self.source.problem(at, message))
+            return False
+        return True
 
     def layer(self, node: LayerNode, name: str, path: SpecPath, scope: Mapping[str, Any]) -> RNode | None:
         type_name = node.type

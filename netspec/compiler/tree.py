@@ -17,6 +17,11 @@ from ..errors import Problem, SpecPath
 NodeKind = Literal["layer", "Sequential", "ModuleList", "ModuleDict", "Graph", "ParameterList", "ParameterDict"]
 
 
+# ``init: {fn: values, data: [...]}``: a tensor's every element written out, row-major (a fixed table no
+# formula names: DCT statistics, a blur filter); checked by ``resolve``, filled by ``construct``
+VALUES_INIT = "values"
+
+
 @dataclass
 class RTensor:
     """A parameter or buffer owned by a Graph or a ParameterList/Dict."""

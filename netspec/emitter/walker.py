@@ -34,6 +34,7 @@ from ..errors import EmitError, SpecError, first_line
 from ..frontend.models import DTYPE_NAMES
 from ..spec import Spec, read
 from .blocks import BlockTable
+from .buffers import written_values
 from .equivalents import equivalent_node, has_equivalent
 from .guards import GuardSession
 from .layers import LayerVerifier, catalogue_entry, layer_args, where
@@ -234,14 +235,9 @@ class _Walker:
         if tensor.is_floating_point():
             self.dtypes.add(tensor.dtype)
         init = _simple_init(tensor)
+        if init is None and buffer and not persistent:
+            init = written_values(tensor, where_)  # not in the state_dict: the spec carries the values
         if init is None:
-            if buffer and not persistent:
-                raise EmitError(
-                    f"{where_}: a non-persistent buffer whose values no init reproduces (zeros, ones, a constant, "
-                    "sinusoidal, tril); they are not in the state_dict, so the rebuilt model would compute with "
-                    "other values\n    hint: make it persistent (register_buffer(..., persistent=True)), or compute "
-                    "it in forward"
-                )
             init = "zeros"  # the values come with the state_dict
         spec: dict[str, Any] = {"shape": list(tensor.shape), "init": init}
         if buffer and not persistent:
