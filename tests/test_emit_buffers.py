@@ -5,6 +5,9 @@ language checks such an init like any other."""
 
 from __future__ import annotations
 
+import base64
+import struct
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +19,6 @@ from conftest import problem_lines
 from zoo import import_torchvision, round_trip
 
 import netspec
-from netspec.emitter.buffers import MAX_WRITTEN
 
 import_torchvision()  # timm imports torchvision; the stand-in keeps its C ops out (see tests/zoo.py)
 timm_layers = pytest.importorskip("timm.layers")
@@ -78,14 +80,32 @@ class Big(nn.Module):
         return x + self.table
 
 
-def test_a_buffer_too_large_or_not_finite_is_refused_by_name() -> None:
+def test_large_or_non_finite_tables_are_packed_exactly() -> None:
+    """Swin's shifted-window mask: 153,664 elements of 0 and -100 (past the list form's 16,384), and a table
+    with nan and inf (which a list of numbers cannot hold) travel packed, and come back bit for bit."""
+    mask = torch.zeros(64, 49, 49)
+    mask[1::2, :, 20:] = -100.0
+    odd = torch.tensor([1.5, float("nan"), float("inf"), -float("inf")])
+    for table in (mask, odd, torch.arange(20_000, dtype=torch.int64).reshape(100, 200)):
+        spec = netspec.emit(Big(table))
+        init = spec.to_dict()["model"]["buffers"]["table"]["init"]
+        assert set(init) == {"fn", "packed", "dtype"} and init["dtype"] == str(table.dtype).removeprefix("torch.")
+        rebuilt = netspec.build(spec).model
+        assert rebuilt.table.dtype == table.dtype and "table" not in rebuilt.state_dict()
+        torch.testing.assert_close(rebuilt.table, table, rtol=0, atol=0, equal_nan=True)
+
+
+def test_a_table_too_large_to_pack_is_refused_by_name() -> None:
+    noise = torch.rand(300_000, generator=torch.Generator().manual_seed(0))  # random bits do not compress
     with pytest.raises(netspec.EmitError) as err:
-        netspec.emit(Big(torch.rand(MAX_WRITTEN + 1) + 2.0))
-    assert str(err.value).startswith("table (Big.table): a non-persistent buffer of 16,385 elements")
-    table = torch.rand(4) + 2.0
-    table[1] = float("nan")
-    with pytest.raises(netspec.EmitError, match=r"^table \(Big.table\): a non-persistent buffer holding nan"):
-        netspec.emit(Big(table))
+        netspec.emit(Big(noise))
+    assert str(err.value).startswith("table (Big.table): a non-persistent buffer of 300,000 elements (shape [300000])")
+    assert "past the 1,048,576 a spec carries" in str(err.value)
+
+
+def _packed(count: int) -> str:
+    """The packed text of the int64 elements 0..count-1: base64 of zlib-compressed little-endian bytes."""
+    return base64.b64encode(zlib.compress(struct.pack(f"<{count}q", *range(count)))).decode("ascii")
 
 
 SPEC = """
@@ -119,7 +139,15 @@ def test_values_init_builds_the_written_tensor(write_spec: Callable[..., Path]) 
         ("data: [2, 0, 1]", "data: [[2, 0, 1]]", "model.buffers.index.init.data",
          "init values needs data: a flat list of 3 numbers (row-major)"),
         ("{fn: values, data: [2, 0, 1]}", "{fn: values, data: [2, 0, 1], scale: 2}", "model.buffers.index.init",
-         "init values takes only data (the numbers, row-major), got scale"),
+         "init values takes data (the numbers, row-major) or packed and dtype, got scale"),
+        ("{fn: values, data: [2, 0, 1]}", "{fn: values, packed: '!!', dtype: int64}", "model.buffers.index.init.packed",
+         "init values packed does not decode (base64 of zlib-compressed bytes)"),
+        ("{fn: values, data: [2, 0, 1]}", f"{{fn: values, packed: {_packed(4)}, dtype: int64}}",
+         "model.buffers.index.init.packed", "init values packed holds more than 24 bytes; 3 int64 elements are 24"),
+        ("{fn: values, data: [2, 0, 1]}", f"{{fn: values, packed: {_packed(2)}, dtype: int64}}",
+         "model.buffers.index.init.packed", "init values packed holds 16 bytes; 3 int64 elements are 24"),
+        ("{fn: values, data: [2, 0, 1]}", f"{{fn: values, packed: {_packed(3)}, dtype: uint8}}",
+         "model.buffers.index.init", "init values with packed needs dtype: one of float32"),
     ],
 )  # fmt: skip
 def test_values_init_is_checked_at_its_path(

@@ -103,9 +103,11 @@ def test_spec_arguments_are_checked_at_validation(write_spec: Callable[..., Path
     assert "model.layers.0.stride" in text and "stride must be positive, got 0" in text and "spec.yaml:7:75:" in text
     with pytest.raises(netspec.SpecError, match="Conv2dSame has no argument 'padding'"):
         netspec.build(
-            SPEC.replace(
-                "kernel_size: 3, stride: 2}\n    - {type: MaxPool2dSame",
-                "kernel_size: 3, padding: 1}\n    - {type: MaxPool2dSame",
+            write_spec(
+                SPEC.replace(
+                    "kernel_size: 3, stride: 2}\n    - {type: MaxPool2dSame",
+                    "kernel_size: 3, padding: 1}\n    - {type: MaxPool2dSame",
+                )
             )
         )
 

@@ -23,6 +23,7 @@ from torch.nn.modules.lazy import LazyModuleMixin
 
 from ..catalog.windows import INTEGER_INITS
 from ..errors import did_you_mean
+from . import values
 from .blocks import block_class
 from .fill import build_dtype, fill
 from .graph_module import make_graph_module
@@ -73,11 +74,7 @@ def make_tensor(spec: RTensor, device: torch.device, dtype: torch.dtype | None) 
     dtype = getattr(torch, spec.dtype) if spec.dtype is not None else dtype or torch.get_default_dtype()
     name, args = init_fn_name(spec.init)
     if name == VALUES_INIT:
-        # the tensor's values written out (checked by resolve: one number per element, row-major)
-        if device.type == "meta":
-            tensor = torch.empty(spec.shape, dtype=dtype, device=device)
-        else:
-            tensor = torch.tensor(args["data"], dtype=dtype, device=device).reshape(spec.shape)
+        tensor = values.make(args, spec.shape, dtype, device)  # every element written out (checked by resolve)
     elif name in TENSOR_INITS:
         if args:
             raise ValueError(f"init {name!r} takes no arguments, got {', '.join(args)}")

@@ -38,6 +38,7 @@ from ..frontend.models import (
 )
 from ..frontend.source import Source
 from ..frontend.substitute import Substitution
+from . import values
 from .block_args import BlockArgs
 from .expansion import NODE_ADAPTER, check_expansion
 from .instances import InContext, Where
@@ -49,18 +50,6 @@ MAX_REPEAT = 100_000
 MAX_ELEMENTS = 2**48  # per tensor: far beyond any device, far below int64 overflow in size arithmetic
 EXACT_INITS = ("zeros", "ones", "constant")  # the inits an integer or bool buffer can take
 MAX_NESTING = 100  # nodes inside nodes, block bodies included: far past real models, well inside Python's stack
-
-
-def _fits(value: object, dtype: str | None) -> bool:
-    """Whether ``value`` is an element a tensor of ``dtype`` takes exactly: a bool for bool, an int for an
-    integer dtype, an int or float for a floating one."""
-    if dtype == "bool":
-        return isinstance(value, bool)
-    if isinstance(value, bool):
-        return False
-    if dtype is not None and not dtype.startswith(("float", "bfloat")):
-        return isinstance(value, int)
-    return isinstance(value, (int, float))
 
 
 class Resolver:
@@ -334,27 +323,10 @@ class Resolver:
         )
 
     def values(self, init: Mapping[str, Any], shape: Sequence[int], dtype: str | None, path: SpecPath) -> bool:
-        """``{fn: values, data: [...]}``: a flat list of one number per element (ints for an integer buffer,
-        bools for a bool one)."""
-        extra = sorted(set(init) - {"fn", "data"})
-        data = init.get("data")
-        count = math.prod(shape)
-        message, at = "", path
-        if extra:
-            message = f"init values takes only data (the numbers, row-major), got {', '.join(extra)}"
-        elif not isinstance(data, list) or any(isinstance(v, (list, dict)) for v in data):
-            message = f"init values needs data: a flat list of {count:,} numbers (row-major)"
-            at = path + ("data",) if "data" in init else path
-        elif len(data) != count:
-            message = f"init values has {len(data):,} numbers for shape {list(shape)} ({count:,} elements)"
-            at = path + ("data",)
-        else:
-            bad = next((k for k, v in enumerate(data) if not _fits(v, dtype)), None)
-            if bad is not None:
-                message = f"init values of a {dtype or 'floating-point'} tensor: data[{bad}] is {data[bad]!r}"
-                at = path + ("data", bad)
-        if message:
-            self.problems.add(self.source.problem(at, message))
+        """A ``values`` init: every element written out (``compiler.values``)."""
+        problem = values.check(init, shape, dtype)
+        if problem is not None:
+            self.problems.add(self.source.problem(path + problem[1], problem[0]))
             return False
         return True
 
