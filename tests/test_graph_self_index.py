@@ -85,3 +85,29 @@ def test_emit_writes_self_index_for_numbered_children() -> None:
     assert "self[0](" in text and "self[2](" in text, text
     outcome = round_trip("chain", make, (6,))
     assert outcome.status == "exact", outcome
+
+
+class AppendList(nn.Sequential):
+    """VoVNet's SequentialAppendList: forward appends to a list it is given, which no Graph input can be."""
+
+    def forward(self, x: torch.Tensor, concat_list: list[torch.Tensor]) -> torch.Tensor:
+        for i, module in enumerate(self):
+            concat_list.append(module(x if i == 0 else concat_list[-1]))
+        return torch.cat(concat_list, dim=1)
+
+
+class Osa(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.mid = AppendList(nn.Conv2d(4, 4, 1), nn.Conv2d(4, 4, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mid(x, [x])
+
+
+def test_a_list_input_mutated_in_forward_is_refused_with_the_reason() -> None:
+    outcome = round_trip("osa", Osa, (4, 5, 5))
+    assert outcome.status == "refused", outcome
+    assert outcome.detail.startswith(
+        "mid (AppendList): calls .append() on its forward input 'concat_list', a Python list (its annotation)"
+    ), outcome

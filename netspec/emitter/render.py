@@ -129,6 +129,12 @@ class _Renderer(StatementWriter):
                 self.check_in_place(n)
                 method = method[:-1]
             if method not in TENSOR_METHODS:
+                listed = self.listed_input(n.args[0])
+                if listed is not None:  # VoVNet's concat_list.append(...)
+                    raise self.fail(
+                        f"calls .{method}() on its forward input {listed!r}, a Python list (its annotation): the "
+                        "trace sees one value where forward mutates a list, and a Graph input is one value"
+                    )
                 raise self.fail(f"calls the tensor method .{method}()")
             base = self.operand(n.args[0], ATOM)
             return Expr(f"{base}.{method}({self.call_args(n.args[1:], n.kwargs)})")
@@ -186,6 +192,17 @@ class _Renderer(StatementWriter):
         defaults = keyword_defaults(fn)  # type: ignore[arg-type]
         kwargs = {k: v for k, v in kwargs.items() if not (k in defaults and _same(v, defaults[k]) and k != "training")}
         return Expr(f"{name}({self.call_args(args, kwargs)})")
+
+    def listed_input(self, v: Any) -> str | None:
+        """The name of the forward input ``v`` when forward annotates it as a list (``List[Tensor]``)."""
+        if not isinstance(v, fx.Node) or v.op != "placeholder":
+            return None
+        try:
+            param = inspect.signature(self.module.forward).parameters.get(str(v.target))
+        except (TypeError, ValueError):
+            return None
+        annotation = "" if param is None else str(param.annotation)
+        return str(v.target) if annotation.lower().startswith(("list", "typing.list", "sequence")) else None
 
     def child_call(
         self, target: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]
