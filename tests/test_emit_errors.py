@@ -186,7 +186,7 @@ def test_buffer_of_a_dtype_a_spec_cannot_hold_is_refused_with_a_fix() -> None:
     assert "int64, int32, bool" in str(err.value)
 
 
-def test_non_persistent_buffer_that_init_cannot_reproduce_is_refused() -> None:
+def test_non_persistent_buffer_that_init_cannot_reproduce_is_written_out() -> None:
     class Table(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -195,9 +195,14 @@ def test_non_persistent_buffer_that_init_cannot_reproduce_is_refused() -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return x @ self.table
 
-    # its values are in no state_dict: a rebuilt model would compute with other values
-    with pytest.raises(EmitError, match=r"^table \(Table\.table\): a non-persistent buffer whose values no init"):
-        emit(Table())
+    # its values are in no state_dict, so the spec carries them (tests/test_emit_buffers.py has the rest)
+    model = Table()
+    spec = emit(model)
+    assert spec.to_dict()["model"]["buffers"]["table"]["init"] == {
+        "fn": "values",
+        "data": model.table.reshape(-1).tolist(),
+    }
+    assert torch.equal(netspec.build(spec).model.table, model.table)
 
 
 def test_non_persistent_buffer_of_a_known_init_round_trips() -> None:
