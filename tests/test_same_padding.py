@@ -178,3 +178,13 @@ def test_a_subclass_with_its_own_forward_is_not_mapped() -> None:
     assert has_equivalent(conv)
     conv.forward = lambda x: x  # type: ignore[method-assign]  # replaced on the instance: not timm's computation
     assert not has_equivalent(conv)
+
+
+def test_layers_compile_under_script_and_export() -> None:
+    """The padding is computed from the input's size inside forward, which TorchScript and torch.export follow."""
+    x = _x(9, 7)
+    for layer in (Conv2dSame(4, 4, 3, stride=2), MaxPool2dSame(3, stride=2), AvgPool2dSame(2, stride=2)):
+        want = layer(x)
+        assert torch.equal(torch.jit.script(layer)(x), want), type(layer).__name__
+        assert torch.equal(torch.export.export(layer, (x,)).module()(x), want), type(layer).__name__
+        assert layer(_x(12, 5)).shape[-2:] == (6, 3)  # the same module at another size: padding recomputed

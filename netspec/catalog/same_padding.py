@@ -31,17 +31,19 @@ def pad_same(
     x: torch.Tensor,
     kernel_size: list[int],
     stride: list[int],
-    dilation: list[int] = (1, 1),  # type: ignore[assignment]  # a tuple: never mutated, and timm's default
+    dilation: list[int] | None = None,
     value: float = 0.0,
 ) -> torch.Tensor:
-    """Pad the last two dims of ``x`` for a "SAME" window of ``kernel_size``/``stride``/``dilation``: half of
-    each dim's padding before, the rest (one more when odd) after, with ``value``."""
+    """Pad the last two dims of ``x`` for a "SAME" window of ``kernel_size``/``stride``/``dilation`` (default
+    ``[1, 1]``): half of each dim's padding before, the rest (one more when odd) after, with ``value``."""
+    if dilation is None:
+        dilation = [1, 1]
     if len(kernel_size) != 2 or len(stride) != 2 or len(dilation) != 2:
         raise ValueError(
             f"pad_same: kernel_size, stride and dilation are [h, w] pairs, got {list(kernel_size)}, "
             f"{list(stride)}, {list(dilation)}"
         )
-    if min(*kernel_size, *stride, *dilation) < 1:
+    if min(kernel_size[0], kernel_size[1], stride[0], stride[1], dilation[0], dilation[1]) < 1:
         raise ValueError(
             f"pad_same: kernel_size, stride and dilation must be positive, got {list(kernel_size)}, "
             f"{list(stride)}, {list(dilation)}"
