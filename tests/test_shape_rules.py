@@ -41,7 +41,7 @@ class PlainConvSubclass(nn.Conv2d):
 
 @pytest.fixture
 def registered(clean_registry: None) -> Iterator[None]:
-    netspec.register(Conv2dSame)
+    netspec.register(Conv2dSame, name="TimmStyleConv2dSame")  # netspec has its own Conv2dSame
     netspec.register(PlainConvSubclass)
     yield
 
@@ -62,7 +62,7 @@ def conv_spec(kind: str) -> dict[str, object]:
 
 
 def test_a_subclass_with_its_own_forward_is_run_not_given_its_parents_formula(registered: None) -> None:
-    built = netspec.build(conv_spec("Conv2dSame"))
+    built = netspec.build(conv_spec("TimmStyleConv2dSame"))
     x = torch.randn(2, 3, 15, 15)
     reference = Conv2dSame(3, 8, 3, 2)(x)
     assert tuple(reference.shape) == (2, 8, 8, 8)  # SAME padding: ceil(15 / 2); Conv2d's formula says 7
