@@ -27,7 +27,7 @@ class StatementError(Exception):
         self.message, self.col, self.hint = message, col, hint
 
 
-@dataclass
+@dataclass(slots=True)
 class Child:
     """What the statement compiler needs to know about a child: its kind and its own children."""
 

@@ -444,10 +444,10 @@ def _plain(value: Any) -> bool:
     if isinstance(value, str):
         return "${" not in value
     if isinstance(value, dict):
-        return all(
-            type(k) is str and (isinstance(v, _SCALARS) or (isinstance(v, str) and "${" not in v))
-            for k, v in value.items()
-        )
+        for k, v in value.items():
+            if type(k) is not str or not (isinstance(v, _SCALARS) or (isinstance(v, str) and "${" not in v)):
+                return False
+        return True
     return isinstance(value, _SCALARS)
 
 

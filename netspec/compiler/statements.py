@@ -474,8 +474,8 @@ class StatementBuilder:
     def call(self, e: ast.Call) -> Any:
         if any(isinstance(a, ast.Starred) for a in e.args) or any(k.arg is None for k in e.keywords):
             raise StatementError("*args and **kwargs are not allowed", e.col_offset)
-        args = tuple(self.expr(a) for a in e.args)
-        kwargs = {k.arg: self.expr(k.value) for k in e.keywords if k.arg}
+        args = tuple([self.expr(a) for a in e.args])
+        kwargs = {k.arg: self.expr(k.value) for k in e.keywords if k.arg} if e.keywords else {}
         func = e.func
         target: tuple[str, Child] | None = None
         if isinstance(func, ast.Subscript):

@@ -8,7 +8,7 @@ entry and checked arguments, children, owned tensors, Graph statements), ``RTens
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..catalog.registry import LayerType
@@ -94,17 +94,22 @@ class RNode:
         Arguments and children are copied node by node; what later stages only read (layer
         entries, paths, owned tensor specs, Graph statements) is shared.
         """
-        new = object.__new__(RNode)  # every field as it is (dataclasses.replace would run __init__ again) ...
-        for name in _SHARED_FIELDS:
-            object.__setattr__(new, name, getattr(self, name))
-        # ... then the ones inference completes, each a copy
-        new.args = {k: v.copy() if isinstance(v, RNode) else v for k, v in self.args.items()}
-        new.children = {k: c.copy() for k, c in self.children.items()}
-        new.tensors = dict(self.tensors)
-        return new
+        return RNode(
+            self.kind,
+            self.name,
+            self.path,
+            self.layer,
+            {k: v.copy() if isinstance(v, RNode) else v for k, v in self.args.items()},
+            self.written,
+            {k: c.copy() for k, c in self.children.items()},
+            dict(self.tensors),
+            self.graph,
+            self.block,
+            self.use_path,
+            self.context,
+            self.omitted,
+        )
 
-
-_SHARED_FIELDS = tuple(f.name for f in fields(RNode) if f.name not in ("args", "children", "tensors"))
 
 # What ``Resolver.node`` returns for a node whose ``if:`` is false.
 LEFT_OUT = RNode("layer", "", ())
