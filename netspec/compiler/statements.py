@@ -408,7 +408,7 @@ class StatementBuilder:
     def own(self, e: ast.expr) -> tuple[str, Child] | None:
         """``self`` as the base of a subscript: the Graph's own children, so ``self[0](x)`` and ``self['0'](x)``
         call a child whose name is not an identifier (a Sequential subclass's ``0, 1, ...``)."""
-        if isinstance(e, ast.Name) and e.id == SELF:
+        if isinstance(e, ast.Name) and self.ident(e) == SELF:
             return "", Child("Graph", self.children)
         return None
 
@@ -516,7 +516,7 @@ class StatementBuilder:
                 raise StatementError(f"{path} is a {child.kind} and cannot be called; index it", e.col_offset)
             check_arity(path, child, args, kwargs, e.col_offset)
             return self.node("call_module", path, args, kwargs, e=e)
-        if isinstance(func, ast.Name) and func.id == SELF:
+        if isinstance(func, ast.Name) and self.ident(func) == SELF:
             return self.name(func)  # says how self is used
         if isinstance(func, ast.Name):
             fname = self.ident(func)
