@@ -7,6 +7,7 @@ is refused with an EmitError naming the module path, class and reason."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 
@@ -354,3 +355,78 @@ def test_modules_inside_a_sequential_are_traced_with_example_sizes() -> None:
     bodies = {name: "\n".join(b.get("body", b)["forward"]) for name, b in spec.to_dict()["blocks"].items()}
     assert any("* 2" in text for text in bodies.values())  # the 2-window block partitions
     assert any("* 2" not in text for text in bodies.values())  # the 4-window one does not
+
+
+def levit_index(r: int) -> torch.Tensor:
+    """LeViT's (and TinyViT's, EfficientViT-MSRA's) ``attention_bias_idxs``, as timm builds it."""
+    points = list(itertools.product(range(r), range(r)))
+    offsets: dict[tuple[int, int], int] = {}
+    idxs = []
+    for p1 in points:
+        for p2 in points:
+            offset = (abs(p1[0] - p2[0]), abs(p1[1] - p2[1]))
+            offsets.setdefault(offset, len(offsets))
+            idxs.append(offsets[offset])
+    return torch.LongTensor(idxs).view(len(points), len(points))
+
+
+class BiasedAttention(nn.Module):
+    """TinyViT's attention bias: a learned bias per offset, gathered by a non-persistent index buffer."""
+
+    def __init__(self, r: int) -> None:
+        super().__init__()
+        self.attention_biases = nn.Parameter(torch.randn(2, r * r))
+        self.register_buffer("attention_bias_idxs", levit_index(r), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, 2, N, N) attention logits
+        return (x + self.attention_biases[:, self.attention_bias_idxs]).softmax(-1)
+
+
+@pytest.mark.parametrize("r", [1, 2, 3, 7])
+def test_the_attention_bias_index_init_is_timms_table(r: int) -> None:
+    from netspec.catalog.windows import attention_bias_index
+
+    want = levit_index(r)
+    assert torch.equal(attention_bias_index(tuple(want.shape), torch.int64, torch.device("cpu")), want)
+
+
+def test_a_non_persistent_attention_bias_index_round_trips() -> None:
+    model = BiasedAttention(3)
+    spec = netspec.emit(model)
+    buffers = spec.to_dict()["model"]["buffers"]
+    assert buffers["attention_bias_idxs"] == {
+        "shape": [9, 9],
+        "init": "attention_bias_index",
+        "persistent": False,
+        "dtype": "int64",
+    }
+    round_trip(model, torch.randn(2, 2, 9, 9))
+
+
+class Coordinates(nn.Module):
+    """SAM's relative coordinates: ``torch.arange(n, dtype=torch.float32)``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q = torch.arange(x.shape[-1], dtype=torch.float32)[:, None] * 0.5
+        k = torch.arange(x.shape[-1], dtype=torch.float64)[None, :]
+        return x + (q - k.float()) + torch.arange(x.shape[-1], dtype=torch.int64)
+
+
+def test_a_dtype_constant_round_trips() -> None:
+    forward = round_trip(Coordinates(), torch.randn(2, 5, 5))
+    text = "\n".join(forward)
+    assert "dtype=float32" in text and "dtype=float64" in text and "dtype=int64" in text
+
+
+def test_a_dtype_name_cannot_be_a_variable(expect_spec_error: Callable[..., netspec.SpecError]) -> None:
+    text = """\
+        netspec: 1
+        input: {shape: [4]}
+        model:
+          type: Graph
+          inputs: [x]
+          forward:
+            - float32 = x * 2
+          outputs: float32
+        """
+    expect_spec_error(text, line=7, path="model.forward.0", words=("the name 'float32' is reserved",))

@@ -142,8 +142,30 @@ def relative_position_index(shape: tuple[int, ...], dtype: torch.dtype, device: 
     return _relative_position_index([w, w]).reshape(shape).to(dtype=dtype, device=device)
 
 
+def attention_bias_index(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The ``init`` of that name: LeViT's, TinyViT's and EfficientViT's (MSRA) ``attention_bias_idxs``, for a
+    buffer of shape ``[r**2, r**2]``: for every pair of points of an r x r grid, the index of their offset
+    ``(|dy|, |dx|)``, numbered in the order offsets first occur (row-major pairs)."""
+    r = math.isqrt(math.isqrt(math.prod(shape))) if shape else 0
+    if len(shape) != 2 or shape[0] != shape[1] or r < 1 or r * r != shape[0]:
+        raise ValueError(f"attention_bias_index needs shape [r**2, r**2], got {list(shape)}")
+    ys, xs = torch.meshgrid(torch.arange(r), torch.arange(r), indexing="ij")
+    points = torch.stack([ys.flatten(), xs.flatten()], dim=1)
+    offsets = (points[:, None, :] - points[None, :, :]).abs()  # (N, N, 2)
+    codes = (offsets[..., 0] * r + offsets[..., 1]).flatten()
+    # number the offsets in the order they first occur
+    order = torch.full((r * r,), -1, dtype=torch.long)
+    first = torch.full((r * r,), codes.numel(), dtype=torch.long).scatter_reduce(
+        0, codes, torch.arange(codes.numel()), reduce="amin"
+    )
+    seen = first < codes.numel()
+    ranked = torch.argsort(first[seen])
+    order[torch.nonzero(seen).flatten()[ranked]] = torch.arange(int(seen.sum()))
+    return order[codes].reshape(shape).to(dtype=dtype, device=device)
+
+
 # Fixed tables an integer buffer may be initialised with (besides zeros, ones and constant).
-INTEGER_INITS = {"relative_position_index": relative_position_index}
+INTEGER_INITS = {"relative_position_index": relative_position_index, "attention_bias_index": attention_bias_index}
 
 
 class ShiftedWindowAttention(nn.Module):
@@ -295,6 +317,7 @@ __all__ = [
     "RelativePositionalMultiHeadAttention",
     "ShiftedWindowAttention",
     "ShiftedWindowAttentionV2",
+    "attention_bias_index",
     "patch_merging_pad",
     "relative_position_index",
     "shifted_window_attention",

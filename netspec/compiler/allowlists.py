@@ -155,6 +155,12 @@ COMPARE_OPS: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
     ast.GtE: operator.ge,
 }
 CONSTANTS: dict[str, float] = {"inf": float("inf"), "pi": 3.141592653589793}
+# dtypes a statement may name, as torch's (``arange(n, dtype=float32)``; SAM's relative coordinates)
+DTYPES: dict[str, torch.dtype] = {
+    n: getattr(torch, n) for n in "float16 bfloat16 float32 float64 int8 int16 int32 int64 uint8".split()
+}
 # Names the generated forward itself uses (its module globals and ``self``): a Graph input or a
 # statement variable with one of these names would shadow them.
-RESERVED_NAMES = frozenset({"self", "torch", "operator", "builtins", "math", "getattr", "route", "inf", "pi", TRAINING})
+RESERVED_NAMES = frozenset(
+    {"self", "torch", "operator", "builtins", "math", "getattr", "route", "inf", "pi", TRAINING, *DTYPES}
+)

@@ -27,6 +27,7 @@ from .allowlists import (
     COMPARE_OPS,
     CONSTANTS,
     DROPOUTS,
+    DTYPES,
     FUNCTIONS,
     RESERVED_NAMES,
     TENSOR_ATTRIBUTES,
@@ -335,6 +336,8 @@ class StatementBuilder:
                 "named '0'",
                 e.col_offset,
             )
+        if n in DTYPES:
+            return DTYPES[n]
         if n in self.children:
             raise StatementError(f"layer {n!r} must be called, e.g. {n}(h)", e.col_offset)
         if n in FUNCTIONS:

@@ -31,6 +31,7 @@ import torch.nn as nn
 from ..compiler.allowlists import (
     CONSTANTS,
     DROPOUTS,
+    DTYPES,
     FUNCTIONS,
     MODE_ARGUMENTS,
     TENSOR_ATTRIBUTES,
@@ -105,7 +106,7 @@ class _Renderer(StatementWriter):
             n for n, _ in module.named_buffers(recurse=False)
         }
         self.taken: set[str] = (
-            set(self.children) | self.tensors | set(FUNCTIONS) | set(CONSTANTS) | {"training", "self"}
+            set(self.children) | self.tensors | set(FUNCTIONS) | set(CONSTANTS) | set(DTYPES) | {"training", "self"}
         )
         self.expr: dict[fx.Node, Expr] = {}
         self.statements: list[str] = []

@@ -28,7 +28,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..compiler.allowlists import FUNCTIONS
+from ..compiler.allowlists import DTYPES, FUNCTIONS
 from ..errors import EmitError
 from .equivalents import function_equivalent
 from .layers import where
@@ -284,6 +284,8 @@ class StatementWriter:
         if isinstance(v, tuple):
             items = [self.value(x).text for x in v]
             return Expr("(" + items[0] + ",)" if len(items) == 1 else "(" + ", ".join(items) + ")")
+        if isinstance(v, torch.dtype) and str(v).removeprefix("torch.") in DTYPES:
+            return Expr(str(v).removeprefix("torch."))  # arange(n, dtype=float32)
         raise self.fail(f"uses the constant {v!r} ({type(v).__name__})")
 
     def index(self, v: Any) -> str:
