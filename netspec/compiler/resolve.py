@@ -304,8 +304,9 @@ class Resolver:
         fn = init.get("fn") if isinstance(init, dict) else init
         integer = dtype is not None and not dtype.startswith(("float", "bfloat"))
         if integer and fn not in EXACT_INITS and fn not in INTEGER_INITS and fn != VALUES_INIT:
+            *others, last = ("zeros", "ones", "constant", *INTEGER_INITS)
             message = (
-                f"{dtype} buffers are initialised with zeros, ones, constant or {', '.join(INTEGER_INITS)}, or "
+                f"{dtype} buffers are initialised with {', '.join(others)} or {last}, or "
                 f"written out as {{fn: {VALUES_INIT}, data: [...]}}, got {fn!r}"
             )
             self.problems.add(self.source.problem(path + ("init",), message))
