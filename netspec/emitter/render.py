@@ -41,6 +41,7 @@ from ..compiler.allowlists import (
     route,
 )
 from ..errors import EmitError
+from .guards import example_of
 from .layers import same_value, where
 from .lint import ModelWarning
 from .modes import CONSTANT_PREFIX
@@ -190,8 +191,13 @@ class _Renderer(StatementWriter):
                 kwargs["training"] = mode
             elif name not in DROPOUTS:  # follows self.training: dropouts get it from the language
                 kwargs["training"] = Name(TRAINING)
+        cast = _factory_cast(fn, args, kwargs)
+        if cast is not None:
+            kwargs.pop("dtype")
         defaults = keyword_defaults(fn)  # type: ignore[arg-type]
         kwargs = {k: v for k, v in kwargs.items() if not (k in defaults and _same(v, defaults[k]) and k != "training")}
+        if cast is not None:  # arange(n, dtype=torch.float32) -> arange(n).float(): the same values
+            return Expr(f"{name}({self.call_args(args, kwargs)}).{cast}()")
         return Expr(f"{name}({self.call_args(args, kwargs)})")
 
     def listed_input(self, v: Any) -> str | None:
@@ -501,6 +507,29 @@ class _Renderer(StatementWriter):
                 chains[run[-1]] = (parent_path, n.args[0])
                 absorbed.update(run[:-1])
         return chains, absorbed
+
+
+# The dtypes whose arange of integers equals the int64 arange cast to it (one rounding of an exact
+# integer: not bfloat16, whose arange rounds through float first).
+_ARANGE_CASTS = frozenset({torch.float32, torch.float64, torch.float16, torch.int64, torch.int32})
+
+
+def _factory_cast(fn: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | None:
+    """The tensor method that makes ``fn(*args, dtype=d)`` of the same factory without its dtype
+    (``zeros(s, dtype=torch.long)`` is ``zeros(s).long()``), or None. ``arange`` only of integers: its
+    float arguments would be computed in the default dtype first."""
+    dtype = kwargs.get("dtype")
+    if not isinstance(dtype, torch.dtype) or dtype not in DTYPE_METHODS:
+        return None
+    if fn in (torch.ones, torch.zeros):
+        return DTYPE_METHODS[dtype]
+    if fn is not torch.arange or dtype not in _ARANGE_CASTS:
+        return None
+    bounds = [*args, *(kwargs[k] for k in ("start", "end", "step") if k in kwargs)]
+    values = [example_of(v) for v in bounds]
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return DTYPE_METHODS[dtype]
+    return None
 
 
 def _holds(module: nn.Module, name: str) -> bool:
