@@ -111,3 +111,66 @@ def test_an_arange_of_floats_with_a_dtype_is_refused() -> None:
     not the same computation, so it stays a refusal naming the dtype."""
     with pytest.raises(netspec.EmitError, match=r"uses the constant torch\.float16 \(dtype\)"):
         netspec.emit(FloatArange(), input_shape=(5,))
+
+
+class FactorizedPosEmbed(nn.Module):
+    """NaFlexViT's embedding: ``x.add_(pos)`` on the projection (through an ``nn.Identity`` norm), then ``x`` is
+    read again by the ``cat`` with the class token."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(6, 8)
+        self.norm = nn.Identity()
+        self.pos = nn.Parameter(torch.randn(1, 4, 8))
+        self.cls = nn.Parameter(torch.randn(1, 1, 8))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(self.proj(x))
+        x.add_(self.pos)
+        return torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1) * 2
+
+
+def test_an_in_place_add_read_again_is_written_out_of_place() -> None:
+    torch.manual_seed(0)
+    model = FactorizedPosEmbed().eval()
+    spec = netspec.emit(model, input_shape=(4, 6))
+    forward = "\n".join(spec.to_dict()["model"]["forward"])
+    assert ".add(pos)" in forward and ".add_(" not in forward
+    net = rebuild(model, spec).eval()
+    x = torch.randn(3, 4, 6)
+    torch.testing.assert_close(net(x), model(x), rtol=0, atol=0)
+
+
+class SeenThroughAView(nn.Module):
+    """``flat`` is a view of ``h`` taken before ``h.add_``: it sees the change, which no statement can say."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc(x)
+        flat = h.view(-1)
+        h.add_(1.0)
+        return h * 2 + flat.view_as(h)
+
+
+class SeenThroughTheInput(nn.Module):
+    """``nn.Identity`` passes the input on: ``h.add_`` changes ``x``, which forward reads again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.keep = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.keep(x)
+        h.add_(1.0)
+        return h * 2 + x
+
+
+@pytest.mark.parametrize("model", [SeenThroughAView(), SeenThroughTheInput()], ids=["view", "identity"])
+def test_an_in_place_change_another_name_sees_is_refused(model: nn.Module) -> None:
+    with pytest.raises(
+        netspec.EmitError, match=r"forward changes a value read again later \(\w+\) in place with \.add_\(\)"
+    ):
+        netspec.emit(model, input_shape=(4,))

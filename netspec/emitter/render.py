@@ -42,6 +42,7 @@ from ..compiler.allowlists import (
 )
 from ..errors import EmitError
 from .guards import example_of
+from .inplace import functionalise
 from .layers import same_value, where
 from .lint import ModelWarning
 from .modes import CONSTANT_PREFIX
@@ -569,6 +570,7 @@ def render_graph(
 
     ``traced(child)`` says whether a child is emitted as a traced Graph (whose defaulted inputs are fixed);
     ``passed``: this module's defaulted inputs that its parent passes, which stay inputs even when unused."""
+    functionalise(graph, module)
     return _Renderer(graph, module, path, dropout_modes or {}, traced or (lambda m: False), passed).run()
 
 

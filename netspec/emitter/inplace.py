@@ -1,0 +1,121 @@
+"""In-place tensor methods whose result nobody else can see, made out of place before a graph is rendered.
+
+In: a traced fx graph. Out: the same graph (changed in place) where each ``h.add_(p)`` (a method in
+``spelling.IN_PLACE``) whose ``h`` is computed in this forward, is no view of another value and has no view
+read after the change, has its later readers of ``h`` reading the method's result instead: ``h.add_(p);
+cat([c, h])`` becomes ``h2 = h.add(p); cat([c, h2])`` (timm's NaFlexViT adds its position embedding with
+``x.add_(...)`` and reads ``x`` on). Anything else is left as it is, for the renderer to refuse with its
+reason (an input, parameter or buffer changed, a value that may be another one, or an alias that would see the
+change).
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from .spelling import IN_PLACE, VIEWS
+
+# Calls whose result is a new tensor: never their input, a parameter or a buffer. A layer counts when its
+# class runs one of these forwards (a subclass with its own forward might return its input).
+_FRESH_FORWARDS = tuple(
+    cls.forward
+    for cls in (
+        nn.Linear,
+        nn.LayerNorm,
+        nn.GroupNorm,
+        nn.RMSNorm,
+        nn.Conv1d,
+        nn.Conv2d,
+        nn.Conv3d,
+        nn.BatchNorm1d,
+        nn.BatchNorm2d,
+        nn.BatchNorm3d,
+        nn.Embedding,
+    )
+)
+_FRESH_FUNCTIONS = frozenset(
+    {
+        operator.add,
+        operator.sub,
+        operator.mul,
+        operator.truediv,
+        operator.matmul,
+        operator.neg,
+        torch.cat,
+        torch.stack,
+        torch.matmul,
+        torch.einsum,
+        torch.add,
+        torch.sub,
+        torch.mul,
+        torch.div,
+    }
+)
+# Methods that may return their input itself (``x.float()`` of a float tensor) or a view of it.
+_MAY_ALIAS = frozenset({"to", "float", "double", "half", "bfloat16", "long", "int", "bool", "type_as", "type"})
+
+
+def _alias_of(n: fx.Node, module: nn.Module) -> fx.Node | None:
+    """The value ``n`` shares storage with by construction: a view's input, an ``nn.Identity``'s argument."""
+    if (n.op == "call_method" and str(n.target) in VIEWS) or (n.op == "call_function" and n.target is operator.getitem):
+        return n.args[0] if isinstance(n.args[0], fx.Node) else None
+    if n.op == "call_module" and n.args and isinstance(n.args[0], fx.Node):
+        try:
+            child = module.get_submodule(str(n.target))
+        except AttributeError:
+            return None
+        if type(child).forward is nn.Identity.forward:
+            return n.args[0]
+    return None
+
+
+def _fresh(n: fx.Node, module: nn.Module) -> bool:
+    """Whether ``n`` computes a new tensor: never its input, a parameter or a buffer."""
+    if n.op == "call_module":
+        try:
+            child = module.get_submodule(str(n.target))
+        except AttributeError:
+            return False
+        return type(child).forward in _FRESH_FORWARDS
+    if n.op == "call_method":
+        name = str(n.target)
+        return name not in VIEWS and name not in _MAY_ALIAS and not name.endswith("_")
+    return n.op == "call_function" and n.target in _FRESH_FUNCTIONS
+
+
+def functionalise(graph: fx.Graph, module: nn.Module) -> None:
+    """Redirect the later readers of a value changed by an in-place method to the method's result, where
+    the storage it writes is a new tensor of this forward (``_fresh``) that no other value shares and reads
+    after the change (views taken before it, the value an ``nn.Identity`` passed on)."""
+    for n in list(graph.nodes):
+        if n.op != "call_method" or str(n.target) not in IN_PLACE or not n.args:
+            continue
+        base = n.args[0]
+        if not isinstance(base, fx.Node):
+            continue
+        order = {m: i for i, m in enumerate(graph.nodes)}
+        later = [u for u in base.users if u is not n and order[u] > order[n]]
+        if not later:
+            continue
+        root = base
+        while (up := _alias_of(root, module)) is not None:
+            root = up
+        if not _fresh(root, module):
+            continue
+        group, todo = {root}, [root]
+        while todo:  # every value sharing the storage, made before the change
+            for user in todo.pop().users:
+                if user not in group and order[user] < order[n] and _alias_of(user, module) is not None:
+                    group.add(user)
+                    todo.append(user)
+        if any(order[u] > order[n] for m in group - {base} for u in m.users):
+            continue  # another name for the storage is read after the change: left for the renderer to refuse
+        for user in later:
+            user.replace_input_with(base, n)
+
+
+__all__ = ["functionalise"]
