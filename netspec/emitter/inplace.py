@@ -55,8 +55,13 @@ _FRESH_FUNCTIONS = frozenset(
         torch.div,
     }
 )
-# Methods that may return their input itself (``x.float()`` of a float tensor) or a view of it.
-_MAY_ALIAS = frozenset({"to", "float", "double", "half", "bfloat16", "long", "int", "bool", "type_as", "type"})
+# Tensor methods that always compute a new tensor (a cast such as ``x.float()`` may return ``x`` itself).
+_FRESH_METHODS = frozenset(
+    (
+        "add sub mul div pow neg abs exp log sqrt rsqrt sigmoid tanh relu softmax log_softmax matmul bmm "
+        "clone masked_fill sum mean square cumsum clamp clamp_min clamp_max repeat"
+    ).split()
+)
 
 
 def _alias_of(n: fx.Node, module: nn.Module) -> fx.Node | None:
@@ -82,8 +87,7 @@ def _fresh(n: fx.Node, module: nn.Module) -> bool:
             return False
         return type(child).forward in _FRESH_FORWARDS
     if n.op == "call_method":
-        name = str(n.target)
-        return name not in VIEWS and name not in _MAY_ALIAS and not name.endswith("_")
+        return str(n.target) in _FRESH_METHODS
     return n.op == "call_function" and n.target in _FRESH_FUNCTIONS
 
 
