@@ -106,11 +106,16 @@ class FloatArange(nn.Module):
         return x * torch.arange(0.5, x.shape[1], dtype=torch.float16).float()
 
 
-def test_an_arange_of_floats_with_a_dtype_is_refused() -> None:
-    """arange(0.5, n, dtype=half) computes in half; arange(0.5, n).half() would round float32 values:
-    not the same computation, so it stays a refusal naming the dtype."""
-    with pytest.raises(netspec.EmitError, match=r"uses the constant torch\.float16 \(dtype\)"):
-        netspec.emit(FloatArange(), input_shape=(5,))
+def test_an_arange_of_floats_keeps_its_dtype() -> None:
+    """arange(0.5, n, dtype=half) computes in half; arange(0.5, n).half() would round float32 values: not the
+    same computation, so the dtype is written as a statement dtype name."""
+    model = FloatArange()
+    spec = netspec.emit(model, input_shape=(5,))
+    forward = "\n".join(spec.to_dict()["model"]["forward"])
+    assert "dtype=float16" in forward and ".half()" not in forward
+    net = rebuild(model, spec)
+    x = torch.randn(3, 5)
+    torch.testing.assert_close(net(x), model(x), rtol=0, atol=0)
 
 
 class FactorizedPosEmbed(nn.Module):
