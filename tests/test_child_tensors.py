@@ -212,3 +212,38 @@ def test_a_bad_parameter_list_index_is_an_error_at_its_statement(tmp_path: Path,
         netspec.read(write_spec_file(tmp_path, ENTRIES.replace("y = x * scales[-2] + scales[1]", statement)))
     message = str(err.value)
     assert "spec.yaml:9:" in message and "model.forward.0" in message and wanted in message, message
+
+
+GRANDCHILD = """
+netspec: 1
+input: {shape: [4, 8]}
+model:
+  type: Graph
+  inputs: [x]
+  layers:
+    rel:
+      type: Graph
+      inputs: [y]
+      layers:
+        mlp:
+          type: Graph
+          inputs: [u]
+          layers: {fc: {type: Linear, in_features: 8, out_features: 8}}
+          forward: [v = fc(u).relu()]
+          outputs: v
+      buffers: {table: {shape: [4, 8], init: ones}}
+      forward: [z = mlp(y)]
+      outputs: z
+  forward:
+    - y = x + rel.mlp(rel.table)
+  outputs: y
+"""
+
+
+def test_a_statement_calls_a_childs_own_graph_child_with_its_buffer(tmp_path: Path) -> None:
+    """timm's RelPosMlp: ``self.rel_pos.mlp(self.rel_pos.rel_coords_log)``, where ``mlp`` is a Graph."""
+    model = netspec.build(write_spec_file(tmp_path, GRANDCHILD)).model
+    x = torch.randn(2, 4, 8)
+    fc = model.rel.mlp.fc
+    want = x + torch.relu(F.linear(torch.ones(4, 8), fc.weight, fc.bias))
+    torch.testing.assert_close(model(x), want, rtol=0, atol=0)

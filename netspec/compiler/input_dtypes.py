@@ -152,7 +152,7 @@ class _Rules:
 @functools.lru_cache(maxsize=1024)
 def _rules(kind: type[nn.Module]) -> _Rules:
     return _Rules(
-        judged=getattr(kind.forward, "__module__", "").startswith("torch.nn"),
+        judged=(getattr(kind.forward, "__module__", None) or "").startswith("torch.nn"),  # None: generated code
         indices=_owner(kind, _INDICES),
         dropout=_owner(kind, _DROPOUTS),
         empty_any_dtype=_owner(kind, _EMPTY_ANY_DTYPE),
