@@ -142,6 +142,14 @@ def relative_position_index(shape: tuple[int, ...], dtype: torch.dtype, device: 
     return _relative_position_index([w, w]).reshape(shape).to(dtype=dtype, device=device)
 
 
+def arange_table(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The ``init`` ``arange``: 0, 1, ..., n-1 along the last dimension, the same for every leading index
+    (Hugging Face's ``position_ids`` buffer, ``torch.arange(n).expand((1, -1))``)."""
+    if not shape:
+        raise ValueError("arange needs at least one dimension")
+    return torch.arange(shape[-1], device=device).to(dtype).expand(shape).contiguous()
+
+
 def attention_bias_index(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """The ``init`` of that name: LeViT's, TinyViT's and EfficientViT's (MSRA) ``attention_bias_idxs``, for a
     buffer of shape ``[r**2, r**2]``: for every pair of points of an r x r grid, the index of their offset
@@ -165,7 +173,11 @@ def attention_bias_index(shape: tuple[int, ...], dtype: torch.dtype, device: tor
 
 
 # Fixed tables an integer buffer may be initialised with (besides zeros, ones and constant).
-INTEGER_INITS = {"relative_position_index": relative_position_index, "attention_bias_index": attention_bias_index}
+INTEGER_INITS = {
+    "relative_position_index": relative_position_index,
+    "attention_bias_index": attention_bias_index,
+    "arange": arange_table,
+}
 
 
 class ShiftedWindowAttention(nn.Module):
@@ -317,6 +329,7 @@ __all__ = [
     "RelativePositionalMultiHeadAttention",
     "ShiftedWindowAttention",
     "ShiftedWindowAttentionV2",
+    "arange_table",
     "attention_bias_index",
     "patch_merging_pad",
     "relative_position_index",

@@ -115,7 +115,7 @@ TENSOR_METHODS = frozenset(
         "log_softmax relu sigmoid tanh exp log sqrt rsqrt abs neg float half double bfloat16 long int bool "
         "type_as masked_fill matmul mul add sub div pow clone detach t max min amax amin argmax argmin norm "
         "narrow roll flip clamp numel new_zeros new_ones new_full new_empty tril triu std var square movedim "
-        "swapaxes gather index_select cumsum mT unfold addcmul addcdiv "
+        "swapaxes gather index_select cumsum mT unfold addcmul addcdiv ne eq lt le gt ge "
         # element-wise, reordering and tiling methods timm's models call (SAM2's Hiera tiles its position
         # embedding): each computes what torch's function of the same name does
         "tile cos sin sign floor ceil round log2 erf logical_not where maximum minimum sort argsort topk "

@@ -100,6 +100,8 @@ class StatementBuilder:
         """A new node; ``e``: the expression it computes (the statement's whole value gets the target's name)."""
         if name is None and e is not None and self.naming is not None and self.naming[0] is e:
             name = self.naming[1]
+        if name is None and target == "self":  # a child named self (BertAttention.self): fx would name the
+            name = "self_out"  # node self, shadowing the generated forward's own self
         # Arguments set after creation: create_node walks them with pytree looking for SymInts, which a
         # statement (constants from its text, fx nodes) never holds — a third of the node's cost.
         n = self.g.create_node(op, target, name=name)
@@ -428,6 +430,8 @@ class StatementBuilder:
             parent = self.child_path(e.value)
             if parent and e.attr in parent[1].children:
                 return f"{parent[0]}.{e.attr}", parent[1].children[e.attr]
+            if parent and (parent[1].tensors is None or e.attr in parent[1].tensors):
+                return None  # embeddings.token_type_ids[:, :n]: a child's tensor, indexed (see child_tensor)
             if parent:
                 raise StatementError(
                     f"{parent[0]} has no child {e.attr!r}",

@@ -36,6 +36,8 @@ from torch.fx._symbolic_trace import _maybe_revert_all_patches
 from torch.fx.proxy import Attribute, TraceError
 from torch.utils._pytree import tree_flatten
 
+from .spelling import passed_constants
+
 EXAMPLE = "netspec_example"
 _TORCH_DIR = str(Path(torch.__file__).parent)
 _NETSPEC_DIR = str(Path(__file__).resolve().parents[1])
@@ -75,6 +77,8 @@ class GuardState:
     guards: list[Guard] = field(default_factory=list)
     calls: dict[str, list[tuple[tuple[Any, ...], dict[str, Any]]]] = field(default_factory=dict)
     missing_calls: list[str] = field(default_factory=list)  # children whose example output could not be made
+    constants: dict[str, dict[str, Any]] = field(default_factory=dict)  # child -> the arguments given constants
+    conflicts: list[str] = field(default_factory=list)  # children called with different constants
 
 
 def caller_line() -> str:
@@ -106,14 +110,19 @@ def example_of(value: Any) -> Any:
     return value
 
 
+def is_record(value: Any) -> bool:
+    """A mapping that is also read by attribute and position (Hugging Face's ``ModelOutput``): a traced
+    child returning one has a Graph that returns its values as a tuple, in key order (its ``to_tuple()``)."""
+    return isinstance(value, Mapping) and callable(getattr(value, "to_tuple", None))
+
+
 class GuardProxy(fx.Proxy):
     """A proxy that answers Python's questions about its value from the example, recording a guard."""
 
     def __getattr__(self, k: str) -> Any:
-        if k == "dtype":
-            value = example_of(self)
-            if isinstance(value, torch.Tensor):
-                return self.tracer.specialise(self, "dtype", value.dtype)  # type: ignore[attr-defined]
+        value = example_of(self)
+        if k == "dtype" and isinstance(value, torch.Tensor):
+            return self.tracer.specialise(self, "dtype", value.dtype)  # type: ignore[attr-defined]
         return GuardAttribute(self, k)
 
     def __len__(self) -> int:
@@ -187,8 +196,50 @@ class GuardMixin:
         with recorded_factories(self):
             return super().trace(root, concrete_args)  # type: ignore[misc]
 
-    def guard_setup(self, examples: Mapping[str, Any], fake: FakeTensorMode, tree: nn.Module) -> None:
+    flatten_records = True
+
+    def guard_setup(
+        self, examples: Mapping[str, Any], fake: FakeTensorMode, tree: nn.Module, flatten_records: bool = True
+    ) -> None:
+        """``flatten_records``: a ``ModelOutput`` this forward returns becomes a tuple of its values (a child's
+        Graph; its parent reads the fields by position) rather than a mapping (the model's own output)."""
         self.examples, self.fake, self.tree, self.state = dict(examples), fake, tree, GuardState()
+        self.flatten_records = flatten_records
+
+    def call_module(self, m: nn.Module, forward: Any, args: Any, kwargs: Any) -> Any:
+        """A child's call; when its example output is a structure (a tuple, a ``ModelOutput``) the parent
+        gets that structure, each tensor in it read by position from the child's flat tuple of tensors
+        (``flatten_output``) and every other value (None, a number) as the constant the example holds."""
+        result = super().call_module(m, forward, args, kwargs)  # type: ignore[misc]
+        value = example_of(result) if isinstance(result, fx.Proxy) else MISSING
+        if value is MISSING or isinstance(value, torch.Tensor):
+            return result
+        count = 0
+
+        def rebuild(ex: Any) -> Any:
+            nonlocal count
+            if isinstance(ex, torch.Tensor):
+                count += 1
+                return result[count - 1]
+            if is_record(ex):
+                out = copy.copy(ex)
+                for key in list(ex.keys()):
+                    out[key] = rebuild(ex[key])
+                return out
+            if isinstance(ex, tuple) and hasattr(ex, "_fields"):
+                return type(ex)(*(rebuild(e) for e in ex))
+            if isinstance(ex, (tuple, list)):
+                return type(ex)(rebuild(e) for e in ex)
+            if isinstance(ex, dict):
+                return {k: rebuild(v) for k, v in ex.items()}
+            return ex if ex is None else self.specialise(result, "output", ex)
+
+        return rebuild(value)
+
+    def create_arg(self, a: Any) -> Any:
+        if self.fake is not None and is_record(a):
+            return super().create_arg(tuple(a.values()) if self.flatten_records else dict(a))  # type: ignore[misc]
+        return super().create_arg(a)  # type: ignore[misc]
 
     # -- proxies carry examples ------------------------------------------------------------------------
     def proxy(self, node: fx.Node) -> fx.Proxy:
@@ -229,6 +280,11 @@ class GuardMixin:
                 if node.op == "call_method":
                     return getattr(args[0], str(node.target))(*args[1:], **kwargs)
                 if node.op == "call_module":
+                    child = self.tree.get_submodule(str(node.target))  # type: ignore[union-attr]
+                    fixed = passed_constants(child, node.args, node.kwargs)
+                    first = self.state.constants.setdefault(str(node.target), fixed)
+                    if first is not fixed and repr(first) != repr(fixed):  # another call site, other constants
+                        self.state.conflicts.append(str(node.target))
                     return self._call(str(node.target), args, kwargs)
         except Exception:  # noqa: BLE001 - the op may fail on fake tensors as on real ones; then no example
             if node.op == "call_module":
@@ -305,10 +361,55 @@ class GuardMixin:
         return self.specialise(obj, "keys", list(value.keys()))
 
 
+def flatten_output(graph: fx.Graph) -> None:
+    """A child's output structure -> the flat tuple of its tensors, in the order ``call_module`` reads them
+    (tuples, lists and dicts in order; None and numbers left out); a bare tensor stays as it is."""
+    output = next(n for n in graph.nodes if n.op == "output")
+    result = output.args[0]
+    if isinstance(result, fx.Node):
+        return
+    leaves: list[fx.Node] = []
+
+    def walk(v: Any) -> None:
+        if isinstance(v, fx.Node):
+            ex = v.meta.get(EXAMPLE, MISSING)
+            if ex is MISSING or isinstance(ex, torch.Tensor):
+                leaves.append(v)
+        elif isinstance(v, (tuple, list)):
+            for e in v:
+                walk(e)
+        elif isinstance(v, dict):
+            for e in v.values():
+                walk(e)
+
+    walk(result)
+    output.args = (tuple(leaves),)
+
+
+def split_factory_dtypes(graph: fx.Graph) -> None:
+    """``torch.arange(n, dtype=torch.long, device=d)`` -> ``arange(n, device=d)`` then ``.to(torch.long)``
+    (written ``.long()``: the statement language has no dtype values); the same values and dtype."""
+    factories = {getattr(torch, name) for name in FACTORY_NAMES}
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target not in factories or "dtype" not in node.kwargs:
+            continue
+        dtype = node.kwargs["dtype"]
+        if not isinstance(dtype, torch.dtype):
+            continue
+        node.kwargs = {k: v for k, v in node.kwargs.items() if k != "dtype"}
+        with graph.inserting_after(node):
+            cast = graph.call_method("to", (node, dtype))
+        node.replace_all_uses_with(cast, delete_user_cb=lambda user, cast=cast: user is not cast)
+        cast.meta[EXAMPLE] = node.meta.get(EXAMPLE, MISSING)
+
+
 def drop_unused_metadata(graph: fx.Graph) -> None:
     """Remove the non-tensor nodes nothing uses any more: the ``x.dim() == 2`` a guard consumed."""
     for node in reversed(list(graph.nodes)):
-        if node.users or node.op not in ("call_function", "call_method"):
+        if node.users or node.op not in ("call_function", "call_method", "get_attr"):
+            continue
+        if node.op == "get_attr":  # a tensor read only for its dtype or shape (``weight.dtype``)
+            graph.erase_node(node)
             continue
         value = node.meta.get(EXAMPLE, MISSING)
         if value is MISSING or isinstance(value, torch.Tensor):
@@ -378,6 +479,8 @@ class GuardSession:
         self.fake = FakeTensorMode(allow_non_fake_inputs=True)
         self.input_shape, self.dtype = tuple(input_shape), dtype
         self.calls: dict[str, list[dict[str, Any]]] = {}
+        self.constants: dict[str, dict[str, Any]] = {}
+        self.conflicts: set[str] = set()
         self.specialised = False
         self.dtype_read = False
         self.pinned = False
@@ -406,6 +509,10 @@ class GuardSession:
                 child = module.get_submodule(target)
                 full = f"{path}.{target}" if path else target
                 self.calls.setdefault(full, []).extend(_calls_by_name(child, calls))
+            for target, fixed in state.constants.items():
+                full = f"{path}.{target}" if path else target
+                if repr(self.constants.setdefault(full, fixed)) != repr(fixed) or target in state.conflicts:
+                    self.conflicts.add(full)
 
     def check_statement(self, name: str) -> str:
         """The root Graph's first statement: its input checked against what the traces assumed."""
@@ -431,4 +538,6 @@ __all__ = [
     "example_of",
     "fake_input",
     "fake_tree",
+    "flatten_output",
+    "split_factory_dtypes",
 ]

@@ -84,6 +84,8 @@ class GraphBody:
     passed: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
+CONSTANT = "netspec_constant"  # node.meta: the tensor fx stored for a constant made in forward
+
 # -- rendering ------------------------------------------------------------------------------------------
 
 
@@ -96,7 +98,9 @@ class _Renderer(StatementWriter):
         dropout_modes: Mapping[fx.Node, Any],
         traced: Callable[[nn.Module], bool],
         inputs_passed: Sequence[str] = (),
+        guarded: bool = False,
     ) -> None:
+        self.guarded = guarded  # traced with examples: traced children take the arguments given traced values
         self.graph = graph
         self.inputs_passed = set(inputs_passed)  # defaulted inputs the parent passes: kept even if unused
         self.traced = traced
@@ -224,7 +228,7 @@ class _Renderer(StatementWriter):
         if not fixed:
             return args, dict(kwargs)
         names = list(inspect.signature(child.forward).parameters)
-        if len(fixed) == len(names):
+        if len(fixed) == len(names) and not self.passed_here(target):
             return args, dict(kwargs)  # every input defaulted: the child's own trace refuses it, naming why
         passed = self.passed.get(target, ())
         fixed = {k: v for k, v in fixed.items() if k not in passed}
@@ -238,6 +242,8 @@ class _Renderer(StatementWriter):
                     f"\n    hint: call {target} the same way everywhere, or register {type(child).__name__} as a layer"
                 )
         for name, value in given.items():
+            if name in fixed and not _same(value, fixed[name][1]) and self.guarded and not _refs(value):
+                continue  # a constant: the child's guarded trace fixes the argument to it (GuardSession.constants)
             if name in fixed and not _same(value, fixed[name][1]):
                 shown = "a value computed in forward" if isinstance(value, fx.Node) else repr(value)
                 if _refs(value):  # a list or tuple holding computed values: no Graph input takes one
@@ -258,10 +264,19 @@ class _Renderer(StatementWriter):
                 )
         if not fixed:
             return args, dict(kwargs)
+        params = inspect.signature(child.forward).parameters.values()
+        inputs = [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name not in fixed]
+        if self.guarded and all(n in given for n in inputs):
+            # by position: the child's guarded Graph may rename an input that shares a buffer's name
+            return tuple(given[n] for n in inputs), {}
         kept_args = args[: min(i for i, _ in fixed.values())]
         covered = set(names[: len(kept_args)])
         kept_kwargs = {k: v for k, v in given.items() if k not in fixed and k not in covered}
         return kept_args, kept_kwargs
+
+    def passed_here(self, target: str) -> bool:
+        """Whether this forward passes ``target`` computed values for defaulted arguments (recorded so far)."""
+        return bool(self.passed.get(target))
 
     def check_keywords(self, target: str, child: nn.Module, kwargs: Mapping[str, Any]) -> None:
         """A keyword that only a traced child's ``**kwargs`` would take is refused: its Graph is traced with
@@ -336,7 +351,7 @@ class _Renderer(StatementWriter):
             names = list(inspect.signature(child.forward).parameters)
             given = {**{names[i]: v for i, v in enumerate(n.args) if i < len(names)}, **n.kwargs}
             computed = [k for k in names if k in fixed and isinstance(given.get(k), fx.Node)]
-            if computed and len(fixed) < len(names):
+            if computed and (len(fixed) < len(names) or self.guarded):  # guarded: T5Stack, all defaulted
                 previous = out.get(str(n.target), ())
                 out[str(n.target)] = tuple(k for k in names if k in computed or k in previous)
         return out
@@ -360,9 +375,15 @@ class _Renderer(StatementWriter):
         inputs: list[str] = []
         for n in nodes:
             if n.op == "placeholder" and n not in skipped:
-                inputs.append(str(n.target))
-                self.taken.add(str(n.target))
-                self.expr[n] = Expr(str(n.target))
+                name = str(n.target)
+                if self.guarded and self.path and name in self.taken:
+                    # an input named like a buffer or child (BertEmbeddings' token_type_ids buffer and argument);
+                    # a guarded trace's parent passes its inputs by position, so the Graph input is renamed
+                    while name in self.taken:
+                        name = f"{name}_in"
+                inputs.append(name)
+                self.taken.add(name)
+                self.expr[n] = Expr(name)
         for n in effective:
             if n.op == "get_attr":
                 self.expr[n] = self._attr(n)
@@ -400,6 +421,14 @@ class _Renderer(StatementWriter):
             return Expr(target)
         if target == "training" or target in self.children:
             return Expr(target)  # dropout's mode flag or route's ModuleDict; rendered by their users
+        constant = n.meta.get(CONSTANT)
+        if (
+            isinstance(constant, torch.Tensor)
+            and constant.dim() == 0
+            and constant.dtype in DTYPE_METHODS
+            and constant.device.type == "cpu"
+        ):  # torch.tensor(1.0) made in forward: the same 0-dim CPU tensor
+            return Expr(f"full((), {constant.item()!r}).{DTYPE_METHODS[constant.dtype]}()")
         if target.startswith(CONSTANT_PREFIX):
             plain = sorted(k for k, v in vars(self.module).items() if isinstance(v, torch.Tensor) and k[0] != "_")
             source = f" (its plain tensor attributes: {', '.join(plain)})" if plain else ""
@@ -565,13 +594,17 @@ def render_graph(
     dropout_modes: Mapping[fx.Node, Any] | None = None,
     traced: Callable[[nn.Module], bool] | None = None,
     passed: Sequence[str] = (),
+    *,
+    guarded: bool = False,
 ) -> GraphBody:
     """Statements, inputs and outputs for ``graph``, whose call_module targets are ``module``'s submodules.
 
     ``traced(child)`` says whether a child is emitted as a traced Graph (whose defaulted inputs are fixed);
-    ``passed``: this module's defaulted inputs that its parent passes, which stay inputs even when unused."""
+    ``passed``: this module's defaulted inputs that its parent passes, which stay inputs even when unused;
+    ``guarded``: the graph was traced with examples (see ``guards``), so a traced child's arguments given a
+    constant are fixed to it in the child's Graph (its own guarded trace does so) instead of refused."""
     functionalise(graph, module)
-    return _Renderer(graph, module, path, dropout_modes or {}, traced or (lambda m: False), passed).run()
+    return _Renderer(graph, module, path, dropout_modes or {}, traced or (lambda m: False), passed, guarded).run()
 
 
 __all__ = ["GraphBody", "render_graph"]

@@ -18,7 +18,7 @@ import inspect
 import keyword
 import math
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -188,6 +188,27 @@ def fixed_inputs(module: nn.Module) -> dict[str, tuple[int, Any]]:
     }
 
 
+def passed_constants(module: nn.Module, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The arguments of that call given a constant (not a traced value): the child's Graph fixes them to it."""
+    try:
+        signature = inspect.signature(module.forward)
+        given = signature.bind_partial(*args, **kwargs).arguments
+    except (TypeError, ValueError):
+        return {}
+    kinds = {p.name: p.kind for p in signature.parameters.values()}
+    return {
+        k: v
+        for k, v in given.items()
+        if kinds[k] not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD) and not _holds_node(v)
+    }
+
+
+def _holds_node(value: Any) -> bool:
+    found: list[bool] = []
+    fx.node.map_arg(value, lambda n: found.append(True) or n)
+    return bool(found)
+
+
 def function_name(fn: Any) -> str | None:
     """The allow-listed statement name of a torch/F function, by identity (or an exact alias)."""
     return _function_names().get(id(fn)) or function_equivalent(fn)
@@ -330,5 +351,6 @@ __all__ = [
     "fixed_inputs",
     "function_name",
     "keyword_defaults",
+    "passed_constants",
     "public_name",
 ]

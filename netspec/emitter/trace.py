@@ -29,11 +29,21 @@ import torch.nn as nn
 from ..compiler.allowlists import BUFFER_UPDATES, MODE_ARGUMENTS
 from ..errors import EmitError, first_line
 from .equivalents import leaf_functions
-from .guards import Guard, GuardMixin, GuardSession, GuardState, drop_unused_metadata, fake_tree
+from .guards import (
+    EXAMPLE,
+    Guard,
+    GuardMixin,
+    GuardSession,
+    GuardState,
+    drop_unused_metadata,
+    fake_tree,
+    flatten_output,
+    split_factory_dtypes,
+)
 from .layers import where
 from .lint import ModelWarning
-from .modes import merge_modes, target_key
-from .render import GraphBody, render_graph
+from .modes import CONSTANT_PREFIX, merge_modes, target_key
+from .render import CONSTANT, GraphBody, render_graph
 from .spelling import fixed_inputs, function_name, public_name
 
 _TORCH_DIR = str(Path(torch.__file__).parent)
@@ -134,7 +144,7 @@ def _run_trace(
         tracer: _LeafTracer
         if example is not None and session is not None:
             guarded = _GuardTracer(autowrap_functions=tuple(leaf_functions()))  # timm's pad_same: one step
-            guarded.guard_setup(example, session.fake, fake_tree(module, session.fake, training))
+            guarded.guard_setup(example, session.fake, fake_tree(module, session.fake, training), bool(path))
             tracer = guarded
         else:
             tracer = _LeafTracer(autowrap_functions=tuple(leaf_functions()))
@@ -157,7 +167,13 @@ def _run_trace(
             f"{where(path, module)}: forward cannot be traced: {reason}{_user_line(err)}\n    hint: {TRACE_HINT}"
         ) from err
     _drop_dead_reads(graph)
+    for node in graph.nodes:  # constants fx stored on the traced copy (torch.tensor(1.0) in forward)
+        if node.op == "get_attr" and str(node.target).startswith(CONSTANT_PREFIX):
+            node.meta[CONSTANT] = getattr(copied, str(node.target), None)
     if isinstance(tracer, _GuardTracer):
+        if path:
+            flatten_output(graph)
+        split_factory_dtypes(graph)
         drop_unused_metadata(graph)
         return graph, tracer.state
     return graph, None
@@ -477,6 +493,13 @@ def trace(
         raise EmitError(f"{where(path, module)}: cannot read forward's signature: {err}") from None
     _check_own_forward(module, path)
     concrete, bound, notes = _bindings(module, path, signature, inputs, passed)
+    if session is not None and path in session.constants:  # the constants the parent's guarded trace passed
+        if path in session.conflicts:
+            raise EmitError(
+                f"{where(path, module)}: is called at several places with different constant arguments; its "
+                "emitted Graph can fix each to one value only"
+            )
+        concrete.update({k: v for k, v in session.constants[path].items() if k in concrete})
     names = bound if bound is not None else [n for n in _named(signature) if n not in concrete]
     examples = _examples(session, module, path, names)
     graphs: dict[bool, fx.Graph] = {}
@@ -539,7 +562,8 @@ def graph_body(
     if isinstance(module, fx.GraphModule):
         return render_graph(module.graph, module, path, traced=traced)
     graph, modes, notes, updates = trace(module, path, inputs, passed, session)
-    body = render_graph(graph, module, path, modes, traced, passed)
+    guarded = any(EXAMPLE in n.meta for n in graph.nodes)
+    body = render_graph(graph, module, path, modes, traced, passed, guarded=guarded)
     body.notes = notes + body.notes
     body.forward = updates + body.forward
     return body
