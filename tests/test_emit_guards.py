@@ -182,3 +182,90 @@ def test_emit_leaves_the_model_untouched_when_it_runs_examples() -> None:
     netspec.emit(model, input_shape=(4,))
     assert int(model.bn.num_batches_tracked) == 0
     assert torch.equal(model.bn.running_mean, torch.zeros(4))
+
+
+def round_trip(model: nn.Module, spec: netspec.Spec, x: torch.Tensor) -> nn.Module:
+    net = rebuilt(model, spec)
+    torch.testing.assert_close(net(x), model.eval()(x), rtol=0, atol=0)
+    return net
+
+
+class Pair(nn.Module):
+    """Returns a structure with a None in it, as Hugging Face's attention layers do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, h: torch.Tensor, scale: list[float] | None = None) -> tuple[torch.Tensor, None, torch.Tensor]:
+        factor = 1.0 if scale is None else scale[0]
+        return self.fc(h) * factor, None, h.sum(-1)
+
+
+class UsesPair(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.self = Pair()  # a child named self, as BertAttention's
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.self(x, scale=[3.0])
+        extra = out[1:]
+        if extra[0] is None:  # a field the child leaves out: known from the example
+            return out[0] + out[2].unsqueeze(-1)
+        return out[0]
+
+
+def test_a_childs_tuple_output_with_none_and_a_constant_argument() -> None:
+    """The child's Graph returns its tensors (the None left out, read back as the constant it is); the list
+    the parent passes for a defaulted argument is fixed in the child's Graph; a child named self works."""
+    model = UsesPair()
+    spec = netspec.emit(model, input_shape=(4,))
+    data = spec.to_dict()
+    body = data["blocks"]["Pair"]["body"]
+    assert body["outputs"] == ["mul_out", "sum_1"]  # (fc(h) * 3.0, None, h.sum(-1)) without the None
+    assert body["forward"][0] == "mul_out = fc(h) * 3.0"  # scale=[3.0], fixed in the child's Graph
+    assert data["model"]["forward"][0] == "self_out = self(x)"
+    round_trip(model, spec, torch.randn(3, 4))
+
+
+class Factories(nn.Module):
+    """Tensors made in forward from traced sizes and device, and a 0-dim constant (HF's attention masks)."""
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        b, n = ids.shape
+        mask = torch.ones((b, n), device=ids.device)
+        positions = torch.arange(n, dtype=torch.long, device=ids.device)
+        inverted = torch.tensor(1.0) - mask
+        return ids * positions + inverted.to(ids.device).long()
+
+
+def test_factories_with_traced_sizes_dtype_and_device() -> None:
+    model = Factories()
+    spec = netspec.emit(model, input_shape=(5,), input_dtype="int64")
+    forward = "\n".join(spec.to_dict()["model"]["forward"])
+    assert "ones((" in forward and "device=ids.device" in forward
+    assert "arange(" in forward and ".long()" in forward
+    assert "full((), 1.0).float()" in forward
+    net = rebuilt(model, spec)
+    ids = torch.randint(0, 9, (2, 6))  # another length than traced: the sizes are read at run time
+    torch.testing.assert_close(net(ids), model(ids), rtol=0, atol=0)
+
+
+class Positions(nn.Module):
+    """A non-persistent ``arange`` buffer (Hugging Face's ``position_ids``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(16, 4)
+        self.register_buffer("position_ids", torch.arange(16).expand((1, -1)), persistent=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.embed(ids) + self.embed(self.position_ids[:, : ids.shape[1]])
+
+
+def test_a_non_persistent_arange_buffer() -> None:
+    model = Positions()
+    spec = netspec.emit(model, input_shape=(5,), input_dtype="int64")
+    buffer = spec.to_dict()["model"]["buffers"]["position_ids"]
+    assert buffer == {"shape": [1, 16], "init": "arange", "persistent": False, "dtype": "int64"}
+    round_trip(model, spec, torch.randint(0, 16, (2, 7)))
