@@ -292,6 +292,8 @@ def test_check_layer_finds_impossible_values(name: str, args: dict[str, Any], ar
         ("Conv2d", {"in_channels": 4, "out_channels": 8, "padding": "same", "stride": 1}),
         ("Conv2d", {"padding": "valid", "stride": 2}),
         ("MultiheadAttention", {"embed_dim": 8, "num_heads": 2}),
+        ("ZeroPad2d", {"padding": [-1, 1, -1, 1]}),  # torch crops where a pad is negative (timm's NASNet)
+        ("ConstantPad1d", {"padding": [-1, 2], "value": 0.5}),
     ],
 )
 def test_check_layer_accepts_possible_values(name: str, args: dict[str, Any]) -> None:

@@ -534,6 +534,6 @@ def test_integer_buffer_takes_an_exact_init(tmp_path: Path) -> None:
     assert "bad.yaml:12:" in str(err.value), str(err.value)
     assert (
         "model.buffers.num_batches_tracked.init: int64 buffers are initialised with zeros, ones, constant, "
-        "relative_position_index or attention_bias_index, or written out as {fn: values, data: [...]}, got 'normal'"
-        in str(err.value)
+        "relative_position_index, attention_bias_index or arange, or written out as {fn: values, data: [...]}, "
+        "got 'normal'" in str(err.value)
     )

@@ -178,7 +178,7 @@ def test_a_float_init_on_an_integer_buffer_names_the_integer_inits() -> None:
     }
     with pytest.raises(
         netspec.SpecError,
-        match=r"int64 buffers are initialised with zeros, ones, constant, relative_position_index or "
-        r"attention_bias_index, or written out as \{fn: values, data: \[\.\.\.\]\}, got 'sinusoidal'",
+        match=r"int64 buffers are initialised with zeros, ones, constant, relative_position_index, "
+        r"attention_bias_index or arange, or written out as \{fn: values, data: \[\.\.\.\]\}, got 'sinusoidal'",
     ):
         netspec.read(spec)

@@ -23,7 +23,7 @@ import copy
 import logging
 import sys
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,6 +79,7 @@ class GuardState:
     missing_calls: list[str] = field(default_factory=list)  # children whose example output could not be made
     constants: dict[str, dict[str, Any]] = field(default_factory=dict)  # child -> the arguments given constants
     conflicts: list[str] = field(default_factory=list)  # children called with different constants
+    direct: set[str] = field(default_factory=set)  # children this forward calls itself
 
 
 def caller_line() -> str:
@@ -197,6 +198,7 @@ class GuardMixin:
             return super().trace(root, concrete_args)  # type: ignore[misc]
 
     flatten_records = True
+    is_traced: Callable[[nn.Module], bool] = staticmethod(lambda m: False)  # type: ignore[assignment]
 
     def guard_setup(
         self, examples: Mapping[str, Any], fake: FakeTensorMode, tree: nn.Module, flatten_records: bool = True
@@ -212,8 +214,8 @@ class GuardMixin:
         (``flatten_output``) and every other value (None, a number) as the constant the example holds."""
         result = super().call_module(m, forward, args, kwargs)  # type: ignore[misc]
         value = example_of(result) if isinstance(result, fx.Proxy) else MISSING
-        if value is MISSING or isinstance(value, torch.Tensor):
-            return result
+        if value is MISSING or isinstance(value, torch.Tensor) or not self.is_traced(m):
+            return result  # a layer's or container's output keeps its own structure (LSTM's (out, (h, c)))
         count = 0
 
         def rebuild(ex: Any) -> Any:
@@ -285,6 +287,7 @@ class GuardMixin:
                     first = self.state.constants.setdefault(str(node.target), fixed)
                     if first is not fixed and repr(first) != repr(fixed):  # another call site, other constants
                         self.state.conflicts.append(str(node.target))
+                    self.state.direct.add(str(node.target))  # called by this forward (not inside a Sequential)
                     return self._call(str(node.target), args, kwargs)
         except Exception:  # noqa: BLE001 - the op may fail on fake tensors as on real ones; then no example
             if node.op == "call_module":
@@ -481,6 +484,8 @@ class GuardSession:
         self.calls: dict[str, list[dict[str, Any]]] = {}
         self.constants: dict[str, dict[str, Any]] = {}
         self.conflicts: set[str] = set()
+        self.traced: Callable[[nn.Module], bool] = lambda m: False  # which children are traced Graphs (walker)
+        self.called: set[str] = set()  # children a traced parent calls (their structured outputs are flattened)
         self.specialised = False
         self.dtype_read = False
         self.pinned = False
@@ -509,6 +514,8 @@ class GuardSession:
                 child = module.get_submodule(target)
                 full = f"{path}.{target}" if path else target
                 self.calls.setdefault(full, []).extend(_calls_by_name(child, calls))
+                if target in state.direct:
+                    self.called.add(full)
             for target, fixed in state.constants.items():
                 full = f"{path}.{target}" if path else target
                 if repr(self.constants.setdefault(full, fixed)) != repr(fixed) or target in state.conflicts:

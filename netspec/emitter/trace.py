@@ -144,7 +144,9 @@ def _run_trace(
         tracer: _LeafTracer
         if example is not None and session is not None:
             guarded = _GuardTracer(autowrap_functions=tuple(leaf_functions()))  # timm's pad_same: one step
-            guarded.guard_setup(example, session.fake, fake_tree(module, session.fake, training), bool(path))
+            flat = path in session.called  # a traced parent reads its structured output by position
+            guarded.guard_setup(example, session.fake, fake_tree(module, session.fake, training), flat)
+            guarded.is_traced = session.traced
             tracer = guarded
         else:
             tracer = _LeafTracer(autowrap_functions=tuple(leaf_functions()))
@@ -171,7 +173,7 @@ def _run_trace(
         if node.op == "get_attr" and str(node.target).startswith(CONSTANT_PREFIX):
             node.meta[CONSTANT] = getattr(copied, str(node.target), None)
     if isinstance(tracer, _GuardTracer):
-        if path:
+        if tracer.flatten_records:
             flatten_output(graph)
         split_factory_dtypes(graph)
         drop_unused_metadata(graph)

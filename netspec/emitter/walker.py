@@ -456,7 +456,11 @@ def _session(input_shape: Sequence[int] | None, input_dtype: str | None) -> Guar
     if input_shape is None or not all(isinstance(d, int) and d > 0 for d in input_shape) or not input_shape:
         return None
     dtype = getattr(torch, input_dtype, None) if input_dtype is not None else torch.get_default_dtype()
-    return GuardSession(input_shape, dtype) if isinstance(dtype, torch.dtype) else None
+    if not isinstance(dtype, torch.dtype):
+        return None
+    session = GuardSession(input_shape, dtype)
+    session.traced = _traced
+    return session
 
 
 def _check_input(root: Any, session: GuardSession) -> None:
