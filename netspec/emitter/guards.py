@@ -389,23 +389,6 @@ def flatten_output(graph: fx.Graph) -> None:
     output.args = (tuple(leaves),)
 
 
-def split_factory_dtypes(graph: fx.Graph) -> None:
-    """``torch.arange(n, dtype=torch.long, device=d)`` -> ``arange(n, device=d)`` then ``.to(torch.long)``
-    (written ``.long()``: the statement language has no dtype values); the same values and dtype."""
-    factories = {getattr(torch, name) for name in FACTORY_NAMES}
-    for node in list(graph.nodes):
-        if node.op != "call_function" or node.target not in factories or "dtype" not in node.kwargs:
-            continue
-        dtype = node.kwargs["dtype"]
-        if not isinstance(dtype, torch.dtype):
-            continue
-        node.kwargs = {k: v for k, v in node.kwargs.items() if k != "dtype"}
-        with graph.inserting_after(node):
-            cast = graph.call_method("to", (node, dtype))
-        node.replace_all_uses_with(cast, delete_user_cb=lambda user, cast=cast: user is not cast)
-        cast.meta[EXAMPLE] = node.meta.get(EXAMPLE, MISSING)
-
-
 def drop_unused_metadata(graph: fx.Graph) -> None:
     """Remove the non-tensor nodes nothing uses any more: the ``x.dim() == 2`` a guard consumed."""
     for node in reversed(list(graph.nodes)):
@@ -546,5 +529,4 @@ __all__ = [
     "fake_input",
     "fake_tree",
     "flatten_output",
-    "split_factory_dtypes",
 ]

@@ -38,7 +38,6 @@ from .guards import (
     drop_unused_metadata,
     fake_tree,
     flatten_output,
-    split_factory_dtypes,
 )
 from .layers import where
 from .lint import ModelWarning
@@ -175,7 +174,6 @@ def _run_trace(
     if isinstance(tracer, _GuardTracer):
         if tracer.flatten_records:
             flatten_output(graph)
-        split_factory_dtypes(graph)
         drop_unused_metadata(graph)
         return graph, tracer.state
     return graph, None
