@@ -1,4 +1,5 @@
-"""Non-persistent buffers for ``netspec.emit``: the values a spec must carry because no state_dict does.
+"""Buffers for ``netspec.emit``: the values a spec must carry because no state_dict does, and the
+in-place updates forward makes to them.
 
 In: a buffer registered with ``persistent=False`` whose values no named ``init`` reproduces (timm's
 BlurPool filter and Swin's shifted-window masks, BEiT's and LeViT's relative position indexes,
@@ -6,7 +7,8 @@ CSATv2's DCT statistics) and how messages name it. Out: the ``init`` that writes
 (``compiler.values``: a list of numbers, or for a large table its packed bytes), so the spec alone
 rebuilds the buffer bit for bit and it stays out of the state_dict as in the original; or
 ``EmitError`` for a buffer whose packed text would pass ``MAX_PACKED_CHARS``. A persistent buffer
-never comes here: its values travel in the state_dict.
+never comes here: its values travel in the state_dict. ``take_buffer_updates``: in a traced graph, the
+in-place updates of a module's own buffers (``num_batches_tracked.add_(1)``) -> Graph update statements.
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.fx as fx
+import torch.nn as nn
 
+from ..compiler.allowlists import BUFFER_UPDATES
 from ..compiler.values import written
 from ..errors import EmitError
 
@@ -39,4 +44,29 @@ def written_values(tensor: torch.Tensor, where: str) -> dict[str, Any]:
     return init
 
 
-__all__ = ["MAX_PACKED_CHARS", "written_values"]
+def take_buffer_updates(graph: fx.Graph, module: nn.Module) -> list[str]:
+    """Take the in-place updates of ``module``'s own buffers out of ``graph`` (BatchNorm's training-only
+    ``num_batches_tracked.add_(1)``) and return them as Graph statements (``num_batches_tracked.add_(1)``).
+
+    Only an update of a buffer forward reads nowhere else, with constant arguments and an unused result,
+    is taken: then where it stands in forward does not matter. Any other in-place write stays in the graph
+    (the renderer refuses it, or writes it out of place where nothing else sees the change)."""
+    own = {name for name, _ in module.named_buffers(recurse=False)}
+    statements: list[str] = []
+    for n in list(graph.nodes):
+        if n.op != "call_method" or n.target not in BUFFER_UPDATES or n.users or not n.args:
+            continue
+        base = n.args[0]
+        if not (isinstance(base, fx.Node) and base.op == "get_attr" and base.target in own and len(base.users) == 1):
+            continue
+        constants = (*n.args[1:], *n.kwargs.values())
+        if not all(v is None or isinstance(v, (bool, int, float)) for v in constants):
+            continue
+        args = [repr(v) for v in n.args[1:]] + [f"{k}={v!r}" for k, v in n.kwargs.items()]
+        statements.append(f"{base.target}.{n.target}({', '.join(args)})")
+        graph.erase_node(n)
+        graph.erase_node(base)
+    return statements
+
+
+__all__ = ["MAX_PACKED_CHARS", "take_buffer_updates", "written_values"]

@@ -36,6 +36,7 @@ from torch.fx._symbolic_trace import _maybe_revert_all_patches
 from torch.fx.proxy import Attribute, TraceError
 from torch.utils._pytree import tree_flatten
 
+from .fakes import fake_input
 from .spelling import passed_constants
 
 EXAMPLE = "netspec_example"
@@ -403,39 +404,6 @@ def drop_unused_metadata(graph: fx.Graph) -> None:
         graph.erase_node(node)
 
 
-def fake_tree(module: nn.Module, fake: FakeTensorMode, training: bool) -> nn.Module:
-    """A copy of ``module`` and its submodules (each a shallow copy with its own tables and containers)
-    whose parameters and buffers are fake tensors: running it computes shapes and dtypes, never touches
-    the user's tensors, caches or counters."""
-    memo: dict[int, nn.Module] = {}
-
-    def copy_of(m: nn.Module) -> nn.Module:
-        if id(m) in memo:
-            return memo[id(m)]
-        clone = copy.copy(m)
-        memo[id(m)] = clone
-        for name, value in vars(m).items():
-            if isinstance(value, (dict, list, set)):
-                vars(clone)[name] = copy.copy(value)
-        clone._parameters = {k: None if v is None else _fake(v, fake) for k, v in m._parameters.items()}
-        clone._buffers = {k: None if v is None else _fake(v, fake) for k, v in m._buffers.items()}
-        clone._modules = {k: None if v is None else copy_of(v) for k, v in m._modules.items()}
-        clone.training = training
-        return clone
-
-    return copy_of(module)
-
-
-def _fake(tensor: torch.Tensor, fake: FakeTensorMode) -> torch.Tensor:
-    made = fake.from_tensor(tensor)
-    return nn.Parameter(made, requires_grad=tensor.requires_grad) if isinstance(tensor, nn.Parameter) else made
-
-
-def fake_input(fake: FakeTensorMode, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
-    with fake:
-        return torch.empty(tuple(shape), dtype=dtype)
-
-
 def _calls_by_name(module: nn.Module, calls: Sequence[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[dict[str, Any]]:
     """A child's recorded example calls as argument name -> example (by its forward's signature)."""
     import inspect
@@ -526,7 +494,5 @@ __all__ = [
     "GuardState",
     "drop_unused_metadata",
     "example_of",
-    "fake_input",
-    "fake_tree",
     "flatten_output",
 ]

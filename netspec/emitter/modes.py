@@ -21,7 +21,8 @@ from typing import Any
 
 import torch.fx as fx
 
-from ..compiler.allowlists import mode_select
+from ..compiler.allowlists import MODE_ARGUMENTS, mode_select
+from .spelling import function_name, public_name
 
 
 @dataclass
@@ -147,4 +148,69 @@ def merge_modes(
     return ModeMerge(trained, counterpart, only, sum(len(d) for _, d in constants))
 
 
-__all__ = ["CONSTANT_PREFIX", "ModeMerge", "merge_modes", "target_key"]
+def signature_key(graph: fx.Graph) -> list[tuple[Any, ...]]:
+    """A comparable form of a graph, with dropout's ``training`` flag left out."""
+    index = {n: i for i, n in enumerate(graph.nodes)}
+
+    def norm(v: Any) -> Any:
+        return fx.node.map_arg(v, lambda n: ("%", index[n]))
+
+    key = []
+    for n in graph.nodes:
+        args, kwargs = n.args, dict(n.kwargs)
+        at = mode_index(n)
+        if at is not None:
+            kwargs.pop("training", None)
+            args = tuple(v for i, v in enumerate(args) if i != at)
+        key.append((n.op, target_key(n), repr(norm(args)), repr(norm(kwargs))))
+    return key
+
+
+def describe_step(n: fx.Node) -> str:
+    """One traced step in words: ``calls attn``, ``calls torch.nn.functional.pad``, ``reads attention_biases``."""
+    if n.op == "call_module":
+        return f"calls {n.target}"
+    if n.op == "call_function":
+        return f"calls {public_name(n.target)}"
+    if n.op == "call_method":
+        return f"calls .{n.target}()"
+    if n.op == "get_attr":
+        return f"reads {n.target}"
+    return "returns" if n.op == "output" else f"takes {n.target}"
+
+
+def first_difference(evaluated: fx.Graph, trained: fx.Graph) -> str:
+    """Where the eval and train traces part (the real cause of a mode-dependent forward)."""
+    e, t = signature_key(evaluated), signature_key(trained)
+    e_nodes, t_nodes = list(evaluated.nodes), list(trained.nodes)
+    at = next((i for i, (a, b) in enumerate(zip(e, t, strict=False)) if a != b), min(len(e), len(t)))
+    if at >= len(e_nodes) or at >= len(t_nodes):  # unreachable: the traces differ and both end in output
+        return f"eval mode has {len(e_nodes)} steps, training mode {len(t_nodes)}"
+    a, b = describe_step(e_nodes[at]), describe_step(t_nodes[at])
+    if a == b:
+        return f"at step {at + 1} both {a}, with other arguments"
+    return f"at step {at + 1} eval mode {a}, training mode {b}"
+
+
+def mode_index(n: fx.Node) -> int | None:
+    """Where a function with a ``training`` argument (dropout, batch_norm) takes it; None for other nodes."""
+    if n.op != "call_function":
+        return None
+    return MODE_ARGUMENTS.get(function_name(n.target) or "")
+
+
+def mode_value(n: fx.Node, index: int) -> Any:
+    return n.kwargs.get("training", n.args[index] if len(n.args) > index else None)
+
+
+__all__ = [
+    "CONSTANT_PREFIX",
+    "ModeMerge",
+    "describe_step",
+    "first_difference",
+    "merge_modes",
+    "mode_index",
+    "mode_value",
+    "signature_key",
+    "target_key",
+]

@@ -41,9 +41,10 @@ from ..compiler.allowlists import (
     route,
 )
 from ..errors import EmitError
+from .child_calls import ChildCalls, node_refs, same_constant
 from .guards import example_of
 from .inplace import functionalise
-from .layers import same_value, where
+from .layers import where
 from .lint import ModelWarning
 from .modes import CONSTANT_PREFIX
 from .spelling import (
@@ -63,6 +64,7 @@ from .spelling import (
     Expr,
     Name,
     StatementWriter,
+    factory_cast,
     fixed_inputs,
     function_name,
     keyword_defaults,
@@ -89,7 +91,7 @@ CONSTANT = "netspec_constant"  # node.meta: the tensor fx stored for a constant 
 # -- rendering ------------------------------------------------------------------------------------------
 
 
-class _Renderer(StatementWriter):
+class _Renderer(ChildCalls, StatementWriter):
     def __init__(
         self,
         graph: fx.Graph,
@@ -196,11 +198,14 @@ class _Renderer(StatementWriter):
                 kwargs["training"] = mode
             elif name not in DROPOUTS:  # follows self.training: dropouts get it from the language
                 kwargs["training"] = Name(TRAINING)
-        cast = _factory_cast(fn, args, kwargs)
+        bounds = [*args, *(kwargs[k] for k in ("start", "end", "step") if k in kwargs)]
+        cast = factory_cast(fn, [example_of(v) for v in bounds], kwargs.get("dtype"))
         if cast is not None:
             kwargs.pop("dtype")
         defaults = keyword_defaults(fn)  # type: ignore[arg-type]
-        kwargs = {k: v for k, v in kwargs.items() if not (k in defaults and _same(v, defaults[k]) and k != "training")}
+        kwargs = {
+            k: v for k, v in kwargs.items() if not (k in defaults and same_constant(v, defaults[k]) and k != "training")
+        }
         if cast is not None:  # arange(n, dtype=torch.float32) -> arange(n).float(): the same values
             return Expr(f"{name}({self.call_args(args, kwargs)}).{cast}()")
         return Expr(f"{name}({self.call_args(args, kwargs)})")
@@ -215,85 +220,6 @@ class _Renderer(StatementWriter):
             return None
         annotation = "" if param is None else str(param.annotation)
         return str(v.target) if annotation.lower().startswith(("list", "typing.list", "sequence")) else None
-
-    def child_call(
-        self, target: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]
-    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        """The arguments of a call of a traced child, less those its Graph fixes to their defaults (a caller
-        passing another value is refused: the child's Graph would silently ignore it)."""
-        child = self.module.get_submodule(target)
-        if self.traced(child):
-            self.check_keywords(target, child, kwargs)
-        fixed = fixed_inputs(child) if self.traced(child) else {}
-        if not fixed:
-            return args, dict(kwargs)
-        names = list(inspect.signature(child.forward).parameters)
-        if len(fixed) == len(names) and not self.passed_here(target):
-            return args, dict(kwargs)  # every input defaulted: the child's own trace refuses it, naming why
-        passed = self.passed.get(target, ())
-        fixed = {k: v for k, v in fixed.items() if k not in passed}
-        given = {**{names[i]: v for i, v in enumerate(args) if i < len(names)}, **kwargs}
-        for name in passed:
-            if not isinstance(given.get(name), fx.Node):
-                raise EmitError(
-                    f"{where(self.path, self.module)}: calls {target} ({type(child).__name__}) with {name}= a value "
-                    f"computed in forward at one call and {given.get(name, fixed_inputs(child)[name][1])!r} at "
-                    f"another; its emitted Graph takes {name} as an input, which every call must pass"
-                    f"\n    hint: call {target} the same way everywhere, or register {type(child).__name__} as a layer"
-                )
-        for name, value in given.items():
-            if name in fixed and not _same(value, fixed[name][1]) and self.guarded and not _refs(value):
-                continue  # a constant: the child's guarded trace fixes the argument to it (GuardSession.constants)
-            if name in fixed and not _same(value, fixed[name][1]):
-                shown = "a value computed in forward" if isinstance(value, fx.Node) else repr(value)
-                if _refs(value):  # a list or tuple holding computed values: no Graph input takes one
-                    kind = "tuple" if isinstance(value, tuple) else "list"
-                    raise EmitError(
-                        f"{where(self.path, self.module)}: calls {target} ({type(child).__name__}) with "
-                        f"{name}={value!r}, a {kind} of values computed in forward; a Graph input takes one value, "
-                        f"so its emitted Graph cannot take {name} (and fixes it to the default {fixed[name][1]!r})"
-                        "\n    hint: pass the tensors as separate arguments, or register "
-                        f"{type(child).__name__} as a layer"
-                    )
-                raise EmitError(
-                    f"{where(self.path, self.module)}: calls {target} ({type(child).__name__}) with {name}={shown}, "
-                    f"but its emitted Graph fixes {name} to the default {fixed[name][1]!r} (Graph inputs have no "
-                    "defaults), so the value would be lost"
-                    f"\n    hint: give {type(child).__name__}.forward's {name!r} no default, "
-                    "or pass it as a layer argument"
-                )
-        if not fixed:
-            return args, dict(kwargs)
-        params = inspect.signature(child.forward).parameters.values()
-        inputs = [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name not in fixed]
-        if self.guarded and all(n in given for n in inputs):
-            # by position: the child's guarded Graph may rename an input that shares a buffer's name
-            return tuple(given[n] for n in inputs), {}
-        kept_args = args[: min(i for i, _ in fixed.values())]
-        covered = set(names[: len(kept_args)])
-        kept_kwargs = {k: v for k, v in given.items() if k not in fixed and k not in covered}
-        return kept_args, kept_kwargs
-
-    def passed_here(self, target: str) -> bool:
-        """Whether this forward passes ``target`` computed values for defaulted arguments (recorded so far)."""
-        return bool(self.passed.get(target))
-
-    def check_keywords(self, target: str, child: nn.Module, kwargs: Mapping[str, Any]) -> None:
-        """A keyword that only a traced child's ``**kwargs`` would take is refused: its Graph is traced with
-        ``**kwargs`` empty and has no input of that name."""
-        try:
-            params = inspect.signature(child.forward).parameters.values()
-        except (TypeError, ValueError):
-            return
-        named = {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
-        var_kw = next((p.name for p in params if p.kind is p.VAR_KEYWORD), None)
-        extra = [k for k in kwargs if k not in named]
-        if var_kw is not None and extra:
-            raise EmitError(
-                f"{where(self.path, self.module)}: calls {target} ({type(child).__name__}) with {extra[0]}=..., "
-                f"which only its **{var_kw} takes; its emitted Graph is traced with **{var_kw} empty, so the value "
-                f"would be lost\n    hint: give {type(child).__name__}.forward a named argument {extra[0]!r}"
-            )
 
     def render_to(self, n: fx.Node) -> Expr:
         """``h.to(dtype)`` -> ``h.double()`` etc.; ``h.to(v)`` of one value of forward (``w.dtype``, ``x.device``,
@@ -369,9 +295,9 @@ class _Renderer(StatementWriter):
         output = next(n for n in nodes if n.op == "output")
         uses: dict[fx.Node, int] = {}
         for args in [*effective.values(), output.args]:
-            for ref in _refs(args):
+            for ref in node_refs(args):
                 uses[ref] = uses.get(ref, 0) + 1
-        out_refs = set(_refs(output.args))
+        out_refs = set(node_refs(output.args))
         inputs: list[str] = []
         for n in nodes:
             if n.op == "placeholder" and n not in skipped:
@@ -539,29 +465,6 @@ class _Renderer(StatementWriter):
         return chains, absorbed
 
 
-# The dtypes whose arange of integers equals the int64 arange cast to it (one rounding of an exact
-# integer: not bfloat16, whose arange rounds through float first).
-_ARANGE_CASTS = frozenset({torch.float32, torch.float64, torch.float16, torch.int64, torch.int32})
-
-
-def _factory_cast(fn: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | None:
-    """The tensor method that makes ``fn(*args, dtype=d)`` of the same factory without its dtype
-    (``zeros(s, dtype=torch.long)`` is ``zeros(s).long()``), or None. ``arange`` only of integers: its
-    float arguments would be computed in the default dtype first."""
-    dtype = kwargs.get("dtype")
-    if not isinstance(dtype, torch.dtype) or dtype not in DTYPE_METHODS:
-        return None
-    if fn in (torch.ones, torch.zeros):
-        return DTYPE_METHODS[dtype]
-    if fn is not torch.arange or dtype not in _ARANGE_CASTS:
-        return None
-    bounds = [*args, *(kwargs[k] for k in ("start", "end", "step") if k in kwargs)]
-    values = [example_of(v) for v in bounds]
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        return DTYPE_METHODS[dtype]
-    return None
-
-
 def _holds(module: nn.Module, name: str) -> bool:
     """Whether ``name`` is one of ``module``'s own parameters or buffers."""
     return name in module._parameters or name in module._buffers
@@ -571,20 +474,8 @@ def _eval_order(n: fx.Node, args: tuple[Any, ...]) -> list[fx.Node]:
     """The nodes ``n``'s statement evaluates, in the order the statement compiler evaluates them."""
     if n.op == "call_method" and len(args) == 2:  # h.view(a, b): arguments first, then the object
         positional, kwargs = args
-        return _refs((positional[1:], kwargs)) + _refs(positional[:1])
-    return _refs(args)
-
-
-def _refs(value: Any) -> list[fx.Node]:
-    """The graph nodes in ``value``, in order."""
-    found: list[fx.Node] = []
-    fx.node.map_arg(value, lambda n: found.append(n) or n)  # type: ignore[func-returns-value]
-    return found
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Equal constants (``layers.same_value``); a graph node equals no constant."""
-    return not isinstance(a, fx.Node) and not isinstance(b, fx.Node) and same_value(a, b)
+        return node_refs((positional[1:], kwargs)) + node_refs(positional[:1])
+    return node_refs(args)
 
 
 def render_graph(

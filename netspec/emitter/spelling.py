@@ -330,6 +330,26 @@ class StatementWriter:
         return ", ".join(parts)
 
 
+# The dtypes whose arange of integers equals the int64 arange cast to it (one rounding of an exact
+# integer: not bfloat16, whose arange rounds through float first).
+ARANGE_CASTS = frozenset({torch.float32, torch.float64, torch.float16, torch.int64, torch.int32})
+
+
+def factory_cast(fn: Any, bounds: Sequence[Any], dtype: Any) -> str | None:
+    """The tensor method that makes ``fn(*args, dtype=d)`` of the same factory without its dtype
+    (``zeros(s, dtype=torch.long)`` is ``zeros(s).long()``), or None. ``arange`` only of integers (``bounds``:
+    its start, end and step, as the trace's examples): float bounds would be computed in the default dtype first."""
+    if not isinstance(dtype, torch.dtype) or dtype not in DTYPE_METHODS:
+        return None
+    if fn in (torch.ones, torch.zeros):
+        return DTYPE_METHODS[dtype]
+    if fn is not torch.arange or dtype not in ARANGE_CASTS:
+        return None
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in bounds):
+        return DTYPE_METHODS[dtype]
+    return None
+
+
 __all__ = [
     "ALIASES",
     "ASSERTS",
@@ -348,6 +368,7 @@ __all__ = [
     "Expr",
     "Name",
     "StatementWriter",
+    "factory_cast",
     "fixed_inputs",
     "function_name",
     "keyword_defaults",

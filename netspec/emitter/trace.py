@@ -26,9 +26,10 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from ..compiler.allowlists import BUFFER_UPDATES, MODE_ARGUMENTS
 from ..errors import EmitError, first_line
+from .buffers import take_buffer_updates
 from .equivalents import leaf_functions
+from .fakes import fake_tree
 from .guards import (
     EXAMPLE,
     Guard,
@@ -36,14 +37,13 @@ from .guards import (
     GuardSession,
     GuardState,
     drop_unused_metadata,
-    fake_tree,
     flatten_output,
 )
 from .layers import where
 from .lint import ModelWarning
-from .modes import CONSTANT_PREFIX, merge_modes, target_key
+from .modes import CONSTANT_PREFIX, first_difference, merge_modes, mode_index, mode_value, signature_key
 from .render import CONSTANT, GraphBody, render_graph
-from .spelling import fixed_inputs, function_name, public_name
+from .spelling import fixed_inputs
 
 _TORCH_DIR = str(Path(torch.__file__).parent)
 _NETSPEC_DIR = str(Path(__file__).resolve().parents[1])
@@ -192,8 +192,8 @@ def _same_trace(a: fx.Graph, sa: GuardState, b: fx.Graph, sb: GuardState) -> str
     if len(sa.guards) != len(sb.guards):
         extra = (sa.guards if len(sa.guards) > len(sb.guards) else sb.guards)[min(len(sa.guards), len(sb.guards))]
         return f"at {extra.line}: one trace reads {_what(extra)} and the other does not"
-    if _signature_key(a) != _signature_key(b):
-        return f"a size is written into the graph as a number ({_first_difference(a, b)})"
+    if signature_key(a) != signature_key(b):
+        return f"a size is written into the graph as a number ({first_difference(a, b)})"
     return None
 
 
@@ -246,61 +246,6 @@ def _check_sizes(
         "the Graph would compute the traced branch for every input"
         f"\n    hint: {TRACE_HINT}"
     )
-
-
-def _signature_key(graph: fx.Graph) -> list[tuple[Any, ...]]:
-    """A comparable form of a graph, with dropout's ``training`` flag left out."""
-    index = {n: i for i, n in enumerate(graph.nodes)}
-
-    def norm(v: Any) -> Any:
-        return fx.node.map_arg(v, lambda n: ("%", index[n]))
-
-    key = []
-    for n in graph.nodes:
-        args, kwargs = n.args, dict(n.kwargs)
-        at = _mode_index(n)
-        if at is not None:
-            kwargs.pop("training", None)
-            args = tuple(v for i, v in enumerate(args) if i != at)
-        key.append((n.op, target_key(n), repr(norm(args)), repr(norm(kwargs))))
-    return key
-
-
-def _describe(n: fx.Node) -> str:
-    """One traced step in words: ``calls attn``, ``calls torch.nn.functional.pad``, ``reads attention_biases``."""
-    if n.op == "call_module":
-        return f"calls {n.target}"
-    if n.op == "call_function":
-        return f"calls {public_name(n.target)}"
-    if n.op == "call_method":
-        return f"calls .{n.target}()"
-    if n.op == "get_attr":
-        return f"reads {n.target}"
-    return "returns" if n.op == "output" else f"takes {n.target}"
-
-
-def _first_difference(evaluated: fx.Graph, trained: fx.Graph) -> str:
-    """Where the eval and train traces part (the real cause of a mode-dependent forward)."""
-    e, t = _signature_key(evaluated), _signature_key(trained)
-    e_nodes, t_nodes = list(evaluated.nodes), list(trained.nodes)
-    at = next((i for i, (a, b) in enumerate(zip(e, t, strict=False)) if a != b), min(len(e), len(t)))
-    if at >= len(e_nodes) or at >= len(t_nodes):  # unreachable: the traces differ and both end in output
-        return f"eval mode has {len(e_nodes)} steps, training mode {len(t_nodes)}"
-    a, b = _describe(e_nodes[at]), _describe(t_nodes[at])
-    if a == b:
-        return f"at step {at + 1} both {a}, with other arguments"
-    return f"at step {at + 1} eval mode {a}, training mode {b}"
-
-
-def _mode_index(n: fx.Node) -> int | None:
-    """Where a function with a ``training`` argument (dropout, batch_norm) takes it; None for other nodes."""
-    if n.op != "call_function":
-        return None
-    return MODE_ARGUMENTS.get(function_name(n.target) or "")
-
-
-def _mode_value(n: fx.Node, index: int) -> Any:
-    return n.kwargs.get("training", n.args[index] if len(n.args) > index else None)
 
 
 def _user_line(err: BaseException) -> str:
@@ -446,31 +391,6 @@ def _drop_dead_reads(graph: fx.Graph) -> None:
             changed = True
 
 
-def _buffer_updates(graph: fx.Graph, module: nn.Module) -> list[str]:
-    """Take the in-place updates of ``module``'s own buffers out of ``graph`` (BatchNorm's training-only
-    ``num_batches_tracked.add_(1)``) and return them as Graph statements (``num_batches_tracked.add_(1)``).
-
-    Only an update of a buffer forward reads nowhere else, with constant arguments and an unused result,
-    is taken: then where it stands in forward does not matter. Any other in-place write stays in the graph
-    (the renderer refuses it, or writes it out of place where nothing else sees the change)."""
-    own = {name for name, _ in module.named_buffers(recurse=False)}
-    statements: list[str] = []
-    for n in list(graph.nodes):
-        if n.op != "call_method" or n.target not in BUFFER_UPDATES or n.users or not n.args:
-            continue
-        base = n.args[0]
-        if not (isinstance(base, fx.Node) and base.op == "get_attr" and base.target in own and len(base.users) == 1):
-            continue
-        constants = (*n.args[1:], *n.kwargs.values())
-        if not all(v is None or isinstance(v, (bool, int, float)) for v in constants):
-            continue
-        args = [repr(v) for v in n.args[1:]] + [f"{k}={v!r}" for k, v in n.kwargs.items()]
-        statements.append(f"{base.target}.{n.target}({', '.join(args)})")
-        graph.erase_node(n)
-        graph.erase_node(base)
-    return statements
-
-
 def trace(
     module: nn.Module,
     path: str,
@@ -510,18 +430,18 @@ def trace(
     if examples and session is not None:
         accepted = _check_sizes(module, path, bound, concrete, examples, graphs[False], states[False], session)
         session.record(path, module, [s for s in (states[False], accepted) if s is not None])
-    updates = {mode: _buffer_updates(graph, module) for mode, graph in graphs.items()}
+    updates = {mode: take_buffer_updates(graph, module) for mode, graph in graphs.items()}
     modes: dict[fx.Node, Any] = {}
     pairs: list[tuple[fx.Node | None, fx.Node]]
-    if _signature_key(graphs[False]) == _signature_key(graphs[True]):
+    if signature_key(graphs[False]) == signature_key(graphs[True]):
         graph, same = graphs[False], True
         pairs = list(zip(graphs[False].nodes, graphs[True].nodes, strict=True))
     else:
-        merged = merge_modes(graphs[False], graphs[True], _mode_index)
+        merged = merge_modes(graphs[False], graphs[True], mode_index)
         if merged is None:
             raise EmitError(
                 f"{where(path, module)}: forward computes different things in training and eval mode "
-                f"(it branches on self.training: {_first_difference(graphs[False], graphs[True])}), which a Graph "
+                f"(it branches on self.training: {first_difference(graphs[False], graphs[True])}), which a Graph "
                 "cannot express; only dropout, number arguments and steps computed in training mode alone "
                 "(auxiliary outputs) may depend on the mode"
             )
@@ -536,12 +456,12 @@ def trace(
                 )
             )
     for evaluated, trained in pairs:
-        index = _mode_index(trained)
+        index = mode_index(trained)
         if index is None:
             continue
         # a step computed in training mode only runs when training is True: its flag follows the mode
-        e = _mode_value(evaluated, index) if evaluated is not None else False
-        t = _mode_value(trained, index)
+        e = mode_value(evaluated, index) if evaluated is not None else False
+        t = mode_value(trained, index)
         modes[evaluated if same and evaluated is not None else trained] = None if (e is False and t is True) else e
     statements = [text if text in updates[False] else f"{text} if training else None" for text in updates[True]]
     statements += [f"{text} if not training else None" for text in updates[False] if text not in updates[True]]
