@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +206,28 @@ def fuzz_suite() -> tuple[int, int, float]:
     return len(counts), sum(counts), time.perf_counter() - start
 
 
+def validation_rows(
+    reference: str,
+    sizes: tuple[int, ...],
+    make_spec: Callable[[int], dict[str, Any]],
+    handwritten: Callable[[int], float],
+    repeats: int,
+) -> None:
+    """One table of ``netspec.read`` times (wall and CPU, best of ``repeats``) against the hand-written
+    reference at each size, then the growth from the first size to the last and the <= 0.5 s verdict."""
+    print(f"{'layers':>8} {'netspec.read':>13} {'(CPU)':>8} {reference:>18} {'ratio':>6}")
+    results: dict[int, float] = {}
+    for n in sizes:
+        spec = make_spec(n)
+        ours, cpu = best_both(lambda spec=spec: netspec.read(spec), repeats)
+        theirs = min(handwritten(n) for _ in range(repeats))
+        results[n] = ours
+        print(f"{n:>8,} {ours:>12.3f}s {cpu:>7.3f}s {theirs:>17.3f}s {ours / theirs:>6.2f}")
+    first, last = sizes[0], sizes[-1]
+    print(f"growth {first:,} -> {last:,}: {results[last] / results[first]:.1f}x (linear: {last // first}x); "
+          f"target <= 0.5 s: {'PASS' if results[last] <= 0.5 else 'FAIL'}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
@@ -215,30 +238,11 @@ def main() -> None:
     torch.set_num_threads(1)
     netspec.read(mixed_spec(10))  # imports and first-call caches
     print("(1) validation time, mixed layers (best of", repeats, ")")
-    print(f"{'layers':>8} {'netspec.read':>13} {'(CPU)':>8} {'hand-written meta':>18} {'ratio':>6}")
-    sizes = (1_000, 10_000)
-    results = {}
-    for n in sizes:
-        spec = mixed_spec(n)
-        ours, cpu = best_both(lambda spec=spec: netspec.read(spec), repeats)
-        theirs = min(handwritten_meta(n) for _ in range(repeats))
-        results[n] = ours
-        print(f"{n:>8,} {ours:>12.3f}s {cpu:>7.3f}s {theirs:>17.3f}s {ours / theirs:>6.2f}")
-    print(f"growth 1,000 -> 10,000: {results[10_000] / results[1_000]:.1f}x (linear: 10x); target <= 0.5 s: "
-          f"{'PASS' if results[10_000] <= 0.5 else 'FAIL'}")  # fmt: skip
+    validation_rows("hand-written meta", (1_000, 10_000), mixed_spec, handwritten_meta, repeats)
     graph = attention_embedding_lstm()
     print(f"Embedding + MultiheadAttention + LSTM Graph: {best(lambda: netspec.read(graph), repeats) * 1e3:.1f} ms")
     print("(1b) Embedding, then LayerNorm, MultiheadAttention, GELU, LSTM, Linear, Dropout in a Graph")
-    print(f"{'layers':>8} {'netspec.read':>13} {'(CPU)':>8} {'hand-written CPU':>18} {'ratio':>6}")
-    sequence: dict[int, float] = {}
-    for n in (1_000, 2_500, 5_000, 10_000):
-        spec = sequence_graph(n)
-        ours, cpu = best_both(lambda spec=spec: netspec.read(spec), repeats)
-        theirs = min(handwritten_sequence(n) for _ in range(repeats))
-        sequence[n] = ours
-        print(f"{n:>8,} {ours:>12.3f}s {cpu:>7.3f}s {theirs:>17.3f}s {ours / theirs:>6.2f}")
-    print(f"growth 1,000 -> 10,000: {sequence[10_000] / sequence[1_000]:.1f}x (linear: 10x); target <= 0.5 s: "
-          f"{'PASS' if sequence[10_000] <= 0.5 else 'FAIL'}")  # fmt: skip
+    validation_rows("hand-written CPU", (1_000, 2_500, 5_000, 10_000), sequence_graph, handwritten_sequence, repeats)
     with tempfile.TemporaryDirectory() as tmp:
         mb, grown, seconds = peak_memory_4mb(Path(tmp))
     print(f"(2) validating a {mb:.1f} MB JSON spec (52,000 layers): peak RSS +{grown:.0f} MB in {seconds:.1f} s; "
