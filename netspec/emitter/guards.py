@@ -36,7 +36,7 @@ from torch.fx._symbolic_trace import _maybe_revert_all_patches
 from torch.fx.proxy import Attribute, TraceError
 from torch.utils._pytree import tree_flatten
 
-from .fakes import fake_input
+from .fakes import FakeCopy, fake_input
 from .spelling import passed_constants
 
 EXAMPLE = "netspec_example"
@@ -431,6 +431,7 @@ class GuardSession:
 
     def __init__(self, input_shape: Sequence[int], dtype: torch.dtype) -> None:
         self.fake = FakeTensorMode(allow_non_fake_inputs=True)
+        self.fakes: dict[int, FakeCopy] = {}  # each real tensor's fake in ``fake`` (fakes.fake_tree)
         self.input_shape, self.dtype = tuple(input_shape), dtype
         self.calls: dict[str, list[dict[str, Any]]] = {}
         self.constants: dict[str, dict[str, Any]] = {}

@@ -144,7 +144,7 @@ def _run_trace(
         if example is not None and session is not None:
             guarded = _GuardTracer(autowrap_functions=tuple(leaf_functions()))  # timm's pad_same: one step
             flat = path in session.called  # a traced parent reads its structured output by position
-            guarded.guard_setup(example, session.fake, fake_tree(module, session.fake, training), flat)
+            guarded.guard_setup(example, session.fake, fake_tree(module, session.fake, training, session.fakes), flat)
             guarded.is_traced = session.traced
             tracer = guarded
         else:
