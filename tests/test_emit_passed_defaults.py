@@ -123,9 +123,13 @@ class _Root(nn.Module):
         return self.fc(x) if children is None else self.fc(x + sum(children))
 
 
-def test_a_list_of_computed_values_for_a_defaulted_argument_is_refused_with_the_reason() -> None:
+def test_a_list_of_computed_values_for_a_defaulted_argument_without_examples_is_refused() -> None:
+    """Without input_shape the list's length is unknown; with it, the list is one input per element."""
     with pytest.raises(EmitError) as err:
-        netspec.emit(_Tree(), input_shape=(8,))
+        netspec.emit(_Tree())
     message = str(err.value)
     assert message.startswith("the model (_Tree): calls root (_Root) with children=[a, x], a list of values computed")
     assert "a Graph input takes one value" in message
+    assert "hint: emit with input_shape=" in message
+    outcome = round_trip("tree", _Tree, (8,))
+    assert outcome.status == "exact", outcome.detail

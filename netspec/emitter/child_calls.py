@@ -18,6 +18,7 @@ import torch.nn as nn
 
 from ..errors import EmitError
 from .layers import same_value, where
+from .lists import node_list
 from .spelling import fixed_inputs
 
 
@@ -48,7 +49,7 @@ class ChildCalls:
         fixed = {k: v for k, v in fixed.items() if k not in passed}
         given = {**{names[i]: v for i, v in enumerate(args) if i < len(names)}, **kwargs}
         for name in passed:
-            if not isinstance(given.get(name), fx.Node):
+            if not computed(given.get(name)):
                 raise EmitError(
                     f"{where(self.path, self.module)}: calls {target} ({type(child).__name__}) with {name}= a value "
                     f"computed in forward at one call and {given.get(name, fixed_inputs(child)[name][1])!r} at "
@@ -66,7 +67,8 @@ class ChildCalls:
                         f"{where(self.path, self.module)}: calls {target} ({type(child).__name__}) with "
                         f"{name}={value!r}, a {kind} of values computed in forward; a Graph input takes one value, "
                         f"so its emitted Graph cannot take {name} (and fixes it to the default {fixed[name][1]!r})"
-                        "\n    hint: pass the tensors as separate arguments, or register "
+                        "\n    hint: emit with input_shape= (a list of tensors then becomes one Graph input per "
+                        "element), pass the tensors as separate arguments, or register "
                         f"{type(child).__name__} as a layer"
                     )
                 raise EmitError(
@@ -110,6 +112,11 @@ class ChildCalls:
             )
 
 
+def computed(value: Any) -> bool:
+    """A value computed in forward: a graph node, or a list of tensor values (one Graph input each)."""
+    return isinstance(value, fx.Node) or node_list(value)
+
+
 def node_refs(value: Any) -> list[fx.Node]:
     """The graph nodes in ``value``, in order."""
     found: list[fx.Node] = []
@@ -122,4 +129,4 @@ def same_constant(a: Any, b: Any) -> bool:
     return not isinstance(a, fx.Node) and not isinstance(b, fx.Node) and same_value(a, b)
 
 
-__all__ = ["ChildCalls", "node_refs", "same_constant"]
+__all__ = ["ChildCalls", "computed", "node_refs", "same_constant"]

@@ -41,11 +41,12 @@ from ..compiler.allowlists import (
     route,
 )
 from ..errors import EmitError
-from .child_calls import ChildCalls, node_refs, same_constant
+from .child_calls import ChildCalls, computed, node_refs, same_constant
 from .guards import example_of
 from .inplace import functionalise
 from .layers import where
 from .lint import ModelWarning
+from .lists import spread
 from .modes import CONSTANT_PREFIX
 from .spelling import (
     ASSERTS,
@@ -129,6 +130,8 @@ class _Renderer(ChildCalls, StatementWriter):
             return Expr(f"{self.child_ref(chain[0])}({self.value(chain[1]).text})")
         if n.op == "call_module":
             args, kwargs = self.child_call(str(n.target), n.args, n.kwargs)
+            if self.guarded and self.traced(self.module.get_submodule(str(n.target))):
+                args, kwargs = spread(args, kwargs)  # a list of tensors: one Graph input per element
             return Expr(f"{self.child_ref(str(n.target))}({self.call_args(args, kwargs)})")
         if n.op == "call_method":
             method = str(n.target)
@@ -276,10 +279,10 @@ class _Renderer(ChildCalls, StatementWriter):
                 continue
             names = list(inspect.signature(child.forward).parameters)
             given = {**{names[i]: v for i, v in enumerate(n.args) if i < len(names)}, **n.kwargs}
-            computed = [k for k in names if k in fixed and isinstance(given.get(k), fx.Node)]
-            if computed and (len(fixed) < len(names) or self.guarded):  # guarded: T5Stack, all defaulted
+            given_values = [k for k in names if k in fixed and computed(given.get(k))]
+            if given_values and (len(fixed) < len(names) or self.guarded):  # guarded: T5Stack, all defaulted
                 previous = out.get(str(n.target), ())
-                out[str(n.target)] = tuple(k for k in names if k in computed or k in previous)
+                out[str(n.target)] = tuple(k for k in names if k in given_values or k in previous)
         return out
 
     def run(self) -> GraphBody:

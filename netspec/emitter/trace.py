@@ -41,6 +41,7 @@ from .guards import (
 )
 from .layers import where
 from .lint import ModelWarning
+from .lists import Flattened
 from .modes import CONSTANT_PREFIX, first_difference, merge_modes, mode_index, mode_value, signature_key
 from .render import CONSTANT, GraphBody, render_graph
 from .spelling import fixed_inputs
@@ -135,8 +136,10 @@ def _run_trace(
     concrete: Mapping[str, Any],
     example: Mapping[str, Any] | None,
     session: GuardSession | None,
+    lists: Flattened | None = None,
 ) -> tuple[fx.Graph, GuardState | None]:
-    """One trace of ``module.forward`` in one mode (with examples when ``example`` is given)."""
+    """One trace of ``module.forward`` in one mode (with examples when ``example`` is given); ``lists``: its
+    list arguments, each traced as one input per element (``lists.Flattened``)."""
     copied = _tracing_copy(module)
     copied.training = training
     try:
@@ -149,9 +152,9 @@ def _run_trace(
             tracer = guarded
         else:
             tracer = _LeafTracer(autowrap_functions=tuple(leaf_functions()))
-        if bound is not None:
-            names, fixed = bound, concrete
-            tracer.bind = lambda fn, names=names, fixed=fixed: _bound_forward(fn, names, fixed)
+        if bound is not None or lists is not None:
+            names, fixed = lists.names if lists is not None else bound, concrete
+            tracer.bind = lambda fn, names=names, fixed=fixed: _bound_forward(fn, names, fixed, lists)
             graph = tracer.trace(copied)
         else:
             graph = tracer.trace(copied, concrete_args=dict(concrete) or None)
@@ -212,6 +215,7 @@ def _check_sizes(
     graph: fx.Graph,
     state: GuardState | None,
     session: GuardSession,
+    lists: Flattened | None = None,
 ) -> GuardState | None:
     """Trace the eval-mode forward again at the other example sizes: the graph and every guard must come out
     the same, else the forward specialises on a size that varies and is refused, naming the line. The root
@@ -223,7 +227,7 @@ def _check_sizes(
     accepted: GuardState | None = None
     for i, (shown, example) in enumerate(examples[1:]):
         try:
-            other, other_state = _run_trace(module, path, False, bound, concrete, example, session)
+            other, other_state = _run_trace(module, path, False, bound, concrete, example, session, lists)
         except EmitError as err:
             difference: str | None = f"tracing fails ({str(err).split(': ', 2)[-1].splitlines()[0]})"
             other_state = None
@@ -264,16 +268,21 @@ def _user_line(err: BaseException) -> str:
     return f" (at {shown}:{frame.lineno}: {line[:160]})" if line else f" (at {shown}:{frame.lineno})"
 
 
-def _bound_forward(forward: Callable[..., Any], names: Sequence[str], fixed: Mapping[str, Any]) -> Callable[..., Any]:
+def _bound_forward(
+    forward: Callable[..., Any], names: Sequence[str], fixed: Mapping[str, Any], lists: Flattened | None = None
+) -> Callable[..., Any]:
     """``forward(self, <names>)`` calling the real forward with those arguments and ``fixed`` by keyword:
-    what fx traces when a forward takes ``**kwargs`` (Hugging Face's, behind a decorator) or when
-    ``emit(inputs=...)`` chose the Graph's inputs. fx reads argument names from the code object, so the
-    function is generated; ``names`` are parameter names read from the signature (identifiers)."""
-    if not all(n.isidentifier() for n in names):  # unreachable: inspect returns identifiers
+    what fx traces when a forward takes ``**kwargs`` (Hugging Face's, behind a decorator), when
+    ``emit(inputs=...)`` chose the Graph's inputs, or when a list argument is one input per element
+    (``forward(self, x_0, x_1)`` calling ``forward(self, x=[x_0, x_1])``). fx reads argument names from the
+    code object, so the function is generated; ``names`` are parameter names read from the signature."""
+    if not all(n.isidentifier() for n in [*names, *(lists.flat if lists else ())]):  # unreachable
         raise EmitError(f"forward parameter names {list(names)} are not identifiers")
     namespace: dict[str, Any] = {"_forward": forward, "_fixed": dict(fixed)}
     params = "".join(f", {n}" for n in names)
     call = "".join(f"{n}={n}, " for n in names)
+    if lists is not None:
+        params, call = lists.source()
     exec(f"def forward(self{params}):\n    return _forward(self, {call}**_fixed)\n", namespace)
     return namespace["forward"]
 
@@ -422,13 +431,16 @@ def trace(
         concrete.update({k: v for k, v in session.constants[path].items() if k in concrete})
     names = bound if bound is not None else [n for n in _named(signature) if n not in concrete]
     examples = _examples(session, module, path, names)
+    lists = Flattened.of(names, [e for _, e in examples], where(path, module), list(concrete)) if examples else None
+    if lists is not None:  # a list of tensors: one Graph input per element (``lists``)
+        examples = [(shown, lists.example(e)) for shown, e in examples]
     graphs: dict[bool, fx.Graph] = {}
     states: dict[bool, GuardState | None] = {}
     first = examples[0][1] if examples else None
     for training in (False, True):
-        graphs[training], states[training] = _run_trace(module, path, training, bound, concrete, first, session)
+        graphs[training], states[training] = _run_trace(module, path, training, bound, concrete, first, session, lists)
     if examples and session is not None:
-        accepted = _check_sizes(module, path, bound, concrete, examples, graphs[False], states[False], session)
+        accepted = _check_sizes(module, path, bound, concrete, examples, graphs[False], states[False], session, lists)
         session.record(path, module, [s for s in (states[False], accepted) if s is not None])
     updates = {mode: take_buffer_updates(graph, module) for mode, graph in graphs.items()}
     modes: dict[fx.Node, Any] = {}
