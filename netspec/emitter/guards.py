@@ -37,7 +37,7 @@ from torch.fx.proxy import Attribute, TraceError
 from torch.utils._pytree import tree_flatten
 
 from .fakes import FakeCopy, fake_input
-from .lists import EXAMPLE_KEY, Changed, mirror
+from .lists import CHANGES, EXAMPLE_KEY, Changed, follow_changes, own_lists
 from .spelling import passed_constants
 
 EXAMPLE = EXAMPLE_KEY
@@ -215,8 +215,8 @@ class GuardMixin:
         gets that structure, each tensor in it read by position from the child's flat tuple of tensors
         (``flatten_output``) and every other value (None, a number) as the constant the example holds."""
         result = super().call_module(m, forward, args, kwargs)  # type: ignore[misc]
-        if isinstance(result, fx.Proxy) and result.node.meta.get(_CHANGES):
-            _follow_appends(str(result.node.target), args, kwargs, result.node.meta.pop(_CHANGES))
+        if isinstance(result, fx.Proxy) and result.node.meta.get(CHANGES):
+            follow_changes(str(result.node.target), args, kwargs, result.node.meta.pop(CHANGES))
         value = example_of(result) if isinstance(result, fx.Proxy) else MISSING
         if value is MISSING or isinstance(value, torch.Tensor) or not self.is_traced(m):
             return result  # a layer's or container's output keeps its own structure (LSTM's (out, (h, c)))
@@ -294,9 +294,9 @@ class GuardMixin:
                     if first is not fixed and repr(first) != repr(fixed):  # another call site, other constants
                         self.state.conflicts.append(str(node.target))
                     self.state.direct.add(str(node.target))  # called by this forward (not inside a Sequential)
-                    args, kwargs, lists = _mutable_lists(args, kwargs)
+                    args, kwargs, lists = own_lists(args, kwargs)
                     result = self._call(str(node.target), args, kwargs)
-                    node.meta[_CHANGES] = lists  # what the child did to lists passed to it: see call_module
+                    node.meta[CHANGES] = lists  # what the child did to lists passed to it: see call_module
                     return result
         except Exception:  # noqa: BLE001 - the op may fail on fake tensors as on real ones; then no example
             if node.op == "call_module":
@@ -308,7 +308,7 @@ class GuardMixin:
         """Run the fake tree's child ``target``, recording the call; a plain Sequential runs its children one
         by one, each call recorded (``blocks.0``, ``blocks.1``, ...), so that the traced modules inside a
         Sequential (timm's stages of blocks) get examples too."""
-        self.state.calls.setdefault(target, []).append(_mutable_lists(args, kwargs)[:2])  # copies: it may append
+        self.state.calls.setdefault(target, []).append(own_lists(args, kwargs)[:2])  # copies: it may append
         child = self.tree.get_submodule(target)  # type: ignore[union-attr]
         if type(child).forward is not nn.Sequential.forward or kwargs or len(args) != 1:
             return child(*args, **kwargs)
@@ -371,38 +371,6 @@ class GuardMixin:
         if self.fake is None or not isinstance(value, Mapping):
             return super().keys(obj)  # type: ignore[misc]
         return self.specialise(obj, "keys", list(value.keys()))
-
-
-_CHANGES = "netspec_list_changes"  # node.meta: the lists a child's example call got (key, list, before)
-
-
-def _mutable_lists(
-    args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> tuple[tuple[Any, ...], dict[str, Any], list[tuple[int | str, list[Any], list[Any]]]]:
-    """The call's top-level lists as new plain lists (fx's are immutable; a child may append to them), and
-    (position or keyword, the list, a copy of it) for each."""
-    lists: list[tuple[int | str, list[Any], list[Any]]] = []
-
-    def own(key: int | str, value: Any) -> Any:
-        if isinstance(value, list):
-            value = list(value)
-            lists.append((key, value, list(value)))
-        return value
-
-    new_args = tuple(own(i, a) for i, a in enumerate(args))
-    new_kwargs = {k: own(k, v) for k, v in kwargs.items()}
-    return new_args, new_kwargs, lists
-
-
-def _follow_appends(
-    target: str, args: Any, kwargs: Any, lists: Sequence[tuple[int | str, list[Any], list[Any]]]
-) -> None:
-    """The child's example call changed a list its caller passed (appended, assigned into it): the caller's
-    list changes alike, with ``Changed`` placeholders, which refuse to be read, for the child's values."""
-    for key, now, before in lists:
-        caller = args[key] if isinstance(key, int) else kwargs[key]
-        if isinstance(caller, list):  # fx hands call_module the caller's own list
-            mirror(target, caller, now, before)
 
 
 def flatten_output(graph: fx.Graph) -> None:

@@ -185,13 +185,48 @@ def mirror(target: str, caller: list[Any], now: Sequence[Any], before: Sequence[
     caller[:] = changed
 
 
+CHANGES = "netspec_list_changes"  # node.meta: the lists a child's example call got (key, list, before)
+
+
+def own_lists(
+    args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any], list[tuple[int | str, list[Any], list[Any]]]]:
+    """The call's top-level lists as new plain lists (fx's are immutable; a child may append to them), and
+    (position or keyword, the list, a copy of it) for each."""
+    lists: list[tuple[int | str, list[Any], list[Any]]] = []
+
+    def own(key: int | str, value: Any) -> Any:
+        if isinstance(value, list):
+            value = list(value)
+            lists.append((key, value, list(value)))
+        return value
+
+    new_args = tuple(own(i, a) for i, a in enumerate(args))
+    new_kwargs = {k: own(k, v) for k, v in kwargs.items()}
+    return new_args, new_kwargs, lists
+
+
+def follow_changes(
+    target: str, args: Any, kwargs: Any, lists: Sequence[tuple[int | str, list[Any], list[Any]]]
+) -> None:
+    """The child's example call changed a list its caller passed (appended, assigned into it): the caller's
+    list changes alike, with ``Changed`` placeholders, which refuse to be read, for the child's values."""
+    for key, now, before in lists:
+        caller = args[key] if isinstance(key, int) else kwargs[key]
+        if isinstance(caller, list):  # fx hands call_module the caller's own list
+            mirror(target, caller, now, before)
+
+
 __all__ = [
+    "CHANGES",
     "Changed",
     "Flattened",
     "flat_names",
+    "follow_changes",
     "list_arguments",
     "mirror",
     "node_list",
+    "own_lists",
     "spread",
     "tensor_list",
 ]
