@@ -216,14 +216,11 @@ def load_source(
     search_path: Sequence[str | os.PathLike[str]] | None = None,
 ) -> Source:
     """Stage 1 for a file or dict: parsed, then ``extends``/``imports`` merged in (no validation yet)."""
-    if isinstance(spec, Mapping):
-        source = from_data(spec)
-    elif isinstance(spec, (str, os.PathLike)):
-        source = load_file(spec)
-    else:
+    if not isinstance(spec, (Mapping, str, os.PathLike)):
         message = f"a spec is a file path, a mapping or a netspec.Spec, got {type(spec).__name__}"
         raise SpecError(Problem(message, hint="netspec.read('spec.yaml') or netspec.read({'netspec': 1, ...})"))
     with gc_paused():
+        source = from_data(spec) if isinstance(spec, Mapping) else load_file(spec)
         return compose(source, search_path)
 
 
@@ -248,7 +245,8 @@ def read(
         if not overrides and read_files == spec.reads_files and dtype == spec.weights_dtype:
             return spec
         return read_source(spec.source, overrides, read_files=read_files, dtype=dtype)
-    return read_source(load_source(spec, search_path), overrides, copy=False, read_files=read_files, dtype=dtype)
+    with gc_paused():  # one pause for the whole read: loading, composing and validating
+        return read_source(load_source(spec, search_path), overrides, copy=False, read_files=read_files, dtype=dtype)
 
 
 def read_source(

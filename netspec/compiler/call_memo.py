@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 from torch.nn.modules.lazy import LazyModuleMixin
 
-from .meta import META, typed
+from .meta import META, typed_items
 from .tree import RNode
 
 
@@ -69,7 +69,7 @@ class CallMemo:
                 return None
             inputs.append((a.shape, a.dtype, a.stride()))
         try:
-            written = tuple((k, typed(v)) for k, v in node.args.items())
+            written = typed_items(node.args)
         except TypeError:
             return None
         return (layer.name, layer.cls, node.block, written, tuple(inputs))

@@ -57,6 +57,9 @@ class Count:
         return Count(min(self.modules * factor, CAP), (step, *self.chain))
 
 
+_ONE = Count(1)  # a layer with no layer arguments (what ``_plus([])`` gives)
+
+
 def _plus(counts: list[Count], base: int = 1) -> Count:
     total = min(base + sum(c.modules for c in counts), CAP)
     biggest = max(counts, key=lambda c: c.modules, default=Count(0))
@@ -127,7 +130,7 @@ class Estimator:
         if name in _STACKED and "num_layers" in args:
             n = self.count_of(args["num_layers"])
             return Count(min(1 + n, CAP), (f"{format_path((*path, 'num_layers'))} {n:,} layers",))
-        return _plus(parts)
+        return _plus(parts) if parts else _ONE
 
     def raw(self, value: Mapping[str, Any], path: SpecPath) -> Count:
         """A node written as a layer argument (still plain data): validated the way the resolver does."""

@@ -78,6 +78,11 @@ def typed(value: Any) -> Any:
     raise TypeError("not plain data")
 
 
+def typed_items(args: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """``(key, typed(value))`` for every item of ``args``, as one key; ``TypeError`` for data that is not plain."""
+    return tuple([(k, (type(v), v) if type(v) in _ATOMS else typed(v)) for k, v in args.items()])
+
+
 def immutable(value: Any) -> bool:
     """Numbers, strings, None and tuples of them: safe to share between nodes."""
     return type(value) in _ATOMS or (type(value) is tuple and all(immutable(v) for v in value))

@@ -42,7 +42,7 @@ from . import values
 from .block_args import BlockArgs
 from .expansion import NODE_ADAPTER, check_expansion
 from .instances import InContext, Where
-from .meta import immutable, typed
+from .meta import immutable, typed_items
 from .names import check_child_name, check_graph_inputs
 from .tree import LEFT_OUT, VALUES_INIT, Resolved, RGraph, RNode, RStatement, RTensor
 
@@ -381,7 +381,7 @@ class Resolver:
         """``raw`` converted and checked (``check_args``, ``check_layer``): once per distinct layer type and
         plain arguments (10,000 copies of six layers are six checks), each node getting its own dict."""
         try:
-            key: Any = (layer.name, layer.cls, tuple((k, typed(v)) for k, v in raw.items()))
+            key: Any = (layer.name, layer.cls, typed_items(raw))
         except TypeError:  # a nested node, a mapping: checked on its own
             key = None
         known = self.check_memo.get(key) if key is not None else None

@@ -103,14 +103,17 @@ class StatementBuilder(ChildReferences):
         if name is None and target == "self":  # a child named self (BertAttention.self): fx would name the
             name = "self_out"  # node self, shadowing the generated forward's own self
         # Arguments set after creation: create_node walks them with pytree looking for SymInts, which a
-        # statement (constants from its text, fx nodes) never holds — a third of the node's cost.
+        # statement (constants from its text, fx nodes) never holds — a third of the node's cost. They are
+        # set through the ``args``/``kwargs`` properties (which record the uses), not ``Node.__setattr__``:
+        # that one also takes the node out of the graph's (op, target) lookup table and puts it back at
+        # the end, where the node just created already is — a no-op costing twice the node itself.
         n = self.g.create_node(op, target, name=name)
         if name is not None:
             self.named = (n, name)
         if args:
-            n.args = args
+            object.__setattr__(n, "args", args)
         if kwargs:
-            n.kwargs = kwargs
+            object.__setattr__(n, "kwargs", kwargs)
         n.meta["netspec"] = self.stmt
         if self.branch is not None:
             n.meta[BRANCH] = self.branch
@@ -156,7 +159,7 @@ class StatementBuilder(ChildReferences):
     def ident(self, e: ast.Name) -> str:
         """The name ``e`` stands for in the statement (a shared tree holds placeholders)."""
         n = e.id
-        return self.names[int(n[1:])] if n[:1] == MARK else n
+        return self.names[int(n[1:])] if n[0] == MARK else n
 
     def parsed(self, tree: ast.Module) -> None:
         if len(tree.body) == 1 and isinstance(tree.body[0], ast.Expr):
@@ -233,6 +236,11 @@ class StatementBuilder(ChildReferences):
 
     # -- expressions --------------------------------------------------------------------------
     def expr(self, e: ast.expr) -> Any:
+        t = type(e)  # the two commonest first (each type below is its own class: the order changes nothing)
+        if t is ast.Name:
+            return self.name(e)
+        if t is ast.Call:
+            return self.call(e)
         if isinstance(e, ast.Constant) and (
             isinstance(e.value, (int, float, str, bool, type(None))) or e.value is Ellipsis
         ):

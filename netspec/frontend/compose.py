@@ -284,6 +284,8 @@ class _Composer:
 
     def check_no_markers(self, source: Source, value: Any, path: SpecPath, where: str) -> None:
         """Report ``_replace_``/``_remove_`` where they have no meaning (no base, inside lists)."""
+        if not _has_markers(value):  # the common case, found without building a path for every value
+            return
         todo: list[tuple[Any, SpecPath, bool]] = [(value, path, False)]
         while todo:
             item, here, in_list = todo.pop()
@@ -295,6 +297,20 @@ class _Composer:
                 todo.extend((v, (*here, k), in_list) for k, v in item.items() if k not in MARKERS)
             elif isinstance(item, list):
                 todo.extend((v, (*here, i), True) for i, v in enumerate(item))
+
+
+def _has_markers(value: Any) -> bool:
+    """Whether a mapping anywhere in ``value`` has a ``_replace_`` or ``_remove_`` key."""
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, dict):
+            if REPLACE in item or REMOVE in item:
+                return True
+            todo.extend(v for v in item.values() if isinstance(v, (dict, list)))
+        elif isinstance(item, list):
+            todo.extend(v for v in item if isinstance(v, (dict, list)))
+    return False
 
 
 def _is_remove(value: Any) -> bool:

@@ -141,8 +141,70 @@ class Source:
             self.positions[p] = Location(f"{self.filename} (--set {dotted}={shown})", 1, 1)
 
 
+class _NotPlain(Exception):
+    """``_copy_plain`` met something only ``to_plain``'s general walk handles (or reports)."""
+
+
+def _copy_plain(value: Any, depth: int, limits: Limits, count: list[int]) -> Any:
+    """A copy of data made only of dicts with str keys, lists, tuples, str, int, float, bool and None,
+    within ``limits`` (``count[0]``: nodes seen so far); ``_NotPlain`` for anything else."""
+    if depth > limits.max_depth:
+        raise _NotPlain
+    kind = type(value)
+    if kind is dict:
+        count[0] += len(value)
+        out: Any = {}
+        for k, v in value.items():
+            if type(k) is not str:
+                raise _NotPlain
+            t = type(v)
+            if t is str or v is None or t is bool:
+                out[k] = v
+            elif t is int:
+                if v.bit_length() > _MAX_INT_BITS:
+                    raise _NotPlain
+                out[k] = v
+            elif t is float:
+                if not math.isfinite(v):
+                    raise _NotPlain
+                out[k] = v
+            else:
+                out[k] = _copy_plain(v, depth + 1, limits, count)
+    elif kind is list or kind is tuple:
+        count[0] += len(value)
+        out = []
+        for v in value:
+            t = type(v)
+            if t is str or v is None or t is bool:
+                out.append(v)
+            elif t is int:
+                if v.bit_length() > _MAX_INT_BITS:
+                    raise _NotPlain
+                out.append(v)
+            elif t is float:
+                if not math.isfinite(v):
+                    raise _NotPlain
+                out.append(v)
+            else:
+                out.append(_copy_plain(v, depth + 1, limits, count))
+    else:
+        raise _NotPlain
+    if count[0] > limits.max_nodes:
+        raise _NotPlain
+    return out
+
+
 def to_plain(value: Any, path: SpecPath, limits: Limits) -> Any:
     """Deep-copy ``value`` into plain JSON-like containers, rejecting anything JSON cannot hold."""
+    t = type(value)
+    if t is dict or t is list or t is tuple:
+        # Data that is plain already (the common case: a dict written in Python, or parsed JSON) is copied
+        # in one recursive pass; anything else — and every problem, worded and ordered as below — goes
+        # through the general walk.
+        try:
+            return _copy_plain(value, 1, limits, [1])
+        except (_NotPlain, RecursionError):
+            pass
     problems: list[Problem] = []
     holder: list[Any] = [None]
     # (value, path, container, slot, depth): each copy goes into a pre-made slot, so order survives the stack.

@@ -16,33 +16,19 @@ The readers are ``yaml_reader`` and ``json_reader``; ``Source`` itself lives in 
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import os
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from ..errors import Location, Problem, SpecError, did_you_mean
+from .gc_pause import gc_paused
 from .json_reader import parse_json
 from .positions import DEFAULT_LIMITS, Limits, Source, to_plain
 from .scalars import kind_of, parse_scalar
 from .yaml_reader import parse_yaml
 
 _EXTENSIONS = {".yaml": "yaml", ".yml": "yaml", ".json": "json"}
-
-
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    # Parsing allocates a great many long-lived, acyclic objects (values, paths, locations); the cyclic
-    # collector would rescan them again and again, which costs about a third of the parse time.
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def load_text(
