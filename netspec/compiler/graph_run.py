@@ -62,12 +62,21 @@ class GraphRun:
         value_of = env.__getitem__
         inputs = dict(zip(graph_def.inputs, args, strict=False)) | dict(kwargs)
         prefix = f"{node.name}." if node.name else ""
+        unplaced = (node.path, "")
+        map_arg = fx.node.map_arg
         for n in graph.nodes:
-            stmt_path, stmt_text = n.meta.get("netspec", (node.path, ""))
+            stmt_path, stmt_text = n.meta.get("netspec", unplaced)
+            op = n.op
             try:
-                if n.op == "placeholder":
+                if op == "call_module":  # the commonest: a layer called (inferred through ``Inferrer.node``)
+                    a = map_arg(n.args, value_of) if n.args else ()
+                    kw = map_arg(n.kwargs, value_of) if n.kwargs else {}
+                    out = env[n] = self.run_node(node, n, a, kw, prefix)
+                    if out is None:
+                        return FAILED  # the child reported its own problem
+                elif op == "placeholder":
                     env[n] = inputs[n.target]
-                elif n.op == "get_attr":
+                elif op == "get_attr":
                     target = str(n.target)
                     if target == "training":
                         env[n] = False
@@ -77,17 +86,14 @@ class GraphRun:
                         env[n] = self.child_value(node, target, stmt_path, stmt_text)
                         if env[n] is None:
                             return FAILED
-                elif n.op == "output":
-                    return fx.node.map_arg(n.args[0], lambda a: env[a])
+                elif op == "output":
+                    return map_arg(n.args[0], value_of)
                 else:
-                    a = fx.node.map_arg(n.args, value_of) if n.args else ()
-                    kw = fx.node.map_arg(n.kwargs, value_of) if n.kwargs else {}
-                    env[n] = self.run_node(node, n, a, kw, prefix)
-                    if env[n] is None and n.op == "call_module":
-                        return FAILED  # the child reported its own problem
-                    if n.op != "call_module":
-                        self.calls.statement(node.name, n, a, kw, env[n])
-                        self.mark(env[n], Producer(f"statement '{stmt_text.strip()}'"))
+                    a = map_arg(n.args, value_of) if n.args else ()
+                    kw = map_arg(n.kwargs, value_of) if n.kwargs else {}
+                    out = env[n] = self.run_node(node, n, a, kw, prefix)
+                    self.calls.statement(node.name, n, a, kw, out)
+                    self.mark(out, Producer(f"statement '{stmt_text.strip()}'"))
             except ShapeRuleBug:
                 raise
             except Exception as err:  # noqa: BLE001 - a statement calls torch functions and user modules: reported

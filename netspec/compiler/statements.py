@@ -382,7 +382,7 @@ class StatementBuilder(ChildReferences):
         )
 
     def call(self, e: ast.Call) -> Any:
-        if any(isinstance(a, ast.Starred) for a in e.args) or any(k.arg is None for k in e.keywords):
+        if (ast.Starred in map(type, e.args)) or (e.keywords and any(k.arg is None for k in e.keywords)):
             raise StatementError("*args and **kwargs are not allowed", e.col_offset)
         args = tuple([self.expr(a) for a in e.args])
         kwargs = {k.arg: self.expr(k.value) for k in e.keywords if k.arg} if e.keywords else {}
