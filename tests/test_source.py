@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import math
 import time
-from enum import Enum
+from enum import Enum, IntEnum
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from netspec.errors import Location, Problem, SpecError
+from netspec.frontend.positions import to_plain
 from netspec.frontend.source import (
     DEFAULT_LIMITS,
     Limits,
@@ -538,6 +541,10 @@ class Color(str, Enum):
     RED = "red"
 
 
+class IntKind(IntEnum):
+    TWO = 2
+
+
 def test_from_data_copies_into_plain_containers() -> None:
     original = {"model": {"layers": ({"k": (3, 3)}, "relu"), "act": Color.RED}, "x": 1.5}
     src = from_data(original)
@@ -558,6 +565,99 @@ def test_from_data_rejects_what_json_cannot_hold() -> None:
     assert "JSON cannot hold inf/nan" in problems[("c",)]
     assert "mapping keys must be strings" in problems[("d",)]
     assert "cannot hold a set value" in problems[("e",)]
+
+
+def _reference_plain(value: object, depth: int, limits: Limits) -> object:
+    """What to_plain must make of ``value`` (ValueError: what it must refuse), written independently."""
+    if value is None or type(value) is bool:
+        return value
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int):
+        if int(value).bit_length() > 3322:
+            raise ValueError("integer too large")
+        return int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("not finite")
+        return float(value)
+    if isinstance(value, (dict, list, tuple)):
+        if depth > limits.max_depth:
+            raise ValueError("too deep")
+        if isinstance(value, dict):
+            if not all(isinstance(k, str) for k in value):
+                raise ValueError("key")
+            return {k: _reference_plain(v, depth + 1, limits) for k, v in value.items()}
+        return [_reference_plain(v, depth + 1, limits) for v in value]
+    raise ValueError("not plain")
+
+
+def _same_plain(a: object, b: object) -> bool:
+    """Equal, and of the same exact types all the way down (1 is not 1.0 is not True)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(_same_plain(a[k], b[k]) for k in a)  # type: ignore[index]
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same_plain(x, y) for x, y in zip(a, b))  # type: ignore[arg-type]
+    return a == b
+
+
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(min_value=2**3320, max_value=2**3324),  # around the integer limit
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=4),
+    st.just(Color.RED),  # a str subclass: becomes a plain str
+    st.just(IntKind.TWO),  # an int subclass: becomes a plain int
+    st.just({1, 2}),  # a set: refused
+)
+_DATA = st.recursive(
+    _SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.tuples(inner, inner),
+        st.dictionaries(st.text(max_size=3), inner, max_size=4),
+        st.dictionaries(st.integers(0, 3), inner, min_size=1, max_size=2),  # non-str keys: refused
+    ),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=200, derandomize=True, deadline=None, database=None)
+@given(_DATA)
+def test_to_plain_copies_exactly_what_json_can_hold(value: object) -> None:
+    # Plain data is copied in one fast pass and everything else through the general walk: either way the
+    # result is the same plain copy, or a SpecError.
+    limits = Limits(max_depth=4)
+    try:
+        expected = _reference_plain(value, 1, limits)
+    except ValueError:
+        with pytest.raises(SpecError):
+            to_plain(value, (), limits)
+        return
+    got = to_plain(value, (), limits)
+    assert _same_plain(got, expected)
+    if isinstance(value, (dict, list, tuple)):
+        assert got is not value
+
+
+def test_to_plain_at_its_limits() -> None:
+    deep = Limits(max_depth=3)
+    assert to_plain({"a": {"b": [1]}}, (), deep) == {"a": {"b": [1]}}  # three levels: allowed
+    with pytest.raises(SpecError, match="nested more than 3 deep"):
+        to_plain({"a": {"b": [[1]]}}, (), deep)
+    few = Limits(max_nodes=5)
+    assert to_plain({"a": list(range(10))}, (), few) == {"a": list(range(10))}  # the count stops at containers
+    with pytest.raises(SpecError, match="too big"):
+        to_plain([[0] * 10, [1]], (), few)
+    assert to_plain([2**3322 - 1], (), DEFAULT_LIMITS) == [2**3322 - 1]
+    with pytest.raises(SpecError, match="integer with 3,323 bits is too large"):
+        to_plain({"n": [2**3322]}, (), DEFAULT_LIMITS)
+    with pytest.raises(SpecError, match="JSON cannot hold inf/nan"):
+        to_plain({"x": [1.0, math.inf]}, (), DEFAULT_LIMITS)
 
 
 def test_from_data_refuses_cycles_and_non_mappings() -> None:
