@@ -599,7 +599,7 @@ def _same_plain(a: object, b: object) -> bool:
     if isinstance(a, dict):
         return list(a) == list(b) and all(_same_plain(a[k], b[k]) for k in a)  # type: ignore[index]
     if isinstance(a, list):
-        return len(a) == len(b) and all(_same_plain(x, y) for x, y in zip(a, b))  # type: ignore[arg-type]
+        return len(a) == len(b) and all(_same_plain(x, y) for x, y in zip(a, b, strict=True))  # type: ignore[arg-type]
     return a == b
 
 
