@@ -62,6 +62,22 @@ def expect_input(x: torch.Tensor, shape: list[int], dtype: str | None = None) ->
     return x
 
 
+def expect_no_autocast(x: torch.Tensor) -> torch.Tensor:
+    """``v = expect_no_autocast(v)``: ``v`` itself, after checking that autocast is off for ``v``'s device.
+    ``emit`` writes it where the traced forward turned autocast off for a few steps (timm's EfficientViT:
+    ``with torch.autocast(device_type=v.device.type, enabled=False)``): without an enclosing autocast that
+    context changes nothing, and a Graph has no statement for it, so under autocast (where the original
+    would run those steps in float32 and the Graph's would not) the rebuilt module raises instead."""
+    kind = x.device.type
+    if torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind):
+        raise RuntimeError(
+            f"this model was emitted from a forward that turns autocast off for some steps, which a spec cannot "
+            f"express; it refuses to run under torch.autocast (enabled for {kind!r}), where the original would "
+            "compute those steps in float32 and this one would not"
+        )
+    return x
+
+
 # torch.nn.functional names win over torch's (activations, pooling, dropout).
 _F_NAMES = (
     "relu relu6 gelu silu mish elu selu celu leaky_relu hardswish hardsigmoid hardtanh softplus softsign "
@@ -69,7 +85,7 @@ _F_NAMES = (
     "alpha_dropout feature_alpha_dropout batch_norm instance_norm interpolate pad "
     "adaptive_avg_pool1d adaptive_avg_pool2d adaptive_avg_pool3d "
     "adaptive_max_pool1d adaptive_max_pool2d adaptive_max_pool3d avg_pool1d avg_pool2d avg_pool3d "
-    "max_pool1d max_pool2d max_pool3d layer_norm group_norm normalize linear embedding "
+    "max_pool1d max_pool2d max_pool3d layer_norm group_norm rms_norm normalize linear embedding "
     "scaled_dot_product_attention one_hot pixel_shuffle pixel_unshuffle unfold fold cosine_similarity "
 ).split()
 _TORCH_NAMES = (
@@ -79,7 +95,7 @@ _TORCH_NAMES = (
     "roll flip narrow zeros_like ones_like full_like rand_like randn_like tril triu masked_fill add sub "
     "mul div pow maximum minimum square erf baddbmm outer topk sort arange movedim swapaxes unflatten "
     "channel_shuffle gather index_select diag norm sign floor ceil addcmul addcdiv addmm conv1d conv2d conv3d "
-    "ones zeros full "
+    "ones zeros full meshgrid "
 ).split()
 # Functions that make a tensor without a tensor argument: during validation they run on meta, as does
 # any call with a device= keyword (arange(500000000) would otherwise allocate 4 GB just to be checked).
@@ -102,6 +118,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "ceil": ceil,
     "floor": floor,
     "expect_input": expect_input,
+    "expect_no_autocast": expect_no_autocast,
 }
 # ``training=`` accepted for functions that call the flag something else (nn.InstanceNorm passes
 # ``self.training`` as ``use_input_stats``).

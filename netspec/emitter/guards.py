@@ -36,6 +36,7 @@ from torch.fx._symbolic_trace import _maybe_revert_all_patches
 from torch.fx.proxy import Attribute, TraceError
 from torch.utils._pytree import tree_flatten
 
+from .autocast import real_autocast, rewire_checks, traced_autocast
 from .fakes import FakeCopy, fake_input
 from .lists import CHANGES, EXAMPLE_KEY, Changed, follow_changes, own_lists
 from .spelling import passed_constants
@@ -196,8 +197,10 @@ class GuardMixin:
     def trace(self, root: Any, concrete_args: Any = None) -> fx.Graph:
         if self.fake is None:
             return super().trace(root, concrete_args)  # type: ignore[misc]
-        with recorded_factories(self):
-            return super().trace(root, concrete_args)  # type: ignore[misc]
+        with recorded_factories(self), traced_autocast():
+            graph = super().trace(root, concrete_args)  # type: ignore[misc]
+        rewire_checks(graph)
+        return graph
 
     flatten_records = True
     is_traced: Callable[[nn.Module], bool] = staticmethod(lambda m: False)  # type: ignore[assignment]
@@ -282,7 +285,7 @@ class GuardMixin:
             return MISSING
         try:
             # fx's patches (Module.__call__ recording calls) are lifted while the examples run
-            with _maybe_revert_all_patches(), self.fake:  # type: ignore[union-attr]
+            with _maybe_revert_all_patches(), real_autocast(), self.fake:  # type: ignore[union-attr]
                 if node.op == "call_function":
                     return node.target(*args, **kwargs)  # type: ignore[operator]
                 if node.op == "call_method":

@@ -70,6 +70,7 @@ from .spelling import (
     function_name,
     keyword_defaults,
     public_name,
+    to_steps,
 )
 
 
@@ -226,14 +227,19 @@ class _Renderer(ChildCalls, StatementWriter):
 
     def render_to(self, n: fx.Node) -> Expr:
         """``h.to(dtype)`` -> ``h.double()`` etc.; ``h.to(v)`` of one value of forward (``w.dtype``, ``x.device``,
-        a tensor) as it is; a constant device or other ``.to`` arguments are refused."""
-        rest = [*n.args[1:], *n.kwargs.values()]
-        if len(rest) == 1 and rest[0] in DTYPE_METHODS and set(n.kwargs) <= {"dtype"}:
-            return Expr(f"{self.operand(n.args[0], ATOM)}.{DTYPE_METHODS[rest[0]]}()")
-        if len(rest) == 1 and isinstance(rest[0], fx.Node) and set(n.kwargs) <= {"dtype", "device", "other"}:
-            # h.to(w.dtype), h.to(x.device), h.to(x): a value of this forward, as the module computes it
-            return Expr(f"{self.operand(n.args[0], ATOM)}.to({self.value(rest[0]).text})")
-        raise self.fail(f"calls .to({self.call_args(n.args[1:], {})}) with something other than one dtype")
+        a tensor) as it is; ``h.to(device=x.device, dtype=torch.bool)`` -> ``h.to(x.device).bool()``
+        (``to_steps``); a constant device or other ``.to`` arguments are refused."""
+        steps = to_steps(n.args[1:], n.kwargs)
+        if steps is None:
+            shown = ", ".join(
+                [str(v) if isinstance(v, fx.Node) else repr(v) for v in n.args[1:]]
+                + [f"{k}={v}" if isinstance(v, fx.Node) else f"{k}={v!r}" for k, v in n.kwargs.items()]
+            )
+            raise self.fail(f"calls .to({shown}) with a fixed device or arguments other than a dtype and a device")
+        text = self.operand(n.args[0], ATOM)
+        for kind, value in steps:
+            text += f".{DTYPE_METHODS[value]}()" if kind == "dtype" else f".to({self.value(value).text})"
+        return Expr(text)
 
     def check_in_place(self, n: fx.Node) -> None:
         """``h.mul_(2)`` may be written ``h.mul(2)`` only when no one else sees ``h`` changed: ``h`` (and what it

@@ -79,6 +79,8 @@ ALIASES: dict[int, str] = {
     id(math.ceil): "ceil",
     id(torch.floor): "floor",
     id(math.floor): "floor",
+    # torch.meshgrid([a, b]) of a list reaches torch's C function (the list holds no tensor for dispatch)
+    id(torch._C._VariableFunctions.meshgrid): "meshgrid",
 }
 # ``h.to(torch.float64)`` is written with the dtype's own tensor method: the language has no dtype values.
 DTYPE_METHODS: dict[torch.dtype, str] = {
@@ -330,6 +332,49 @@ class StatementWriter:
         return ", ".join(parts)
 
 
+def to_steps(args: Sequence[Any], kwargs: Mapping[str, Any]) -> list[tuple[str, Any]] | None:
+    """``h.to(...)``'s arguments (after ``h``) as the casts that compute the same, in order: ``("value", v)``
+    for a value of forward (``x.device``, ``w.dtype``, a tensor: written ``.to(v)``) and ``("dtype", d)`` for a
+    fixed dtype (written ``.float()``, ...). ``h.to(device=d, dtype=torch.bool)`` is ``h.to(d).bool()``: a move
+    and an element-wise cast, the same values as torch's one step (and ``h`` itself when neither changes
+    anything, as ``.to`` returns). None when the call fixes a device (``'cuda:0'`` would tie the spec to one
+    machine), asks for ``copy=True``, ``non_blocking=True`` or a memory format, or names no target."""
+    rest, named = list(args), dict(kwargs)
+    if named.pop("copy", False) is not False or named.pop("non_blocking", False) is not False:
+        return None
+    if named.pop("memory_format", torch.preserve_format) is not torch.preserve_format:
+        return None
+    while rest and isinstance(rest[-1], bool):  # to(dtype, non_blocking, copy) given by position
+        if rest.pop() is not False:
+            return None
+    device, dtype, other = named.pop("device", None), named.pop("dtype", None), named.pop("other", None)
+    if named or len(rest) > 2:
+        return None
+    if len(rest) == 2:  # to(device, dtype)
+        if device is not None or dtype is not None:
+            return None
+        device, dtype = rest
+    elif len(rest) == 1:
+        if isinstance(rest[0], torch.dtype):
+            dtype = rest[0] if dtype is None else None
+        else:
+            other = rest[0]  # to(x.device), to(w.dtype), to(x): one value of forward, written as it is
+    steps: list[tuple[str, Any]] = []
+    for value in (device, other):
+        if value is None:
+            continue
+        if not isinstance(value, fx.Node):
+            return None  # a fixed device
+        steps.append(("value", value))
+    if isinstance(dtype, fx.Node):
+        steps.append(("value", dtype))
+    elif isinstance(dtype, torch.dtype) and dtype in DTYPE_METHODS:
+        steps.append(("dtype", dtype))
+    elif dtype is not None:
+        return None
+    return steps or None
+
+
 # The dtypes whose arange of integers equals the int64 arange cast to it (one rounding of an exact
 # integer: not bfloat16, whose arange rounds through float first).
 ARANGE_CASTS = frozenset({torch.float32, torch.float64, torch.float16, torch.int64, torch.int32})
@@ -374,4 +419,5 @@ __all__ = [
     "keyword_defaults",
     "passed_constants",
     "public_name",
+    "to_steps",
 ]

@@ -1,0 +1,123 @@
+"""``with torch.autocast(device_type=v.device.type, enabled=False):`` inside a traced forward.
+
+In: a guarded trace (``guards``) of a forward that turns autocast *off* for some steps (timm's EfficientViT
+``LiteMLA`` runs its linear attention so, in float32). Out: the steps recorded as usual, and the tensor whose
+device names the autocast device (``v``) passed through ``expect_no_autocast(v)`` where the context is entered:
+every later reader of ``v`` reads the checked value, so the check cannot be dropped as unused.
+
+What that computes: without an enclosing autocast, ``autocast(enabled=False)`` changes nothing, and the Graph
+computes what the original computes. Under an enclosing ``torch.autocast`` (mixed precision on a GPU) the
+original would run those steps with autocast off and a Graph's statements would run them under it (a matmul in
+float16 instead of float32). A spec has no statement for such a region, so the rebuilt module refuses that
+case when it runs: ``expect_no_autocast`` raises while autocast is on for ``v``'s device. A context that turns
+autocast *on* (or whose ``enabled`` is a traced value, or whose device type is fixed rather than read from a
+traced tensor) changes the computation in every call and is refused while tracing.
+
+While a guarded trace runs (under the lock ``guards.recorded_factories`` holds), ``torch.autocast`` and
+``torch.amp.autocast`` are a stand-in that records instead of switching autocast: nothing global changes, and
+both names are restored afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch.fx.proxy import Attribute, TraceError
+
+from ..compiler.allowlists import expect_no_autocast
+
+CHECK = "netspec_autocast_check"  # node.meta key: the expect_no_autocast node, for rewire_checks
+
+
+def _device_source(device_type: Any) -> fx.Proxy | None:
+    """The traced tensor ``v`` of ``device_type = v.device.type`` (an attribute chain fx has not made nodes
+    for yet), or None."""
+    if not isinstance(device_type, Attribute) or device_type.attr != "type":
+        return None
+    device = device_type.root
+    if not isinstance(device, Attribute) or device.attr != "device":
+        return None
+    return device.root if isinstance(device.root, fx.Proxy) else None
+
+
+class _TracedAutocast:
+    """Stand-in for ``torch.autocast`` while a forward is traced (see the module docstring)."""
+
+    def __init__(
+        self,
+        device_type: Any,
+        dtype: Any = None,
+        enabled: Any = True,
+        cache_enabled: Any = None,
+    ) -> None:
+        if enabled is not False:
+            raise TraceError(
+                "forward enters torch.autocast with enabled="
+                + ("a traced value" if isinstance(enabled, fx.Proxy) else repr(enabled))
+                + ", which changes how the steps inside compute; a Graph has no statement for an autocast "
+                "region (only autocast turned off, enabled=False, is emitted, checked at run time)"
+            )
+        source = _device_source(device_type)
+        if source is None:
+            raise TraceError(
+                f"forward turns autocast off for the fixed device type {device_type!r}; a Graph can only check "
+                "the device of one of its values (torch.autocast(device_type=v.device.type, enabled=False))"
+            )
+        self.source = source
+
+    def __enter__(self) -> None:
+        checked = self.source.tracer.create_proxy("call_function", expect_no_autocast, (self.source,), {})
+        checked.node.meta[CHECK] = self.source.node
+
+    def __exit__(self, *exc: object) -> bool:
+        return False
+
+
+_ORIGINAL = torch.amp.autocast
+
+
+def _install(cls: type) -> None:
+    torch.autocast = torch.amp.autocast = cls  # type: ignore[misc]
+
+
+@contextlib.contextmanager
+def traced_autocast() -> Iterator[None]:
+    """``torch.autocast`` and ``torch.amp.autocast`` as the recording stand-in, for one trace; the caller holds
+    the tracing lock (``guards.recorded_factories``)."""
+    try:
+        _install(_TracedAutocast)
+        yield
+    finally:
+        _install(_ORIGINAL)
+
+
+@contextlib.contextmanager
+def real_autocast() -> Iterator[None]:
+    """torch's own ``autocast`` while a trace runs its examples (a child run on fake tensors enters it as the
+    original does), the stand-in again afterwards."""
+    current = torch.amp.autocast
+    try:
+        _install(_ORIGINAL)
+        yield
+    finally:
+        _install(current)
+
+
+def rewire_checks(graph: fx.Graph) -> None:
+    """Every reader of ``v`` after an ``expect_no_autocast(v)`` reads the check's result instead."""
+    order = {n: i for i, n in enumerate(graph.nodes)}
+    for node in list(graph.nodes):
+        source = node.meta.get(CHECK)
+        if source is None:
+            continue
+        del node.meta[CHECK]
+        at = order[node]
+        later = lambda user, at=at, node=node: user is not node and order[user] > at  # noqa: E731
+        source.replace_all_uses_with(node, delete_user_cb=later)
+
+
+__all__ = ["CHECK", "real_autocast", "rewire_checks", "traced_autocast"]
