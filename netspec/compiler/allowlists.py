@@ -78,6 +78,17 @@ def expect_no_autocast(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def not_emitted(module: str, *inputs: Any) -> Any:
+    """``y = not_emitted('RotaryEmbeddingCat', x)`` raises. ``emit`` writes it as the whole forward of a submodule
+    that the model's forward never calls (its parent only reads its tensors, as timm's ViTs call
+    ``self.rope.get_embed(...)``) and whose own forward cannot be traced: the submodule keeps its parameters
+    and buffers, and calling it directly is an error instead of another computation."""
+    raise RuntimeError(
+        f"the forward of this {module} was not emitted: the model it was emitted from never calls it (its parent "
+        "reads only its tensors), and it could not be traced on its own"
+    )
+
+
 # torch.nn.functional names win over torch's (activations, pooling, dropout).
 _F_NAMES = (
     "relu relu6 gelu silu mish elu selu celu leaky_relu hardswish hardsigmoid hardtanh softplus softsign "
@@ -119,6 +130,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "floor": floor,
     "expect_input": expect_input,
     "expect_no_autocast": expect_no_autocast,
+    "not_emitted": not_emitted,
 }
 # ``training=`` accepted for functions that call the flag something else (nn.InstanceNorm passes
 # ``self.training`` as ``use_input_stats``).

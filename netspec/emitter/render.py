@@ -86,6 +86,7 @@ class GraphBody:
     # traced children whose defaulted forward arguments are passed values computed here (DLA's ``shortcut``):
     # child path -> those names, which the child's Graph takes as inputs instead of fixing them
     passed: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    called: set[str] = field(default_factory=set)  # the submodules forward calls (whole paths: ``blocks.0``)
 
 
 CONSTANT = "netspec_constant"  # node.meta: the tensor fx stored for a constant made in forward
@@ -348,7 +349,10 @@ class _Renderer(ChildCalls, StatementWriter):
             self.flush(p)
         outputs = self._outputs(output.args[0])
         used = {str(n.target).split(".")[0] for n in nodes if n.op in ("call_module", "get_attr")}
-        return GraphBody(inputs, self.statements, outputs, self.notes, used & set(self.children), self.passed)
+        called = {str(n.target) for n in nodes if n.op == "call_module"} | {
+            str(n.args[0].target) for n in nodes if n.target is route and isinstance(n.args[0], fx.Node)
+        }
+        return GraphBody(inputs, self.statements, outputs, self.notes, used & set(self.children), self.passed, called)
 
     def _attr(self, n: fx.Node) -> Expr:
         target = str(n.target)

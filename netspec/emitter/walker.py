@@ -19,7 +19,6 @@ path, its class and the reason.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,19 +27,18 @@ import torch.fx as fx
 import torch.nn as nn
 from torch.nn.parameter import is_lazy
 
-from ..catalog.windows import INTEGER_INITS
-from ..compiler.construct import TENSOR_INITS
 from ..errors import EmitError, SpecError, first_line
 from ..frontend.models import DTYPE_NAMES
 from ..spec import Spec, read
 from .blocks import BlockTable
-from .buffers import written_values
+from .buffers import simple_init, written_values
 from .equivalents import equivalent_node, has_equivalent
 from .guards import GuardSession
 from .layers import LayerVerifier, catalogue_entry, layer_args, where
 from .lint import ModelWarning, lint
 from .trace import graph_body, own_forward
 from .training import freeze_section, optimizer_section
+from .uncalled import uncalled_body
 
 _PLAIN_GRAPH_NAMES = frozenset({"Graph", "GraphModule"})
 BUFFER_DTYPES = DTYPE_NAMES  # what a spec's buffer ``dtype`` may be
@@ -75,39 +73,6 @@ def _layer_base(cls: type[nn.Module]) -> type[nn.Module] | None:
     return None
 
 
-def _simple_init(tensor: torch.Tensor) -> str | dict[str, Any] | None:
-    """An ``init`` that reproduces ``tensor`` exactly (zeros, ones, constant, sinusoidal, tril), or None."""
-    if tensor.device.type == "meta":
-        return None
-    with torch.no_grad():
-        if not tensor.is_floating_point():
-            if bool((tensor == 0).all()) or bool((tensor == 1).all()):
-                return "zeros" if bool((tensor == 0).all()) else "ones"
-            for name, make in INTEGER_INITS.items():  # Swin's/MaxViT's relative position index
-                try:
-                    table = make(tuple(tensor.shape), tensor.dtype, tensor.device)
-                except ValueError:
-                    continue
-                if torch.equal(table, tensor):
-                    return name
-            return None
-        if tensor.numel() == 0 or bool((tensor == 0).all()):
-            return "zeros"
-        if bool((tensor == 1).all()):
-            return "ones"
-        first = tensor.reshape(-1)[0]
-        if bool((tensor == first).all()) and math.isfinite(float(first)):
-            return {"fn": "constant", "val": float(first)}
-        for name, make in TENSOR_INITS.items():  # netspec's own fixed tables (sinusoidal, tril, ...)
-            try:
-                table = make(tuple(tensor.shape), tensor.dtype, tensor.device)
-            except (ValueError, RuntimeError):
-                continue
-            if table.shape == tensor.shape and torch.equal(table, tensor):
-                return name
-    return None
-
-
 class _Walker:
     """Turns modules into spec nodes, depth first, in registration order."""
 
@@ -119,6 +84,8 @@ class _Walker:
         self.notes: list[ModelWarning] = []
         self.dtypes: set[torch.dtype] = set()
         self.passed: dict[str, tuple[str, ...]] = {}  # traced child path -> defaulted arguments given values
+        self.called: set[str] = set()  # submodule paths a traced forward calls
+        self.read: set[str] = set()  # children of traced Graphs that their forward calls or reads
 
     def node(self, module: nn.Module, path: str) -> Any:
         cls = _unwrap(type(module))
@@ -234,7 +201,7 @@ class _Walker:
             )
         if tensor.is_floating_point():
             self.dtypes.add(tensor.dtype)
-        init = _simple_init(tensor)
+        init = simple_init(tensor)
         if init is None and buffer and not persistent:
             init = written_values(tensor, where_)  # not in the state_dict: the spec carries the values
         if init is None:
@@ -247,11 +214,18 @@ class _Walker:
         return spec
 
     def graph(self, module: nn.Module, path: str) -> dict[str, Any]:
-        body = graph_body(
-            module, path, _traced, self.inputs if not path else None, self.passed.get(path, ()), self.session
-        )
+        try:
+            body = graph_body(
+                module, path, _traced, self.inputs if not path else None, self.passed.get(path, ()), self.session
+            )
+        except EmitError as err:
+            if self.session is None or path not in self.read or path in self.called:
+                raise
+            body = uncalled_body(module, path, err)  # only its tensors are read: it keeps them, and no forward
         self.notes += body.notes
         join_path = (lambda n: f"{path}.{n}") if path else (lambda n: n)
+        self.called.update(join_path(t) for t in body.called)
+        self.read.update(join_path(t) for t in body.used)
         self.passed.update({join_path(k): v for k, v in body.passed.items()})
         node: dict[str, Any] = {"type": "Graph", "inputs": body.inputs}
         layers = self.children(module, path, body.used)

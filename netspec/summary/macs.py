@@ -206,7 +206,7 @@ ZERO_FUNCTIONS = frozenset(
         "pixel_unshuffle pow prod rand_like randn_like relu relu6 reshape roll rsqrt selu sigmoid sign silu "
         "softmax softmin softplus softsign sort split sqrt square squeeze stack std sub sum swapaxes tanh "
         "tanhshrink tensor_split topk transpose tril triu unbind unflatten unfold unsqueeze var vstack where "
-        "zeros_like expect_input full ones zeros meshgrid rms_norm expect_no_autocast"
+        "zeros_like expect_input full ones zeros meshgrid rms_norm expect_no_autocast not_emitted"
     ).split()
 )
 UNCOUNTED_FUNCTIONS = frozenset({"einsum", "outer"})  # lowered to matmuls torch's counter counts: no rule yet
