@@ -238,7 +238,7 @@ def test_autocast_turned_off_round_trips_and_the_rebuilt_model_refuses_autocast(
     rebuilt.eval()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         model(x)  # the original computes its attention in float32 here
-        with pytest.raises(RuntimeError, match="refuses to run under torch.autocast"):
+        with pytest.raises(RuntimeError, match=r"refuses to run under torch\.autocast"):
             rebuilt(x)
 
 
