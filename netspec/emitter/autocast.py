@@ -107,8 +107,8 @@ def real_autocast() -> Iterator[None]:
         _install(current)
 
 
-def rewire_checks(graph: fx.Graph) -> None:
-    """Every reader of ``v`` after an ``expect_no_autocast(v)`` reads the check's result instead."""
+def rewire_checks(graph: fx.Graph) -> fx.Graph:
+    """Every reader of ``v`` after an ``expect_no_autocast(v)`` reads the check's result instead (in place)."""
     order = {n: i for i, n in enumerate(graph.nodes)}
     for node in list(graph.nodes):
         source = node.meta.get(CHECK)
@@ -118,6 +118,7 @@ def rewire_checks(graph: fx.Graph) -> None:
         at = order[node]
         later = lambda user, at=at, node=node: user is not node and order[user] > at  # noqa: E731
         source.replace_all_uses_with(node, delete_user_cb=later)
+    return graph
 
 
 __all__ = ["CHECK", "real_autocast", "rewire_checks", "traced_autocast"]

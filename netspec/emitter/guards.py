@@ -198,9 +198,7 @@ class GuardMixin:
         if self.fake is None:
             return super().trace(root, concrete_args)  # type: ignore[misc]
         with recorded_factories(self), traced_autocast():
-            graph = super().trace(root, concrete_args)  # type: ignore[misc]
-        rewire_checks(graph)
-        return graph
+            return rewire_checks(super().trace(root, concrete_args))  # type: ignore[misc]
 
     flatten_records = True
     is_traced: Callable[[nn.Module], bool] = staticmethod(lambda m: False)  # type: ignore[assignment]

@@ -70,7 +70,6 @@ from .spelling import (
     function_name,
     keyword_defaults,
     public_name,
-    to_steps,
 )
 
 
@@ -225,22 +224,6 @@ class _Renderer(ChildCalls, StatementWriter):
             return None
         annotation = "" if param is None else str(param.annotation)
         return str(v.target) if annotation.lower().startswith(("list", "typing.list", "sequence")) else None
-
-    def render_to(self, n: fx.Node) -> Expr:
-        """``h.to(dtype)`` -> ``h.double()`` etc.; ``h.to(v)`` of one value of forward (``w.dtype``, ``x.device``,
-        a tensor) as it is; ``h.to(device=x.device, dtype=torch.bool)`` -> ``h.to(x.device).bool()``
-        (``to_steps``); a constant device or other ``.to`` arguments are refused."""
-        steps = to_steps(n.args[1:], n.kwargs)
-        if steps is None:
-            shown = ", ".join(
-                [str(v) if isinstance(v, fx.Node) else repr(v) for v in n.args[1:]]
-                + [f"{k}={v}" if isinstance(v, fx.Node) else f"{k}={v!r}" for k, v in n.kwargs.items()]
-            )
-            raise self.fail(f"calls .to({shown}) with a fixed device or arguments other than a dtype and a device")
-        text = self.operand(n.args[0], ATOM)
-        for kind, value in steps:
-            text += f".{DTYPE_METHODS[value]}()" if kind == "dtype" else f".to({self.value(value).text})"
-        return Expr(text)
 
     def check_in_place(self, n: fx.Node) -> None:
         """``h.mul_(2)`` may be written ``h.mul(2)`` only when no one else sees ``h`` changed: ``h`` (and what it

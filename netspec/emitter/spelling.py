@@ -331,6 +331,22 @@ class StatementWriter:
         parts = [self.value(a).text for a in args] + [f"{k}={self.value(v).text}" for k, v in kwargs.items()]
         return ", ".join(parts)
 
+    def render_to(self, n: fx.Node) -> Expr:
+        """``h.to(dtype)`` -> ``h.double()`` etc.; ``h.to(v)`` of one value of forward (``w.dtype``, ``x.device``,
+        a tensor) as it is; ``h.to(device=x.device, dtype=torch.bool)`` -> ``h.to(x.device).bool()``
+        (``to_steps``); a constant device or other ``.to`` arguments are refused."""
+        steps = to_steps(n.args[1:], n.kwargs)
+        if steps is None:
+            shown = ", ".join(
+                [str(v) if isinstance(v, fx.Node) else repr(v) for v in n.args[1:]]
+                + [f"{k}={v}" if isinstance(v, fx.Node) else f"{k}={v!r}" for k, v in n.kwargs.items()]
+            )
+            raise self.fail(f"calls .to({shown}) with a fixed device or arguments other than a dtype and a device")
+        text = self.operand(n.args[0], ATOM)
+        for kind, value in steps:
+            text += f".{DTYPE_METHODS[value]}()" if kind == "dtype" else f".to({self.value(value).text})"
+        return Expr(text)
+
 
 def to_steps(args: Sequence[Any], kwargs: Mapping[str, Any]) -> list[tuple[str, Any]] | None:
     """``h.to(...)``'s arguments (after ``h``) as the casts that compute the same, in order: ``("value", v)``

@@ -45,7 +45,7 @@ from .lists import Flattened
 from .modes import CONSTANT_PREFIX, first_difference, merge_modes, mode_index, mode_value, signature_key
 from .render import CONSTANT, GraphBody, render_graph
 from .spelling import fixed_inputs
-from .wrapped import follow_wrapped, is_wrapped_helper
+from .wrapped import FollowWrapped
 
 _TORCH_DIR = str(Path(torch.__file__).parent)
 _NETSPEC_DIR = str(Path(__file__).resolve().parents[1])
@@ -57,7 +57,7 @@ TRACE_HINT = (
 )
 
 
-class _LeafTracer(fx.Tracer):
+class _LeafTracer(FollowWrapped, fx.Tracer):
     """Every submodule is a leaf: the traced module's own forward is the only code followed. ``bind``, when
     set, replaces the forward that is traced (see ``_bound_forward``).
 
@@ -78,14 +78,6 @@ class _LeafTracer(fx.Tracer):
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return True
-
-    def create_proxy(self, kind: str, target: Any, args: Any, kwargs: Any, *rest: Any, **more: Any) -> fx.Proxy:
-        """A library helper marked ``@torch.fx.wrap`` is followed op by op (see ``wrapped``)."""
-        if kind == "call_function" and is_wrapped_helper(target):
-            followed = follow_wrapped(self.graph, target, args, kwargs)
-            if followed is not None:
-                return followed
-        return super().create_proxy(kind, target, args, kwargs, *rest, **more)
 
     def get_fresh_qualname(self, prefix: str) -> str:
         """``_tensor_constant0``, ``1``, ... counted per trace (fx's own counter is shared by every tracer in

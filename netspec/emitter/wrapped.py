@@ -56,4 +56,15 @@ def follow_wrapped(
     return None
 
 
-__all__ = ["follow_wrapped", "is_wrapped_helper"]
+class FollowWrapped(fx.Tracer):
+    """Mixed into a tracer: a call of a wrapped library helper is followed op by op (``follow_wrapped``)."""
+
+    def create_proxy(self, kind: str, target: Any, args: Any, kwargs: Any, *rest: Any, **more: Any) -> fx.Proxy:
+        if kind == "call_function" and is_wrapped_helper(target):
+            followed = follow_wrapped(self.graph, target, args, kwargs)
+            if followed is not None:
+                return followed
+        return super().create_proxy(kind, target, args, kwargs, *rest, **more)
+
+
+__all__ = ["FollowWrapped", "follow_wrapped", "is_wrapped_helper"]
