@@ -90,6 +90,22 @@ def test_a_wrapped_helper_is_followed_and_computes_the_same() -> None:
     assert any(n.op == "call_function" and n.target is build_grid for n in traced.graph.nodes)
 
 
+@torch.fx.wrap
+def positive_part(x: torch.Tensor) -> torch.Tensor:
+    """A wrapped helper branching on tensor data: no trace follows it, so it stays fx's one call."""
+    return x.clamp_min(0) if bool(x.sum() > 0) else x
+
+
+class DataHelper(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return positive_part(x) * 2
+
+
+def test_a_wrapped_helper_the_trace_cannot_follow_is_refused_by_name() -> None:
+    with pytest.raises(EmitError, match=r"^the model \(DataHelper\): calls test_emit_timm_grid\.positive_part, which"):
+        netspec.emit(DataHelper(), input_shape=(4,))
+
+
 class TupleHelper(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a, b = sizes_of(x)
@@ -348,5 +364,5 @@ def test_a_called_child_whose_forward_cannot_be_traced_is_still_refused() -> Non
 
 
 def test_without_an_input_shape_the_uncalled_child_is_refused_as_before() -> None:
-    with pytest.raises(EmitError, match=r"forward cannot be traced"):
+    with pytest.raises(EmitError, match=r"^rope \(Rope\): forward cannot be traced: Proxy object cannot be iterated"):
         netspec.emit(RopeViT())

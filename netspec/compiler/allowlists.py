@@ -71,9 +71,9 @@ def expect_no_autocast(x: torch.Tensor) -> torch.Tensor:
     kind = x.device.type
     if torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind):
         raise RuntimeError(
-            f"this model was emitted from a forward that turns autocast off for some steps, which a spec cannot "
-            f"express; it refuses to run under torch.autocast (enabled for {kind!r}), where the original would "
-            "compute those steps in float32 and this one would not"
+            "this model was emitted from a forward that turns autocast off for some steps, which a spec cannot "
+            "express; it refuses to run under torch.autocast (enabled for '" + kind + "'), where the original "
+            "would compute those steps in float32 and this one would not"
         )
     return x
 

@@ -14,8 +14,8 @@ changed: fx's table of wrapped functions stays as it is (the call is intercepted
 
 Helpers netspec writes as statement functions (``equivalents``: timm's ``pad_same``, torchvision's
 ``_patch_merging_pad``) stay single calls, and torch's own functions are never followed. A helper whose
-result is not a single traced value (a tuple, a number) is recorded as fx records it (and then refused by
-the renderer, naming it), with the nodes its followed code made removed again.
+result is not a single traced value (a tuple, a number), or whose code the trace cannot follow, is recorded as
+fx records it (and then refused by the renderer, naming it), with the nodes its followed code made removed.
 """
 
 from __future__ import annotations
@@ -45,9 +45,14 @@ def follow_wrapped(
     graph: fx.Graph, target: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
 ) -> fx.Proxy | None:
     """Run the wrapped helper ``target`` on the traced arguments, so that its ops are recorded one by one;
-    None (and nothing recorded) when its result is not one traced value."""
+    None (and nothing recorded) when its result is not one traced value or following it fails (Python control
+    flow the trace cannot follow): then fx records its one call, as without this module, and the renderer
+    refuses that call by name."""
     before = set(graph.nodes)
-    result = target(*args, **kwargs)
+    try:
+        result = target(*args, **kwargs)
+    except Exception:  # noqa: BLE001 - its Python may raise anything on traced values: then fx's one call, as before
+        result = None
     if isinstance(result, fx.Proxy):
         return result
     for node in reversed(list(graph.nodes)):
