@@ -53,11 +53,18 @@ class CallLog:
     layers: dict[str, list[LayerCall]] = field(default_factory=dict)
     statements: dict[str, list[StatementCall]] = field(default_factory=dict)
 
-    def layer(self, name: str, args: tuple[Any, ...], out: Any, forward: bool = True, shapes: Any = None) -> None:
-        """Log a call of ``name``; ``shapes``: ``output_shapes(out)`` when the caller has it already."""
-        inputs = tuple(output_shapes(a) for a in args)
-        shown = output_shapes(out) if shapes is None else shapes
-        self.layers.setdefault(name, []).append(LayerCall(inputs, shown, forward))
+    def layer(self, name: str, args: tuple[Any, ...], out: Any, forward: bool = True, shapes: Any = None) -> LayerCall:
+        """Log a call of ``name`` and return its record; ``shapes``: ``output_shapes(out)`` when the caller has
+        it already."""
+        inputs = tuple([output_shapes(a) for a in args])
+        call = LayerCall(inputs, output_shapes(out) if shapes is None else shapes, forward)
+        self.layers.setdefault(name, []).append(call)
+        return call
+
+    def again(self, name: str, call: LayerCall) -> None:
+        """Log a call of ``name`` whose record is ``call`` (made for another call with the same input and output
+        shapes: a record is immutable, so one is shared)."""
+        self.layers.setdefault(name, []).append(call)
 
     def statement(self, graph: str, n: fx.Node, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
         call = StatementCall(n.target, _shapes_of(args), _shapes_of(kwargs), output_shapes(out))  # type: ignore[arg-type]

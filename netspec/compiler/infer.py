@@ -24,7 +24,7 @@ from ..errors import ProblemList, SpecError, first_line
 from ..frontend.source import Source
 from .batchdims import label_problems
 from .call_memo import Answer, CallMemo, fresh
-from .calls import CallLog
+from .calls import CallLog, LayerCall
 from .construct import assemble, construct_layer, make_tensor
 from .fill_sizes import fill_sizes
 from .graph_compile import compile_statements
@@ -127,7 +127,7 @@ class Inferrer(GraphRun):
             and len(self.problems.problems) == reported
             and not is_lazy_module(real(module))
         ):
-            self.memo.remember(key, node, written, real(module), out, args)
+            self.memo.remember(key, node, written, real(module), out, args, self.calls.layers[node.name][-1])
         return module, out
 
     def answered(self, node: RNode, args: tuple[Any, ...], answer: Answer) -> Ran:
@@ -137,7 +137,7 @@ class Inferrer(GraphRun):
         self.record_tensors(node.name, answer.module)
         self.built[node.name] = answer.module
         out = fresh(answer.output)
-        self.called(node, args, out)
+        self.called(node, args, out, answer.call)
         return answer.module, out
 
     def walked(self, node: RNode, args: tuple[Any, ...] | None, result: Ran) -> Ran:
@@ -250,10 +250,14 @@ class Inferrer(GraphRun):
         self.called(node, args, out)
         return out
 
-    def called(self, node: RNode, args: tuple[Any, ...], out: Any) -> None:
-        """Record a layer's call: its output shapes, the log entry and who produced each output tensor."""
-        shapes = self.shapes[node.name] = output_shapes(out)
-        self.calls.layer(node.name, args, out, shapes=shapes)
+    def called(self, node: RNode, args: tuple[Any, ...], out: Any, logged: LayerCall | None = None) -> None:
+        """Record a layer's call: its output shapes, the log entry and who produced each output tensor.
+        ``logged``: the log entry of a call with the same input and output shapes (a memo's answer)."""
+        if logged is None:
+            logged = self.calls.layer(node.name, args, out, shapes=output_shapes(out))
+        else:
+            self.calls.again(node.name, logged)
+        self.shapes[node.name] = logged.output
         first = first_tensor(args)
         flattening = (
             isinstance(out, torch.Tensor)
