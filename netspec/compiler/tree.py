@@ -94,15 +94,19 @@ class RNode:
         Arguments and children are copied node by node; what later stages only read (layer
         entries, paths, owned tensor specs, Graph statements) is shared.
         """
+        args = self.args.copy()
+        for k, v in args.items():
+            if isinstance(v, RNode):
+                args[k] = v.copy()  # replacing a value of an existing key: safe while iterating
         return RNode(
             self.kind,
             self.name,
             self.path,
             self.layer,
-            {k: v.copy() if isinstance(v, RNode) else v for k, v in self.args.items()},
+            args,
             self.written,
-            {k: c.copy() for k, c in self.children.items()},
-            dict(self.tensors),
+            {k: c.copy() for k, c in self.children.items()} if self.children else {},
+            self.tensors.copy(),
             self.graph,
             self.block,
             self.use_path,
