@@ -89,6 +89,16 @@ def not_emitted(module: str, *inputs: Any) -> Any:
     )
 
 
+def set_index(tensor: torch.Tensor, index: Any, value: Any) -> torch.Tensor:
+    """The statement ``h[index] = value``: a copy of ``h`` with that part set to ``value`` (broadcast and cast
+    as torch's ``h[index] = value`` does), to which the statement rebinds the name ``h``. ``h`` itself, and
+    every value computed from it before, is unchanged: statements compute new values. Autograd sees a
+    ``clone`` (the identity) and the assignment, so gradients are torch's for ``h[index] = value``."""
+    out = tensor.clone()
+    out[index] = value
+    return out
+
+
 # torch.nn.functional names win over torch's (activations, pooling, dropout).
 _F_NAMES = (
     "relu relu6 gelu silu mish elu selu celu leaky_relu hardswish hardsigmoid hardtanh softplus softsign "

@@ -39,6 +39,7 @@ from .allowlists import (
     UNARY_OPS,
     mode_select,
     route,
+    set_index,
 )
 from .callees import Child, StatementError, check_arity
 from .graph_module import BRANCH, JOIN
@@ -202,6 +203,8 @@ class StatementBuilder(ChildReferences):
         """``h = ...``, ``a, b = ...`` and nested ``out, (h, c) = lstm(x)``."""
         if isinstance(target, ast.Name):
             self.bind(target, value)
+        elif isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name):
+            self.assign_index(target, target.value, value)
         elif isinstance(target, ast.Tuple) and all(isinstance(t, (ast.Name, ast.Tuple)) for t in target.elts):
             for k, elt in enumerate(target.elts):
                 if isinstance(elt, ast.Name) and self.ident(elt) == THROWAWAY:
@@ -213,7 +216,24 @@ class StatementBuilder(ChildReferences):
                     item = self.node("call_function", operator.getitem, (value, k), {}, name=name)
                 self.assign(elt, item)
         else:
-            raise StatementError("assign to a name or a tuple of names", target.col_offset)
+            raise StatementError("assign to a name, a tuple of names or a part of a value (h[:, 0])", target.col_offset)
+
+    def assign_index(self, target: ast.Subscript, name_of: ast.Name, value: Any) -> None:
+        """``h[:, 0] = v``: ``h`` rebound to a copy of itself with that part set to ``v`` (``set_index``); the
+        value ``h`` had, and every value computed from it before, stays as it was."""
+        name = self.ident(name_of)
+        base = self.env.get(name)
+        if not isinstance(base, fx.Node):
+            what = (
+                f"a layer or tensor of this Graph; copy it first (h = {name}.clone()) and assign into the copy"
+                if name in self.children or name in self.tensors
+                else "not a value computed earlier in forward"
+                if base is None
+                else f"the constant {base!r}, not a tensor"
+            )
+            raise StatementError(f"'{name}[...] = ...' assigns into {name!r}, which is {what}", target.col_offset)
+        key = self.index(target.slice)
+        self.bind(name_of, self.node("call_function", set_index, (base, key, value), {}, e=target))
 
     def bind(self, target: ast.Name, value: Any) -> None:
         name = self.ident(target)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import operator
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -135,6 +136,10 @@ class GuardProxy(fx.Proxy):
             return super().__len__()
         return self.tracer.specialise(self, "len", len(value))  # type: ignore[attr-defined]
 
+    def __setitem__(self, key: Any, value: Any) -> None:
+        """``t[key] = v`` recorded as ``operator.setitem`` (``inplace.functionalise`` makes it out of place)."""
+        self.tracer.create_proxy("call_function", operator.setitem, (self, key, value), {})
+
     def __index__(self) -> int:
         return self.tracer.specialise(self, "int", self.tracer.metadata_value(self, int))  # type: ignore[attr-defined]
 
@@ -158,7 +163,15 @@ _PATCH_LOCK = threading.Lock()
 def _recording(tracer: GuardMixin, original: Any) -> Any:
     def factory(*args: Any, **kwargs: Any) -> Any:
         flat, _ = tree_flatten((args, kwargs))
-        if any(isinstance(v, fx.Proxy) for v in flat):
+        traced = any(isinstance(v, fx.Proxy) for v in flat)
+        # called by the traced forward itself (not by a child run on the examples) with constant sizes and
+        # no device: recorded too, so that what forward computes from it is recorded, not a constant tensor
+        made_here = (
+            not tracer.running_examples
+            and "device" not in kwargs
+            and not any(isinstance(v, torch.Tensor) for v in flat)
+        )
+        if traced or made_here:
             return tracer.create_proxy("call_function", original, args, kwargs)  # type: ignore[attr-defined]
         return original(*args, **kwargs)
 
@@ -283,7 +296,7 @@ class GuardMixin:
             return MISSING
         try:
             # fx's patches (Module.__call__ recording calls) are lifted while the examples run
-            with _maybe_revert_all_patches(), real_autocast(), self.fake:  # type: ignore[union-attr]
+            with _maybe_revert_all_patches(), real_autocast(), self.fake, self.examples_run():  # type: ignore[union-attr]
                 if node.op == "call_function":
                     return node.target(*args, **kwargs)  # type: ignore[operator]
                 if node.op == "call_method":
@@ -304,6 +317,17 @@ class GuardMixin:
                 self.state.missing_calls.append(str(node.target))
             return MISSING
         return MISSING  # unreachable: every fx op kind is handled above
+
+    running_examples = False
+
+    @contextlib.contextmanager
+    def examples_run(self) -> Iterator[None]:
+        """While an op runs on the examples (a child's whole forward, on fake tensors)."""
+        before, self.running_examples = self.running_examples, True
+        try:
+            yield
+        finally:
+            self.running_examples = before
 
     def _call(self, target: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Run the fake tree's child ``target``, recording the call; a plain Sequential runs its children one
@@ -408,7 +432,7 @@ def drop_unused_metadata(graph: fx.Graph) -> None:
             graph.erase_node(node)
             continue
         value = node.meta.get(EXAMPLE, MISSING)
-        if value is MISSING or isinstance(value, torch.Tensor):
+        if value is MISSING or isinstance(value, torch.Tensor) or node.target is operator.setitem:
             continue
         graph.erase_node(node)
 

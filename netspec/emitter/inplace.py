@@ -4,7 +4,10 @@ In: a traced fx graph. Out: the same graph (changed in place) where each ``h.add
 ``spelling.IN_PLACE``) whose ``h`` is computed in this forward, is no view of another value and has no view
 read after the change, has its later readers of ``h`` reading the method's result instead: ``h.add_(p);
 cat([c, h])`` becomes ``h2 = h.add(p); cat([c, h2])`` (timm's NaFlexViT adds its position embedding with
-``x.add_(...)`` and reads ``x`` on). Anything else is left as it is, for the renderer to refuse with its
+``x.add_(...)`` and reads ``x`` on). An assignment into a part of a tensor, ``t[key] = v`` (traced as
+``operator.setitem``), is made the statement ``t[key] = v`` (``set_index``: ``t`` rebound to a copy with that
+part set) under the same conditions (MViTv2's ``attn[:, :, 1:, 1:] = ...``, ConViT's ``rel_indices[..., 2] =
+...`` into a ``zeros``). Anything else is left as it is, for the renderer to refuse with its
 reason (an input, parameter or buffer changed, a value that may be another one, or an alias that would see the
 change).
 """
@@ -17,6 +20,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from ..compiler.allowlists import set_index
 from .spelling import IN_PLACE, VIEWS
 
 # Calls whose result is a new tensor: never their input, a parameter or a buffer. A layer counts when its
@@ -53,6 +57,12 @@ _FRESH_FUNCTIONS = frozenset(
         torch.sub,
         torch.mul,
         torch.div,
+        torch.zeros,  # the factories (recorded when a size is traced; torch.zeros(1, n, n, 3) in ConViT)
+        torch.ones,
+        torch.full,
+        torch.empty,
+        torch.arange,
+        set_index,  # a copy: a second assignment into the same tensor (ConViT sets three channels in turn)
     }
 )
 # Tensor methods that always compute a new tensor (a cast such as ``x.float()`` may return ``x`` itself).
@@ -96,14 +106,15 @@ def functionalise(graph: fx.Graph, module: nn.Module) -> None:
     the storage it writes is a new tensor of this forward (``_fresh``) that no other value shares and reads
     after the change (views taken before it, the value an ``nn.Identity`` passed on)."""
     for n in list(graph.nodes):
-        if n.op != "call_method" or str(n.target) not in IN_PLACE or not n.args:
+        assigning = n.op == "call_function" and n.target is operator.setitem  # t[key] = v
+        if not assigning and (n.op != "call_method" or str(n.target) not in IN_PLACE or not n.args):
             continue
         base = n.args[0]
         if not isinstance(base, fx.Node):
             continue
         order = {m: i for i, m in enumerate(graph.nodes)}
         later = [u for u in base.users if u is not n and order[u] > order[n]]
-        if not later:
+        if not later and not assigning:
             continue
         root = base
         while (up := _alias_of(root, module)) is not None:
@@ -118,6 +129,8 @@ def functionalise(graph: fx.Graph, module: nn.Module) -> None:
                     todo.append(user)
         if any(order[u] > order[n] for m in group - {base} for u in m.users):
             continue  # another name for the storage is read after the change: left for the renderer to refuse
+        if assigning:  # the statement `t[key] = v`: t rebound to a copy with that part set
+            n.target = set_index
         for user in later:
             user.replace_input_with(base, n)
 

@@ -39,6 +39,7 @@ from ..compiler.allowlists import (
     TRAINING,
     mode_select,
     route,
+    set_index,
 )
 from ..errors import EmitError
 from .child_calls import ChildCalls, computed, node_refs, same_constant
@@ -165,6 +166,12 @@ class _Renderer(ChildCalls, StatementWriter):
             return Expr(text, COMPARE_PREC)
         if fn in UNARY:
             return Expr(f"{UNARY[fn]}{self.operand(n.args[0], UNARY_PREC)}", UNARY_PREC)  # type: ignore[index]
+        if fn is operator.setitem:  # left by inplace.functionalise: another name would see the change
+            raise self.fail(
+                f"assigns into a part of {self.changed(n.args[0])} (t[...] = v) where another value sees the change "
+                "(an input, parameter or buffer, a value that may be another one, or a view of it read after the "
+                "assignment); a statement t[...] = v rebinds t to a new value, leaving every other value as it was"
+            )
         if fn is operator.getitem:
             return Expr(f"{self.operand(n.args[0], ATOM)}[{self.index(n.args[1])}]")
         if fn is mode_select:  # a step or output of training mode only (modes.merge_modes)
@@ -213,6 +220,21 @@ class _Renderer(ChildCalls, StatementWriter):
         if cast is not None:  # arange(n, dtype=torch.float32) -> arange(n).float(): the same values
             return Expr(f"{name}({self.call_args(args, kwargs)}).{cast}()")
         return Expr(f"{name}({self.call_args(args, kwargs)})")
+
+    def assign_index(self, n: fx.Node) -> None:
+        """``t[key] = v`` (``set_index``, made by ``inplace.functionalise``): ``t`` is a name (flushed before)
+        of a new value of this forward, which the statement rebinds; its later readers read ``n``."""
+        base, key, value = n.args
+        name = self.expr[base].text
+        if not name.isidentifier() or name in self.tensors:  # unreachable: functionalise wants a new value
+            raise self.fail(f"assigns into a part of {name}")
+        self.statements.append(f"{name}[{self.index(key)}] = {self.value(value).text}")
+        self.expr[n] = Expr(name)
+
+    def changed(self, v: Any) -> str:
+        if isinstance(v, fx.Node) and v.op in ("placeholder", "get_attr"):
+            return f"the {'input' if v.op == 'placeholder' else 'tensor'} {v.target!r}"
+        return "a value computed in forward"
 
     def listed_input(self, v: Any) -> str | None:
         """The name of the forward input ``v`` when forward annotates it as a list (``List[Tensor]``)."""
@@ -307,7 +329,12 @@ class _Renderer(ChildCalls, StatementWriter):
             if n.op == "get_attr":
                 self.expr[n] = self._attr(n)
                 continue
-            refs = [r for r in _eval_order(n, effective[n]) if r.op != "get_attr" and r.op != "placeholder"]
+            assigning = n.op == "call_function" and n.target is set_index  # `t[key] = v`: t must be a name
+            refs = [
+                r
+                for r in _eval_order(n, effective[n])
+                if r.op != "get_attr" and r.op != "placeholder" and not (assigning and r is n.args[0])
+            ]
             candidates = [r for r in refs if r in self.pending and uses.get(r, 0) == 1]
             inlined = 0
             while (
@@ -322,6 +349,9 @@ class _Renderer(ChildCalls, StatementWriter):
             self.pending = []
             for p in keep:
                 self.flush(p)
+            if assigning:
+                self.assign_index(n)
+                continue
             self.expr[n] = self.render(n, chains.get(n))
             # a run-time `a if training else b` is a statement of its own: the language nests no branches
             if uses.get(n, 0) == 1 and n not in out_refs and n.target is not mode_select:

@@ -28,6 +28,7 @@ import torch.nn as nn
 
 from ..errors import EmitError, first_line
 from .buffers import take_buffer_updates
+from .caches import check_stored
 from .equivalents import leaf_functions
 from .fakes import fake_tree
 from .guards import (
@@ -171,6 +172,7 @@ def _run_trace(
         raise EmitError(
             f"{where(path, module)}: forward cannot be traced: {reason}{_user_line(err)}\n    hint: {TRACE_HINT}"
         ) from err
+    check_stored(copied, module, path)  # a cache forward fills: the Graph computes it every call
     _drop_dead_reads(graph)
     for node in graph.nodes:  # constants fx stored on the traced copy (torch.tensor(1.0) in forward)
         if node.op == "get_attr" and str(node.target).startswith(CONSTANT_PREFIX):
