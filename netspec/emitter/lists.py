@@ -165,6 +165,8 @@ class Changed:
         )
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # copy, pickle and hasattr probes: no such attribute
+            raise AttributeError(name)
         raise self.refuse()
 
     def __bool__(self) -> bool:
