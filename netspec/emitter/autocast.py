@@ -13,7 +13,7 @@ case when it runs: ``expect_no_autocast`` raises while autocast is on for ``v``'
 autocast *on* (or whose ``enabled`` is a traced value, or whose device type is fixed rather than read from a
 traced tensor) changes the computation in every call and is refused while tracing.
 
-While a guarded trace runs (under the lock ``guards.recorded_factories`` holds), ``torch.autocast`` and
+While a guarded trace runs (under the lock ``factories.recorded_factories`` holds), ``torch.autocast`` and
 ``torch.amp.autocast`` are a stand-in that records instead of switching autocast: nothing global changes, and
 both names are restored afterwards.
 """
@@ -87,7 +87,7 @@ def _install(cls: type) -> None:
 @contextlib.contextmanager
 def traced_autocast() -> Iterator[None]:
     """``torch.autocast`` and ``torch.amp.autocast`` as the recording stand-in, for one trace; the caller holds
-    the tracing lock (``guards.recorded_factories``)."""
+    the tracing lock (``factories.recorded_factories``)."""
     try:
         _install(_TracedAutocast)
         yield

@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import logging
 import operator
 import sys
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +36,7 @@ from torch.fx.proxy import Attribute, TraceError
 from torch.utils._pytree import tree_flatten
 
 from .autocast import real_autocast, rewire_checks, traced_autocast
+from .factories import recorded_factories
 from .fakes import FakeCopy, fake_input
 from .lists import CHANGES, EXAMPLE_KEY, Changed, follow_changes, own_lists
 from .spelling import passed_constants
@@ -152,48 +151,6 @@ class GuardProxy(fx.Proxy):
 
 class GuardAttribute(GuardProxy, Attribute):
     """``x.shape``, ``x.ndim``, ... as a guarded proxy (fx makes its node only when it is used)."""
-
-
-# Tensor factories whose sizes may be traced values (``torch.ones((batch, length), device=x.device)``):
-# while a guarded trace runs they are recorded as graph calls instead of reading the sizes as numbers.
-FACTORY_NAMES = ("ones", "zeros", "full", "empty", "arange")
-_PATCH_LOCK = threading.Lock()
-
-
-def _recording(tracer: GuardMixin, original: Any) -> Any:
-    def factory(*args: Any, **kwargs: Any) -> Any:
-        flat, _ = tree_flatten((args, kwargs))
-        traced = any(isinstance(v, fx.Proxy) for v in flat)
-        # called by the traced forward itself (not by a child run on the examples) with constant sizes and
-        # no device: recorded too, so that what forward computes from it is recorded, not a constant tensor
-        made_here = (
-            not tracer.running_examples
-            and "device" not in kwargs
-            and not any(isinstance(v, torch.Tensor) for v in flat)
-        )
-        if traced or made_here:
-            return tracer.create_proxy("call_function", original, args, kwargs)  # type: ignore[attr-defined]
-        return original(*args, **kwargs)
-
-    return factory
-
-
-@contextlib.contextmanager
-def recorded_factories(tracer: GuardMixin) -> Iterator[None]:
-    """``torch.ones`` etc. recorded when a size or the device is a traced value (one trace at a time)."""
-    with _PATCH_LOCK:
-        originals = {name: getattr(torch, name) for name in FACTORY_NAMES}
-        log = logging.getLogger("torch._subclasses.fake_tensor")  # an example op failing is no error here
-        level = log.level
-        log.setLevel(logging.CRITICAL)
-        try:
-            for name, fn in originals.items():
-                setattr(torch, name, _recording(tracer, fn))
-            yield
-        finally:
-            for name, fn in originals.items():
-                setattr(torch, name, fn)
-            log.setLevel(level)
 
 
 class GuardMixin:

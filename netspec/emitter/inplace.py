@@ -9,19 +9,23 @@ cat([c, h])`` becomes ``h2 = h.add(p); cat([c, h2])`` (timm's NaFlexViT adds its
 part set) under the same conditions (MViTv2's ``attn[:, :, 1:, 1:] = ...``, ConViT's ``rel_indices[..., 2] =
 ...`` into a ``zeros``). Anything else is left as it is, for the renderer to refuse with its
 reason (an input, parameter or buffer changed, a value that may be another one, or an alias that would see the
-change).
+change). ``InPlaceWriting`` is the part of the renderer that writes them (or refuses, naming the reason).
 """
 
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.fx as fx
 import torch.nn as nn
 
 from ..compiler.allowlists import set_index
-from .spelling import IN_PLACE, VIEWS
+from ..errors import EmitError
+from .layers import where
+from .spelling import IN_PLACE, VIEWS, Expr
 
 # Calls whose result is a new tensor: never their input, a parameter or a buffer. A layer counts when its
 # class runs one of these forwards (a subclass with its own forward might return its input).
@@ -135,4 +139,60 @@ def functionalise(graph: fx.Graph, module: nn.Module) -> None:
             user.replace_input_with(base, n)
 
 
-__all__ = ["functionalise"]
+class InPlaceWriting:
+    """How ``render._Renderer`` writes what changes a value in place (it provides the attributes below): an
+    in-place method left by ``functionalise`` is checked (``check_in_place``), a ``t[key] = v`` it made is the
+    statement ``t[key] = v`` (``assign_index``)."""
+
+    graph: fx.Graph
+    module: nn.Module
+    path: str
+    expr: dict[fx.Node, Expr]
+    statements: list[str]
+    tensors: set[str]
+    fail: Callable[[str], EmitError]
+    index: Callable[[Any], str]
+    value: Callable[[Any], Expr]
+
+    def assign_index(self, n: fx.Node) -> None:
+        """``t[key] = v`` (``set_index``, made by ``inplace.functionalise``): ``t`` is a name (flushed before)
+        of a new value of this forward, which the statement rebinds; its later readers read ``n``."""
+        base, key, value = n.args
+        name = self.expr[base].text
+        if not name.isidentifier() or name in self.tensors:  # unreachable: functionalise wants a new value
+            raise self.fail(f"assigns into a part of {name}")
+        self.statements.append(f"{name}[{self.index(key)}] = {self.value(value).text}")
+        self.expr[n] = Expr(name)
+
+    def changed(self, v: Any) -> str:
+        if isinstance(v, fx.Node) and v.op in ("placeholder", "get_attr"):
+            return f"the {'input' if v.op == 'placeholder' else 'tensor'} {v.target!r}"
+        return "a value computed in forward"
+
+    def check_in_place(self, n: fx.Node) -> None:
+        """``h.mul_(2)`` may be written ``h.mul(2)`` only when no one else sees ``h`` changed: ``h`` (and what it
+        is a view of) is computed in this forward, not an input, parameter or buffer, and is not read later."""
+        order = {m: i for i, m in enumerate(self.graph.nodes)}
+        base = n.args[0]
+        while isinstance(base, fx.Node):
+            later = [u for u in base.users if u is not n and order[u] > order[n]]
+            if base.op in ("placeholder", "get_attr") or later:
+                what = (
+                    f"the {'input' if base.op == 'placeholder' else 'tensor'} {base.target!r}"
+                    if base.op in ("placeholder", "get_attr")
+                    else f"a value read again later ({later[0].name})"
+                )
+                raise EmitError(
+                    f"{where(self.path, self.module)}: forward changes {what} in place with .{n.target}(), "
+                    "which a Graph cannot express (statements compute new values)"
+                    f"\n    hint: write the out-of-place .{str(n.target)[:-1]}() in forward"
+                )
+            views = (base.op == "call_method" and str(base.target) in VIEWS) or (
+                base.op == "call_function" and base.target is operator.getitem
+            )
+            if not views:
+                return
+            base = base.args[0]
+
+
+__all__ = ["InPlaceWriting", "functionalise"]

@@ -44,7 +44,7 @@ from ..compiler.allowlists import (
 from ..errors import EmitError
 from .child_calls import ChildCalls, computed, node_refs, same_constant
 from .guards import example_of
-from .inplace import functionalise
+from .inplace import InPlaceWriting, functionalise
 from .layers import where
 from .lint import ModelWarning
 from .lists import spread
@@ -62,7 +62,6 @@ from .spelling import (
     MAX_NESTING,
     UNARY,
     UNARY_PREC,
-    VIEWS,
     Expr,
     Name,
     StatementWriter,
@@ -94,7 +93,7 @@ CONSTANT = "netspec_constant"  # node.meta: the tensor fx stored for a constant 
 # -- rendering ------------------------------------------------------------------------------------------
 
 
-class _Renderer(ChildCalls, StatementWriter):
+class _Renderer(ChildCalls, InPlaceWriting, StatementWriter):
     def __init__(
         self,
         graph: fx.Graph,
@@ -221,21 +220,6 @@ class _Renderer(ChildCalls, StatementWriter):
             return Expr(f"{name}({self.call_args(args, kwargs)}).{cast}()")
         return Expr(f"{name}({self.call_args(args, kwargs)})")
 
-    def assign_index(self, n: fx.Node) -> None:
-        """``t[key] = v`` (``set_index``, made by ``inplace.functionalise``): ``t`` is a name (flushed before)
-        of a new value of this forward, which the statement rebinds; its later readers read ``n``."""
-        base, key, value = n.args
-        name = self.expr[base].text
-        if not name.isidentifier() or name in self.tensors:  # unreachable: functionalise wants a new value
-            raise self.fail(f"assigns into a part of {name}")
-        self.statements.append(f"{name}[{self.index(key)}] = {self.value(value).text}")
-        self.expr[n] = Expr(name)
-
-    def changed(self, v: Any) -> str:
-        if isinstance(v, fx.Node) and v.op in ("placeholder", "get_attr"):
-            return f"the {'input' if v.op == 'placeholder' else 'tensor'} {v.target!r}"
-        return "a value computed in forward"
-
     def listed_input(self, v: Any) -> str | None:
         """The name of the forward input ``v`` when forward annotates it as a list (``List[Tensor]``)."""
         if not isinstance(v, fx.Node) or v.op != "placeholder":
@@ -246,31 +230,6 @@ class _Renderer(ChildCalls, StatementWriter):
             return None
         annotation = "" if param is None else str(param.annotation)
         return str(v.target) if annotation.lower().startswith(("list", "typing.list", "sequence")) else None
-
-    def check_in_place(self, n: fx.Node) -> None:
-        """``h.mul_(2)`` may be written ``h.mul(2)`` only when no one else sees ``h`` changed: ``h`` (and what it
-        is a view of) is computed in this forward, not an input, parameter or buffer, and is not read later."""
-        order = {m: i for i, m in enumerate(self.graph.nodes)}
-        base = n.args[0]
-        while isinstance(base, fx.Node):
-            later = [u for u in base.users if u is not n and order[u] > order[n]]
-            if base.op in ("placeholder", "get_attr") or later:
-                what = (
-                    f"the {'input' if base.op == 'placeholder' else 'tensor'} {base.target!r}"
-                    if base.op in ("placeholder", "get_attr")
-                    else f"a value read again later ({later[0].name})"
-                )
-                raise EmitError(
-                    f"{where(self.path, self.module)}: forward changes {what} in place with .{n.target}(), "
-                    "which a Graph cannot express (statements compute new values)"
-                    f"\n    hint: write the out-of-place .{str(n.target)[:-1]}() in forward"
-                )
-            views = (base.op == "call_method" and str(base.target) in VIEWS) or (
-                base.op == "call_function" and base.target is operator.getitem
-            )
-            if not views:
-                return
-            base = base.args[0]
 
     # -- whole graph --------------------------------------------------------------------------------
     def flush(self, n: fx.Node) -> None:
