@@ -163,3 +163,25 @@ def test_a_cache_of_sizes_alone_round_trips_and_one_of_data_is_refused() -> None
     assert str(err.value).startswith(
         "the model (_Cache): forward stores a value computed from the values of the input 'x' in self.cache"
     )
+
+
+class _ConstantFactory(nn.Module):
+    """A factory with constant sizes in forward (ConViT's ``torch.arange(img_size)``): recorded as a call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ramp = torch.arange(8, dtype=torch.float32)
+        grid = torch.zeros(2, 8)
+        grid[1] = ramp * 2
+        return self.fc(x) + grid.sum(0) + ramp
+
+
+def test_a_factory_with_constant_sizes_is_written_as_a_call() -> None:
+    outcome = round_trip("factory", _ConstantFactory, (8,))
+    assert outcome.status == "exact", outcome.detail
+    forward = netspec.emit(_ConstantFactory().eval(), input_shape=(8,)).to_dict()["model"]["forward"]
+    assert "arange_out = arange(8).float()" in forward, forward
+    assert any(s.startswith("zeros_out = zeros(2, 8)") for s in forward), forward
