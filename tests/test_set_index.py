@@ -185,3 +185,15 @@ def test_a_factory_with_constant_sizes_is_written_as_a_call() -> None:
     forward = netspec.emit(_ConstantFactory().eval(), input_shape=(8,)).to_dict()["model"]["forward"]
     assert "arange_out = arange(8).float()" in forward, forward
     assert any(s.startswith("zeros_out = zeros(2, 8)") for s in forward), forward
+
+
+def test_the_emitted_assignment_has_the_originals_gradients() -> None:
+    torch.manual_seed(0)
+    model = _RelAttention()
+    net = netspec.build(netspec.emit(model.eval(), input_shape=(5, 8))).model
+    net.load_state_dict(model.state_dict(), strict=True)
+    x = torch.randn(3, 5, 8, requires_grad=True)
+    want = torch.autograd.grad(model(x).square().sum(), [x, model.bias, model.qk.weight])
+    got = torch.autograd.grad(net(x).square().sum(), [x, net.bias, net.qk.weight])
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w)
