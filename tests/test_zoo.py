@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn as nn
 from zoo import (
-    HFCase,
+    VOCAB,
     Outcome,
     hf_cases,
     hf_round_trip,
@@ -164,18 +164,13 @@ def test_googlenet_auxiliary_outputs_follow_the_mode() -> None:
 
 HF_CASES = {case.name: case for case in hf_cases()}
 # Hugging Face models whose round trip must be exact (guarded tracing follows their shape and dtype checks;
-# each emits in about 1-3 s). GPT-2, Llama, Mistral and Qwen2 are refused (their KV cache object).
-HF_EXACT = ["bert", "roberta", "distilbert", "t5-encoder", "vit"]
+# each emits in about 1-5 s). The causal LMs (GPT-2, Llama, Mistral, Qwen2) are built with use_cache=False
+# and build their causal mask through masking_utils (emit's hf_masks broadcasts it instead of torch.vmap).
+HF_EXACT = ["bert", "roberta", "distilbert", "gpt2", "llama", "mistral", "qwen2", "t5-encoder", "vit"]
 
 
-@pytest.mark.parametrize("case", [c for n, c in HF_CASES.items() if n not in HF_EXACT], ids=lambda c: c.name)
-def test_hugging_face_model_round_trips_or_is_refused_precisely(case: HFCase) -> None:
-    """Small-config models (no download): the round trip is exact, or emit names the module path, its class
-    and the reason; a refusal while tracing also names the library's line the trace stopped at."""
-    outcome = hf_round_trip(case)
-    assert outcome.status in ("exact", "refused"), outcome
-    if outcome.status == "refused" and "cannot be traced" in outcome.detail:
-        assert " (at transformers/" in outcome.detail, outcome.detail
+def test_every_hugging_face_case_must_round_trip_exactly() -> None:
+    assert sorted(HF_CASES) == sorted(HF_EXACT)
 
 
 @pytest.mark.parametrize("name", HF_EXACT)
@@ -185,10 +180,22 @@ def test_hugging_face_fast_set_round_trips_exactly(name: str) -> None:
 
 
 def test_a_refusal_names_the_module_path_its_class_and_the_reason() -> None:
-    outcome = hf_round_trip(HF_CASES["gpt2"])
+    """GPT-2 with its default use_cache=True passes a DynamicCache to every block: refused, naming the model,
+    the cache, the library's line the trace stopped at and the fix (emit does not change the config)."""
+    import transformers as tf
+
+    gpt2 = HF_CASES["gpt2"]
+    config = tf.GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=64, vocab_size=VOCAB)
+    assert config.use_cache
+    model = tf.GPT2Model(config)
+    outcome = round_trip("gpt2-cache", lambda: model, gpt2.input_shape, vocab=gpt2.vocab, inputs=gpt2.inputs)
     assert outcome.status == "refused", outcome
     assert outcome.detail.startswith("the model (GPT2Model): forward cannot be traced: "), outcome.detail
+    assert "DynamicCache" in outcome.detail and "KV cache object" in outcome.detail, outcome.detail
     assert "(at transformers/" in outcome.detail, outcome.detail
+    with pytest.raises(netspec.EmitError, match="built with use_cache=False"):
+        netspec.emit(model, input_shape=gpt2.input_shape, inputs=gpt2.inputs, input_dtype="int64")
+    assert model.config.use_cache  # emit left the config as it was
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -254,7 +254,10 @@ def hf_cases() -> list[HFCase]:
     def case(name: str, make: Callable[[], nn.Module], shape: tuple[int, ...], vocab: int, inputs: tuple[str, ...]):
         return HFCase(name, make, shape, vocab, inputs)
 
-    decoder = {**small, **text, "num_key_value_heads": 1, "max_position_embeddings": 64}
+    # Causal LMs with use_cache=False, as built for training: with a KV cache their forward passes a DynamicCache
+    # object to every layer, which emit refuses (a Graph passes tensors; emit never changes the config itself).
+    decoder = {**small, **text, "num_key_value_heads": 1, "max_position_embeddings": 64, "use_cache": False}
+    gpt2 = {"n_embd": 32, "n_layer": 2, "n_head": 2, "n_positions": 64, "use_cache": False, **text}
     return [
         case("bert", lambda: tf.BertModel(tf.BertConfig(**small, **text)), *ids),
         case("roberta", lambda: tf.RobertaModel(tf.RobertaConfig(**small, **text)), *ids),
@@ -263,7 +266,7 @@ def hf_cases() -> list[HFCase]:
             lambda: tf.DistilBertModel(tf.DistilBertConfig(dim=32, n_layers=2, n_heads=2, hidden_dim=37, **text)),
             *ids,
         ),
-        case("gpt2", lambda: tf.GPT2Model(tf.GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=64, **text)), *ids),
+        case("gpt2", lambda: tf.GPT2Model(tf.GPT2Config(**gpt2)), *ids),
         case("llama", lambda: tf.LlamaModel(tf.LlamaConfig(**decoder)), *ids),
         case("mistral", lambda: tf.MistralModel(tf.MistralConfig(**decoder)), *ids),
         case("qwen2", lambda: tf.Qwen2Model(tf.Qwen2Config(**decoder)), *ids),

@@ -116,7 +116,7 @@ _TORCH_NAMES = (
     "roll flip narrow zeros_like ones_like full_like rand_like randn_like tril triu masked_fill add sub "
     "mul div pow maximum minimum square erf baddbmm outer topk sort arange movedim swapaxes unflatten "
     "channel_shuffle gather index_select diag norm sign floor ceil addcmul addcdiv addmm conv1d conv2d conv3d "
-    "ones zeros full meshgrid "
+    "ones zeros full meshgrid diff "
 ).split()
 # Functions that make a tensor without a tensor argument: during validation they run on meta, as does
 # any call with a device= keyword (arange(500000000) would otherwise allocate 4 GB just to be checked).
@@ -179,6 +179,10 @@ BINARY_OPS: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
     ast.Mod: operator.mod,
     ast.Pow: operator.pow,
     ast.MatMult: operator.matmul,
+    # element-wise and/or/xor of bool (or integer) tensors: Hugging Face's attention masks combine so
+    ast.BitAnd: operator.and_,
+    ast.BitOr: operator.or_,
+    ast.BitXor: operator.xor,
 }
 UNARY_OPS: dict[type[ast.unaryop], Callable[[Any], Any]] = {
     ast.USub: operator.neg,

@@ -36,8 +36,10 @@ from torch.fx.proxy import Attribute, TraceError
 from torch.utils._pytree import tree_flatten
 
 from .autocast import real_autocast, rewire_checks, traced_autocast
+from .bindings import calls_by_name
 from .factories import recorded_factories
 from .fakes import FakeCopy, fake_input
+from .hf_masks import broadcast_masks
 from .lists import CHANGES, EXAMPLE_KEY, Changed, follow_changes, own_lists
 from .spelling import passed_constants
 
@@ -167,7 +169,7 @@ class GuardMixin:
     def trace(self, root: Any, concrete_args: Any = None) -> fx.Graph:
         if self.fake is None:
             return super().trace(root, concrete_args)  # type: ignore[misc]
-        with recorded_factories(self), traced_autocast():
+        with recorded_factories(self), traced_autocast(), broadcast_masks():
             return rewire_checks(super().trace(root, concrete_args))  # type: ignore[misc]
 
     flatten_records = True
@@ -394,23 +396,6 @@ def drop_unused_metadata(graph: fx.Graph) -> None:
         graph.erase_node(node)
 
 
-def _calls_by_name(module: nn.Module, calls: Sequence[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[dict[str, Any]]:
-    """A child's recorded example calls as argument name -> example (by its forward's signature)."""
-    import inspect
-
-    try:
-        signature = inspect.signature(module.forward)
-    except (TypeError, ValueError):
-        return []
-    out = []
-    for args, kwargs in calls:
-        try:
-            out.append(dict(signature.bind_partial(*args, **kwargs).arguments))
-        except TypeError:
-            return []
-    return out
-
-
 class GuardSession:
     """One emit's guarded tracing: the fake tensor mode, the root's example inputs, and the examples each
     traced child was called with (recorded by its parent's accepted traces, by module path).
@@ -455,7 +440,7 @@ class GuardSession:
             for target, calls in state.calls.items():
                 child = module.get_submodule(target)
                 full = f"{path}.{target}" if path else target
-                self.calls.setdefault(full, []).extend(_calls_by_name(child, calls))
+                self.calls.setdefault(full, []).extend(calls_by_name(child, calls))
                 if target in state.direct:
                     self.called.add(full)
             for target, fixed in state.constants.items():

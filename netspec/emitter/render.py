@@ -42,7 +42,7 @@ from ..compiler.allowlists import (
     set_index,
 )
 from ..errors import EmitError
-from .child_calls import ChildCalls, computed, node_refs, same_constant
+from .child_calls import ChildCalls, node_refs, same_constant
 from .guards import example_of
 from .inplace import InPlaceWriting, functionalise
 from .layers import where
@@ -66,7 +66,6 @@ from .spelling import (
     Name,
     StatementWriter,
     factory_cast,
-    fixed_inputs,
     function_name,
     keyword_defaults,
     public_name,
@@ -150,7 +149,12 @@ class _Renderer(ChildCalls, InPlaceWriting, StatementWriter):
                     )
                 raise self.fail(f"calls the tensor method .{method}()")
             base = self.operand(n.args[0], ATOM)
-            return Expr(f"{base}.{method}({self.call_args(n.args[1:], n.kwargs)})")
+            kwargs = dict(n.kwargs)
+            cast = kwargs.get("dtype") if method in ("new_ones", "new_zeros") else None
+            if isinstance(cast, torch.dtype) and cast in DTYPE_METHODS:  # ones and zeros are exact in any dtype
+                del kwargs["dtype"]  # x.new_ones((), dtype=torch.bool) -> x.new_ones(()).bool()
+                return Expr(f"{base}.{method}({self.call_args(n.args[1:], kwargs)}).{DTYPE_METHODS[cast]}()")
+            return Expr(f"{base}.{method}({self.call_args(n.args[1:], kwargs)})")
         if n.op != "call_function":
             raise self.fail(f"has a {n.op} operation ({n.target})")
         fn = n.target
@@ -236,25 +240,6 @@ class _Renderer(ChildCalls, InPlaceWriting, StatementWriter):
         name = self.fresh(n.name)
         self.statements.append(f"{name} = {self.expr[n].text}")
         self.expr[n] = Expr(name)
-
-    def passed_values(self, nodes: list[fx.Node]) -> dict[str, tuple[str, ...]]:
-        """The defaulted forward arguments of traced children that some call here passes a computed value:
-        their Graphs take them as inputs (timm's DLA passes ``shortcut``, GC ViT ``q_global``)."""
-        out: dict[str, tuple[str, ...]] = {}
-        for n in nodes:
-            if n.op != "call_module":
-                continue
-            child = self.module.get_submodule(str(n.target))
-            fixed = fixed_inputs(child) if self.traced(child) else {}
-            if not fixed:
-                continue
-            names = list(inspect.signature(child.forward).parameters)
-            given = {**{names[i]: v for i, v in enumerate(n.args) if i < len(names)}, **n.kwargs}
-            given_values = [k for k in names if k in fixed and computed(given.get(k))]
-            if given_values and (len(fixed) < len(names) or self.guarded):  # guarded: T5Stack, all defaulted
-                previous = out.get(str(n.target), ())
-                out[str(n.target)] = tuple(k for k in names if k in given_values or k in previous)
-        return out
 
     def run(self) -> GraphBody:
         nodes = list(self.graph.nodes)

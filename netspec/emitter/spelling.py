@@ -42,6 +42,9 @@ BINOPS: dict[Callable[..., Any], tuple[str, int]] = {
     operator.mod: ("%", 12),
     operator.matmul: ("@", 12),
     operator.pow: ("**", 14),
+    operator.and_: ("&", 9),  # Python's precedence: below + and -, above comparisons
+    operator.xor: ("^", 8),
+    operator.or_: ("|", 7),
 }
 # fx records `a += b` on tensors as the out-of-place operator; the in-place forms map the same way.
 BINOPS.update(
@@ -198,11 +201,15 @@ def passed_constants(module: nn.Module, args: Sequence[Any], kwargs: Mapping[str
     except (TypeError, ValueError):
         return {}
     kinds = {p.name: p.kind for p in signature.parameters.values()}
-    return {
+    out = {
         k: v
         for k, v in given.items()
         if kinds[k] not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD) and not _holds_node(v)
     }
+    for k, v in given.items():  # keywords that only **kwargs takes (GPT-2's use_cache=False to its attention)
+        if kinds[k] is inspect.Parameter.VAR_KEYWORD:
+            out.update({name: value for name, value in v.items() if not _holds_node(value)})
+    return out
 
 
 def _holds_node(value: Any) -> bool:

@@ -15,7 +15,6 @@ class and the reason.
 from __future__ import annotations
 
 import copy
-import difflib
 import inspect
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -27,6 +26,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from ..errors import EmitError, first_line
+from .bindings import bindings, bound_forward
 from .buffers import take_buffer_updates
 from .caches import check_stored
 from .equivalents import leaf_functions
@@ -45,7 +45,6 @@ from .lint import ModelWarning
 from .lists import Flattened
 from .modes import CONSTANT_PREFIX, first_difference, merge_modes, mode_index, mode_value, signature_key
 from .render import CONSTANT, GraphBody, render_graph
-from .spelling import fixed_inputs
 from .wrapped import FollowWrapped
 
 _TORCH_DIR = str(Path(torch.__file__).parent)
@@ -156,7 +155,7 @@ def _run_trace(
             tracer = _LeafTracer(autowrap_functions=tuple(leaf_functions()))
         if bound is not None or lists is not None:
             names, fixed = lists.names if lists is not None else bound, concrete
-            tracer.bind = lambda fn, names=names, fixed=fixed: _bound_forward(fn, names, fixed, lists)
+            tracer.bind = lambda fn, names=names, fixed=fixed: bound_forward(fn, names, fixed, lists)
             graph = tracer.trace(copied)
         else:
             graph = tracer.trace(copied, concrete_args=dict(concrete) or None)
@@ -170,7 +169,8 @@ def _run_trace(
                 "(netspec check lists every such attribute)"
             ) from err
         raise EmitError(
-            f"{where(path, module)}: forward cannot be traced: {reason}{_user_line(err)}\n    hint: {TRACE_HINT}"
+            f"{where(path, module)}: forward cannot be traced: {reason}{_cache_note(reason)}{_user_line(err)}"
+            f"\n    hint: {_cache_hint(reason) or TRACE_HINT}"
         ) from err
     check_stored(copied, module, path)  # a cache forward fills: the Graph computes it every call
     _drop_dead_reads(graph)
@@ -183,6 +183,22 @@ def _run_trace(
         drop_unused_metadata(graph)
         return graph, tracer.state
     return graph, None
+
+
+def _cache_note(reason: str) -> str:
+    """What fx's "argument of type: <class ...>" means when the object is a Hugging Face KV cache."""
+    return " (the model's KV cache object, made because use_cache is True)" if _cache_hint(reason) else ""
+
+
+def _cache_hint(reason: str) -> str | None:
+    """For a Hugging Face KV cache (``DynamicCache``) passed to a submodule: how to emit the model without it."""
+    if not reason.startswith("argument of type:") or "transformers.cache_utils." not in reason:
+        return None
+    return (
+        "a Graph passes tensors only, and a spec has no KV cache; emit the model built with use_cache=False "
+        "(from_pretrained(..., use_cache=False), or config.use_cache = False), as for training: emit never changes "
+        "the model's config itself"
+    )
 
 
 def _same_trace(a: fx.Graph, sa: GuardState, b: fx.Graph, sb: GuardState) -> str | None:
@@ -271,107 +287,6 @@ def _user_line(err: BaseException) -> str:
     return f" (at {shown}:{frame.lineno}: {line[:160]})" if line else f" (at {shown}:{frame.lineno})"
 
 
-def _bound_forward(
-    forward: Callable[..., Any], names: Sequence[str], fixed: Mapping[str, Any], lists: Flattened | None = None
-) -> Callable[..., Any]:
-    """``forward(self, <names>)`` calling the real forward with those arguments and ``fixed`` by keyword:
-    what fx traces when a forward takes ``**kwargs`` (Hugging Face's, behind a decorator), when
-    ``emit(inputs=...)`` chose the Graph's inputs, or when a list argument is one input per element
-    (``forward(self, x_0, x_1)`` calling ``forward(self, x=[x_0, x_1])``). fx reads argument names from the
-    code object, so the function is generated; ``names`` are parameter names read from the signature."""
-    if not all(n.isidentifier() for n in [*names, *(lists.flat if lists else ())]):  # unreachable
-        raise EmitError(f"forward parameter names {list(names)} are not identifiers")
-    namespace: dict[str, Any] = {"_forward": forward, "_fixed": dict(fixed)}
-    params = "".join(f", {n}" for n in names)
-    call = "".join(f"{n}={n}, " for n in names)
-    if lists is not None:
-        params, call = lists.source()
-    exec(f"def forward(self{params}):\n    return _forward(self, {call}**_fixed)\n", namespace)
-    return namespace["forward"]
-
-
-def _bindings(
-    module: nn.Module,
-    path: str,
-    signature: inspect.Signature,
-    inputs: Sequence[str] | None,
-    passed: Sequence[str] = (),
-) -> tuple[dict[str, Any], list[str] | None, list[ModelWarning]]:
-    """Which forward arguments are fixed (name -> value) and, when a generated forward is traced
-    (``**kwargs``, or ``inputs`` given), the Graph's input names in order (else None). ``passed``: defaulted
-    arguments the parent passes values computed in its forward, which stay inputs."""
-    params = list(signature.parameters.values())
-    named = [p for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-    var_kw = [p for p in params if p.kind is p.VAR_KEYWORD]
-    var_pos = [p for p in params if p.kind is p.VAR_POSITIONAL]
-    notes: list[ModelWarning] = []
-    if var_pos or (var_kw and not named):
-        p = (var_pos or var_kw)[0]
-        stars = "**" if p.kind is p.VAR_KEYWORD else "*"
-        raise EmitError(
-            f"{where(path, module)}: forward takes {stars}{p.name}; a Graph needs named inputs "
-            f"(write forward(self, x, y) instead of forward(self, {stars}{p.name}))"
-        )
-    if inputs is None:
-        fixed = {name: default for name, (_, default) in fixed_inputs(module).items() if name not in passed}
-        for name, default in fixed.items():
-            notes.append(
-                ModelWarning(
-                    path,
-                    f"{type(module).__name__}.forward argument {name!r} is fixed to its default {default!r}: "
-                    "Graph inputs have no defaults",
-                    "pass the value through a layer argument if it must vary",
-                )
-            )
-        free = [p.name for p in named if p.name not in fixed]
-        if params and not free:
-            shown = ", ".join(f"{k}={v!r}" for k, v in fixed.items())
-            hint = (
-                "emit(model, inputs=[...]) names the forward arguments the spec takes"
-                if not path
-                else "give the tensor inputs no default (forward(self, x, mask=None)), or wrap the module in one "
-                "whose forward takes the tensors"
-            )
-            raise EmitError(
-                f"{where(path, module)}: every forward input has a default ({shown}); fixing them to their "
-                "defaults would leave a Graph with no inputs, which builds but does not compute the model"
-                f"\n    hint: {hint}"
-            )
-        if not var_kw:
-            return fixed, None, notes
-        if any(p.kind is p.POSITIONAL_ONLY for p in named):
-            raise EmitError(f"{where(path, module)}: forward takes positional-only arguments and **kwargs")
-        notes.append(ModelWarning(path, f"{type(module).__name__}.forward's **{var_kw[0].name} is traced empty"))
-        return fixed, free, notes
-    names = {p.name for p in named}
-    unknown = [n for n in inputs if n not in names]
-    if unknown:
-        close = difflib.get_close_matches(unknown[0], sorted(names), n=1)
-        raise EmitError(
-            f"{where(path, module)}: inputs= names {unknown[0]!r}, which is not an argument of "
-            f"{type(module).__name__}.forward"
-            + (f"; did you mean {close[0]!r}?" if close else "")
-            + f"\n    hint: its arguments are {', '.join(p.name for p in named)}"
-        )
-    missing = [p.name for p in named if p.name not in inputs and p.default is p.empty]
-    if missing:
-        raise EmitError(
-            f"{where(path, module)}: forward's argument {missing[0]!r} has no default, so inputs= must name it"
-        )
-    if any(p.kind is p.POSITIONAL_ONLY for p in named):
-        raise EmitError(f"{where(path, module)}: inputs= cannot bind forward's positional-only arguments")
-    fixed = {p.name: p.default for p in named if p.name not in inputs}
-    if fixed:
-        notes.append(
-            ModelWarning(
-                path,
-                f"{type(module).__name__}.forward is emitted with the inputs {', '.join(inputs)}; "
-                f"{', '.join(fixed)} are fixed to their defaults" + (" and **kwargs empty" if var_kw else ""),
-            )
-        )
-    return fixed, [p.name for p in named if p.name in inputs], notes
-
-
 def _tracing_copy(module: nn.Module) -> nn.Module:
     """A shallow copy of ``module`` to trace, so that tracing leaves the user's module exactly as it was:
     fx stores tensor constants as ``_tensor_constantN`` attributes on the module it traces, the mode is
@@ -424,14 +339,23 @@ def trace(
     except (TypeError, ValueError) as err:
         raise EmitError(f"{where(path, module)}: cannot read forward's signature: {err}") from None
     _check_own_forward(module, path)
-    concrete, bound, notes = _bindings(module, path, signature, inputs, passed)
+    concrete, bound, notes = bindings(module, path, signature, inputs, passed)
     if session is not None and path in session.constants:  # the constants the parent's guarded trace passed
         if path in session.conflicts:
             raise EmitError(
                 f"{where(path, module)}: is called at several places with different constant arguments; its "
                 "emitted Graph can fix each to one value only"
             )
-        concrete.update({k: v for k, v in session.constants[path].items() if k in concrete})
+        # and the constants only **kwargs takes (GPT-2's blocks pass use_cache=False to their attention): the
+        # generated forward passes them on, so the Graph computes what the parent's call computes
+        takes_kwargs = bound is not None and any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+        concrete.update(
+            {
+                k: v
+                for k, v in session.constants[path].items()
+                if k in concrete or (takes_kwargs and k not in signature.parameters)
+            }
+        )
     names = bound if bound is not None else [n for n in _named(signature) if n not in concrete]
     examples = _examples(session, module, path, names)
     lists = Flattened.of(names, [e for _, e in examples], where(path, module), list(concrete)) if examples else None

@@ -198,7 +198,7 @@ ZERO_FUNCTIONS = frozenset(
         "abs adaptive_avg_pool1d adaptive_avg_pool2d adaptive_avg_pool3d adaptive_max_pool1d adaptive_max_pool2d "
         "adaptive_max_pool3d add addcdiv addcmul alpha_dropout amax amin arange argmax argmin avg_pool1d "
         "avg_pool2d avg_pool3d batch_norm cat ceil celu channel_shuffle chunk clamp clip concat concatenate "
-        "cosine_similarity cumsum diag div drop_path dropout dropout1d dropout2d dropout3d elu embedding erf exp "
+        "cosine_similarity cumsum diag diff div drop_path dropout dropout1d dropout2d dropout3d elu embedding erf exp "
         "feature_alpha_dropout flatten flip floor fold full_like gather gelu glu group_norm hardsigmoid hardswish "
         "hardtanh hstack index_select instance_norm interpolate layer_norm leaky_relu log log1p log_softmax "
         "logsigmoid logsumexp masked_fill max max_pool1d max_pool2d max_pool3d maximum mean min minimum mish "
