@@ -209,7 +209,7 @@ def test_a_mask_function_of_the_models_own_keeps_vmap_and_is_refused() -> None:
 @pytest.mark.parametrize("name", ["gpt2", "llama"])
 def test_causal_lms_compute_the_original_at_other_lengths(name: str) -> None:
     """Traced at 7 and 8 tokens; the rebuilt model agrees with the original at 1, 3 and 12 tokens, in eval and
-    (same seed) train mode."""
+    (same seed) train mode; Llama's refuses to run under autocast, which its rotary embedding turns off."""
     case = next(c for c in hf_cases() if c.name == name)
     torch.manual_seed(0)
     model = case.make().eval()
@@ -225,4 +225,35 @@ def test_causal_lms_compute_the_original_at_other_lengths(name: str) -> None:
             want = model.train()(ids).last_hidden_state
             torch.manual_seed(1)
             torch.testing.assert_close(rebuilt.train()(ids)["last_hidden_state"], want)
+    if name == "llama":  # its rotary embedding turns autocast off (traced with the fixed device type 'cpu')
+        rotary = spec.to_dict()["blocks"]["LlamaRotaryEmbedding"]["body"]["forward"]
+        assert any("expect_no_autocast(x, 'cpu')" in line for line in rotary), rotary
+        with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(RuntimeError, match="refuses to run under"):
+            rebuilt.eval()(ids)
 
+
+class _AutocastFixedDevice(nn.Module):
+    """A fixed device type, as Hugging Face's rotary embeddings are traced (``x.device.type`` is no str then)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", enabled=False):
+            return self.fc(x) @ x.transpose(-1, -2)
+
+
+def test_autocast_off_for_a_fixed_device_type_is_checked_on_the_input_and_that_type() -> None:
+    outcome = round_trip("autocast-cpu", _AutocastFixedDevice, (3, 4))
+    assert outcome.status == "exact", outcome
+    model = _AutocastFixedDevice().eval()
+    spec = netspec.emit(model, input_shape=(3, 4))
+    assert "expect_no_autocast(x, 'cpu')" in "\n".join(spec.to_dict()["model"]["forward"])
+    rebuilt = netspec.build(spec).model.eval()
+    rebuilt.load_state_dict(model.state_dict())
+    x = torch.randn(2, 3, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model(x).dtype == torch.float32  # the original keeps float32 under autocast
+        with pytest.raises(RuntimeError, match=r"refuses to run under torch\.autocast \(enabled for 'cpu'\)"):
+            rebuilt(x)

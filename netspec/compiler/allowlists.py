@@ -62,19 +62,22 @@ def expect_input(x: torch.Tensor, shape: list[int], dtype: str | None = None) ->
     return x
 
 
-def expect_no_autocast(x: torch.Tensor) -> torch.Tensor:
-    """``v = expect_no_autocast(v)``: ``v`` itself, after checking that autocast is off for ``v``'s device.
+def expect_no_autocast(x: torch.Tensor, device_type: str | None = None) -> torch.Tensor:
+    """``v = expect_no_autocast(v)``: ``v`` itself, after checking that autocast is off for ``v``'s device
+    (and for ``device_type`` too, when given: ``expect_no_autocast(x, 'cpu')``).
     ``emit`` writes it where the traced forward turned autocast off for a few steps (timm's EfficientViT:
-    ``with torch.autocast(device_type=v.device.type, enabled=False)``): without an enclosing autocast that
+    ``with torch.autocast(device_type=v.device.type, enabled=False)``; Llama's rotary embedding, whose device
+    type is ``x.device.type`` when run and the fixed ``'cpu'`` when traced): without an enclosing autocast that
     context changes nothing, and a Graph has no statement for it, so under autocast (where the original
     would run those steps in float32 and the Graph's would not) the rebuilt module raises instead."""
-    kind = x.device.type
-    if torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind):
-        raise RuntimeError(
-            "this model was emitted from a forward that turns autocast off for some steps, which a spec cannot "
-            "express; it refuses to run under torch.autocast (enabled for '" + kind + "'), where the original "
-            "would compute those steps in float32 and this one would not"
-        )
+    kinds = [x.device.type, *([device_type] if device_type not in (None, x.device.type) else [])]
+    for kind in kinds:
+        if torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind):
+            raise RuntimeError(
+                "this model was emitted from a forward that turns autocast off for some steps, which a spec cannot "
+                "express; it refuses to run under torch.autocast (enabled for '" + kind + "'), where the original "
+                "would compute those steps in float32 and this one would not"
+            )
     return x
 
 

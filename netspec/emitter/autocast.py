@@ -9,9 +9,13 @@ What that computes: without an enclosing autocast, ``autocast(enabled=False)`` c
 computes what the original computes. Under an enclosing ``torch.autocast`` (mixed precision on a GPU) the
 original would run those steps with autocast off and a Graph's statements would run them under it (a matmul in
 float16 instead of float32). A spec has no statement for such a region, so the rebuilt module refuses that
-case when it runs: ``expect_no_autocast`` raises while autocast is on for ``v``'s device. A context that turns
-autocast *on* (or whose ``enabled`` is a traced value, or whose device type is fixed rather than read from a
-traced tensor) changes the computation in every call and is refused while tracing.
+case when it runs: ``expect_no_autocast`` raises while autocast is on for ``v``'s device. A fixed device type
+(``torch.autocast("cpu", enabled=False)``; Hugging Face's rotary embeddings compute
+``x.device.type if isinstance(x.device.type, str) ... else "cpu"``, which is ``x``'s device type when run but
+``"cpu"`` while traced, as a traced attribute is no ``str``) is checked on the forward's first tensor input and
+on that type: ``expect_no_autocast(x, 'cpu')`` raises when autocast is on for either, so the rebuilt module never
+computes those steps under an autocast the original turned off. A context that turns autocast *on* (or whose
+``enabled`` is a traced value) changes the computation in every call and is refused while tracing.
 
 While a guarded trace runs (under the lock ``factories.recorded_factories`` holds), ``torch.autocast`` and
 ``torch.amp.autocast`` are a stand-in that records instead of switching autocast: nothing global changes, and
@@ -29,6 +33,7 @@ import torch.fx as fx
 from torch.fx.proxy import Attribute, TraceError
 
 from ..compiler.allowlists import expect_no_autocast
+from .lists import EXAMPLE_KEY
 
 CHECK = "netspec_autocast_check"  # node.meta key: the expect_no_autocast node, for rewire_checks
 
@@ -44,8 +49,20 @@ def _device_source(device_type: Any) -> fx.Proxy | None:
     return device.root if isinstance(device.root, fx.Proxy) else None
 
 
+def _first_tensor_input(tracer: fx.Tracer | None) -> fx.Proxy | None:
+    """The traced forward's first input whose example is a tensor (the device a fixed device type stands for)."""
+    graph = getattr(tracer, "graph", None)
+    for node in graph.nodes if graph is not None else ():
+        if node.op == "placeholder" and isinstance(node.meta.get(EXAMPLE_KEY), torch.Tensor):
+            return tracer.proxy(node)  # type: ignore[union-attr]
+    return None
+
+
 class _TracedAutocast:
-    """Stand-in for ``torch.autocast`` while a forward is traced (see the module docstring)."""
+    """Stand-in for ``torch.autocast`` while a forward is traced (see the module docstring); ``owner``: the
+    tracer (a subclass per trace sets it)."""
+
+    owner: fx.Tracer | None = None
 
     def __init__(
         self,
@@ -62,15 +79,19 @@ class _TracedAutocast:
                 "region (only autocast turned off, enabled=False, is emitted, checked at run time)"
             )
         source = _device_source(device_type)
+        self.fixed: tuple[str, ...] = ()
+        if source is None and isinstance(device_type, str):
+            source, self.fixed = _first_tensor_input(self.owner), (device_type,)
         if source is None:
             raise TraceError(
-                f"forward turns autocast off for the fixed device type {device_type!r}; a Graph can only check "
-                "the device of one of its values (torch.autocast(device_type=v.device.type, enabled=False))"
+                f"forward turns autocast off for the device type {device_type!r}; a Graph can only check the device "
+                "of one of its values (torch.autocast(device_type=v.device.type, enabled=False)) or of its first "
+                "tensor input"
             )
         self.source = source
 
     def __enter__(self) -> None:
-        checked = self.source.tracer.create_proxy("call_function", expect_no_autocast, (self.source,), {})
+        checked = self.source.tracer.create_proxy("call_function", expect_no_autocast, (self.source, *self.fixed), {})
         checked.node.meta[CHECK] = self.source.node
 
     def __exit__(self, *exc: object) -> bool:
@@ -85,11 +106,11 @@ def _install(cls: type) -> None:
 
 
 @contextlib.contextmanager
-def traced_autocast() -> Iterator[None]:
-    """``torch.autocast`` and ``torch.amp.autocast`` as the recording stand-in, for one trace; the caller holds
-    the tracing lock (``factories.recorded_factories``)."""
+def traced_autocast(tracer: fx.Tracer | None = None) -> Iterator[None]:
+    """``torch.autocast`` and ``torch.amp.autocast`` as the recording stand-in, for one trace (by ``tracer``);
+    the caller holds the tracing lock (``factories.recorded_factories``)."""
     try:
-        _install(_TracedAutocast)
+        _install(type("_TracedAutocast", (_TracedAutocast,), {"owner": tracer}))
         yield
     finally:
         _install(_ORIGINAL)

@@ -169,7 +169,7 @@ class GuardMixin:
     def trace(self, root: Any, concrete_args: Any = None) -> fx.Graph:
         if self.fake is None:
             return super().trace(root, concrete_args)  # type: ignore[misc]
-        with recorded_factories(self), traced_autocast(), broadcast_masks():
+        with recorded_factories(self), traced_autocast(self), broadcast_masks():
             return rewire_checks(super().trace(root, concrete_args))  # type: ignore[misc]
 
     flatten_records = True
