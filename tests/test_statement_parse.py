@@ -119,3 +119,17 @@ def test_keyword_arguments_and_attributes_keep_their_names() -> None:
     x = torch.randn(2, 3, 4)
     want = torch.softmax(model.fc(x), dim=1).transpose(1, 2).sum(dim=-1)
     torch.testing.assert_close(model(x), want)
+
+
+def test_a_name_written_like_a_placeholder_is_a_name_like_any_other() -> None:
+    # ǂ0 is a valid identifier; such a statement is parsed as written (not ASCII), so its names are its own.
+    # It used to be looked up as the first name of a shared tree: an IndexError instead of a model.
+    layers = {"l0": {"type": "Linear", "in_features": 4, "out_features": 4}}
+    model = {"type": "Graph", "inputs": ["x"], "layers": layers, "forward": ["ǂ0 = l0(x)", "y = relu(ǂ0)"]}
+    spec = {"netspec": 1, "input": {"shape": [4]}, "model": {**model, "outputs": "y"}}
+    built = netspec.build(spec).model
+    x = torch.randn(2, 4)
+    torch.testing.assert_close(built(x), torch.relu(nn.functional.linear(x, built.l0.weight, built.l0.bias)))
+    bad = {**spec, "model": {**model, "forward": ["ǂ0 = l0(x)", "y = ǂ0 + ǂ1"], "outputs": "y"}}
+    with pytest.raises(SpecError, match="name 'ǂ1' is not defined before this statement in 'y = ǂ0 \\+ ǂ1'"):
+        netspec.read(bad)

@@ -258,14 +258,9 @@ class Inferrer(GraphRun):
         else:
             self.calls.again(node.name, logged)
         self.shapes[node.name] = logged.output
-        first = first_tensor(args)
-        flattening = (
-            isinstance(out, torch.Tensor)
-            and first is not None
-            and out.dim() == 2
-            and first.dim() > 2
-            and out.shape[1] == first[0].numel()
-        )
+        # A flattening layer (a 2-D output of a larger input) names the shape it flattened in messages.
+        first = first_tensor(args) if isinstance(out, torch.Tensor) and out.dim() == 2 else None
+        flattening = first is not None and first.dim() > 2 and out.shape[1] == first[0].numel()
         self.mark(
             out,
             Producer(node.label, tuple(first.shape[1:]) if flattening and first is not None else None),

@@ -49,6 +49,7 @@ from .tree import RGraph
 
 MAX_STATEMENT_CHARS = 10_000
 THROWAWAY = "_"
+_SLOTS = {f"{MARK}{k}": k for k in range(32)}  # a shared tree's first placeholders -> their positions
 
 
 class SharedTreeFailed(Exception):
@@ -160,6 +161,11 @@ class StatementBuilder(ChildReferences):
     def ident(self, e: ast.Name) -> str:
         """The name ``e`` stands for in the statement (a shared tree holds placeholders)."""
         n = e.id
+        if not self.names:  # the statement's own tree (a name written ǂ0 is a name like any other)
+            return n
+        k = _SLOTS.get(n)
+        if k is not None:
+            return self.names[k]
         return self.names[int(n[1:])] if n[0] == MARK else n
 
     def parsed(self, tree: ast.Module) -> None:
