@@ -236,8 +236,8 @@ class HFCase:
     output: str = "last_hidden_state"
 
 
-# The configs' sizes: two layers, hidden 32, two heads, an odd intermediate size (37) so that no two
-# dimensions coincide; a 99-token vocabulary; sequences of 7 tokens; ViT on 32x32 images in 8x8 patches.
+# The configs' sizes (the issue's): two layers, hidden 64, four heads of 16, an odd intermediate size (67) so
+# that no two dimensions coincide; a 99-token vocabulary; sequences of 7 tokens; ViT on 32x32 images in 8x8 patches.
 VOCAB, SEQUENCE = 99, 7
 
 
@@ -247,7 +247,7 @@ def hf_cases() -> list[HFCase]:
     import_torchvision()
     import transformers as tf
 
-    small = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 37}
+    small = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 67}
     text = {"vocab_size": VOCAB}
     ids = ((SEQUENCE,), VOCAB, ("input_ids",))
 
@@ -256,14 +256,14 @@ def hf_cases() -> list[HFCase]:
 
     # Causal LMs with use_cache=False, as built for training: with a KV cache their forward passes a DynamicCache
     # object to every layer, which emit refuses (a Graph passes tensors; emit never changes the config itself).
-    decoder = {**small, **text, "num_key_value_heads": 1, "max_position_embeddings": 64, "use_cache": False}
-    gpt2 = {"n_embd": 32, "n_layer": 2, "n_head": 2, "n_positions": 64, "use_cache": False, **text}
+    decoder = {**small, **text, "num_key_value_heads": 2, "max_position_embeddings": 64, "use_cache": False}
+    gpt2 = {"n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": 64, "use_cache": False, **text}
     return [
         case("bert", lambda: tf.BertModel(tf.BertConfig(**small, **text)), *ids),
         case("roberta", lambda: tf.RobertaModel(tf.RobertaConfig(**small, **text)), *ids),
         case(
             "distilbert",
-            lambda: tf.DistilBertModel(tf.DistilBertConfig(dim=32, n_layers=2, n_heads=2, hidden_dim=37, **text)),
+            lambda: tf.DistilBertModel(tf.DistilBertConfig(dim=64, n_layers=2, n_heads=4, hidden_dim=67, **text)),
             *ids,
         ),
         case("gpt2", lambda: tf.GPT2Model(tf.GPT2Config(**gpt2)), *ids),
@@ -272,7 +272,7 @@ def hf_cases() -> list[HFCase]:
         case("qwen2", lambda: tf.Qwen2Model(tf.Qwen2Config(**decoder)), *ids),
         case(
             "t5-encoder",
-            lambda: tf.T5EncoderModel(tf.T5Config(d_model=32, num_layers=2, num_heads=2, d_ff=37, d_kv=16, **text)),
+            lambda: tf.T5EncoderModel(tf.T5Config(d_model=64, num_layers=2, num_heads=4, d_ff=67, d_kv=16, **text)),
             *ids,
         ),
         case(
