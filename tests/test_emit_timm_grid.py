@@ -8,6 +8,7 @@ written is refused naming the module, its class and the reason."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import pytest
@@ -274,6 +275,65 @@ def test_other_autocast_regions_are_refused(model: nn.Module, reason: str) -> No
     with pytest.raises(EmitError, match=reason):
         netspec.emit(model, input_shape=(3, 4))
     assert torch.autocast is torch.amp.autocast_mode.autocast
+
+
+class FixedAutocastOff(nn.Module):
+    """Autocast turned off for a fixed device type: a trace without examples used to enter the real context,
+    record nothing and emit a spec that computes the region under an enclosing autocast."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", enabled=False):
+            return self.fc(x).float() * 2
+
+
+def test_an_autocast_region_without_an_input_shape_is_refused_not_dropped() -> None:
+    model = FixedAutocastOff()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model(torch.randn(2, 4)).dtype == torch.float32  # the region really is float32
+    with pytest.raises(EmitError, match=r"FixedAutocastOff\): .*forward enters torch.autocast; .*pass input_shape="):
+        netspec.emit(model)
+    assert torch.autocast is torch.amp.autocast_mode.autocast and torch.amp.autocast is torch.autocast
+    spec, rebuilt = rebuild(model, (4,))  # with examples it is followed and checked at run time
+    assert "expect_no_autocast(x, 'cpu')" in forward_text(spec)
+    same_outputs(model, rebuilt, torch.randn(2, 4))
+
+
+SEEN_ELSEWHERE: list[tuple[object, ...]] = []  # not on the module: emit traces copies of it
+
+
+class CallsFromAnotherThread(nn.Module):
+    """A forward during whose trace another thread of the program makes tensors and enters autocast."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        def elsewhere() -> None:
+            with torch.autocast("cpu", dtype=torch.bfloat16) as context:
+                SEEN_ELSEWHERE.append((torch.zeros(3), torch.arange(2), torch.is_autocast_enabled("cpu"), context))
+
+        worker = threading.Thread(target=elsewhere)
+        worker.start()
+        worker.join()
+        return self.fc(x) + torch.zeros(4)
+
+
+def test_another_thread_gets_torch_own_factories_and_autocast_while_emit_traces() -> None:
+    model = CallsFromAnotherThread()
+    SEEN_ELSEWHERE.clear()
+    spec, rebuilt = rebuild(model, (4,))
+    assert "zeros(4)" in forward_text(spec)  # this thread's factory call is recorded ...
+    assert SEEN_ELSEWHERE
+    for zeros, arange, autocast_on, context in SEEN_ELSEWHERE:  # ... the other thread's are torch's own
+        assert type(zeros) is torch.Tensor and torch.equal(zeros, torch.zeros(3))
+        assert type(arange) is torch.Tensor and torch.equal(arange, torch.arange(2))
+        assert autocast_on is True and isinstance(context, torch.amp.autocast_mode.autocast)
+    same_outputs(model, rebuilt, torch.randn(2, 4))
 
 
 def test_expect_no_autocast_statement_checks_the_value_device() -> None:

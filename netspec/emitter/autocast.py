@@ -17,14 +17,16 @@ on that type: ``expect_no_autocast(x, 'cpu')`` raises when autocast is on for ei
 computes those steps under an autocast the original turned off. A context that turns autocast *on* (or whose
 ``enabled`` is a traced value) changes the computation in every call and is refused while tracing.
 
-While a guarded trace runs (under the lock ``factories.recorded_factories`` holds), ``torch.autocast`` and
-``torch.amp.autocast`` are a stand-in that records instead of switching autocast: nothing global changes, and
-both names are restored afterwards.
+While a guarded trace runs, ``torch.autocast`` and ``torch.amp.autocast`` are a stand-in that records instead
+of switching autocast (for the tracing thread only: any other thread gets torch's own), and both names are
+restored afterwards. A trace without examples (no ``input_shape``) cannot know the device type, and fx would
+enter the real context and record nothing (the region silently dropped), so there entering one is refused.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -60,9 +62,16 @@ def _first_tensor_input(tracer: fx.Tracer | None) -> fx.Proxy | None:
 
 class _TracedAutocast:
     """Stand-in for ``torch.autocast`` while a forward is traced (see the module docstring); ``owner``: the
-    tracer (a subclass per trace sets it)."""
+    tracer, ``thread``: the thread tracing (a subclass per trace sets both). Any other thread gets torch's
+    own autocast."""
 
     owner: fx.Tracer | None = None
+    thread: int | None = None
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        if threading.get_ident() != cls.thread:
+            return _ORIGINAL(*args, **kwargs)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -105,15 +114,31 @@ def _install(cls: type) -> None:
     torch.autocast = torch.amp.autocast = cls  # type: ignore[misc]
 
 
+class _RefusedAutocast(_TracedAutocast):
+    """Stand-in for ``torch.autocast`` while a forward is traced without examples: entering it is refused."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise TraceError(
+            "forward enters torch.autocast; emit follows an autocast region only when it traces with example "
+            "inputs: pass input_shape="
+        )
+
+
+_INSTALL_LOCK = threading.RLock()  # one trace's stand-in installed at a time
+
+
 @contextlib.contextmanager
-def traced_autocast(tracer: fx.Tracer | None = None) -> Iterator[None]:
-    """``torch.autocast`` and ``torch.amp.autocast`` as the recording stand-in, for one trace (by ``tracer``);
-    the caller holds the tracing lock (``factories.recorded_factories``)."""
-    try:
-        _install(type("_TracedAutocast", (_TracedAutocast,), {"owner": tracer}))
-        yield
-    finally:
-        _install(_ORIGINAL)
+def traced_autocast(tracer: fx.Tracer | None = None, *, examples: bool = True) -> Iterator[None]:
+    """``torch.autocast`` and ``torch.amp.autocast`` as the stand-in for one trace (by ``tracer``, in this
+    thread): recording (``examples``: a guarded trace), or refusing (a trace without examples, where the
+    device type cannot be known and fx would otherwise enter the real context and record nothing)."""
+    kind = _TracedAutocast if examples else _RefusedAutocast
+    with _INSTALL_LOCK:
+        try:
+            _install(type(kind.__name__, (kind,), {"owner": tracer, "thread": threading.get_ident()}))
+            yield
+        finally:
+            _install(_ORIGINAL)
 
 
 @contextlib.contextmanager

@@ -6,7 +6,8 @@ device=x.device)``), or by the traced forward itself with constant sizes and no 
 (``torch.arange(14, dtype=torch.float32)``, ConViT's relative indices), make graph calls instead of
 tensors, so what forward computes from them is recorded rather than stored as a constant; called while
 an op runs on the examples (``tracer.running_examples``: a child's forward on fake tensors) they make
-tensors as usual. One trace patches ``torch`` at a time (the lock).
+tensors as usual, as they do when another thread calls them meanwhile. One trace patches ``torch`` at a
+time (the lock).
 """
 
 from __future__ import annotations
@@ -36,8 +37,10 @@ FACTORY_NAMES = ("ones", "zeros", "full", "empty", "arange")
 _PATCH_LOCK = threading.Lock()
 
 
-def _recording(tracer: Recorder, original: Any) -> Any:
+def _recording(tracer: Recorder, original: Any, thread: int) -> Any:
     def factory(*args: Any, **kwargs: Any) -> Any:
+        if threading.get_ident() != thread:  # another thread of the program, while this one traces
+            return original(*args, **kwargs)
         flat, _ = tree_flatten((args, kwargs))
         traced = any(isinstance(v, fx.Proxy) for v in flat)
         # called by the traced forward itself (not by a child run on the examples) with constant sizes and
@@ -63,8 +66,9 @@ def recorded_factories(tracer: Recorder) -> Iterator[None]:
         level = log.level
         log.setLevel(logging.CRITICAL)
         try:
+            thread = threading.get_ident()
             for name, fn in originals.items():
-                setattr(torch, name, _recording(tracer, fn))
+                setattr(torch, name, _recording(tracer, fn, thread))
             yield
         finally:
             for name, fn in originals.items():

@@ -14,6 +14,7 @@ class and the reason.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import traceback
@@ -26,6 +27,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from ..errors import EmitError, first_line
+from .autocast import traced_autocast
 from .bindings import bindings, bound_forward
 from .buffers import take_buffer_updates
 from .caches import check_stored
@@ -145,6 +147,8 @@ def _run_trace(
     copied.training = training
     try:
         tracer: _LeafTracer
+        # a guarded trace installs the recording autocast itself; without examples an autocast region is refused
+        autocast: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
         if example is not None and session is not None:
             guarded = _GuardTracer(autowrap_functions=tuple(leaf_functions()))  # timm's pad_same: one step
             flat = path in session.called  # a traced parent reads its structured output by position
@@ -153,12 +157,14 @@ def _run_trace(
             tracer = guarded
         else:
             tracer = _LeafTracer(autowrap_functions=tuple(leaf_functions()))
-        if bound is not None or lists is not None:
-            names, fixed = lists.names if lists is not None else bound, concrete
-            tracer.bind = lambda fn, names=names, fixed=fixed: bound_forward(fn, names, fixed, lists)
-            graph = tracer.trace(copied)
-        else:
-            graph = tracer.trace(copied, concrete_args=dict(concrete) or None)
+            autocast = traced_autocast(tracer, examples=False)
+        with autocast:
+            if bound is not None or lists is not None:
+                names, fixed = lists.names if lists is not None else bound, concrete
+                tracer.bind = lambda fn, names=names, fixed=fixed: bound_forward(fn, names, fixed, lists)
+                graph = tracer.trace(copied)
+            else:
+                graph = tracer.trace(copied, concrete_args=dict(concrete) or None)
     except Exception as err:  # the user's forward runs under the tracer and may raise anything
         reason = first_line(err)
         if "is not installed as a submodule" in reason:
