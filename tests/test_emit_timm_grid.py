@@ -302,6 +302,38 @@ def test_an_autocast_region_without_an_input_shape_is_refused_not_dropped() -> N
     same_outputs(model, rebuilt, torch.randn(2, 4))
 
 
+class OtherAutocastForm(nn.Module):
+    """Autocast turned off through torch's class made another way than ``torch.autocast(...)``."""
+
+    def __init__(self, make: Callable[[], object]) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.make = make
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with self.make():  # type: ignore[attr-defined]
+            return self.fc(x).float() * 2
+
+
+@pytest.mark.parametrize("shape", [(4,), None])
+@pytest.mark.parametrize(
+    ("make", "shown"),
+    [
+        (lambda: torch.amp.autocast_mode.autocast("cpu", enabled=False), "torch.amp.autocast_mode.autocast"),
+        (lambda: torch.cpu.amp.autocast(enabled=False), "torch.cpu.amp.autocast_mode.autocast"),
+    ],
+)
+def test_autocast_made_another_way_is_refused_not_dropped(
+    make: Callable[[], object], shown: str, shape: tuple[int, ...] | None
+) -> None:
+    model = OtherAutocastForm(make)
+    with pytest.raises(EmitError, match=rf"forward enters {shown}, which a trace would not record"):
+        netspec.emit(model, input_shape=shape)
+    assert torch.amp.autocast_mode.autocast.__enter__.__module__ == "torch.amp.autocast_mode"  # restored
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model(torch.randn(2, 4)).dtype == torch.float32
+
+
 SEEN_ELSEWHERE: list[tuple[object, ...]] = []  # not on the module: emit traces copies of it
 
 

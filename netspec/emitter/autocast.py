@@ -21,6 +21,9 @@ While a guarded trace runs, ``torch.autocast`` and ``torch.amp.autocast`` are a 
 of switching autocast (for the tracing thread only: any other thread gets torch's own), and both names are
 restored afterwards. A trace without examples (no ``input_shape``) cannot know the device type, and fx would
 enter the real context and record nothing (the region silently dropped), so there entering one is refused.
+So is entering torch's own autocast class made any other way in the tracing thread
+(``torch.amp.autocast_mode.autocast``, the deprecated ``torch.cuda.amp.autocast`` / ``torch.cpu.amp.autocast``,
+a decorator): its ``__enter__`` is guarded while a trace runs.
 """
 
 from __future__ import annotations
@@ -125,6 +128,30 @@ class _RefusedAutocast(_TracedAutocast):
 
 
 _INSTALL_LOCK = threading.RLock()  # one trace's stand-in installed at a time
+_REAL_CLASS = torch.amp.autocast_mode.autocast
+_REAL_ENTER = _REAL_CLASS.__enter__
+
+
+class _Refusing(threading.local):
+    """Per thread: whether entering torch's own autocast class is refused now (the tracing thread, while
+    its forward runs under the tracer; not while a child runs on the examples)."""
+
+    active = False
+
+
+_REFUSING = _Refusing()
+
+
+def _guarded_enter(self: Any) -> Any:
+    """torch's ``autocast.__enter__``, refused in the tracing thread: the forward made the class some other way
+    than ``torch.autocast(...)`` (``torch.amp.autocast_mode.autocast``, the deprecated ``torch.cuda.amp.autocast``
+    and ``torch.cpu.amp.autocast``, or a decorator), and entering it would record nothing."""
+    if _REFUSING.active:
+        raise TraceError(
+            f"forward enters {type(self).__module__}.{type(self).__qualname__}, which a trace would not record; "
+            "emit follows only `with torch.autocast(device_type=..., enabled=False):`"
+        )
+    return _REAL_ENTER(self)
 
 
 @contextlib.contextmanager
@@ -134,10 +161,15 @@ def traced_autocast(tracer: fx.Tracer | None = None, *, examples: bool = True) -
     device type cannot be known and fx would otherwise enter the real context and record nothing)."""
     kind = _TracedAutocast if examples else _RefusedAutocast
     with _INSTALL_LOCK:
+        before = _REFUSING.active
         try:
             _install(type(kind.__name__, (kind,), {"owner": tracer, "thread": threading.get_ident()}))
+            _REAL_CLASS.__enter__ = _guarded_enter  # type: ignore[method-assign]
+            _REFUSING.active = True
             yield
         finally:
+            _REFUSING.active = before
+            _REAL_CLASS.__enter__ = _REAL_ENTER  # type: ignore[method-assign]
             _install(_ORIGINAL)
 
 
@@ -145,11 +177,13 @@ def traced_autocast(tracer: fx.Tracer | None = None, *, examples: bool = True) -
 def real_autocast() -> Iterator[None]:
     """torch's own ``autocast`` while a trace runs its examples (a child run on fake tensors enters it as the
     original does), the stand-in again afterwards."""
-    current = torch.amp.autocast
+    current, refusing = torch.amp.autocast, _REFUSING.active
     try:
         _install(_ORIGINAL)
+        _REFUSING.active = False
         yield
     finally:
+        _REFUSING.active = refusing
         _install(current)
 
 
