@@ -63,16 +63,24 @@ def _first_tensor_input(tracer: fx.Tracer | None) -> fx.Proxy | None:
     return None
 
 
-class _TracedAutocast:
-    """Stand-in for ``torch.autocast`` while a forward is traced (see the module docstring); ``owner``: the
-    tracer, ``thread``: the thread tracing (a subclass per trace sets both). Any other thread gets torch's
-    own autocast."""
+class _TraceState(threading.local):
+    """Per thread: whether a traced forward runs now (not while a child runs on the examples), its tracer,
+    and whether that trace has examples (an autocast region is recorded; without them, refused)."""
 
-    owner: fx.Tracer | None = None
-    thread: int | None = None
+    active = False
+    tracer: fx.Tracer | None = None
+    examples = True
+
+
+_STATE = _TraceState()
+
+
+class _TracedAutocast:
+    """Stand-in for ``torch.autocast`` while a trace runs (see the module docstring): it records (or refuses)
+    only in the thread whose forward is being traced; anywhere else it makes torch's own autocast."""
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-        if threading.get_ident() != cls.thread:
+        if not _STATE.active:
             return _ORIGINAL(*args, **kwargs)
         return super().__new__(cls)
 
@@ -83,6 +91,11 @@ class _TracedAutocast:
         enabled: Any = True,
         cache_enabled: Any = None,
     ) -> None:
+        if not _STATE.examples:
+            raise TraceError(
+                "forward enters torch.autocast; emit follows an autocast region only when it traces with example "
+                "inputs: pass input_shape="
+            )
         if enabled is not False:
             raise TraceError(
                 "forward enters torch.autocast with enabled="
@@ -93,7 +106,7 @@ class _TracedAutocast:
         source = _device_source(device_type)
         self.fixed: tuple[str, ...] = ()
         if source is None and isinstance(device_type, str):
-            source, self.fixed = _first_tensor_input(self.owner), (device_type,)
+            source, self.fixed = _first_tensor_input(_STATE.tracer), (device_type,)
         if source is None:
             raise TraceError(
                 f"forward turns autocast off for the device type {device_type!r}; a Graph can only check the device "
@@ -111,42 +124,16 @@ class _TracedAutocast:
 
 
 _ORIGINAL = torch.amp.autocast
-
-
-def _install(cls: type) -> None:
-    torch.autocast = torch.amp.autocast = cls  # type: ignore[misc]
-
-
-class _RefusedAutocast(_TracedAutocast):
-    """Stand-in for ``torch.autocast`` while a forward is traced without examples: entering it is refused."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        raise TraceError(
-            "forward enters torch.autocast; emit follows an autocast region only when it traces with example "
-            "inputs: pass input_shape="
-        )
-
-
-_INSTALL_LOCK = threading.RLock()  # one trace's stand-in installed at a time
-_REAL_CLASS = torch.amp.autocast_mode.autocast
-_REAL_ENTER = _REAL_CLASS.__enter__
-
-
-class _Refusing(threading.local):
-    """Per thread: whether entering torch's own autocast class is refused now (the tracing thread, while
-    its forward runs under the tracer; not while a child runs on the examples)."""
-
-    active = False
-
-
-_REFUSING = _Refusing()
+_REAL_ENTER = _ORIGINAL.__enter__
+_INSTALL_LOCK = threading.RLock()  # one trace's stand-ins installed at a time
 
 
 def _guarded_enter(self: Any) -> Any:
-    """torch's ``autocast.__enter__``, refused in the tracing thread: the forward made the class some other way
-    than ``torch.autocast(...)`` (``torch.amp.autocast_mode.autocast``, the deprecated ``torch.cuda.amp.autocast``
-    and ``torch.cpu.amp.autocast``, or a decorator), and entering it would record nothing."""
-    if _REFUSING.active:
+    """torch's ``autocast.__enter__``, refused while a forward is traced in this thread: the forward made the
+    class some other way than ``torch.autocast(...)`` (``torch.amp.autocast_mode.autocast``, the deprecated
+    ``torch.cuda.amp.autocast`` and ``torch.cpu.amp.autocast``, or a decorator), and entering it would record
+    nothing."""
+    if _STATE.active:
         raise TraceError(
             f"forward enters {type(self).__module__}.{type(self).__qualname__}, which a trace would not record; "
             "emit follows only `with torch.autocast(device_type=..., enabled=False):`"
@@ -154,37 +141,38 @@ def _guarded_enter(self: Any) -> Any:
     return _REAL_ENTER(self)
 
 
+def _install(cls: type, enter: Any) -> None:
+    torch.autocast = torch.amp.autocast = cls  # type: ignore[misc]
+    _ORIGINAL.__enter__ = enter  # type: ignore[method-assign]
+
+
 @contextlib.contextmanager
 def traced_autocast(tracer: fx.Tracer | None = None, *, examples: bool = True) -> Iterator[None]:
     """``torch.autocast`` and ``torch.amp.autocast`` as the stand-in for one trace (by ``tracer``, in this
     thread): recording (``examples``: a guarded trace), or refusing (a trace without examples, where the
     device type cannot be known and fx would otherwise enter the real context and record nothing)."""
-    kind = _TracedAutocast if examples else _RefusedAutocast
     with _INSTALL_LOCK:
-        before = _REFUSING.active
+        before = (_STATE.active, _STATE.tracer, _STATE.examples)
         try:
-            _install(type(kind.__name__, (kind,), {"owner": tracer, "thread": threading.get_ident()}))
-            _REAL_CLASS.__enter__ = _guarded_enter  # type: ignore[method-assign]
-            _REFUSING.active = True
+            _install(_TracedAutocast, _guarded_enter)
+            _STATE.active, _STATE.tracer, _STATE.examples = True, tracer, examples
             yield
         finally:
-            _REFUSING.active = before
-            _REAL_CLASS.__enter__ = _REAL_ENTER  # type: ignore[method-assign]
-            _install(_ORIGINAL)
+            _STATE.active, _STATE.tracer, _STATE.examples = before
+            if not before[0]:
+                _install(_ORIGINAL, _REAL_ENTER)
 
 
 @contextlib.contextmanager
 def real_autocast() -> Iterator[None]:
     """torch's own ``autocast`` while a trace runs its examples (a child run on fake tensors enters it as the
-    original does), the stand-in again afterwards."""
-    current, refusing = torch.amp.autocast, _REFUSING.active
+    original does): the stand-in, still installed, makes torch's own until this ends."""
+    before = _STATE.active
     try:
-        _install(_ORIGINAL)
-        _REFUSING.active = False
+        _STATE.active = False
         yield
     finally:
-        _REFUSING.active = refusing
-        _install(current)
+        _STATE.active = before
 
 
 def rewire_checks(graph: fx.Graph) -> fx.Graph:
