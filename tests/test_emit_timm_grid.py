@@ -277,33 +277,10 @@ def test_other_autocast_regions_are_refused(model: nn.Module, reason: str) -> No
     assert torch.autocast is torch.amp.autocast_mode.autocast
 
 
-class FixedAutocastOff(nn.Module):
-    """Autocast turned off for a fixed device type: a trace without examples used to enter the real context,
-    record nothing and emit a spec that computes the region under an enclosing autocast."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc = nn.Linear(4, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cpu", enabled=False):
-            return self.fc(x).float() * 2
-
-
-def test_an_autocast_region_without_an_input_shape_is_refused_not_dropped() -> None:
-    model = FixedAutocastOff()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert model(torch.randn(2, 4)).dtype == torch.float32  # the region really is float32
-    with pytest.raises(EmitError, match=r"FixedAutocastOff\): .*forward enters torch.autocast; .*pass input_shape="):
-        netspec.emit(model)
-    assert torch.autocast is torch.amp.autocast_mode.autocast and torch.amp.autocast is torch.autocast
-    spec, rebuilt = rebuild(model, (4,))  # with examples it is followed and checked at run time
-    assert "expect_no_autocast(x, 'cpu')" in forward_text(spec)
-    same_outputs(model, rebuilt, torch.randn(2, 4))
-
-
-class OtherAutocastForm(nn.Module):
-    """Autocast turned off through torch's class made another way than ``torch.autocast(...)``."""
+class AutocastOff(nn.Module):
+    """Autocast turned off around a Linear, the context made by ``make``. With ``torch.autocast("cpu",
+    enabled=False)``, a trace without examples used to enter the real context, record nothing and emit a spec
+    that computes the region under an enclosing autocast."""
 
     def __init__(self, make: Callable[[], object]) -> None:
         super().__init__()
@@ -313,6 +290,18 @@ class OtherAutocastForm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with self.make():  # type: ignore[attr-defined]
             return self.fc(x).float() * 2
+
+
+def test_an_autocast_region_without_an_input_shape_is_refused_not_dropped() -> None:
+    model = AutocastOff(lambda: torch.autocast("cpu", enabled=False))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model(torch.randn(2, 4)).dtype == torch.float32  # the region really is float32
+    with pytest.raises(EmitError, match=r"AutocastOff\): .*forward enters torch.autocast; .*pass input_shape="):
+        netspec.emit(model)
+    assert torch.autocast is torch.amp.autocast_mode.autocast and torch.amp.autocast is torch.autocast
+    spec, rebuilt = rebuild(model, (4,))  # with examples it is followed and checked at run time
+    assert "expect_no_autocast(x, 'cpu')" in forward_text(spec)
+    same_outputs(model, rebuilt, torch.randn(2, 4))
 
 
 @pytest.mark.parametrize("shape", [(4,), None])
@@ -326,7 +315,7 @@ class OtherAutocastForm(nn.Module):
 def test_autocast_made_another_way_is_refused_not_dropped(
     make: Callable[[], object], shown: str, shape: tuple[int, ...] | None
 ) -> None:
-    model = OtherAutocastForm(make)
+    model = AutocastOff(make)
     with pytest.raises(EmitError, match=rf"forward enters {shown}, which a trace would not record"):
         netspec.emit(model, input_shape=shape)
     assert torch.amp.autocast_mode.autocast.__enter__.__module__ == "torch.amp.autocast_mode"  # restored
