@@ -304,6 +304,19 @@ def test_an_autocast_region_without_an_input_shape_is_refused_not_dropped() -> N
     same_outputs(model, rebuilt, torch.randn(2, 4))
 
 
+class AutocastOffComputedDevice(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=x.device.type.lower(), enabled=False):
+            return x * 2
+
+
+def test_autocast_off_for_a_device_type_no_value_names_is_refused() -> None:
+    reason = r"forward turns autocast off for the device type .*; a Graph can only check the device of one of"
+    with pytest.raises(EmitError, match=r"AutocastOffComputedDevice\): .*" + reason):
+        netspec.emit(AutocastOffComputedDevice(), input_shape=(4,))
+    assert torch.autocast is torch.amp.autocast_mode.autocast
+
+
 @pytest.mark.parametrize("shape", [(4,), None])
 @pytest.mark.parametrize(
     ("make", "shown"),
